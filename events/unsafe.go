@@ -1,0 +1,6 @@
+package events
+
+import "unsafe"
+
+// unsafeBytes views s as a byte slice without copying; the slice must not be modified.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

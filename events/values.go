@@ -1,0 +1,229 @@
+package events
+
+import (
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/oklog/ulid/v2"
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
+)
+
+// Workspace is a workspace id: a slug [a-z0-9][a-z0-9-]{0,62}, usable as a NATS subject
+// token. The zero value is not valid.
+type Workspace string
+
+var workspaceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ParseWorkspace checks s is a workspace slug.
+func ParseWorkspace(s string) (Workspace, error) {
+	if !workspaceRE.MatchString(s) {
+		return "", Invalid("workspace", s, "must match [a-z0-9][a-z0-9-]{0,62}")
+	}
+	return Workspace(s), nil
+}
+
+// IsValid reports whether w is a well-formed slug.
+func (w Workspace) IsValid() bool { return workspaceRE.MatchString(string(w)) }
+
+// SystemWorkspace holds the registry's own keys, among them the root key.
+const SystemWorkspace Workspace = "system"
+
+// Permission is an endpoint permission such as "users.track" or "keyreg.keys.read".
+type Permission string
+
+var permissionRE = regexp.MustCompile(`^[a-z0-9_.:-]{1,128}$`)
+
+// ParsePermission checks s matches [a-z0-9_.:-]{1,128}.
+func ParsePermission(s string) (Permission, error) {
+	if !permissionRE.MatchString(s) {
+		return "", Invalid("permissions", s, "must match [a-z0-9_.:-]+ (at most 128 characters)")
+	}
+	return Permission(s), nil
+}
+
+// MaxPermissions bounds the permissions of one key.
+const MaxPermissions = 256
+
+// ParsePermissions validates, sorts and deduplicates a permission list.
+func ParsePermissions(in []string) ([]Permission, error) {
+	if len(in) > MaxPermissions {
+		return nil, Invalid("permissions", strconv.Itoa(len(in))+" entries", "at most %d permissions", MaxPermissions)
+	}
+	out := make([]Permission, 0, len(in))
+	for _, s := range in {
+		p, err := ParsePermission(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// MaxNameBytes is the longest name, in bytes after trimming.
+const MaxNameBytes = 255
+
+// ParseName trims s and checks it is valid UTF-8, 1 to 255 bytes, with no control
+// characters. field names the input in the error.
+func ParseName(field, s string) (string, error) {
+	if !utf8.ValidString(s) {
+		return "", Invalid(field, s, "must be valid UTF-8")
+	}
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return "", Invalid(field, s, "must not be empty")
+	}
+	if len(t) > MaxNameBytes {
+		return "", Invalid(field, t[:32]+"...", "must be at most %d bytes, got %d", MaxNameBytes, len(t))
+	}
+	for _, r := range t {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return "", Invalid(field, s, "must not contain control characters")
+		}
+	}
+	return t, nil
+}
+
+
+
+// FoldName is the case-insensitive, Unicode-aware form of a name used for uniqueness and
+// prefix search: the trimmed name, Unicode case-folded, in NFC.
+func FoldName(name string) string {
+	return norm.NFC.String(cases.Fold().String(strings.TrimSpace(name)))
+}
+
+// MaxAllowlist bounds the entries of one allowlist.
+const MaxAllowlist = 1000
+
+// ParseAllowlist parses IPv4 and IPv6 addresses and CIDR prefixes. Each entry is
+// normalized: an address becomes a full-length prefix, prefixes are masked, IPv4-mapped
+// IPv6 is unmapped. The result is sorted and deduplicated. An empty list means any
+// address. Zones (fe80::1%eth0) are refused.
+func ParseAllowlist(in []string) ([]netip.Prefix, error) {
+	if len(in) > MaxAllowlist {
+		return nil, Invalid("allowlist", strconv.Itoa(len(in))+" entries", "at most %d entries", MaxAllowlist)
+	}
+	out := make([]netip.Prefix, 0, len(in))
+	for _, s := range in {
+		p, err := ParseAllowlistEntry(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return NormalizeAllowlist(out), nil
+}
+
+// ParseAllowlistEntry parses one address or CIDR prefix and normalizes it.
+func ParseAllowlistEntry(s string) (netip.Prefix, error) {
+	t := strings.TrimSpace(s)
+	if strings.Contains(t, "%") {
+		return netip.Prefix{}, Invalid("allowlist", s, "IPv6 zones are not allowed")
+	}
+	if strings.Contains(t, "/") {
+		p, err := netip.ParsePrefix(t)
+		if err != nil {
+			return netip.Prefix{}, Invalid("allowlist", s, "not an IP address or CIDR prefix")
+		}
+		a, bits := p.Addr(), p.Bits()
+		if a.Is4In6() {
+			if bits < 96 {
+				return netip.Prefix{}, Invalid("allowlist", s, "IPv4-mapped prefix shorter than /96")
+			}
+			a, bits = a.Unmap(), bits-96
+		}
+		return netip.PrefixFrom(a, bits).Masked(), nil
+	}
+	a, err := netip.ParseAddr(t)
+	if err != nil {
+		return netip.Prefix{}, Invalid("allowlist", s, "not an IP address or CIDR prefix")
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// NormalizeAllowlist sorts (IPv4 first, then by address and length) and deduplicates.
+func NormalizeAllowlist(in []netip.Prefix) []netip.Prefix {
+	out := slices.Clone(in)
+	slices.SortFunc(out, ComparePrefix)
+	return slices.Compact(out)
+}
+
+// ComparePrefix orders prefixes by address, then by length.
+func ComparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// AllowlistContains reports whether ip is allowed by list; an empty list allows any
+// address. IPv4-mapped IPv6 addresses are unmapped first.
+func AllowlistContains(list []netip.Prefix, ip netip.Addr) bool {
+	if len(list) == 0 {
+		return true
+	}
+	ip = ip.Unmap()
+	for _, p := range list {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Kind is an identifier kind.
+type Kind string
+
+// Identifier kinds.
+const (
+	KindApp               Kind = "app"
+	KindSegment           Kind = "segment"
+	KindCampaign          Kind = "campaign"
+	KindCanvas            Kind = "canvas"
+	KindContentCard       Kind = "content_card"
+	KindTemplate          Kind = "template"
+	KindSubscriptionGroup Kind = "subscription_group"
+	KindSend              Kind = "send"
+)
+
+// Kinds lists every identifier kind.
+var Kinds = []Kind{KindApp, KindSegment, KindCampaign, KindCanvas, KindContentCard, KindTemplate, KindSubscriptionGroup, KindSend}
+
+// ParseKind checks s is one of Kinds.
+func ParseKind(s string) (Kind, error) {
+	if slices.Contains(Kinds, Kind(s)) {
+		return Kind(s), nil
+	}
+	return "", Invalid("kind", s, "must be one of app, segment, campaign, canvas, content_card, template, subscription_group, send")
+}
+
+var platformRE = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
+
+// ParsePlatform checks an app identifier's platform (ios, android, web, ...): a lower-case
+// token of at most 32 characters.
+func ParsePlatform(s string) (string, error) {
+	if !platformRE.MatchString(s) {
+		return "", Invalid("platform", s, "must match [a-z0-9_-]{1,32}, e.g. ios, android, web")
+	}
+	return s, nil
+}
+
+// NewID returns a new ULID string from crypto/rand, used for event, key and identifier ids.
+func NewID() string { return ulid.Make().String() }
+
+// ParseID checks s is a ULID in canonical upper-case form.
+func ParseID(field, s string) (string, error) {
+	id, err := ulid.ParseStrict(s)
+	if err != nil || id.String() != s {
+		return "", Invalid(field, s, "must be a ULID")
+	}
+	return s, nil
+}
