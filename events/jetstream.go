@@ -1,0 +1,322 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+)
+
+// JetStream error codes that mean an expected last sequence did not hold.
+const (
+	errCodeWrongLastSeq         jetstream.ErrorCode = 10071
+	errCodeWrongLastSeqConstant jetstream.ErrorCode = 10164
+)
+
+// StreamConfig returns the configuration of the KEYREG stream: every subject under
+// keyreg.>, file storage, no limits with Discard New, no deletes, purges or rollups,
+// direct gets, and atomic batch publish.
+func StreamConfig(replicas int) jetstream.StreamConfig {
+	if replicas < 1 {
+		replicas = 1
+	}
+	return jetstream.StreamConfig{
+		Name:               StreamName,
+		Description:        "keyreg events: the only source of truth",
+		Subjects:           []string{SubjectPrefix + ".>"},
+		Storage:            jetstream.FileStorage,
+		Retention:          jetstream.LimitsPolicy,
+		Discard:            jetstream.DiscardNew,
+		MaxMsgs:            -1,
+		MaxBytes:           -1,
+		MaxAge:             0,
+		MaxMsgsPerSubject:  -1,
+		Replicas:           replicas,
+		Duplicates:         2 * time.Minute,
+		DenyDelete:         true,
+		DenyPurge:          true,
+		AllowRollup:        false,
+		AllowDirect:        true,
+		AllowAtomicPublish: true,
+	}
+}
+
+// JetStreamLog is the event log on a NATS JetStream stream.
+type JetStreamLog struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+}
+
+// JetStreamOptions configure OpenJetStream.
+type JetStreamOptions struct {
+	Replicas int // 1 for the embedded server, 3 on a cluster
+}
+
+// OpenJetStream creates the KEYREG stream, or checks an existing one and updates the
+// settings that may change. It does not own nc: Close leaves it open.
+func OpenJetStream(ctx context.Context, nc *nats.Conn, opts JetStreamOptions) (*JetStreamLog, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("events: jetstream: %w", err)
+	}
+	want := StreamConfig(opts.Replicas)
+	stream, err := js.Stream(ctx, StreamName)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		stream, err = js.CreateStream(ctx, want)
+		if err != nil {
+			return nil, fmt.Errorf("events: create stream %s: %w", StreamName, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("events: stream %s: %w", StreamName, err)
+	default:
+		have := stream.CachedInfo().Config
+		if have.Storage != want.Storage || !reflect.DeepEqual(have.Subjects, want.Subjects) ||
+			have.Retention != want.Retention {
+			return nil, fmt.Errorf("events: stream %s exists with storage %s, subjects %v, retention %s; keyreg needs file storage, %v, limits",
+				StreamName, have.Storage, have.Subjects, have.Retention, want.Subjects)
+		}
+		if !sameMutable(have, want) {
+			want.Replicas = have.Replicas // changing replicas is an operator's decision
+			if stream, err = js.UpdateStream(ctx, want); err != nil {
+				return nil, fmt.Errorf("events: update stream %s: %w", StreamName, err)
+			}
+		}
+	}
+	return &JetStreamLog{nc: nc, js: js, stream: stream}, nil
+}
+
+func sameMutable(have, want jetstream.StreamConfig) bool {
+	return have.Discard == want.Discard && have.MaxMsgs == want.MaxMsgs && have.MaxBytes == want.MaxBytes &&
+		have.MaxAge == want.MaxAge && have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge &&
+		have.AllowRollup == want.AllowRollup && have.AllowDirect == want.AllowDirect &&
+		have.AllowAtomicPublish == want.AllowAtomicPublish && have.MaxMsgsPerSubject == want.MaxMsgsPerSubject
+}
+
+// JetStream returns the JetStream context, for tools that need more than the Log.
+func (l *JetStreamLog) JetStream() jetstream.JetStream { return l.js }
+
+// Close implements Log. The connection stays open: its owner closes it.
+func (l *JetStreamLog) Close() error { return nil }
+
+// Append implements Appender. One message is published with a plain JetStream publish;
+// several go in one atomic batch (all or none, one fsync).
+func (l *JetStreamLog) Append(ctx context.Context, msgs []Message) ([]uint64, error) {
+	if len(msgs) == 0 {
+		return nil, fmt.Errorf("events: append: no messages")
+	}
+	nmsgs := make([]*nats.Msg, len(msgs))
+	for i, m := range msgs {
+		if m.ID == "" {
+			return nil, fmt.Errorf("events: append: message %d has no id", i)
+		}
+		nm := nats.NewMsg(m.Subject)
+		nm.Data = m.Data
+		nm.Header.Set(jetstream.MsgIDHeader, m.ID)
+		if m.ExpectFilter != "" {
+			nm.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(m.ExpectSeq, 10))
+			nm.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, m.ExpectFilter)
+		}
+		nmsgs[i] = nm
+	}
+	var last uint64
+	var duplicate bool
+	var err error
+	if len(nmsgs) == 1 {
+		var ack *jetstream.PubAck
+		ack, err = l.js.PublishMsg(ctx, nmsgs[0])
+		if err == nil {
+			last, duplicate = ack.Sequence, ack.Duplicate
+		}
+	} else {
+		var ack *jetstreamext.BatchAck
+		ack, err = jetstreamext.PublishMsgBatch(ctx, l.js, nmsgs)
+		if err == nil {
+			last = ack.Sequence
+		}
+	}
+	if err == nil && !duplicate {
+		return consecutive(last-uint64(len(msgs))+1, len(msgs)), nil
+	}
+	// A duplicate, a conflict or a lost ack: the first message may already be stored.
+	if seqs, ok := l.findStored(ctx, msgs); ok {
+		return seqs, nil
+	}
+	if err == nil {
+		return nil, fmt.Errorf("events: append %s: reported duplicate but not found", msgs[0].Subject)
+	}
+	if isConflict(err) {
+		return nil, fmt.Errorf("%w: append %s: %v", ErrConflict, msgs[0].Subject, err)
+	}
+	return nil, fmt.Errorf("events: append %s: %w", msgs[0].Subject, err)
+}
+
+func consecutive(first uint64, n int) []uint64 {
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = first + uint64(i)
+	}
+	return out
+}
+
+// findStored looks for msgs already in the stream, as after a retry of an append whose
+// acknowledgement was lost. Atomic batches are stored at consecutive sequences.
+func (l *JetStreamLog) findStored(ctx context.Context, msgs []Message) ([]uint64, bool) {
+	first := msgs[0]
+	var found uint64
+	if first.ExpectFilter != "" {
+		// It would be the first message on the filter after the expected sequence.
+		_ = l.Read(ctx, first.ExpectFilter, first.ExpectSeq+1, func(r Record) error {
+			if r.MsgID == first.ID {
+				found = r.Seq
+			}
+			return errStop
+		})
+	} else {
+		raw, err := l.stream.GetLastMsgForSubject(ctx, first.Subject)
+		if err == nil && raw.Header.Get(jetstream.MsgIDHeader) == first.ID {
+			found = raw.Sequence
+		}
+	}
+	if found == 0 {
+		return nil, false
+	}
+	seqs := consecutive(found, len(msgs))
+	for i := 1; i < len(msgs); i++ {
+		r, err := l.Get(ctx, seqs[i])
+		if err != nil || r.MsgID != msgs[i].ID {
+			return nil, false
+		}
+	}
+	return seqs, true
+}
+
+var errStop = errors.New("stop")
+
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == errCodeWrongLastSeq || apiErr.ErrorCode == errCodeWrongLastSeqConstant
+	}
+	var jsErr jetstream.JetStreamError
+	if errors.As(err, &jsErr) && jsErr.APIError() != nil {
+		c := jsErr.APIError().ErrorCode
+		return c == errCodeWrongLastSeq || c == errCodeWrongLastSeqConstant
+	}
+	return false
+}
+
+// LastSeq implements Reader.
+func (l *JetStreamLog) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("events: stream info: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// Get implements Reader.
+func (l *JetStreamLog) Get(ctx context.Context, seq uint64) (Record, error) {
+	raw, err := l.stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Record{}, fmt.Errorf("%w: sequence %d", ErrNotFound, seq)
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("events: get %d: %w", seq, err)
+	}
+	return Record{Seq: raw.Sequence, Subject: raw.Subject, MsgID: raw.Header.Get(jetstream.MsgIDHeader), Time: raw.Time.UTC(), Data: raw.Data}, nil
+}
+
+// readBatch is how many messages one direct batch get asks for.
+const readBatch = 512
+
+// Read implements Reader with direct batch gets, so reading one aggregate costs no
+// consumer.
+func (l *JetStreamLog) Read(ctx context.Context, filter string, from uint64, fn func(Record) error) error {
+	if from == 0 {
+		from = 1
+	}
+	end, err := l.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	for from <= end {
+		it, err := jetstreamext.GetBatch(ctx, l.js, StreamName, readBatch,
+			jetstreamext.GetBatchSeq(from), jetstreamext.GetBatchSubject(filter))
+		if err != nil {
+			return fmt.Errorf("events: read %s from %d: %w", filter, from, err)
+		}
+		n := 0
+		for raw, err := range it {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("events: read %s from %d: %w", filter, from, err)
+			}
+			if raw.Sequence > end {
+				return nil
+			}
+			n++
+			from = raw.Sequence + 1
+			r := Record{Seq: raw.Sequence, Subject: raw.Subject, MsgID: raw.Header.Get(jetstream.MsgIDHeader), Time: raw.Time.UTC(), Data: raw.Data}
+			if err := fn(r); err != nil {
+				if errors.Is(err, errStop) {
+					return nil
+				}
+				return err
+			}
+		}
+		if n < readBatch {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Follow implements Reader with an ordered consumer, which recovers from gaps and
+// reconnects by itself.
+func (l *JetStreamLog) Follow(ctx context.Context, from uint64, fn func(Record) error) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := l.js.OrderedConsumer(ctx, StreamName, cfg)
+	if err != nil {
+		return fmt.Errorf("events: follow from %d: %w", from, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("events: follow from %d: %w", from, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, nats.ErrConnectionClosed) {
+				return ErrClosed
+			}
+			return fmt.Errorf("events: follow: %w", err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("events: follow: %w", err)
+		}
+		r := Record{Seq: meta.Sequence.Stream, Subject: msg.Subject(), MsgID: msg.Headers().Get(jetstream.MsgIDHeader), Time: meta.Timestamp.UTC(), Data: msg.Data()}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+}

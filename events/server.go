@@ -1,0 +1,77 @@
+package events
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// ServerOptions configure the embedded NATS server.
+type ServerOptions struct {
+	// StoreDir holds JetStream's files. Required.
+	StoreDir string
+	// Listen is "host:port" for clients over TCP; empty means in-process only.
+	Listen string
+	// NoSync turns off fsync before acknowledging. Only benchmarks and throwaway
+	// rebuilds use it: with it an acknowledged append may be lost in a crash.
+	NoSync bool
+}
+
+// StartServer starts an embedded NATS server with JetStream under opts.StoreDir. By
+// default it fsyncs every message before acknowledging it (SyncAlways).
+func StartServer(opts ServerOptions) (*server.Server, error) {
+	if opts.StoreDir == "" {
+		return nil, fmt.Errorf("events: start nats: StoreDir is required")
+	}
+	so := &server.Options{
+		ServerName: "keyreg",
+		JetStream:  true,
+		StoreDir:   opts.StoreDir,
+		SyncAlways: !opts.NoSync,
+		NoSigs:     true,
+		NoLog:      true,
+		DontListen: opts.Listen == "",
+		// A big max_payload is not needed: an event is at most a few tens of KiB.
+		MaxPayload: 8 << 20,
+	}
+	if opts.NoSync {
+		so.SyncInterval = 2 * time.Minute
+	}
+	if opts.Listen != "" {
+		host, port, err := net.SplitHostPort(opts.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("events: nats listen %q: %w", opts.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("events: nats listen %q: bad port", opts.Listen)
+		}
+		if p == 0 {
+			p = server.RANDOM_PORT
+		}
+		so.Host, so.Port = host, p
+	}
+	s, err := server.NewServer(so)
+	if err != nil {
+		return nil, fmt.Errorf("events: start nats: %w", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("events: start nats: not ready after 30s")
+	}
+	return s, nil
+}
+
+// ConnectInProcess connects to an embedded server without a network socket.
+func ConnectInProcess(s *server.Server) (*nats.Conn, error) {
+	nc, err := nats.Connect("", nats.InProcessServer(s), nats.Name("keyreg"), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("events: connect in-process: %w", err)
+	}
+	return nc, nil
+}
