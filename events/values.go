@@ -91,8 +91,6 @@ func ParseName(field, s string) (string, error) {
 	return t, nil
 }
 
-
-
 // FoldName is the case-insensitive, Unicode-aware form of a name used for uniqueness and
 // prefix search: the trimmed name, Unicode case-folded, in NFC.
 func FoldName(name string) string {
