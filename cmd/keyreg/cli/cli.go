@@ -1,0 +1,111 @@
+// Package cli is keyreg's command line: `serve` and the operator tools, and the client
+// commands that talk to a keyreg server over its HTTP API (KEYREG_ADDR, KEYREG_TOKEN).
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Env reads an environment variable; tests pass a map's lookup.
+type Env func(string) string
+
+// Run runs the keyreg command line with args (without the program name) and returns the
+// exit code: 0 on success, 1 on failure (after a one-line message on stderr), 2 on bad
+// usage.
+func Run(ctx context.Context, args []string, getenv Env, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(getenv, stdin, stdout, stderr)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var u usageError
+	if errors.As(err, &u) || isCobraUsage(err) {
+		fmt.Fprintf(stderr, "keyreg: %s\n(see keyreg %s --help)\n", oneLine(err.Error()), commandPath(args))
+		return 2
+	}
+	fmt.Fprintf(stderr, "keyreg: %s\n", oneLine(err.Error()))
+	return 1
+}
+
+// usageError is a mistake in how a command was called.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least",
+		"required flag", "invalid argument", "flag needs an argument", "if any flags in the group"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func commandPath(args []string) string {
+	var words []string
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			break
+		}
+		words = append(words, a)
+		if len(words) == 2 {
+			break
+		}
+	}
+	return strings.Join(words, " ")
+}
+
+func newRoot(getenv Env, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "keyreg",
+		Short: "An event-sourced registry of REST API keys, IP allowlists and API identifiers",
+		Long: `keyreg keeps a workspace's REST API keys (permissions, IP allowlists), app identifiers and
+additional API identifiers. Every change is an event on a NATS JetStream stream; Pebble views
+answer queries and verify keys; replay rebuilds the views.
+
+Run a server:   keyreg serve --data ./keyreg-data
+Use it:         export KEYREG_ADDR=http://127.0.0.1:8080 KEYREG_TOKEN=kr_...
+                keyreg workspace create acme --name "Acme Inc"`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err.Error()} })
+	g := &globals{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
+	root.PersistentFlags().StringVar(&g.addr, "addr", "", "server address (default $KEYREG_ADDR or http://127.0.0.1:8080)")
+	root.PersistentFlags().StringVar(&g.token, "token", "", "registry key secret (default $KEYREG_TOKEN)")
+	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripts instead of tables")
+	root.AddCommand(newServeCmd(g))
+	for _, add := range clientCommands {
+		root.AddCommand(add(g))
+	}
+	return root
+}
+
+// globals are the flags and streams every command shares.
+type globals struct {
+	getenv         Env
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	addr, token    string
+	json           bool
+}
+
+// clientCommands are the constructors of the client subcommands (workspace, key, ...).
+var clientCommands []func(*globals) *cobra.Command

@@ -1,0 +1,50 @@
+package cli
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyreg/keyreg/cmd/keyreg/server"
+)
+
+func newServeCmd(g *globals) *cobra.Command {
+	cfg := server.Config{}
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a keyreg node: embedded NATS JetStream, Pebble views and the HTTP API",
+		Long: `Runs a keyreg node. By default it starts an embedded NATS server with JetStream, keeping the
+stream under DATA/nats (fsync before every acknowledgement) and the views under
+DATA/projections. With --nats-url it uses an existing NATS cluster instead.
+
+On the first start on an empty data dir it creates workspace "system" and a root key with
+keyreg.admin, and prints the root key's secret once (and writes it to --bootstrap-key-file).
+
+It stops cleanly on SIGINT or SIGTERM: HTTP requests drained, projector stopped after its
+last batch, NATS shut down.`,
+		Example: `  keyreg serve
+  keyreg serve --data /var/lib/keyreg --http 127.0.0.1:8080 --bootstrap-key-file ./root.key
+  keyreg serve --nats-url nats://n1:4222,nats://n2:4222 --replicas 3`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return usagef("--log-level %q: use debug, info, warn or error", logLevel)
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+			cfg.Stderr = g.stderr
+			return server.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data", "keyreg-data", "data directory (stream and views)")
+	f.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "HTTP listen address")
+	f.StringVar(&cfg.NATSURL, "nats-url", "", "use this NATS cluster instead of the embedded server")
+	f.IntVar(&cfg.Replicas, "replicas", 3, "stream replicas when creating the stream on a cluster (--nats-url)")
+	f.StringVar(&cfg.BootstrapKeyFile, "bootstrap-key-file", "", "on first start, also write the root secret to this file (mode 0600)")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain HTTP requests on shutdown")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

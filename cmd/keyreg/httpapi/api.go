@@ -1,0 +1,221 @@
+// Package httpapi is keyreg's HTTP API (/v1): handlers generated into an OpenAPI 3.1
+// document by huma, registry-key auth, RFC 9457 problems, idempotency keys, If-Match,
+// read-your-writes, verify with a failure rate limit, health and Prometheus metrics.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
+
+	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections"
+)
+
+// MaxBody is the largest request body accepted (413 beyond).
+const MaxBody = 1 << 20
+
+// Deps are what the API runs on.
+type Deps struct {
+	Commands  *commands.Handler      // nil serves read-only: writes answer 405
+	Store     *projections.Store     // the views
+	Projector *projections.Projector // for read-your-writes; nil in read-only mode
+	Log       events.Reader          // event bodies for history; readiness
+	Metrics   *Metrics               // nil: no metrics
+	Logger    *slog.Logger           // nil: slog.Default()
+	Now       func() time.Time       // nil: time.Now
+	// VerifyFailures bounds failed verifies per client address: Rate per second with Burst.
+	VerifyFailureRate  float64
+	VerifyFailureBurst int
+	// ReadyCheck, when set, reports whether the views serve (projector caught up).
+	ReadyCheck func(ctx context.Context) error
+}
+
+// API serves the HTTP API.
+type API struct {
+	d       Deps
+	huma    huma.API
+	mux     *http.ServeMux
+	limiter *failureLimiter
+	idem    *idempotency
+}
+
+// New builds the API and registers every operation.
+func New(d Deps) *API {
+	installErrors()
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.VerifyFailureRate == 0 {
+		d.VerifyFailureRate, d.VerifyFailureBurst = 5, 20
+	}
+	mux := http.NewServeMux()
+	cfg := huma.DefaultConfig("keyreg", "1.0.0")
+	cfg.Info.Description = "An event-sourced registry of REST API keys, IP allowlists and API identifiers."
+	cfg.CreateHooks = nil // no $schema links in bodies
+	cfg.DocsPath = ""
+	cfg.SchemasPath = ""
+	cfg.OpenAPIPath = "/openapi"
+	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		"bearer": {Type: "http", Scheme: "bearer", Description: "The secret of a registry key (kr_...)."},
+	}
+	a := &API{d: d, mux: mux, limiter: newFailureLimiter(d.VerifyFailureRate, d.VerifyFailureBurst), idem: newIdempotency(time.Hour, 10000)}
+	a.huma = humago.New(mux, cfg)
+	a.huma.UseMiddleware(a.callerMiddleware)
+	a.registerWorkspaces()
+	a.registerKeys()
+	a.registerIdentifiers()
+	a.registerVerify()
+	a.registerHealth()
+	return a
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(sw, r.Body, MaxBody)
+	}
+	a.idem.wrap(a.mux).ServeHTTP(sw, r)
+	if a.d.Metrics != nil {
+		a.d.Metrics.observeHTTP(r, sw.status, time.Since(start))
+	}
+}
+
+// OpenAPI returns the generated OpenAPI document.
+func (a *API) OpenAPI() *huma.OpenAPI { return a.huma.OpenAPI() }
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type ctxKey int
+
+const callerKey ctxKey = iota
+
+// caller is who sent a request: the bearer token, the client address, the request id
+// and the stated reason (header Keyreg-Reason).
+type caller struct {
+	token     string
+	ip        netip.Addr
+	requestID string
+	reason    string
+	eventID   string // from Idempotency-Key
+}
+
+func (a *API) callerMiddleware(ctx huma.Context, next func(huma.Context)) {
+	c := caller{
+		requestID: ctx.Header("X-Request-Id"),
+		reason:    ctx.Header("Keyreg-Reason"),
+		eventID:   eventIDFrom(ctx.Context()),
+	}
+	if c.requestID == "" || len(c.requestID) > 128 {
+		c.requestID = events.NewID()
+	}
+	if len(c.reason) > 1024 {
+		c.reason = c.reason[:1024]
+	}
+	if h := ctx.Header("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		c.token = strings.TrimSpace(h[7:])
+	}
+	c.ip = remoteIP(ctx.RemoteAddr())
+	ctx.SetHeader("X-Request-Id", c.requestID)
+	next(huma.WithValue(ctx, callerKey, c))
+}
+
+func remoteIP(addr string) netip.Addr {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ip.Unmap()
+}
+
+func callerOf(ctx context.Context) caller {
+	c, _ := ctx.Value(callerKey).(caller)
+	return c
+}
+
+// meta returns the event metadata of a request by principal p.
+func (c caller) meta(p principal) events.Meta {
+	return events.Meta{Actor: p.KeyID, ActorIP: c.ip.String(), RequestID: c.requestID, Reason: c.reason}
+}
+
+// fail maps err to a problem, logging internal errors with the request id.
+func (a *API) fail(ctx context.Context, err error) error {
+	p := toProblem(err)
+	if p.internal != nil {
+		a.d.Logger.Error("request failed", "request_id", callerOf(ctx).requestID, "err", p.internal)
+	}
+	return p
+}
+
+// waitApplied blocks until the views have applied seq, so that the response and any
+// following read see the change.
+func (a *API) waitApplied(ctx context.Context, seq uint64) error {
+	if a.d.Projector == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := a.d.Projector.WaitFor(ctx, seq); err != nil {
+		p := problem(http.StatusServiceUnavailable, CodeUnavailable, "the change was stored but the views have not applied it yet; retry the read")
+		p.internal = err
+		return p
+	}
+	return nil
+}
+
+func (a *API) writable() error {
+	if a.d.Commands == nil {
+		return problem(http.StatusMethodNotAllowed, CodeReadOnly, "this server serves a read-only copy of the views; writes go to a live keyreg serve")
+	}
+	return nil
+}
+
+// etag formats a version as a strong entity tag.
+func etag(version uint64) string { return `"` + uitoa(version) + `"` }
+
+// parseIfMatch returns the version of an If-Match header ("" or "*": 0, no check).
+func parseIfMatch(h string) (uint64, error) {
+	h = strings.TrimSpace(h)
+	if h == "" || h == "*" {
+		return 0, nil
+	}
+	h = strings.TrimPrefix(h, "W/")
+	v, err := parseUint(strings.Trim(h, `"`))
+	if err != nil || v == 0 {
+		return 0, invalid("If-Match", h, `If-Match must be the resource's ETag, e.g. "42"`)
+	}
+	return v, nil
+}

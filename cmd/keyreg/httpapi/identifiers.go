@@ -1,0 +1,170 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/events"
+)
+
+type identifierPath struct {
+	WS string `path:"ws" doc:"Workspace id"`
+	ID string `path:"id" doc:"Identifier id (ULID)"`
+}
+
+type identifierOutput struct {
+	ETag     string `header:"ETag"`
+	Location string `header:"Location"`
+	Body     Identifier
+}
+
+type identifiersOutput struct {
+	Body struct {
+		Identifiers []Identifier `json:"identifiers"`
+	}
+}
+
+func identifierLocation(ws, id string) string { return "/v1/workspaces/" + ws + "/identifiers/" + id }
+
+func (a *API) registerIdentifiers() {
+	tags := []string{"identifiers"}
+	sec := []map[string][]string{{"bearer": {}}}
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "register-identifier", Method: http.MethodPost, Path: "/v1/workspaces/{ws}/identifiers", Tags: tags, Security: sec,
+		Summary: "Register an identifier", DefaultStatus: http.StatusCreated,
+		Description: "An app identifier (kind app, with a platform) or an additional API identifier. Names are unique per workspace and kind among active identifiers, ignoring case.",
+	}, func(ctx context.Context, in *struct {
+		WS             string `path:"ws"`
+		IdempotencyKey string `header:"Idempotency-Key"`
+		Body           struct {
+			Kind     string `json:"kind" doc:"app, segment, campaign, canvas, content_card, template, subscription_group or send"`
+			Name     string `json:"name"`
+			Platform string `json:"platform,omitempty" doc:"For kind app: ios, android, web, ..."`
+		}
+	}) (*identifierOutput, error) {
+		if err := a.writable(); err != nil {
+			return nil, err
+		}
+		p, err := a.authorize(ctx, in.WS, PermIdentifiersWrite)
+		if err != nil {
+			return nil, err
+		}
+		c := callerOf(ctx)
+		res, err := a.d.Commands.RegisterIdentifier(ctx, commands.RegisterIdentifier{Workspace: in.WS, Kind: in.Body.Kind,
+			Name: in.Body.Name, Platform: in.Body.Platform, EventID: c.eventID, Meta: c.meta(p)})
+		return a.afterIdentifierWrite(ctx, "register_identifier", in.WS, res, err)
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "list-identifiers", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/identifiers", Tags: tags, Security: sec,
+		Summary: "List and search identifiers", Description: "Active identifiers, by kind and by name prefix (ignoring case), ordered by name.",
+	}, func(ctx context.Context, in *struct {
+		WS   string `path:"ws"`
+		Kind string `query:"kind" doc:"Only this kind"`
+		Q    string `query:"q" doc:"Name prefix, ignoring case"`
+	}) (*identifiersOutput, error) {
+		if _, err := a.authorize(ctx, in.WS, PermIdentifiersRead); err != nil {
+			return nil, err
+		}
+		var kind events.Kind
+		if in.Kind != "" {
+			k, err := events.ParseKind(in.Kind)
+			if err != nil {
+				return nil, a.fail(ctx, err)
+			}
+			kind = k
+		}
+		list, err := a.d.Store.Identifiers(events.Workspace(in.WS), kind, in.Q)
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		out := &identifiersOutput{}
+		out.Body.Identifiers = make([]Identifier, 0, len(list))
+		for _, s := range list {
+			out.Body.Identifiers = append(out.Body.Identifiers, identifierOut(s))
+		}
+		return out, nil
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "get-identifier", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: tags, Security: sec,
+		Summary: "Show an identifier",
+	}, func(ctx context.Context, in *identifierPath) (*identifierOutput, error) {
+		if _, err := a.authorize(ctx, in.WS, PermIdentifiersRead); err != nil {
+			return nil, err
+		}
+		return a.identifierResponse(ctx, in.WS, in.ID)
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "rename-identifier", Method: http.MethodPatch, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: tags, Security: sec,
+		Summary: "Rename an identifier",
+	}, func(ctx context.Context, in *struct {
+		identifierPath
+		IfMatch        string `header:"If-Match"`
+		IdempotencyKey string `header:"Idempotency-Key"`
+		Body           struct {
+			Name string `json:"name"`
+		}
+	}) (*identifierOutput, error) {
+		p, c, version, err := a.beginIdentifierWrite(ctx, in.WS, in.IfMatch)
+		if err != nil {
+			return nil, err
+		}
+		res, err := a.d.Commands.RenameIdentifier(ctx, commands.RenameIdentifier{Workspace: in.WS, IdentifierID: in.ID, Name: in.Body.Name,
+			ExpectedVersion: version, EventID: c.eventID, Meta: c.meta(p)})
+		return a.afterIdentifierWrite(ctx, "rename_identifier", in.WS, res, err)
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "retire-identifier", Method: http.MethodDelete, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: tags, Security: sec,
+		Summary: "Retire an identifier", Description: "Its name becomes free again; its history is kept.",
+	}, func(ctx context.Context, in *struct {
+		identifierPath
+		IfMatch        string `header:"If-Match"`
+		IdempotencyKey string `header:"Idempotency-Key"`
+	}) (*identifierOutput, error) {
+		p, c, version, err := a.beginIdentifierWrite(ctx, in.WS, in.IfMatch)
+		if err != nil {
+			return nil, err
+		}
+		res, err := a.d.Commands.RetireIdentifier(ctx, commands.RetireIdentifier{Workspace: in.WS, IdentifierID: in.ID,
+			ExpectedVersion: version, EventID: c.eventID, Meta: c.meta(p)})
+		return a.afterIdentifierWrite(ctx, "retire_identifier", in.WS, res, err)
+	})
+}
+
+func (a *API) beginIdentifierWrite(ctx context.Context, ws, ifMatch string) (principal, caller, uint64, error) {
+	if err := a.writable(); err != nil {
+		return principal{}, caller{}, 0, err
+	}
+	p, err := a.authorize(ctx, ws, PermIdentifiersWrite)
+	if err != nil {
+		return p, caller{}, 0, err
+	}
+	version, err := parseIfMatch(ifMatch)
+	return p, callerOf(ctx), version, err
+}
+
+func (a *API) afterIdentifierWrite(ctx context.Context, name, ws string, res commands.Result, err error) (*identifierOutput, error) {
+	a.d.Metrics.command(name, err)
+	if err != nil {
+		return nil, a.fail(ctx, err)
+	}
+	if err := a.waitApplied(ctx, res.Seq); err != nil {
+		return nil, a.fail(ctx, err)
+	}
+	return a.identifierResponse(ctx, ws, res.ID)
+}
+
+func (a *API) identifierResponse(ctx context.Context, ws, id string) (*identifierOutput, error) {
+	s, err := a.d.Store.Identifier(ctx, events.Workspace(ws), id)
+	if err != nil {
+		return nil, a.fail(ctx, err)
+	}
+	return &identifierOutput{ETag: etag(s.Version), Location: identifierLocation(ws, id), Body: identifierOut(s)}, nil
+}

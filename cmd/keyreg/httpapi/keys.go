@@ -1,0 +1,305 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections"
+)
+
+type keyPath struct {
+	WS string `path:"ws" doc:"Workspace id"`
+	ID string `path:"id" doc:"Key id (ULID)"`
+}
+
+type keyOutput struct {
+	ETag     string `header:"ETag"`
+	Location string `header:"Location"`
+	Body     Key
+}
+
+// KeyWithSecret is a key with its new secret, shown once: at creation and rotation.
+type KeyWithSecret struct {
+	Key    Key    `json:"key"`
+	Secret string `json:"secret,omitempty" doc:"The key's secret (kr_...), shown only in this response. Empty when an Idempotency-Key replay finds the key created before a restart."`
+}
+
+type keyWithSecretOutput struct {
+	ETag     string `header:"ETag"`
+	Location string `header:"Location"`
+	Body     KeyWithSecret
+}
+
+type keysOutput struct {
+	Body struct {
+		Keys []Key `json:"keys"`
+	}
+}
+
+type historyOutput struct {
+	Body struct {
+		Events []HistoryEntry `json:"events"`
+		Next   uint64         `json:"next,omitempty" doc:"Pass as after= for the next page; absent on the last page"`
+	}
+}
+
+func keyLocation(ws, id string) string { return "/v1/workspaces/" + ws + "/keys/" + id }
+
+func (a *API) registerKeys() {
+	tags := []string{"keys"}
+	sec := []map[string][]string{{"bearer": {}}}
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "create-key", Method: http.MethodPost, Path: "/v1/workspaces/{ws}/keys", Tags: tags, Security: sec,
+		Summary: "Create a REST API key", DefaultStatus: http.StatusCreated,
+		Description: "Creates a key with endpoint permissions and an optional IP allowlist (empty: any address). The secret is in this response only.",
+	}, func(ctx context.Context, in *struct {
+		WS             string `path:"ws"`
+		IdempotencyKey string `header:"Idempotency-Key" doc:"Retry-safe: the same key and body give the same response and no second change"`
+		Body           struct {
+			Name        string     `json:"name" doc:"1 to 255 bytes of UTF-8 without control characters"`
+			Permissions []string   `json:"permissions,omitempty" doc:"Endpoint permissions, [a-z0-9_.:-]+"`
+			Allowlist   []string   `json:"allowlist,omitempty" doc:"IPv4/IPv6 addresses and CIDR prefixes, at most 1000"`
+			ExpiresAt   *time.Time `json:"expires_at,omitempty" doc:"When the key stops working; in the future"`
+		}
+	}) (*keyWithSecretOutput, error) {
+		if err := a.writable(); err != nil {
+			return nil, err
+		}
+		p, err := a.authorize(ctx, in.WS, PermKeysWrite)
+		if err != nil {
+			return nil, err
+		}
+		c := callerOf(ctx)
+		res, err := a.d.Commands.CreateKey(ctx, commands.CreateKey{
+			Workspace: in.WS, Name: in.Body.Name, Permissions: in.Body.Permissions, Allowlist: in.Body.Allowlist,
+			ExpiresAt: in.Body.ExpiresAt, EventID: c.eventID, Meta: c.meta(p),
+		})
+		a.d.Metrics.command("create_key", err)
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		return a.keyWithSecret(ctx, in.WS, res)
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "list-keys", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/keys", Tags: tags, Security: sec,
+		Summary: "List a workspace's keys",
+	}, func(ctx context.Context, in *struct {
+		WS     string `path:"ws"`
+		Status string `query:"status" enum:"active,revoked,expired," doc:"Only keys with this status"`
+	}) (*keysOutput, error) {
+		if _, err := a.authorize(ctx, in.WS, PermKeysRead); err != nil {
+			return nil, err
+		}
+		now := a.d.Now()
+		keys, err := a.d.Store.Keys(events.Workspace(in.WS), projections.KeyFilter{Status: in.Status, At: now})
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		out := &keysOutput{}
+		out.Body.Keys = make([]Key, 0, len(keys))
+		for _, k := range keys {
+			out.Body.Keys = append(out.Body.Keys, keyOut(k, now))
+		}
+		return out, nil
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "get-key", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/keys/{id}", Tags: tags, Security: sec,
+		Summary: "Show a key",
+	}, func(ctx context.Context, in *keyPath) (*keyOutput, error) {
+		if _, err := a.authorize(ctx, in.WS, PermKeysRead); err != nil {
+			return nil, err
+		}
+		return a.keyResponse(ctx, in.WS, in.ID)
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "update-key", Method: http.MethodPatch, Path: "/v1/workspaces/{ws}/keys/{id}", Tags: tags, Security: sec,
+		Summary:     "Update a key's name, permissions or expiry",
+		Description: "Fields left out stay as they are; expires_at null clears the expiry. All changes are applied together or not at all.",
+	}, func(ctx context.Context, in *struct {
+		keyPath
+		IfMatch        string `header:"If-Match" doc:"The key's ETag; 412 if it changed since"`
+		IdempotencyKey string `header:"Idempotency-Key"`
+		Body           struct {
+			Name        *string      `json:"name,omitempty"`
+			Permissions *[]string    `json:"permissions,omitempty"`
+			ExpiresAt   NullableTime `json:"expires_at,omitempty"`
+		}
+	}) (*keyOutput, error) {
+		p, c, version, err := a.beginKeyWrite(ctx, in.WS, in.IfMatch)
+		if err != nil {
+			return nil, err
+		}
+		cmd := commands.UpdateKey{Workspace: in.WS, KeyID: in.ID, Name: in.Body.Name, Permissions: in.Body.Permissions,
+			ExpectedVersion: version, EventID: c.eventID, Meta: c.meta(p)}
+		if in.Body.ExpiresAt.Set {
+			cmd.SetExpiry, cmd.ExpiresAt = true, in.Body.ExpiresAt.Time
+		}
+		res, err := a.d.Commands.UpdateKey(ctx, cmd)
+		return a.afterKeyWrite(ctx, "update_key", in.WS, res, err)
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "put-allowlist", Method: http.MethodPut, Path: "/v1/workspaces/{ws}/keys/{id}/allowlist", Tags: tags, Security: sec,
+		Summary: "Replace a key's IP allowlist", Description: "An empty list allows any address.",
+	}, func(ctx context.Context, in *struct {
+		keyPath
+		IfMatch        string `header:"If-Match"`
+		IdempotencyKey string `header:"Idempotency-Key"`
+		Body           struct {
+			Allowlist []string `json:"allowlist" doc:"IPv4/IPv6 addresses and CIDR prefixes, at most 1000; [] allows any address"`
+		}
+	}) (*keyOutput, error) {
+		p, c, version, err := a.beginKeyWrite(ctx, in.WS, in.IfMatch)
+		if err != nil {
+			return nil, err
+		}
+		allow := in.Body.Allowlist
+		if allow == nil {
+			allow = []string{}
+		}
+		res, err := a.d.Commands.UpdateAllowlist(ctx, commands.UpdateAllowlist{Workspace: in.WS, KeyID: in.ID, Allowlist: allow,
+			ExpectedVersion: version, EventID: c.eventID, Meta: c.meta(p)})
+		return a.afterKeyWrite(ctx, "update_allowlist", in.WS, res, err)
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "rotate-key", Method: http.MethodPost, Path: "/v1/workspaces/{ws}/keys/{id}/rotate", Tags: tags, Security: sec,
+		Summary:     "Rotate a key's secret",
+		Description: "Issues a new secret, shown in this response only. The old one keeps working for grace_seconds (default 0).",
+	}, func(ctx context.Context, in *struct {
+		keyPath
+		IfMatch        string `header:"If-Match"`
+		IdempotencyKey string `header:"Idempotency-Key"`
+		Body           *struct {
+			GraceSeconds int `json:"grace_seconds,omitempty" doc:"How long the old secret stays valid, 0 to 2592000 (30 days)"`
+		}
+	}) (*keyWithSecretOutput, error) {
+		p, c, version, err := a.beginKeyWrite(ctx, in.WS, in.IfMatch)
+		if err != nil {
+			return nil, err
+		}
+		grace := 0
+		if in.Body != nil {
+			grace = in.Body.GraceSeconds
+		}
+		res, err := a.d.Commands.RotateKey(ctx, commands.RotateKey{Workspace: in.WS, KeyID: in.ID, GraceSeconds: grace,
+			ExpectedVersion: version, EventID: c.eventID, Meta: c.meta(p)})
+		a.d.Metrics.command("rotate_key", err)
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		return a.keyWithSecret(ctx, in.WS, res)
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "revoke-key", Method: http.MethodDelete, Path: "/v1/workspaces/{ws}/keys/{id}", Tags: tags, Security: sec,
+		Summary: "Revoke a key", Description: "The key stops working at once and for good; its history is kept.",
+	}, func(ctx context.Context, in *struct {
+		keyPath
+		IfMatch        string `header:"If-Match"`
+		IdempotencyKey string `header:"Idempotency-Key"`
+	}) (*keyOutput, error) {
+		p, c, version, err := a.beginKeyWrite(ctx, in.WS, in.IfMatch)
+		if err != nil {
+			return nil, err
+		}
+		res, err := a.d.Commands.RevokeKey(ctx, commands.RevokeKey{Workspace: in.WS, KeyID: in.ID,
+			ExpectedVersion: version, EventID: c.eventID, Meta: c.meta(p)})
+		return a.afterKeyWrite(ctx, "revoke_key", in.WS, res, err)
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "key-history", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/keys/{id}/history", Tags: tags, Security: sec,
+		Summary: "A key's history", Description: "Every event of the key, oldest first, revoked keys included. Needs keyreg.audit.read or keyreg.keys.read.",
+	}, func(ctx context.Context, in *struct {
+		keyPath
+		After uint64 `query:"after" doc:"Only events after this stream sequence"`
+		Limit int    `query:"limit" minimum:"1" maximum:"1000" default:"100"`
+	}) (*historyOutput, error) {
+		if _, err := a.authorize(ctx, in.WS, PermKeysRead); err != nil {
+			if _, err2 := a.authorize(ctx, in.WS, PermAuditRead); err2 != nil {
+				return nil, err
+			}
+		}
+		if _, err := a.d.Store.Key(ctx, events.Workspace(in.WS), in.ID); err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		entries, err := a.d.Store.History(events.Workspace(in.WS), events.AggKey, in.ID, in.After, in.Limit+1)
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		return a.history(ctx, entries, in.Limit)
+	})
+}
+
+// beginKeyWrite checks the server is writable and the caller may write keys, and parses
+// If-Match.
+func (a *API) beginKeyWrite(ctx context.Context, ws, ifMatch string) (principal, caller, uint64, error) {
+	if err := a.writable(); err != nil {
+		return principal{}, caller{}, 0, err
+	}
+	p, err := a.authorize(ctx, ws, PermKeysWrite)
+	if err != nil {
+		return p, caller{}, 0, err
+	}
+	version, err := parseIfMatch(ifMatch)
+	return p, callerOf(ctx), version, err
+}
+
+func (a *API) afterKeyWrite(ctx context.Context, name, ws string, res commands.Result, err error) (*keyOutput, error) {
+	a.d.Metrics.command(name, err)
+	if err != nil {
+		return nil, a.fail(ctx, err)
+	}
+	if err := a.waitApplied(ctx, res.Seq); err != nil {
+		return nil, a.fail(ctx, err)
+	}
+	return a.keyResponse(ctx, ws, res.ID)
+}
+
+func (a *API) keyResponse(ctx context.Context, ws, id string) (*keyOutput, error) {
+	k, err := a.d.Store.Key(ctx, events.Workspace(ws), id)
+	if err != nil {
+		return nil, a.fail(ctx, err)
+	}
+	return &keyOutput{ETag: etag(k.Version), Location: keyLocation(ws, id), Body: keyOut(k, a.d.Now())}, nil
+}
+
+func (a *API) keyWithSecret(ctx context.Context, ws string, res commands.Result) (*keyWithSecretOutput, error) {
+	if err := a.waitApplied(ctx, res.Seq); err != nil {
+		return nil, a.fail(ctx, err)
+	}
+	k, err := a.keyResponse(ctx, ws, res.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &keyWithSecretOutput{ETag: k.ETag, Location: k.Location, Body: KeyWithSecret{Key: k.Body, Secret: res.Secret}}, nil
+}
+
+// history fetches the event bodies of index entries from the log; limit+1 entries were
+// asked for, so a full page says there is more.
+func (a *API) history(ctx context.Context, entries []projections.HistoryEntry, limit int) (*historyOutput, error) {
+	out := &historyOutput{}
+	out.Body.Events = []HistoryEntry{}
+	for i, e := range entries {
+		if i == limit {
+			out.Body.Next = entries[i-1].Seq
+			break
+		}
+		r, err := a.d.Log.Get(ctx, e.Seq)
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		out.Body.Events = append(out.Body.Events, HistoryEntry{Sequence: r.Seq, Event: r.Data})
+	}
+	return out, nil
+}

@@ -1,0 +1,121 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/events"
+)
+
+// Metrics are keyreg's Prometheus metrics, on a registry of their own. A nil *Metrics
+// records nothing.
+type Metrics struct {
+	reg        *prometheus.Registry
+	commands   *prometheus.CounterVec
+	verifies   *prometheus.CounterVec
+	appendTime prometheus.Histogram
+	requests   *prometheus.CounterVec
+	reqTime    *prometheus.HistogramVec
+}
+
+// NewMetrics registers the metrics. lag, when set, reports how many stream messages the
+// views have not applied yet.
+func NewMetrics(lag func() float64) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyreg_commands_total", Help: "Commands handled, by command and outcome.",
+		}, []string{"command", "outcome"}),
+		verifies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyreg_verifies_total", Help: "Verify answers over HTTP, by code.",
+		}, []string{"code"}),
+		appendTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "keyreg_append_seconds", Help: "Time to append a command's events to the stream (fsync included).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyreg_http_requests_total", Help: "HTTP requests, by method and status.",
+		}, []string{"method", "status"}),
+		reqTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "keyreg_http_request_seconds", Help: "HTTP request latency, by method.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"method"}),
+	}
+	m.reg.MustRegister(m.commands, m.verifies, m.appendTime, m.requests, m.reqTime,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if lag != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyreg_projector_lag_events", Help: "Stream messages the views have not applied yet.",
+		}, lag))
+	}
+	return m
+}
+
+// Registry returns the registry, so other parts can add metrics.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+func (m *Metrics) command(name string, err error) {
+	if m == nil {
+		return
+	}
+	m.commands.WithLabelValues(name, outcome(err)).Inc()
+}
+
+func outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, events.ErrInvalid):
+		return "invalid"
+	case errors.Is(err, commands.ErrNotFound):
+		return "not_found"
+	case errors.Is(err, commands.ErrPrecondition):
+		return "precondition_failed"
+	case errors.Is(err, commands.ErrNameTaken), errors.Is(err, commands.ErrAlreadyExists),
+		errors.Is(err, commands.ErrRevoked), errors.Is(err, commands.ErrRetired), errors.Is(err, events.ErrConflict):
+		return "conflict"
+	}
+	return "error"
+}
+
+func (m *Metrics) verify(code string) {
+	if m == nil {
+		return
+	}
+	m.verifies.WithLabelValues(code).Inc()
+}
+
+func (m *Metrics) observeHTTP(r *http.Request, status int, d time.Duration) {
+	m.requests.WithLabelValues(r.Method, strconv.Itoa(status)).Inc()
+	m.reqTime.WithLabelValues(r.Method).Observe(d.Seconds())
+}
+
+// InstrumentLog returns log with its appends timed into keyreg_append_seconds.
+func (m *Metrics) InstrumentLog(log events.Log) events.Log {
+	return timedLog{Log: log, h: m.appendTime}
+}
+
+type timedLog struct {
+	events.Log
+	h prometheus.Histogram
+}
+
+func (t timedLog) Append(ctx context.Context, msgs []events.Message) ([]uint64, error) {
+	start := time.Now()
+	seqs, err := t.Log.Append(ctx, msgs)
+	t.h.Observe(time.Since(start).Seconds())
+	return seqs, err
+}

@@ -1,0 +1,173 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections"
+)
+
+// Problem is an RFC 9457 problem details object (application/problem+json) with a stable
+// machine-readable Code, and for invalid input the Field and the bad Value.
+type Problem struct {
+	Type     string              `json:"type,omitempty" doc:"A URI naming the problem type"`
+	Title    string              `json:"title" doc:"Short summary of the problem type"`
+	Status   int                 `json:"status" doc:"HTTP status code"`
+	Detail   string              `json:"detail,omitempty" doc:"What went wrong, for a person"`
+	Code     string              `json:"code" doc:"Stable machine-readable error code"`
+	Field    string              `json:"field,omitempty" doc:"The input field that is invalid"`
+	Value    string              `json:"value,omitempty" doc:"The invalid value"`
+	Errors   []*huma.ErrorDetail `json:"errors,omitempty" doc:"Every validation error found"`
+	RetryIn  int                 `json:"retry_after_seconds,omitempty" doc:"For 429: seconds to wait"`
+	headers  http.Header
+	internal error
+}
+
+func (p *Problem) Error() string { return p.Code + ": " + p.Detail }
+
+// GetStatus implements huma.StatusError.
+func (p *Problem) GetStatus() int { return p.Status }
+
+// GetHeaders implements huma.HeadersError.
+func (p *Problem) GetHeaders() http.Header { return p.headers }
+
+// ContentType implements huma.ContentTypeFilter.
+func (p *Problem) ContentType(ct string) string {
+	if ct == "application/json" {
+		return "application/problem+json"
+	}
+	return ct
+}
+
+// Stable problem codes.
+const (
+	CodeInvalid          = "invalid_input"
+	CodeMalformedJSON    = "malformed_json"
+	CodeUnknownField     = "unknown_field"
+	CodeUnauthorized     = "unauthorized"
+	CodeIPNotAllowed     = "ip_not_allowed"
+	CodeForbidden        = "forbidden"
+	CodeNotFound         = "not_found"
+	CodeAlreadyExists    = "already_exists"
+	CodeNameTaken        = "name_taken"
+	CodeKeyRevoked       = "key_revoked"
+	CodeRetired          = "identifier_retired"
+	CodeConflict         = "conflict"
+	CodeIdempotencyReuse = "idempotency_key_reused"
+	CodeIdempotencyBusy  = "idempotency_key_in_use"
+	CodePrecondition     = "precondition_failed"
+	CodeTooLarge         = "body_too_large"
+	CodeRateLimited      = "rate_limited"
+	CodeReadOnly         = "read_only"
+	CodeMethodNotAllowed = "method_not_allowed"
+	CodeInternal         = "internal"
+	CodeUnavailable      = "unavailable"
+)
+
+func problem(status int, code, detail string) *Problem {
+	return &Problem{Status: status, Title: http.StatusText(status), Code: code, Detail: detail}
+}
+
+func invalid(field, value, detail string) *Problem {
+	p := problem(http.StatusBadRequest, CodeInvalid, detail)
+	p.Field, p.Value = field, value
+	return p
+}
+
+// installErrors makes every error huma writes itself (bad JSON, schema validation, body
+// too large) a *Problem. huma keeps its error constructor in a package variable; it is set
+// once and is the same for every API.
+var installErrors = sync.OnceFunc(func() {
+	huma.NewError = newHumaError
+})
+
+func newHumaError(status int, msg string, errs ...error) huma.StatusError {
+	p := problem(status, "", msg)
+	for _, e := range errs {
+		var d huma.ErrorDetailer
+		if errors.As(e, &d) {
+			p.Errors = append(p.Errors, d.ErrorDetail())
+		} else if e != nil {
+			p.Errors = append(p.Errors, &huma.ErrorDetail{Message: e.Error()})
+		}
+	}
+	for _, d := range p.Errors {
+		// Never echo a whole body or a secret back: bodies may carry keys.
+		if d.Location == "body" || d.Location == "body.key" || strings.HasPrefix(d.Location, "header") {
+			d.Value = nil
+		}
+	}
+	switch status {
+	case http.StatusUnprocessableEntity, http.StatusBadRequest:
+		p.Status, p.Title, p.Code = http.StatusBadRequest, http.StatusText(http.StatusBadRequest), CodeInvalid
+		if len(p.Errors) > 0 {
+			d := p.Errors[0]
+			p.Field = strings.TrimPrefix(strings.TrimPrefix(d.Location, "body."), "query.")
+			p.Detail = d.Message
+			switch {
+			case strings.Contains(d.Message, "unexpected property"):
+				p.Code, p.Value, d.Value = CodeUnknownField, p.Field, nil
+				p.Detail = "unknown field " + strconv.Quote(p.Field)
+			case d.Location == "body":
+				p.Code, p.Detail = CodeMalformedJSON, "the body is not valid JSON: "+d.Message
+			case d.Value != nil:
+				p.Value = fmt.Sprint(d.Value)
+			}
+		}
+	case http.StatusRequestEntityTooLarge:
+		p.Code = CodeTooLarge
+	case http.StatusNotFound:
+		p.Code = CodeNotFound
+	case http.StatusMethodNotAllowed:
+		p.Code = CodeMethodNotAllowed
+	case http.StatusPreconditionFailed:
+		p.Code = CodePrecondition
+	default:
+		if status >= 500 {
+			p.Code = CodeInternal
+		} else {
+			p.Code = strings.ToLower(strings.ReplaceAll(http.StatusText(status), " ", "_"))
+		}
+	}
+	return p
+}
+
+
+// toProblem maps the errors of commands, projections and events to problems: one table
+// for every handler. Anything unknown is a 500 that leaks no internals; the caller logs it.
+func toProblem(err error) *Problem {
+	var p *Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	var ve *events.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		return invalid(ve.Field, ve.Value, ve.Error())
+	case errors.Is(err, commands.ErrPrecondition):
+		return problem(http.StatusPreconditionFailed, CodePrecondition, "the resource changed: its version is not the one in If-Match")
+	case errors.Is(err, commands.ErrNameTaken):
+		return problem(http.StatusConflict, CodeNameTaken, err.Error())
+	case errors.Is(err, commands.ErrAlreadyExists):
+		return problem(http.StatusConflict, CodeAlreadyExists, err.Error())
+	case errors.Is(err, commands.ErrRevoked):
+		return problem(http.StatusConflict, CodeKeyRevoked, "the key is revoked and accepts no further change")
+	case errors.Is(err, commands.ErrRetired):
+		return problem(http.StatusConflict, CodeRetired, "the identifier is retired and accepts no further change")
+	case errors.Is(err, commands.ErrNotFound), errors.Is(err, projections.ErrNotFound), errors.Is(err, events.ErrNotFound):
+		return problem(http.StatusNotFound, CodeNotFound, "not found")
+	case errors.Is(err, events.ErrConflict):
+		return problem(http.StatusConflict, CodeConflict, "too many concurrent changes to this resource; retry")
+	}
+	p = problem(http.StatusInternalServerError, CodeInternal, "internal error")
+	p.internal = err
+	return p
+}

@@ -1,0 +1,82 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/events"
+)
+
+type workspaceOutput struct {
+	ETag     string `header:"ETag"`
+	Location string `header:"Location"`
+	Body     Workspace
+}
+
+type workspacesOutput struct {
+	Body struct {
+		Workspaces []Workspace `json:"workspaces"`
+	}
+}
+
+func (a *API) registerWorkspaces() {
+	tags := []string{"workspaces"}
+	sec := []map[string][]string{{"bearer": {}}}
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "create-workspace", Method: http.MethodPost, Path: "/v1/workspaces", Tags: tags, Security: sec,
+		Summary: "Create a workspace", Description: "Needs keyreg.admin.", DefaultStatus: http.StatusCreated,
+	}, func(ctx context.Context, in *struct {
+		IdempotencyKey string `header:"Idempotency-Key"`
+		Body           struct {
+			ID   string `json:"id" doc:"Slug [a-z0-9][a-z0-9-]{0,62}; a NATS subject token"`
+			Name string `json:"name"`
+		}
+	}) (*workspaceOutput, error) {
+		if err := a.writable(); err != nil {
+			return nil, err
+		}
+		p, err := a.requireAdmin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c := callerOf(ctx)
+		res, err := a.d.Commands.CreateWorkspace(ctx, commands.CreateWorkspace{Workspace: in.Body.ID, Name: in.Body.Name, EventID: c.eventID, Meta: c.meta(p)})
+		a.d.Metrics.command("create_workspace", err)
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		if err := a.waitApplied(ctx, res.Seq); err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		ws, err := a.d.Store.Workspace(ctx, events.Workspace(res.ID))
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		return &workspaceOutput{ETag: etag(ws.Version), Location: "/v1/workspaces/" + string(ws.ID), Body: workspaceOut(ws)}, nil
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "list-workspaces", Method: http.MethodGet, Path: "/v1/workspaces", Tags: tags, Security: sec,
+		Summary: "List workspaces", Description: "An admin key sees every workspace; any other key sees its own.",
+	}, func(ctx context.Context, in *struct{}) (*workspacesOutput, error) {
+		p, err := a.authenticate(ctx)
+		if err != nil {
+			return nil, err
+		}
+		all, err := a.d.Store.Workspaces()
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		out := &workspacesOutput{}
+		out.Body.Workspaces = []Workspace{}
+		for _, ws := range all {
+			if p.admin() || ws.ID == p.Workspace {
+				out.Body.Workspaces = append(out.Body.Workspaces, workspaceOut(ws))
+			}
+		}
+		return out, nil
+	})
+}

@@ -1,0 +1,111 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/keyreg/keyreg/events"
+)
+
+// CreateKey creates a REST API key in a workspace.
+type CreateKey struct {
+	Workspace   string
+	Name        string
+	Permissions []string   // endpoint permissions; sorted and deduplicated
+	Allowlist   []string   // IP addresses and CIDR prefixes; empty allows any address
+	ExpiresAt   *time.Time // optional; must be in the future
+	EventID     string     // optional ULID; see Handler.CreateKey
+	Meta        events.Meta
+}
+
+type createKey struct {
+	ws          events.Workspace
+	id          string
+	name        string
+	permissions []events.Permission
+	allowlist   []netip.Prefix
+	expiresAt   *time.Time
+	secretHash  string
+}
+
+func (c CreateKey) validate(now time.Time) (createKey, error) {
+	ws, err := events.ParseWorkspace(c.Workspace)
+	if err != nil {
+		return createKey{}, err
+	}
+	name, err := events.ParseName("name", c.Name)
+	if err != nil {
+		return createKey{}, err
+	}
+	perms, err := events.ParsePermissions(c.Permissions)
+	if err != nil {
+		return createKey{}, err
+	}
+	allow, err := events.ParseAllowlist(c.Allowlist)
+	if err != nil {
+		return createKey{}, err
+	}
+	exp, err := parseExpiry(c.ExpiresAt, now)
+	if err != nil {
+		return createKey{}, err
+	}
+	if err := parseEventID(c.EventID); err != nil {
+		return createKey{}, err
+	}
+	return createKey{ws: ws, name: name, permissions: perms, allowlist: allow, expiresAt: exp}, nil
+}
+
+func (c createKey) decide(ws events.WorkspaceState) ([]change, error) {
+	if !ws.Exists() {
+		return nil, fmt.Errorf("workspace %s: %w", c.ws, ErrNotFound)
+	}
+	return []change{{ws: c.ws, agg: events.AggKey, id: c.id, payload: events.KeyCreated{
+		Name:        c.name,
+		Permissions: c.permissions,
+		Allowlist:   c.allowlist,
+		SecretHash:  c.secretHash,
+		ExpiresAt:   c.expiresAt,
+	}}}, nil
+}
+
+// CreateKey creates a key with a new secret, returned once in Result.Secret; the log
+// only gets its SHA-256. The Result's ID is the new key's id: a new ULID, or EventID when
+// that is set, so that running the command again with the same EventID returns the
+// earlier Result with Duplicate set and no secret.
+//
+// Errors: *events.ValidationError (fields workspace, name, permissions, allowlist,
+// expires_at, event_id); ErrNotFound when the workspace does not exist; ErrAlreadyExists
+// when EventID was used by another command.
+func (h *Handler) CreateKey(ctx context.Context, cmd CreateKey) (Result, error) {
+	c, err := cmd.validate(h.now())
+	if err != nil {
+		return Result{}, fmt.Errorf("create key: %w", err)
+	}
+	c.id = cmd.EventID
+	if c.id == "" {
+		c.id = events.NewID()
+	}
+	secret, hash, err := h.newSecret()
+	if err != nil {
+		return Result{}, fmt.Errorf("create key: %w", err)
+	}
+	c.secretHash = hash
+	home := target{c.ws, events.AggKey, c.id}
+	res, err := h.execute(ctx, home, cmd.EventID, cmd.Meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
+		ws, err := h.state().Workspace(ctx, c.ws)
+		if err != nil {
+			return nil, Result{}, err
+		}
+		changes, err := c.decide(ws)
+		return changes, Result{ID: c.id}, err
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("create key: %w", err)
+	}
+	if !res.Duplicate {
+		res.Secret = secret
+	}
+	return res, nil
+}

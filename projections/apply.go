@@ -1,0 +1,284 @@
+package projections
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/keyreg/keyreg/events"
+)
+
+// Apply applies log records in order and writes every view change, index change and the
+// new checkpoint in one Pebble batch, synced unless Options.NoSync. Records at or below
+// the checkpoint are skipped, so re-applying is harmless. After the batch commits, the
+// Verify index is updated and then the checkpoint advances.
+//
+// It returns an error wrapping ErrGap when a record's sequence is not the one after the
+// last applied, ErrReadOnly on a read-only store, or an error naming the sequence of a
+// record that cannot be decoded or folded (an unknown type, a subject that does not match
+// the envelope, an event for an aggregate that was never created). On error nothing of the
+// batch is written.
+func (s *Store) Apply(recs []events.Record) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	last := s.cp.Load()
+	t := newTxn(s)
+	defer t.b.Close()
+	for _, r := range recs {
+		switch {
+		case r.Seq <= last:
+			continue
+		case r.Seq != last+1:
+			return fmt.Errorf("apply seq %d: %w after seq %d", r.Seq, ErrGap, last)
+		}
+		if s.opts.ReadOnly {
+			return fmt.Errorf("apply seq %d: %w", r.Seq, ErrReadOnly)
+		}
+		if err := t.apply(r); err != nil {
+			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
+		}
+		last = r.Seq
+	}
+	if last == s.cp.Load() {
+		return nil
+	}
+	if err := t.flush(last); err != nil {
+		return fmt.Errorf("apply up to seq %d: %w", last, err)
+	}
+	wo := pebble.Sync
+	if s.opts.NoSync {
+		wo = pebble.NoSync
+	}
+	if err := t.b.Commit(wo); err != nil {
+		return fmt.Errorf("apply up to seq %d: commit: %w", last, err)
+	}
+	s.verify.update(t.keys)
+	s.setCheckpoint(last)
+	return nil
+}
+
+// txn is one Apply: a batch and the aggregate states it changed, by view key. States are
+// read once from the DB, folded in memory and written once by flush; index changes go to
+// the batch as each event is applied (later writes to a key shadow earlier ones).
+type txn struct {
+	s          *Store
+	b          *pebble.Batch
+	workspaces map[string]*events.WorkspaceState
+	keys       map[string]*events.KeyState
+	idents     map[string]*events.IdentifierState
+	claims     map[string]*events.NameClaimState
+}
+
+func newTxn(s *Store) *txn {
+	return &txn{
+		s:          s,
+		b:          s.db.NewBatch(),
+		workspaces: map[string]*events.WorkspaceState{},
+		keys:       map[string]*events.KeyState{},
+		idents:     map[string]*events.IdentifierState{},
+		claims:     map[string]*events.NameClaimState{},
+	}
+}
+
+// state returns the state stored under key, from the txn's cache or the DB (zero when
+// absent), and caches it.
+func state[T any](t *txn, cache map[string]*T, key []byte) (*T, error) {
+	if st, ok := cache[string(key)]; ok {
+		return st, nil
+	}
+	st := new(T)
+	v, closer, err := t.s.db.Get(key)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	default:
+		err := json.Unmarshal(v, st)
+		closer.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", key, err)
+		}
+	}
+	cache[string(key)] = st
+	return st, nil
+}
+
+func (t *txn) apply(r events.Record) error {
+	d, err := events.DecodeRecord(r)
+	if err != nil {
+		return err
+	}
+	e := d.Event
+	ws := e.Workspace()
+	agg, id := e.Aggregate()
+	if err := checkSubject(r.Subject, ws, agg, id); err != nil {
+		return err
+	}
+	switch agg {
+	case events.AggWorkspace:
+		st, err := state(t, t.workspaces, workspaceKey(ws))
+		if err != nil {
+			return err
+		}
+		if err := st.Apply(r.Seq, r.Data, e, d.Payload); err != nil {
+			return err
+		}
+	case events.AggKey:
+		st, err := state(t, t.keys, keyKey(ws, id))
+		if err != nil {
+			return err
+		}
+		before := secretHashes(st)
+		if err := st.Apply(r.Seq, r.Data, e, d.Payload); err != nil {
+			return err
+		}
+		if st.ID != id {
+			return fmt.Errorf("key %s/%s: %s before key.created", ws, id, e.Type)
+		}
+		if err := t.indexSecrets(ws, id, before, secretHashes(st)); err != nil {
+			return err
+		}
+	case events.AggIdentifier:
+		st, err := state(t, t.idents, identifierKey(ws, id))
+		if err != nil {
+			return err
+		}
+		before := identNameKey(st)
+		if err := st.Apply(r.Seq, r.Data, e, d.Payload); err != nil {
+			return err
+		}
+		if st.ID != id {
+			return fmt.Errorf("identifier %s/%s: %s before identifier.registered", ws, id, e.Type)
+		}
+		if after := identNameKey(st); after != before {
+			if err := t.replace(before, after, nil); err != nil {
+				return err
+			}
+		}
+	case events.AggName:
+		st, err := state(t, t.claims, nameClaimKey(ws, id))
+		if err != nil {
+			return err
+		}
+		if err := st.Apply(r.Seq, r.Data, e, d.Payload); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unknown aggregate %q", agg)
+	}
+	return t.indexHistory(r.Seq, e, ws, agg, id)
+}
+
+// checkSubject checks that the record's subject names the envelope's aggregate and that
+// workspace and id are safe to use in view keys.
+func checkSubject(subject string, ws events.Workspace, agg events.Aggregate, id string) error {
+	ps, err := events.ParseSubject(subject)
+	if err != nil {
+		return err
+	}
+	if ps.Workspace != ws || ps.Aggregate != agg || ps.ID != id {
+		return fmt.Errorf("subject %s does not match event source and subject %s/%s/%s", subject, ws, agg, id)
+	}
+	if !ws.IsValid() || id == "" || strings.ContainsAny(id, "/\x00") {
+		return fmt.Errorf("subject %s: bad workspace or id", subject)
+	}
+	return nil
+}
+
+// secretHashes returns a key's current and previous secret hashes ("" when unset).
+func secretHashes(k *events.KeyState) [2]string { return [2]string{k.SecretHash, k.PreviousHash} }
+
+// indexSecrets moves the secret index of key ws/id from the hashes before to those after.
+func (t *txn) indexSecrets(ws events.Workspace, id string, before, after [2]string) error {
+	for _, h := range before {
+		if h != "" && h != after[0] && h != after[1] {
+			if err := t.b.Delete(secretKey(h), nil); err != nil {
+				return err
+			}
+		}
+	}
+	ref := []byte(string(ws) + "/" + id)
+	for _, h := range after {
+		if h != "" {
+			if err := t.b.Set(secretKey(h), ref, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// replace deletes key before and sets key after to value; "" means none.
+func (t *txn) replace(before, after string, value []byte) error {
+	if before != "" {
+		if err := t.b.Delete([]byte(before), nil); err != nil {
+			return err
+		}
+	}
+	if after != "" {
+		return t.b.Set([]byte(after), value, nil)
+	}
+	return nil
+}
+
+// HistoryEntry is one event in a history index: enough to filter an audit query without
+// reading the log. The event itself is fetched by Seq from the log.
+type HistoryEntry struct {
+	Seq       uint64           `json:"-"`
+	Type      events.Type      `json:"type"`
+	Actor     string           `json:"actor,omitempty"`
+	Time      time.Time        `json:"time"`
+	Aggregate events.Aggregate `json:"aggregate,omitempty"`
+	ID        string           `json:"id,omitempty"`
+}
+
+func (t *txn) indexHistory(seq uint64, e events.Event, ws events.Workspace, agg events.Aggregate, id string) error {
+	h := HistoryEntry{Type: e.Type, Actor: e.Actor, Time: e.Time}
+	v, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	if err := t.b.Set(historyKey(ws, agg, id, seq), v, nil); err != nil {
+		return err
+	}
+	h.Aggregate, h.ID = agg, id
+	if v, err = json.Marshal(h); err != nil {
+		return err
+	}
+	return t.b.Set(wsHistoryKey(ws, seq), v, nil)
+}
+
+// flush writes the changed states and the checkpoint to the batch.
+func (t *txn) flush(cp uint64) error {
+	if err := putAll(t.b, t.workspaces); err != nil {
+		return err
+	}
+	if err := putAll(t.b, t.keys); err != nil {
+		return err
+	}
+	if err := putAll(t.b, t.idents); err != nil {
+		return err
+	}
+	if err := putAll(t.b, t.claims); err != nil {
+		return err
+	}
+	return t.b.Set([]byte(keyCheckpoint), strconv.AppendUint(nil, cp, 10), nil)
+}
+
+func putAll[T any](b *pebble.Batch, states map[string]*T) error {
+	for k, st := range states {
+		v, err := json.Marshal(st)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", k, err)
+		}
+		if err := b.Set([]byte(k), v, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,36 @@
+// Package projections owns keyreg's read side: the Pebble-backed views folded from the
+// event log (workspaces, keys, the secret-hash index, identifiers with their name index,
+// name claims, per-aggregate and per-workspace history indexes), the checkpoint that says
+// how far they are, the Projector that follows the log and applies its records, the
+// queries over the views, and Verify, the hot path that checks a secret.
+//
+// Every view can be deleted and rebuilt from the log: the views depend only on the records
+// applied, never on when or in which batches they were applied, so views built live one
+// event at a time are byte-identical to views rebuilt in one big batch.
+//
+// It imports only events (and Pebble). It must never import commands, replay or cmd.
+//
+// # Pebble key layout
+//
+// Keys are ASCII except for folded names (UTF-8). <ws> is a workspace slug, <id> an
+// aggregate id (neither contains '/'), <seq> a stream sequence as 20 zero-padded decimal
+// digits (so byte order is numeric order), <hash> the lower-case hex SHA-256 of a secret.
+//
+//	meta/checkpoint                         last applied stream sequence, in decimal
+//	ws/<ws>                                 events.WorkspaceState JSON
+//	key/<ws>/<id>                           events.KeyState JSON
+//	secret/<hash>                           "<ws>/<id>" of the key whose current secret, or
+//	                                        previous secret after a rotation, has this hash
+//	                                        (kept after revocation, so Verify says REVOKED)
+//	ident/<ws>/<id>                         events.IdentifierState JSON
+//	identname/<ws>/<kind>/<folded>\x00<id>  empty; one per active identifier, where
+//	                                        <folded> is events.FoldName of its name
+//	nameclaim/<ws>/<claim id>               events.NameClaimState JSON
+//	hist/<ws>/<aggregate>/<id>/<seq>        {"type","actor","time"} of each event of an
+//	                                        aggregate
+//	wshist/<ws>/<seq>                       {"type","actor","time","aggregate","id"} of each
+//	                                        event of a workspace
+//
+// Event bodies stay in the log; the history indexes hold just enough to filter an audit
+// query, and the bodies are fetched by sequence (events.Reader.Get).
+package projections

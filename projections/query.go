@@ -1,0 +1,233 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/keyreg/keyreg/events"
+)
+
+// get decodes the JSON value of key into v; ErrNotFound when absent.
+func (s *Store) get(key []byte, v any) error {
+	b, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	return json.Unmarshal(b, v)
+}
+
+// Workspace returns a workspace's state, or an error wrapping ErrNotFound. ctx is unused;
+// it is there for the commands' state-reader interface.
+func (s *Store) Workspace(ctx context.Context, ws events.Workspace) (events.WorkspaceState, error) {
+	var st events.WorkspaceState
+	if err := s.get(workspaceKey(ws), &st); err != nil {
+		return events.WorkspaceState{}, fmt.Errorf("get workspace %s: %w", ws, err)
+	}
+	return st, nil
+}
+
+// Workspaces returns every workspace, ordered by id.
+func (s *Store) Workspaces() ([]events.WorkspaceState, error) {
+	var out []events.WorkspaceState
+	err := s.scanPrefix([]byte(prefixWorkspace), func(key, value []byte) error {
+		var st events.WorkspaceState
+		if err := json.Unmarshal(value, &st); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		out = append(out, st)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list workspaces: %w", err)
+	}
+	return out, nil
+}
+
+// Key returns a key's state, or an error wrapping ErrNotFound. The stored Status is
+// active or revoked; use StatusAt for expiry. ctx is unused; it is there for the commands'
+// state-reader interface.
+func (s *Store) Key(ctx context.Context, ws events.Workspace, id string) (events.KeyState, error) {
+	var st events.KeyState
+	if err := s.get(keyKey(ws, id), &st); err != nil {
+		return events.KeyState{}, fmt.Errorf("get key %s/%s: %w", ws, id, err)
+	}
+	return st, nil
+}
+
+// KeyFilter selects keys. The zero value selects all.
+type KeyFilter struct {
+	// Status, when set, keeps the keys whose StatusAt(At) is this status (active,
+	// revoked or expired).
+	Status string
+	// At is the time expiry is judged at; zero means now.
+	At time.Time
+}
+
+// Keys returns the keys of a workspace that match f, ordered by id (so by creation time
+// for ULIDs). An unknown workspace has no keys.
+func (s *Store) Keys(ws events.Workspace, f KeyFilter) ([]events.KeyState, error) {
+	at := f.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	var out []events.KeyState
+	err := s.scanPrefix(keyPrefix(ws), func(key, value []byte) error {
+		var st events.KeyState
+		if err := json.Unmarshal(value, &st); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		if f.Status == "" || st.StatusAt(at) == f.Status {
+			out = append(out, st)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list keys of %s: %w", ws, err)
+	}
+	return out, nil
+}
+
+// Identifier returns an identifier's state (active or retired), or an error wrapping
+// ErrNotFound. ctx is unused; it is there for the commands' state-reader interface.
+func (s *Store) Identifier(ctx context.Context, ws events.Workspace, id string) (events.IdentifierState, error) {
+	var st events.IdentifierState
+	if err := s.get(identifierKey(ws, id), &st); err != nil {
+		return events.IdentifierState{}, fmt.Errorf("get identifier %s/%s: %w", ws, id, err)
+	}
+	return st, nil
+}
+
+// Identifiers returns the active identifiers of a workspace of the given kind (all kinds
+// when empty) whose folded name (events.FoldName) starts with events.FoldName(namePrefix),
+// ordered by kind, folded name and id. Retired identifiers are not listed.
+func (s *Store) Identifiers(ws events.Workspace, kind events.Kind, namePrefix string) ([]events.IdentifierState, error) {
+	folded := events.FoldName(namePrefix)
+	var out []events.IdentifierState
+	add := func(key []byte, p []byte) error {
+		_, _, id, err := parseIdentNameKey(p, key)
+		if err != nil {
+			return err
+		}
+		var st events.IdentifierState
+		if err := s.get(identifierKey(ws, id), &st); err != nil {
+			return fmt.Errorf("identifier %s of %s: %w", id, key, err)
+		}
+		out = append(out, st)
+		return nil
+	}
+	err := s.identNames(ws, kind, folded, add)
+	if err != nil {
+		return nil, fmt.Errorf("list identifiers of %s: %w", ws, err)
+	}
+	return out, nil
+}
+
+// identNames calls fn for each name index key of ws matching kind ("" for all) and the
+// folded name prefix, with the workspace's name index prefix. For all kinds it visits each
+// kind's range in turn, skipping the names that do not match.
+func (s *Store) identNames(ws events.Workspace, kind events.Kind, folded string, fn func(key, wsPrefix []byte) error) error {
+	wsPrefix := identNamePrefix(ws, "", "")
+	if kind != "" {
+		return s.scanPrefix(identNamePrefix(ws, kind, folded), func(key, _ []byte) error {
+			return fn(key, wsPrefix)
+		})
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: wsPrefix, UpperBound: prefixEnd(wsPrefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; {
+		k, _, _, err := parseIdentNameKey(wsPrefix, it.Key())
+		if err != nil {
+			return err
+		}
+		p := identNamePrefix(ws, k, folded)
+		ok = it.SeekGE(p)
+		for ; ok && bytes.HasPrefix(it.Key(), p); ok = it.Next() {
+			if err := fn(it.Key(), wsPrefix); err != nil {
+				return err
+			}
+		}
+		if ok {
+			// Next kind: the first key after "<ws>/<kind>/".
+			ok = it.SeekGE(prefixEnd(identNamePrefix(ws, k, "")))
+		}
+	}
+	return it.Error()
+}
+
+// NameClaim returns the state of a name claim (id events.NameClaimID(kind, folded name)),
+// or an error wrapping ErrNotFound when the name was never claimed. A released claim is
+// found, with an empty Holder. ctx is unused; it is there for the commands' state-reader
+// interface.
+func (s *Store) NameClaim(ctx context.Context, ws events.Workspace, claimID string) (events.NameClaimState, error) {
+	var st events.NameClaimState
+	if err := s.get(nameClaimKey(ws, claimID), &st); err != nil {
+		return events.NameClaimState{}, fmt.Errorf("get name claim %s/%s: %w", ws, claimID, err)
+	}
+	return st, nil
+}
+
+// History returns the history entries of one aggregate with a sequence above after, in
+// order, at most limit of them (no limit when limit <= 0). An unknown aggregate has no
+// history.
+func (s *Store) History(ws events.Workspace, agg events.Aggregate, id string, after uint64, limit int) ([]HistoryEntry, error) {
+	out, err := s.history(historyPrefix(ws, agg, id), after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("history of %s %s/%s: %w", agg, ws, id, err)
+	}
+	for i := range out {
+		out[i].Aggregate, out[i].ID = agg, id
+	}
+	return out, nil
+}
+
+// WorkspaceHistory returns the history entries of every aggregate of a workspace with a
+// sequence above after, in order, at most limit of them (no limit when limit <= 0).
+func (s *Store) WorkspaceHistory(ws events.Workspace, after uint64, limit int) ([]HistoryEntry, error) {
+	out, err := s.history(wsHistoryPrefix(ws), after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("history of workspace %s: %w", ws, err)
+	}
+	return out, nil
+}
+
+var errStop = errors.New("stop")
+
+func (s *Store) history(p []byte, after uint64, limit int) ([]HistoryEntry, error) {
+	if after == ^uint64(0) {
+		return nil, nil
+	}
+	var out []HistoryEntry
+	err := s.scan(appendSeq(bytes.Clone(p), after+1), prefixEnd(p), func(key, value []byte) error {
+		if limit > 0 && len(out) == limit {
+			return errStop
+		}
+		var h HistoryEntry
+		if err := json.Unmarshal(value, &h); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		seq, err := parseSeqSuffix(key)
+		if err != nil {
+			return err
+		}
+		h.Seq = seq
+		out = append(out, h)
+		return nil
+	})
+	if err != nil && err != errStop {
+		return nil, err
+	}
+	return out, nil
+}

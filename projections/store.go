@@ -1,0 +1,184 @@
+package projections
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/keyreg/keyreg/events"
+)
+
+// Sentinel errors, checked with errors.Is.
+var (
+	// ErrNotFound means a view has no entry for the requested id. It also matches
+	// events.ErrNotFound, so callers that know only the events package (commands) can
+	// check for it.
+	ErrNotFound error = notFoundError{}
+	// ErrAheadOfLog means the views have applied records the log does not have: the stream
+	// was recreated or restored from an older backup, and the views must be rebuilt.
+	ErrAheadOfLog = errors.New("projections: checkpoint ahead of log")
+	// ErrGap means a batch skipped a stream sequence.
+	ErrGap = errors.New("projections: sequence gap")
+	// ErrReadOnly is returned by Apply on a store opened read-only.
+	ErrReadOnly = errors.New("projections: read-only")
+)
+
+type notFoundError struct{}
+
+func (notFoundError) Error() string { return "projections: not found" }
+func (notFoundError) Unwrap() error { return events.ErrNotFound }
+
+// Options configure Open.
+type Options struct {
+	// FS is the file system of the Pebble DB; nil means the disk. Tests may use
+	// vfs.NewMem().
+	FS vfs.FS
+	// NoSync commits Apply's batches without waiting for the WAL to reach the disk, for
+	// bulk rebuilds: the caller calls Sync (or Close) at the end.
+	NoSync bool
+	// ReadOnly opens an existing store for queries only; Apply fails with ErrReadOnly.
+	ReadOnly bool
+}
+
+// Store is the Pebble DB of the views, with their checkpoint and the in-memory index that
+// Verify reads. Its methods are safe for concurrent use; Apply calls are serialized. No
+// method may be called after Close.
+type Store struct {
+	db      *pebble.DB
+	opts    Options
+	applyMu sync.Mutex
+	cp      atomic.Uint64
+	verify  verifyIndex
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced when the checkpoint advances
+	closed  bool
+}
+
+// Open opens (creating it unless ReadOnly) the store in dir, reads its checkpoint and loads
+// the index that Verify uses.
+func Open(dir string, opts Options) (*Store, error) {
+	po := &pebble.Options{FS: opts.FS, ReadOnly: opts.ReadOnly}
+	if po.FS == nil {
+		po.FS = vfs.Default
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("open projections %s: %w", dir, err)
+	}
+	s := &Store{db: db, opts: opts, changed: make(chan struct{})}
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open projections %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+func (s *Store) load() error {
+	v, closer, err := s.db.Get([]byte(keyCheckpoint))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("read checkpoint: %w", err)
+	default:
+		cp, perr := strconv.ParseUint(string(v), 10, 64)
+		closer.Close()
+		if perr != nil {
+			return fmt.Errorf("read checkpoint: %w", perr)
+		}
+		s.cp.Store(cp)
+	}
+	return s.verify.load(s)
+}
+
+// Checkpoint returns the stream sequence of the last applied record, 0 for an empty store.
+func (s *Store) Checkpoint() uint64 { return s.cp.Load() }
+
+// Sync makes every committed batch durable; it matters only with Options.NoSync.
+func (s *Store) Sync() error {
+	if s.opts.ReadOnly {
+		return nil
+	}
+	if err := s.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("sync projections: %w", err)
+	}
+	return nil
+}
+
+// Close syncs (unless read-only) and closes the DB. Calling it again does nothing.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	err := s.Sync()
+	if cerr := s.db.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("close projections: %w", cerr)
+	}
+	return err
+}
+
+// Each calls fn for every key and value of the DB, meta/checkpoint included, in key order.
+// key and value are only valid during the call. An error from fn stops the iteration and is
+// returned. Replay uses it to compare two stores key by key.
+func (s *Store) Each(fn func(key, value []byte) error) error {
+	return s.scan(nil, nil, fn)
+}
+
+// scan calls fn for each key in [lower, upper) (nil: unbounded).
+func (s *Store) scan(lower, upper []byte, fn func(key, value []byte) error) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("iterate projections: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("iterate projections: %w", err)
+		}
+		if err := fn(it.Key(), v); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("iterate projections: %w", err)
+	}
+	return nil
+}
+
+// scanPrefix calls fn for each key starting with p.
+func (s *Store) scanPrefix(p []byte, fn func(key, value []byte) error) error {
+	return s.scan(p, prefixEnd(p), fn)
+}
+
+// waitChan returns a channel closed when the checkpoint next advances.
+func (s *Store) waitChan() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+func (s *Store) setCheckpoint(cp uint64) {
+	s.cp.Store(cp)
+	s.wake()
+}
+
+// wake wakes the goroutines waiting on waitChan.
+func (s *Store) wake() {
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
