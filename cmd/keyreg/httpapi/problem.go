@@ -140,7 +140,6 @@ func newHumaError(status int, msg string, errs ...error) huma.StatusError {
 	return p
 }
 
-
 // toProblem maps the errors of commands, projections and events to problems: one table
 // for every handler. Anything unknown is a 500 that leaks no internals; the caller logs it.
 func toProblem(err error) *Problem {
