@@ -94,7 +94,7 @@ func (h *Handler) CreateKey(ctx context.Context, cmd CreateKey) (Result, error) 
 	c.secretHash = hash
 	home := target{c.ws, events.AggKey, c.id}
 	res, err := h.execute(ctx, home, cmd.EventID, cmd.Meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
-		ws, err := h.state().Workspace(ctx, c.ws)
+		ws, err := h.workspace(ctx, c.ws)
 		if err != nil {
 			return nil, Result{}, err
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -20,7 +21,23 @@ import (
 const DefaultMaxRetries = 20
 
 // Handler runs commands against an event log. Only Log is required; the other fields have
-// defaults. A Handler is safe for concurrent use.
+// defaults. A Handler is safe for concurrent use, and must not be copied after first use:
+// it remembers the workspaces it has seen exist (workspaces are never deleted), so that
+// creating keys and identifiers does not read the workspace every time.
+//
+// Each command validates its input first (an *events.ValidationError naming the field
+// and the bad value; nothing is read or appended), reads the state it needs, decides, and
+// appends all its events in one atomic append that expects every aggregate it touches to
+// be at the version read. When that expectation fails it starts again from a fresh read,
+// up to MaxRetries times, then returns an error wrapping events.ErrConflict. Errors of the
+// log and the context are returned wrapped.
+//
+// Idempotency: a command's EventID, when set, must be a ULID (the HTTP layer can derive
+// one from an Idempotency-Key, e.g. from a hash of workspace, caller and key). It is the id
+// of the command's first event, and thus the log's dedupe id; the command's other events
+// get the following ULIDs. A command run again with the same EventID appends nothing and
+// returns the first run's Result with Duplicate set, even if the aggregate has changed
+// since. Creation commands use the EventID as the new aggregate's id.
 type Handler struct {
 	Log events.Log
 	// State reads aggregates; nil means LogState{Log}.
@@ -32,6 +49,8 @@ type Handler struct {
 	// MaxRetries bounds the retries after an append conflict; 0 means DefaultMaxRetries,
 	// a negative value means no retry.
 	MaxRetries int
+
+	workspaces sync.Map // events.Workspace -> events.WorkspaceState, of existing workspaces
 }
 
 // Result is what a successful command returns.
@@ -101,6 +120,18 @@ func (h *Handler) state() StateReader {
 	return LogState{Log: h.Log}
 }
 
+// workspace reads a workspace's state, from memory once it is known to exist.
+func (h *Handler) workspace(ctx context.Context, ws events.Workspace) (events.WorkspaceState, error) {
+	if s, ok := h.workspaces.Load(ws); ok {
+		return s.(events.WorkspaceState), nil
+	}
+	s, err := h.state().Workspace(ctx, ws)
+	if err == nil && s.Exists() {
+		h.workspaces.Store(ws, s)
+	}
+	return s, err
+}
+
 func (h *Handler) now() time.Time {
 	now := time.Now
 	if h.Now != nil {
@@ -152,8 +183,11 @@ func (h *Handler) execute(ctx context.Context, home target, eventID string, meta
 		}
 		now := h.now()
 		changes, res, err := decide(ctx, now)
-		if err != nil || len(changes) == 0 {
-			return res, err
+		if err != nil {
+			return Result{}, err
+		}
+		if len(changes) == 0 {
+			return res, nil
 		}
 		msgs, err := messages(changes, firstID, meta, now)
 		if err != nil {

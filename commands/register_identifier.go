@@ -91,7 +91,7 @@ func (h *Handler) RegisterIdentifier(ctx context.Context, cmd RegisterIdentifier
 	}
 	home := target{c.ws, events.AggIdentifier, c.id}
 	res, err := h.execute(ctx, home, cmd.EventID, cmd.Meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
-		ws, err := h.state().Workspace(ctx, c.ws)
+		ws, err := h.workspace(ctx, c.ws)
 		if err != nil {
 			return nil, Result{}, err
 		}

@@ -1,7 +1,6 @@
 package commands
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -119,8 +118,6 @@ func nonNil[T any](s []T) []T {
 	}
 	return s
 }
-
-func comparePermission(a, b events.Permission) int { return cmp.Compare(a, b) }
 
 // parseKeyRef checks the workspace and key id of a command on an existing key.
 func parseKeyRef(ws, id string) (events.Workspace, string, error) {

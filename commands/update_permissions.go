@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -45,7 +46,7 @@ func (c updatePermissions) decide(k events.KeyState) ([]change, error) {
 	if err := checkKey(k, c.id, c.expected); err != nil {
 		return nil, err
 	}
-	added, removed := diff(k.Permissions, c.permissions, comparePermission)
+	added, removed := diff(k.Permissions, c.permissions, cmp.Compare[events.Permission])
 	if len(added) == 0 && len(removed) == 0 {
 		return nil, nil
 	}

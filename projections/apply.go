@@ -19,13 +19,19 @@ import (
 // Verify index is updated and then the checkpoint advances.
 //
 // It returns an error wrapping ErrGap when a record's sequence is not the one after the
-// last applied, ErrReadOnly on a read-only store, or an error naming the sequence of a
-// record that cannot be decoded or folded (an unknown type, a subject that does not match
-// the envelope, an event for an aggregate that was never created). On error nothing of the
-// batch is written.
+// last applied, ErrReadOnly on a read-only store, events.ErrClosed after Close, or an
+// error naming the sequence of a record that cannot be decoded or folded (an unknown type,
+// a subject that does not match the envelope, an event for an aggregate that was never
+// created). On error nothing of the batch is written.
 func (s *Store) Apply(recs []events.Record) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return fmt.Errorf("apply: %w", events.ErrClosed)
+	}
 	last := s.cp.Load()
 	t := newTxn(s)
 	defer t.b.Close()
@@ -229,7 +235,17 @@ func (t *txn) replace(before, after string, value []byte) error {
 // HistoryEntry is one event in a history index: enough to filter an audit query without
 // reading the log. The event itself is fetched by Seq from the log.
 type HistoryEntry struct {
-	Seq       uint64           `json:"-"`
+	Seq       uint64           `json:"seq"`
+	Type      events.Type      `json:"type"`
+	Actor     string           `json:"actor,omitempty"`
+	Time      time.Time        `json:"time"`
+	Aggregate events.Aggregate `json:"aggregate"`
+	ID        string           `json:"id"`
+}
+
+// historyValue is the stored value of a history index entry; the sequence is in the key,
+// and so are the aggregate and id of a per-aggregate entry.
+type historyValue struct {
 	Type      events.Type      `json:"type"`
 	Actor     string           `json:"actor,omitempty"`
 	Time      time.Time        `json:"time"`
@@ -238,7 +254,7 @@ type HistoryEntry struct {
 }
 
 func (t *txn) indexHistory(seq uint64, e events.Event, ws events.Workspace, agg events.Aggregate, id string) error {
-	h := HistoryEntry{Type: e.Type, Actor: e.Actor, Time: e.Time}
+	h := historyValue{Type: e.Type, Actor: e.Actor, Time: e.Time}
 	v, err := json.Marshal(h)
 	if err != nil {
 		return err

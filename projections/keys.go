@@ -10,17 +10,17 @@ import (
 
 // Key prefixes; see the layout in the package documentation.
 const (
-	keyCheckpoint       = "meta/checkpoint"
-	prefixWorkspace     = "ws/"
-	prefixKey           = "key/"
-	prefixSecret        = "secret/"
-	prefixIdentifier    = "ident/"
-	prefixIdentName     = "identname/"
-	prefixNameClaim     = "nameclaim/"
-	prefixHistory       = "hist/"
-	prefixWSHistory     = "wshist/"
-	seqDigits           = 20
-	identNameSeparator  = '\x00'
+	keyCheckpoint      = "meta/checkpoint"
+	prefixWorkspace    = "ws/"
+	prefixKey          = "key/"
+	prefixSecret       = "secret/"
+	prefixIdentifier   = "ident/"
+	prefixIdentName    = "identname/"
+	prefixNameClaim    = "nameclaim/"
+	prefixHistory      = "hist/"
+	prefixWSHistory    = "wshist/"
+	seqDigits          = 20
+	identNameSeparator = '\x00'
 )
 
 func workspaceKey(ws events.Workspace) []byte { return []byte(prefixWorkspace + string(ws)) }

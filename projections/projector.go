@@ -34,8 +34,11 @@ func NewProjector(store *Store, log events.Reader) *Projector {
 //
 // Before following, Run refuses a store whose checkpoint is beyond the log's last
 // sequence, with an error wrapping ErrAheadOfLog. Other errors come from reading the log
-// or from Store.Apply. Call Run once per Projector.
+// or from Store.Apply. Run again only after it returned.
 func (p *Projector) Run(ctx context.Context) error {
+	p.mu.Lock()
+	p.stopped = nil
+	p.mu.Unlock()
 	err := p.run(ctx)
 	p.mu.Lock()
 	p.stopped = err

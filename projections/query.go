@@ -14,8 +14,10 @@ import (
 )
 
 // get decodes the JSON value of key into v; ErrNotFound when absent.
-func (s *Store) get(key []byte, v any) error {
-	b, closer, err := s.db.Get(key)
+func (s *Store) get(key []byte, v any) error { return get(s.db, key, v) }
+
+func get(r pebble.Reader, key []byte, v any) error {
+	b, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return ErrNotFound
 	}
@@ -111,38 +113,40 @@ func (s *Store) Identifier(ctx context.Context, ws events.Workspace, id string) 
 // when empty) whose folded name (events.FoldName) starts with events.FoldName(namePrefix),
 // ordered by kind, folded name and id. Retired identifiers are not listed.
 func (s *Store) Identifiers(ws events.Workspace, kind events.Kind, namePrefix string) ([]events.IdentifierState, error) {
-	folded := events.FoldName(namePrefix)
+	snap := s.db.NewSnapshot() // the index and the states, as of one batch
+	defer snap.Close()
 	var out []events.IdentifierState
-	add := func(key []byte, p []byte) error {
-		_, _, id, err := parseIdentNameKey(p, key)
-		if err != nil {
-			return err
-		}
+	err := identNames(snap, ws, kind, events.FoldName(namePrefix), func(id string) error {
 		var st events.IdentifierState
-		if err := s.get(identifierKey(ws, id), &st); err != nil {
-			return fmt.Errorf("identifier %s of %s: %w", id, key, err)
+		if err := get(snap, identifierKey(ws, id), &st); err != nil {
+			return fmt.Errorf("identifier %s: %w", id, err)
 		}
 		out = append(out, st)
 		return nil
-	}
-	err := s.identNames(ws, kind, folded, add)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list identifiers of %s: %w", ws, err)
 	}
 	return out, nil
 }
 
-// identNames calls fn for each name index key of ws matching kind ("" for all) and the
-// folded name prefix, with the workspace's name index prefix. For all kinds it visits each
-// kind's range in turn, skipping the names that do not match.
-func (s *Store) identNames(ws events.Workspace, kind events.Kind, folded string, fn func(key, wsPrefix []byte) error) error {
+// identNames calls fn with the identifier id of each name index entry of ws matching kind
+// ("" for all) and the folded name prefix, in key order. For all kinds it visits each
+// kind's range in turn, seeking past the names that do not match.
+func identNames(r pebble.Reader, ws events.Workspace, kind events.Kind, folded string, fn func(id string) error) error {
 	wsPrefix := identNamePrefix(ws, "", "")
-	if kind != "" {
-		return s.scanPrefix(identNamePrefix(ws, kind, folded), func(key, _ []byte) error {
-			return fn(key, wsPrefix)
-		})
+	visit := func(key []byte) error {
+		_, _, id, err := parseIdentNameKey(wsPrefix, key)
+		if err != nil {
+			return err
+		}
+		return fn(id)
 	}
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: wsPrefix, UpperBound: prefixEnd(wsPrefix)})
+	if kind != "" {
+		p := identNamePrefix(ws, kind, folded)
+		return scan(r, p, prefixEnd(p), func(key, _ []byte) error { return visit(key) })
+	}
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: wsPrefix, UpperBound: prefixEnd(wsPrefix)})
 	if err != nil {
 		return err
 	}
@@ -153,14 +157,13 @@ func (s *Store) identNames(ws events.Workspace, kind events.Kind, folded string,
 			return err
 		}
 		p := identNamePrefix(ws, k, folded)
-		ok = it.SeekGE(p)
-		for ; ok && bytes.HasPrefix(it.Key(), p); ok = it.Next() {
-			if err := fn(it.Key(), wsPrefix); err != nil {
+		for ok = it.SeekGE(p); ok && bytes.HasPrefix(it.Key(), p); ok = it.Next() {
+			if err := visit(it.Key()); err != nil {
 				return err
 			}
 		}
 		if ok {
-			// Next kind: the first key after "<ws>/<kind>/".
+			// The first key of the next kind, after "<ws>/<kind>/".
 			ok = it.SeekGE(prefixEnd(identNamePrefix(ws, k, "")))
 		}
 	}
@@ -214,7 +217,7 @@ func (s *Store) history(p []byte, after uint64, limit int) ([]HistoryEntry, erro
 		if limit > 0 && len(out) == limit {
 			return errStop
 		}
-		var h HistoryEntry
+		var h historyValue
 		if err := json.Unmarshal(value, &h); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
@@ -222,8 +225,7 @@ func (s *Store) history(p []byte, after uint64, limit int) ([]HistoryEntry, erro
 		if err != nil {
 			return err
 		}
-		h.Seq = seq
-		out = append(out, h)
+		out = append(out, HistoryEntry{Seq: seq, Type: h.Type, Actor: h.Actor, Time: h.Time, Aggregate: h.Aggregate, ID: h.ID})
 		return nil
 	})
 	if err != nil && err != errStop {

@@ -46,8 +46,8 @@ type Options struct {
 }
 
 // Store is the Pebble DB of the views, with their checkpoint and the in-memory index that
-// Verify reads. Its methods are safe for concurrent use; Apply calls are serialized. No
-// method may be called after Close.
+// Verify reads. Its methods are safe for concurrent use; Apply calls are serialized. After
+// Close, Apply returns events.ErrClosed and no other method may be called.
 type Store struct {
 	db      *pebble.DB
 	opts    Options
@@ -137,7 +137,11 @@ func (s *Store) Each(fn func(key, value []byte) error) error {
 
 // scan calls fn for each key in [lower, upper) (nil: unbounded).
 func (s *Store) scan(lower, upper []byte, fn func(key, value []byte) error) error {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	return scan(s.db, lower, upper, fn)
+}
+
+func scan(r pebble.Reader, lower, upper []byte, fn func(key, value []byte) error) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return fmt.Errorf("iterate projections: %w", err)
 	}

@@ -106,6 +106,9 @@ func TestReadOnly(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
+	if err := s.Apply(recs); !errors.Is(err, events.ErrClosed) {
+		t.Fatalf("Apply after Close: %v, want events.ErrClosed", err)
+	}
 
 	ro, err := Open("db", Options{FS: fs, ReadOnly: true})
 	if err != nil {

@@ -10,7 +10,8 @@ import (
 	"github.com/keyreg/keyreg/events"
 )
 
-type identifierPath struct {
+// IdentifierPathParams are the path parameters of one identifier.
+type IdentifierPathParams struct {
 	WS string `path:"ws" doc:"Workspace id"`
 	ID string `path:"id" doc:"Identifier id (ULID)"`
 }
@@ -93,7 +94,7 @@ func (a *API) registerIdentifiers() {
 	huma.Register(a.huma, huma.Operation{
 		OperationID: "get-identifier", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: tags, Security: sec,
 		Summary: "Show an identifier",
-	}, func(ctx context.Context, in *identifierPath) (*identifierOutput, error) {
+	}, func(ctx context.Context, in *IdentifierPathParams) (*identifierOutput, error) {
 		if _, err := a.authorize(ctx, in.WS, PermIdentifiersRead); err != nil {
 			return nil, err
 		}
@@ -104,7 +105,7 @@ func (a *API) registerIdentifiers() {
 		OperationID: "rename-identifier", Method: http.MethodPatch, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: tags, Security: sec,
 		Summary: "Rename an identifier",
 	}, func(ctx context.Context, in *struct {
-		identifierPath
+		IdentifierPathParams
 		IfMatch        string `header:"If-Match"`
 		IdempotencyKey string `header:"Idempotency-Key"`
 		Body           struct {
@@ -124,7 +125,7 @@ func (a *API) registerIdentifiers() {
 		OperationID: "retire-identifier", Method: http.MethodDelete, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: tags, Security: sec,
 		Summary: "Retire an identifier", Description: "Its name becomes free again; its history is kept.",
 	}, func(ctx context.Context, in *struct {
-		identifierPath
+		IdentifierPathParams
 		IfMatch        string `header:"If-Match"`
 		IdempotencyKey string `header:"Idempotency-Key"`
 	}) (*identifierOutput, error) {

@@ -12,7 +12,8 @@ import (
 	"github.com/keyreg/keyreg/projections"
 )
 
-type keyPath struct {
+// KeyPathParams are the path parameters of one key.
+type KeyPathParams struct {
 	WS string `path:"ws" doc:"Workspace id"`
 	ID string `path:"id" doc:"Key id (ULID)"`
 }
@@ -113,7 +114,7 @@ func (a *API) registerKeys() {
 	huma.Register(a.huma, huma.Operation{
 		OperationID: "get-key", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/keys/{id}", Tags: tags, Security: sec,
 		Summary: "Show a key",
-	}, func(ctx context.Context, in *keyPath) (*keyOutput, error) {
+	}, func(ctx context.Context, in *KeyPathParams) (*keyOutput, error) {
 		if _, err := a.authorize(ctx, in.WS, PermKeysRead); err != nil {
 			return nil, err
 		}
@@ -125,7 +126,7 @@ func (a *API) registerKeys() {
 		Summary:     "Update a key's name, permissions or expiry",
 		Description: "Fields left out stay as they are; expires_at null clears the expiry. All changes are applied together or not at all.",
 	}, func(ctx context.Context, in *struct {
-		keyPath
+		KeyPathParams
 		IfMatch        string `header:"If-Match" doc:"The key's ETag; 412 if it changed since"`
 		IdempotencyKey string `header:"Idempotency-Key"`
 		Body           struct {
@@ -151,7 +152,7 @@ func (a *API) registerKeys() {
 		OperationID: "put-allowlist", Method: http.MethodPut, Path: "/v1/workspaces/{ws}/keys/{id}/allowlist", Tags: tags, Security: sec,
 		Summary: "Replace a key's IP allowlist", Description: "An empty list allows any address.",
 	}, func(ctx context.Context, in *struct {
-		keyPath
+		KeyPathParams
 		IfMatch        string `header:"If-Match"`
 		IdempotencyKey string `header:"Idempotency-Key"`
 		Body           struct {
@@ -176,7 +177,7 @@ func (a *API) registerKeys() {
 		Summary:     "Rotate a key's secret",
 		Description: "Issues a new secret, shown in this response only. The old one keeps working for grace_seconds (default 0).",
 	}, func(ctx context.Context, in *struct {
-		keyPath
+		KeyPathParams
 		IfMatch        string `header:"If-Match"`
 		IdempotencyKey string `header:"Idempotency-Key"`
 		Body           *struct {
@@ -204,7 +205,7 @@ func (a *API) registerKeys() {
 		OperationID: "revoke-key", Method: http.MethodDelete, Path: "/v1/workspaces/{ws}/keys/{id}", Tags: tags, Security: sec,
 		Summary: "Revoke a key", Description: "The key stops working at once and for good; its history is kept.",
 	}, func(ctx context.Context, in *struct {
-		keyPath
+		KeyPathParams
 		IfMatch        string `header:"If-Match"`
 		IdempotencyKey string `header:"Idempotency-Key"`
 	}) (*keyOutput, error) {
@@ -221,7 +222,7 @@ func (a *API) registerKeys() {
 		OperationID: "key-history", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/keys/{id}/history", Tags: tags, Security: sec,
 		Summary: "A key's history", Description: "Every event of the key, oldest first, revoked keys included. Needs keyreg.audit.read or keyreg.keys.read.",
 	}, func(ctx context.Context, in *struct {
-		keyPath
+		KeyPathParams
 		After uint64 `query:"after" doc:"Only events after this stream sequence"`
 		Limit int    `query:"limit" minimum:"1" maximum:"1000" default:"100"`
 	}) (*historyOutput, error) {

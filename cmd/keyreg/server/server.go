@@ -42,6 +42,19 @@ type Config struct {
 	Ready func(httpAddr string)
 }
 
+func (cfg Config) withDefaults() Config {
+	if cfg.Stderr == nil {
+		cfg.Stderr = os.Stderr
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(cfg.Stderr, nil))
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	return cfg
+}
+
 // Node is a running keyreg node's parts, for tests and tools.
 type Node struct {
 	Log       events.Log
@@ -59,26 +72,18 @@ type Node struct {
 // Run starts a node and serves until ctx is done or a part fails; then it stops every
 // part: HTTP drained, projector stopped after its last batch, NATS shut down cleanly.
 func Run(ctx context.Context, cfg Config) error {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	if cfg.Stderr == nil {
-		cfg.Stderr = os.Stderr
-	}
-	if cfg.ShutdownTimeout == 0 {
-		cfg.ShutdownTimeout = 10 * time.Second
-	}
 	n, err := Open(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer n.Close()
-	return n.serve(ctx, cfg)
+	return n.Serve(ctx, cfg)
 }
 
 // Open starts NATS, opens the log and the current view generation, and bootstraps the
 // root key on an empty log.
 func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
+	cfg = cfg.withDefaults()
 	if cfg.DataDir == "" {
 		return nil, errors.New("serve: --data is required")
 	}
@@ -175,7 +180,10 @@ func (n *Node) Close() {
 	}
 }
 
-func (n *Node) serve(ctx context.Context, cfg Config) error {
+// Serve runs the projector and the HTTP API until ctx is done or one of them fails, then
+// stops both: HTTP drained within cfg.ShutdownTimeout, projector stopped after its batch.
+func (n *Node) Serve(ctx context.Context, cfg Config) error {
+	cfg = cfg.withDefaults()
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("serve: listen %s: %w", cfg.HTTPAddr, err)

@@ -1,0 +1,109 @@
+package cli
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyreg/keyreg/cmd/keyreg/client"
+)
+
+// defaultAddr is the server the client commands call without --addr or $KEYREG_ADDR.
+const defaultAddr = "http://127.0.0.1:8080"
+
+// client returns a client of the server named by --addr, $KEYREG_ADDR or defaultAddr,
+// with the token of --token or $KEYREG_TOKEN.
+func (g *globals) client() *client.Client {
+	addr := firstNonEmpty(g.addr, g.getenv("KEYREG_ADDR"), defaultAddr)
+	token := strings.TrimSpace(firstNonEmpty(g.token, g.getenv("KEYREG_TOKEN")))
+	return client.New(addr, token, &http.Client{Timeout: 30 * time.Second})
+}
+
+// workspace returns the workspace of -w/--workspace (flag), else $KEYREG_WORKSPACE.
+func (g *globals) workspace(flag string) (string, error) {
+	if ws := firstNonEmpty(flag, g.getenv("KEYREG_WORKSPACE")); ws != "" {
+		return ws, nil
+	}
+	return "", usagef("which workspace? pass -w/--workspace or set KEYREG_WORKSPACE")
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// newGroupCmd returns a command that only holds subcommands: alone it prints its help,
+// and an unknown subcommand is a usage error (cobra would print the help and succeed).
+func newGroupCmd(use, short, long, example string) *cobra.Command {
+	return &cobra.Command{
+		Use: use, Short: short, Long: long, Example: example,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+			}
+			return cmd.Help()
+		},
+	}
+}
+
+// addWorkspaceFlag adds -w/--workspace to cmd and its subcommands.
+func addWorkspaceFlag(cmd *cobra.Command) *string {
+	var ws string
+	cmd.PersistentFlags().StringVarP(&ws, "workspace", "w", "", "workspace id (default $KEYREG_WORKSPACE)")
+	return &ws
+}
+
+// writeFlags are the optional headers of a write command.
+type writeFlags struct{ o client.WriteOptions }
+
+// addWriteFlags adds --idempotency-key and --reason to cmd, and --if-match when the
+// command changes an existing resource.
+func addWriteFlags(cmd *cobra.Command, ifMatch bool) *writeFlags {
+	w := &writeFlags{}
+	f := cmd.Flags()
+	if ifMatch {
+		f.StringVar(&w.o.IfMatch, "if-match", "", "change only if the resource is still at this `VERSION` (else 412)")
+	}
+	f.StringVar(&w.o.IdempotencyKey, "idempotency-key", "", "retry-safe: the same `KEY` and request give the same answer and no second change")
+	f.StringVar(&w.o.Reason, "reason", "", "why: recorded in the change's event for the audit log")
+	return w
+}
+
+// expiryFlags are --expires-at and --expires-in.
+type expiryFlags struct {
+	at string
+	in time.Duration
+}
+
+func addExpiryFlags(cmd *cobra.Command) *expiryFlags {
+	e := &expiryFlags{}
+	cmd.Flags().StringVar(&e.at, "expires-at", "", "when the key stops working, RFC 3339 (e.g. 2027-01-01T00:00:00Z)")
+	cmd.Flags().DurationVar(&e.in, "expires-in", 0, "the key stops working after this duration (e.g. 720h)")
+	cmd.MarkFlagsMutuallyExclusive("expires-at", "expires-in")
+	return e
+}
+
+// time returns the expiry the flags give, or nil when neither was given.
+func (e *expiryFlags) time(cmd *cobra.Command) (*time.Time, error) {
+	switch {
+	case cmd.Flags().Changed("expires-at"):
+		t, err := time.Parse(time.RFC3339, e.at)
+		if err != nil {
+			return nil, usagef("--expires-at %q: use RFC 3339, e.g. 2027-01-01T00:00:00Z", e.at)
+		}
+		return &t, nil
+	case cmd.Flags().Changed("expires-in"):
+		if e.in <= 0 {
+			return nil, usagef("--expires-in %s: use a positive duration, e.g. 720h", e.in)
+		}
+		t := time.Now().Add(e.in).UTC().Truncate(time.Second)
+		return &t, nil
+	}
+	return nil, nil
+}
