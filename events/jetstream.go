@@ -127,13 +127,13 @@ func (l *JetStreamLog) Append(ctx context.Context, msgs []Message) ([]uint64, er
 		nmsgs[i] = nm
 	}
 	var last uint64
-	var duplicate bool
 	var err error
 	if len(nmsgs) == 1 {
 		var ack *jetstream.PubAck
 		ack, err = l.js.PublishMsg(ctx, nmsgs[0])
 		if err == nil {
-			last, duplicate = ack.Sequence, ack.Duplicate
+			// A duplicate's ack carries the sequence stored the first time.
+			return []uint64{ack.Sequence}, nil
 		}
 	} else {
 		var ack *jetstreamext.BatchAck
@@ -142,15 +142,12 @@ func (l *JetStreamLog) Append(ctx context.Context, msgs []Message) ([]uint64, er
 			last = ack.Sequence
 		}
 	}
-	if err == nil && !duplicate {
+	if err == nil {
 		return consecutive(last-uint64(len(msgs))+1, len(msgs)), nil
 	}
-	// A duplicate, a conflict or a lost ack: the first message may already be stored.
+	// A conflict or a duplicate after a lost ack: the messages may already be stored.
 	if seqs, ok := l.findStored(ctx, msgs); ok {
 		return seqs, nil
-	}
-	if err == nil {
-		return nil, fmt.Errorf("events: append %s: reported duplicate but not found", msgs[0].Subject)
 	}
 	if isConflict(err) {
 		return nil, fmt.Errorf("%w: append %s: %v", ErrConflict, msgs[0].Subject, err)
@@ -172,12 +169,13 @@ func (l *JetStreamLog) findStored(ctx context.Context, msgs []Message) ([]uint64
 	first := msgs[0]
 	var found uint64
 	if first.ExpectFilter != "" {
-		// It would be the first message on the filter after the expected sequence.
+		// It is on the filter after the expected sequence, if anywhere.
 		_ = l.Read(ctx, first.ExpectFilter, first.ExpectSeq+1, func(r Record) error {
 			if r.MsgID == first.ID {
 				found = r.Seq
+				return errStop
 			}
-			return errStop
+			return nil
 		})
 	} else {
 		raw, err := l.stream.GetLastMsgForSubject(ctx, first.Subject)

@@ -36,10 +36,14 @@ func (l *MemLog) Append(ctx context.Context, msgs []Message) ([]uint64, error) {
 	if l.closed {
 		return nil, ErrClosed
 	}
-	if seq, ok := l.ids[msgs[0].ID]; ok {
+	if _, ok := l.ids[msgs[0].ID]; ok {
 		out := make([]uint64, len(msgs))
-		for i := range out {
-			out[i] = seq + uint64(i)
+		for i, m := range msgs {
+			seq, ok := l.ids[m.ID]
+			if !ok {
+				return nil, fmt.Errorf("events: append: message %q is stored but %q of the same append is not", msgs[0].ID, m.ID)
+			}
+			out[i] = seq
 		}
 		return out, nil
 	}

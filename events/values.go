@@ -81,7 +81,7 @@ func ParseName(field, s string) (string, error) {
 		return "", Invalid(field, s, "must not be empty")
 	}
 	if len(t) > MaxNameBytes {
-		return "", Invalid(field, t[:32]+"...", "must be at most %d bytes, got %d", MaxNameBytes, len(t))
+		return "", Invalid(field, truncate(t, 32)+"...", "must be at most %d bytes, got %d", MaxNameBytes, len(t))
 	}
 	for _, r := range t {
 		if unicode.IsControl(r) || r == utf8.RuneError {
@@ -224,4 +224,15 @@ func ParseID(field, s string) (string, error) {
 		return "", Invalid(field, s, "must be a ULID")
 	}
 	return s, nil
+}
+
+// truncate cuts s to at most n bytes without splitting a character.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -63,7 +63,7 @@ type Store struct {
 // Open opens (creating it unless ReadOnly) the store in dir, reads its checkpoint and loads
 // the index that Verify uses.
 func Open(dir string, opts Options) (*Store, error) {
-	po := &pebble.Options{FS: opts.FS, ReadOnly: opts.ReadOnly}
+	po := &pebble.Options{FS: opts.FS, ReadOnly: opts.ReadOnly, Logger: quietLogger{}}
 	if po.FS == nil {
 		po.FS = vfs.Default
 	}
@@ -185,4 +185,16 @@ func (s *Store) wake() {
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
+}
+
+// quietLogger drops Pebble's informational messages (it logs every WAL it opens) and
+// keeps its errors.
+type quietLogger struct{}
+
+func (quietLogger) Infof(format string, args ...any) {}
+func (quietLogger) Errorf(format string, args ...any) {
+	pebble.DefaultLogger.Errorf(format, args...)
+}
+func (quietLogger) Fatalf(format string, args ...any) {
+	pebble.DefaultLogger.Fatalf(format, args...)
 }

@@ -227,6 +227,15 @@ func testDedupeRetryAfterConflict(t *testing.T, l events.Log) {
 	if n := lastSeq(t, l); n != 2 {
 		t.Fatalf("LastSeq = %d, want 2", n)
 	}
+	// Even after later events of the aggregate, the retry finds the stored message.
+	mustAppend(t, l, expect(msg("key", "A", "revoked"), f, 2))
+	again, err = l.Append(ctx(t), []events.Message{m})
+	if err != nil || again[0] != first[0] {
+		t.Fatalf("retry after later events: %v, %v; want [%d], nil", again, err, first[0])
+	}
+	if n := lastSeq(t, l); n != 3 {
+		t.Fatalf("LastSeq = %d, want 3", n)
+	}
 }
 
 func testAtomicBatch(t *testing.T, l events.Log) {

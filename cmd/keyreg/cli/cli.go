@@ -48,7 +48,7 @@ func isCobraUsage(err error) bool {
 	s := err.Error()
 	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least",
 		"required flag", "invalid argument", "flag needs an argument", "if any flags in the group"} {
-		if strings.Contains(s, p) {
+		if strings.HasPrefix(s, p) {
 			return true
 		}
 	}
@@ -91,10 +91,7 @@ Use it:         export KEYREG_ADDR=http://127.0.0.1:8080 KEYREG_TOKEN=kr_...
 	root.PersistentFlags().StringVar(&g.addr, "addr", "", "server address (default $KEYREG_ADDR or http://127.0.0.1:8080)")
 	root.PersistentFlags().StringVar(&g.token, "token", "", "registry key secret (default $KEYREG_TOKEN)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripts instead of tables")
-	root.AddCommand(newServeCmd(g))
-	for _, add := range clientCommands {
-		root.AddCommand(add(g))
-	}
+	root.AddCommand(newServeCmd(g), newWorkspaceCmd(g), newKeyCmd(g), newIdentifierCmd(g), newVerifyCmd(g))
 	return root
 }
 
@@ -106,6 +103,3 @@ type globals struct {
 	addr, token    string
 	json           bool
 }
-
-// clientCommands are the constructors of the client subcommands (workspace, key, ...).
-var clientCommands []func(*globals) *cobra.Command

@@ -63,11 +63,12 @@ func fmtTimePtr(t *time.Time, none string) string {
 	return fmtTime(*t)
 }
 
-func fmtList(l []string, none string) string {
+// fmtList joins l with sep, or returns none for an empty list.
+func fmtList(l []string, sep, none string) string {
 	if len(l) == 0 {
 		return none
 	}
-	return strings.Join(l, ",")
+	return strings.Join(l, sep)
 }
 
 func fmtVersion(v uint64) string { return strconv.FormatUint(v, 10) }
@@ -83,7 +84,7 @@ func byWho(at time.Time, by string) string {
 func printKeys(w io.Writer, keys []httpapi.Key) error {
 	t := newTable(w, "ID", "NAME", "STATUS", "PERMISSIONS", "ALLOWLIST", "EXPIRES", "VERSION")
 	for _, k := range keys {
-		t.row(k.ID, k.Name, k.Status, fmtList(k.Permissions, "-"), fmtList(k.Allowlist, "any"),
+		t.row(k.ID, k.Name, k.Status, fmtList(k.Permissions, ",", "-"), fmtList(k.Allowlist, ",", "any"),
 			fmtTimePtr(k.ExpiresAt, "never"), fmtVersion(k.Version))
 	}
 	return t.flush()
@@ -96,8 +97,8 @@ func printKey(w io.Writer, k httpapi.Key) error {
 	t.row("Workspace:", k.Workspace)
 	t.row("Name:", k.Name)
 	t.row("Status:", k.Status)
-	t.row("Permissions:", fmtList(k.Permissions, "none"))
-	t.row("Allowlist:", fmtList(k.Allowlist, "any address"))
+	t.row("Permissions:", fmtList(k.Permissions, ", ", "none"))
+	t.row("Allowlist:", fmtList(k.Allowlist, ", ", "any address"))
 	t.row("Expires:", fmtTimePtr(k.ExpiresAt, "never"))
 	if k.PreviousSecretValidUntil != nil {
 		t.row("Old secret valid until:", fmtTime(*k.PreviousSecretValidUntil))

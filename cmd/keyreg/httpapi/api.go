@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"time"
@@ -88,10 +89,29 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(sw, r.Body, MaxBody)
 	}
-	a.idem.wrap(a.mux).ServeHTTP(sw, r)
+	if _, pattern := a.mux.Handler(r); pattern == "" {
+		a.noRoute(sw, r)
+	} else {
+		a.idem.wrap(a.mux).ServeHTTP(sw, r)
+	}
 	if a.d.Metrics != nil {
 		a.d.Metrics.observeHTTP(r, sw.status, time.Since(start))
 	}
+}
+
+// noRoute answers a request that matches no route with a problem: 405 (with Allow) when
+// the path exists for other methods, else 404.
+func (a *API) noRoute(w http.ResponseWriter, r *http.Request) {
+	h, _ := a.mux.Handler(r)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	if rec.Code == http.StatusMethodNotAllowed {
+		p := problem(http.StatusMethodNotAllowed, CodeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path)
+		p.headers = http.Header{"Allow": rec.Header().Values("Allow")}
+		writeProblem(w, p)
+		return
+	}
+	writeProblem(w, problem(http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path))
 }
 
 // OpenAPI returns the generated OpenAPI document.

@@ -113,6 +113,9 @@ func newHumaError(status int, msg string, errs ...error) huma.StatusError {
 			p.Field = strings.TrimPrefix(strings.TrimPrefix(d.Location, "body."), "query.")
 			p.Detail = d.Message
 			switch {
+			case strings.HasPrefix(d.Message, "expected required property "):
+				p.Field = strings.TrimSuffix(strings.TrimPrefix(d.Message, "expected required property "), " to be present")
+				p.Detail = "missing required field " + strconv.Quote(p.Field)
 			case strings.Contains(d.Message, "unexpected property"):
 				p.Code, p.Value, d.Value = CodeUnknownField, p.Field, nil
 				p.Detail = "unknown field " + strconv.Quote(p.Field)

@@ -1,0 +1,160 @@
+package server_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+)
+
+// TestBadInputCatalogue sends bad requests of every kind. Each gets its expected status
+// and problem code (and field, for invalid input) as application/problem+json, and the
+// stream's last sequence is unchanged after it.
+func TestBadInputCatalogue(t *testing.T) {
+	n := startNode(t, "")
+	f := newFixture(t, n, "acme")
+	newFixture(t, n, "other")
+	key := f.createKey(map[string]any{"name": "k", "permissions": []string{"users.track"}})
+	revoked := f.createKey(map[string]any{"name": "revoked", "permissions": allWorkspacePerms})
+	f.json("DELETE", "/v1/workspaces/acme/keys/"+revoked.Key.ID, f.writer, nil, 200, nil)
+	var otherKey httpapi.KeyWithSecret
+	n.json("POST", "/v1/workspaces/other/keys", n.root, map[string]any{"name": "o", "permissions": allWorkspacePerms}, 201, &otherKey)
+	var ident httpapi.Identifier
+	f.json("POST", "/v1/workspaces/acme/identifiers", f.writer, map[string]any{"kind": "segment", "name": "Taken"}, 201, &ident)
+	var retired httpapi.Identifier
+	f.json("POST", "/v1/workspaces/acme/identifiers", f.writer, map[string]any{"kind": "segment", "name": "Old"}, 201, &retired)
+	f.json("DELETE", "/v1/workspaces/acme/identifiers/"+retired.ID, f.writer, nil, 200, nil)
+	ipLimited := f.createKey(map[string]any{"name": "ip limited", "permissions": allWorkspacePerms, "allowlist": []string{"192.0.2.0/24"}})
+
+	keys := "/v1/workspaces/acme/keys"
+	k := keys + "/" + key.Key.ID
+	rk := keys + "/" + revoked.Key.ID
+	ids := "/v1/workspaces/acme/identifiers"
+	manyCIDRs := make([]string, 1001)
+	for i := range manyCIDRs {
+		manyCIDRs[i] = "10.0.0.1"
+	}
+	many, _ := json.Marshal(map[string]any{"allowlist": manyCIDRs})
+	big := `{"name":"` + strings.Repeat("a", 1<<20) + `"}`
+
+	cases := []struct {
+		name, method, path, token, body string
+		headers                         []string
+		status                          int
+		code, field, value              string
+	}{
+		// Allowlists.
+		{"CIDRBadLength", "PUT", k + "/allowlist", f.writer, `{"allowlist":["10.0.0.0/33"]}`, nil, 400, "invalid_input", "allowlist", "10.0.0.0/33"},
+		{"CIDRHostname", "PUT", k + "/allowlist", f.writer, `{"allowlist":["example.com"]}`, nil, 400, "invalid_input", "allowlist", "example.com"},
+		{"CIDRIPv6Zone", "PUT", k + "/allowlist", f.writer, `{"allowlist":["fe80::1%eth0"]}`, nil, 400, "invalid_input", "allowlist", "fe80::1%eth0"},
+		{"CIDRIPv6ZonePrefix", "PUT", k + "/allowlist", f.writer, `{"allowlist":["fe80::%eth0/64"]}`, nil, 400, "invalid_input", "allowlist", "fe80::%eth0/64"},
+		{"CIDROctetRange", "POST", keys, f.writer, `{"name":"x","allowlist":["256.1.1.1"]}`, nil, 400, "invalid_input", "allowlist", "256.1.1.1"},
+		{"CIDREmpty", "POST", keys, f.writer, `{"name":"x","allowlist":[""]}`, nil, 400, "invalid_input", "allowlist", ""},
+		{"CIDRTooMany", "PUT", k + "/allowlist", f.writer, string(many), nil, 400, "invalid_input", "allowlist", "1001 entries"},
+		{"AllowlistNotArray", "PUT", k + "/allowlist", f.writer, `{"allowlist":"10.0.0.0/8"}`, nil, 400, "invalid_input", "allowlist", ""},
+		{"AllowlistMissing", "PUT", k + "/allowlist", f.writer, `{}`, nil, 400, "invalid_input", "allowlist", ""},
+		// Names.
+		{"NameControlChar", "POST", keys, f.writer, `{"name":"a\u0001b"}`, nil, 400, "invalid_input", "name", "a\x01b"},
+		{"NameNewline", "PATCH", k, f.writer, `{"name":"a\nb"}`, nil, 400, "invalid_input", "name", "a\nb"},
+		{"NameNonUTF8", "POST", keys, f.writer, "{\"name\":\"a\xffb\"}", nil, 400, "invalid_input", "name", ""},
+		{"NameEmpty", "POST", keys, f.writer, `{"name":"   "}`, nil, 400, "invalid_input", "name", "   "},
+		{"NameTooLong", "POST", keys, f.writer, `{"name":"` + strings.Repeat("é", 128) + `"}`, nil, 400, "invalid_input", "name", ""},
+		{"NameMissing", "POST", keys, f.writer, `{"permissions":[]}`, nil, 400, "invalid_input", "name", ""},
+		{"NameNotString", "POST", keys, f.writer, `{"name":42}`, nil, 400, "invalid_input", "name", ""},
+		{"IdentifierNameControl", "POST", ids, f.writer, `{"kind":"segment","name":"x\u007f"}`, nil, 400, "invalid_input", "name", "x\x7f"},
+		// Permissions and expiry.
+		{"PermissionUpperCase", "POST", keys, f.writer, `{"name":"x","permissions":["Users.Track"]}`, nil, 400, "invalid_input", "permissions", "Users.Track"},
+		{"PermissionSpace", "PATCH", k, f.writer, `{"permissions":["users track"]}`, nil, 400, "invalid_input", "permissions", "users track"},
+		{"ExpiryInPast", "POST", keys, f.writer, `{"name":"x","expires_at":"2001-01-01T00:00:00Z"}`, nil, 400, "invalid_input", "expires_at", ""},
+		{"ExpiryNotATime", "POST", keys, f.writer, `{"name":"x","expires_at":"tomorrow"}`, nil, 400, "invalid_input", "expires_at", "tomorrow"},
+		{"GraceNegative", "POST", k + "/rotate", f.writer, `{"grace_seconds":-1}`, nil, 400, "invalid_input", "grace_seconds", "-1"},
+		{"GraceTooLong", "POST", k + "/rotate", f.writer, `{"grace_seconds":99999999}`, nil, 400, "invalid_input", "grace_seconds", "99999999"},
+		// Bodies.
+		{"UnknownField", "POST", keys, f.writer, `{"name":"x","colour":"red"}`, nil, 400, "unknown_field", "colour", "colour"},
+		{"UnknownFieldPatch", "PATCH", k, f.writer, `{"nmae":"x"}`, nil, 400, "unknown_field", "nmae", "nmae"},
+		{"MalformedJSON", "POST", keys, f.writer, `{"name":`, nil, 400, "malformed_json", "body", ""},
+		{"NotJSON", "POST", keys, f.writer, `name=x`, nil, 400, "malformed_json", "body", ""},
+		{"BodyTooLarge", "POST", keys, f.writer, big, nil, 413, "body_too_large", "", ""},
+		{"BodyTooLargeIdempotent", "POST", keys, f.writer, big, []string{"Idempotency-Key", "big-1"}, 413, "body_too_large", "", ""},
+		// Kinds, platforms, slugs, ids.
+		{"UnknownKind", "POST", ids, f.writer, `{"kind":"widget","name":"x"}`, nil, 400, "invalid_input", "kind", "widget"},
+		{"AppWithoutPlatform", "POST", ids, f.writer, `{"kind":"app","name":"x"}`, nil, 400, "invalid_input", "platform", ""},
+		{"PlatformOnSegment", "POST", ids, f.writer, `{"kind":"segment","name":"x","platform":"ios"}`, nil, 400, "invalid_input", "platform", "ios"},
+		{"ListUnknownKind", "GET", ids + "?kind=widget", f.writer, "", nil, 400, "invalid_input", "kind", "widget"},
+		{"WorkspaceSlugUpper", "POST", "/v1/workspaces", n.root, `{"id":"Acme","name":"x"}`, nil, 400, "invalid_input", "workspace", "Acme"},
+		{"WorkspaceSlugDot", "POST", "/v1/workspaces", n.root, `{"id":"ac.me","name":"x"}`, nil, 400, "invalid_input", "workspace", "ac.me"},
+		{"WorkspaceSlugWildcard", "POST", "/v1/workspaces", n.root, `{"id":"acme>","name":"x"}`, nil, 400, "invalid_input", "workspace", "acme>"},
+		{"WorkspaceSlugTooLong", "POST", "/v1/workspaces", n.root, `{"id":"` + strings.Repeat("a", 64) + `","name":"x"}`, nil, 400, "invalid_input", "workspace", strings.Repeat("a", 64)},
+		{"WorkspaceExists", "POST", "/v1/workspaces", n.root, `{"id":"acme","name":"again"}`, nil, 409, "already_exists", "", ""},
+		{"KeyIDNotULID", "PATCH", keys + "/not-a-ulid", f.writer, `{"name":"x"}`, nil, 400, "invalid_input", "key_id", "not-a-ulid"},
+		{"KeyUnknown", "GET", keys + "/01ARZ3NDEKTSV4RRFFQ69G5FAV", f.writer, "", nil, 404, "not_found", "", ""},
+		{"KeyUnknownWrite", "PUT", keys + "/01ARZ3NDEKTSV4RRFFQ69G5FAV/allowlist", f.writer, `{"allowlist":[]}`, nil, 404, "not_found", "", ""},
+		{"StatusFilterUnknown", "GET", keys + "?status=sleeping", f.writer, "", nil, 400, "invalid_input", "status", "sleeping"},
+		{"IfMatchGarbage", "PATCH", k, f.writer, `{"name":"x"}`, []string{"If-Match", "yesterday"}, 400, "invalid_input", "If-Match", "yesterday"},
+		{"IfMatchStale", "PATCH", k, f.writer, `{"name":"x"}`, []string{"If-Match", `"1"`}, 412, "precondition_failed", "", ""},
+		// Names taken, retired, revoked.
+		{"NameTaken", "POST", ids, f.writer, `{"kind":"segment","name":"TAKEN"}`, nil, 409, "name_taken", "", ""},
+		{"RenameRetired", "PATCH", ids + "/" + retired.ID, f.writer, `{"name":"new"}`, nil, 409, "identifier_retired", "", ""},
+		{"RevokedRename", "PATCH", rk, f.writer, `{"name":"x"}`, nil, 409, "key_revoked", "", ""},
+		{"RevokedAllowlist", "PUT", rk + "/allowlist", f.writer, `{"allowlist":[]}`, nil, 409, "key_revoked", "", ""},
+		{"RevokedRotate", "POST", rk + "/rotate", f.writer, `{}`, nil, 409, "key_revoked", "", ""},
+		{"RevokedRevoke", "DELETE", rk, f.writer, "", nil, 409, "key_revoked", "", ""},
+		// Tokens.
+		{"TokenMissing", "GET", keys, "", "", nil, 401, "unauthorized", "", ""},
+		{"TokenMalformed", "GET", keys, "kr_garbage", "", nil, 401, "unauthorized", "", ""},
+		{"TokenWrong", "GET", keys, flipLast(f.writer), "", nil, 401, "unauthorized", "", ""},
+		{"TokenUnknown", "POST", keys, "kr_" + strings.Repeat("0", 43) + "0Hd0Ya", `{"name":"x"}`, nil, 401, "unauthorized", "", ""},
+		{"TokenRevoked", "POST", keys, revoked.Secret, `{"name":"x"}`, nil, 401, "unauthorized", "", ""},
+		{"TokenOtherWorkspace", "POST", keys, otherKey.Secret, `{"name":"x"}`, nil, 404, "not_found", "", ""},
+		{"TokenLacksPermission", "POST", keys, key.Secret, `{"name":"x"}`, nil, 403, "forbidden", "", ""},
+		{"NoSuchEndpoint", "GET", "/v1/nothing", f.writer, "", nil, 404, "not_found", "", ""},
+		{"TokenFromRefusedIP", "GET", keys, ipLimited.Secret, "", nil, 403, "ip_not_allowed", "", ""},
+		{"NotAdminCreatesWorkspace", "POST", "/v1/workspaces", f.writer, `{"id":"x","name":"x"}`, nil, 403, "forbidden", "", ""},
+		// Verify.
+		{"VerifyBadIP", "POST", "/v1/verify", "", `{"key":"kr_x","ip":"999.1.1.1"}`, nil, 400, "invalid_input", "ip", "999.1.1.1"},
+		{"VerifyIPZone", "POST", "/v1/verify", "", `{"key":"kr_x","ip":"fe80::1%eth0"}`, nil, 400, "invalid_input", "ip", "fe80::1%eth0"},
+		{"VerifyBadPermission", "POST", "/v1/verify", "", `{"key":"kr_x","ip":"10.0.0.1","permission":"A B"}`, nil, 400, "invalid_input", "permissions", "A B"},
+		{"VerifyUnknownField", "POST", "/v1/verify", "", `{"key":"kr_x","ip":"10.0.0.1","secret":"y"}`, nil, 400, "unknown_field", "secret", "secret"},
+		{"MethodNotAllowed", "PUT", "/v1/workspaces", n.root, `{}`, nil, 405, "method_not_allowed", "", ""},
+	}
+
+	if len(cases) < 40 {
+		t.Fatalf("catalogue has %d cases, want at least 40", len(cases))
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := n.lastSeq()
+			var body any
+			if c.body != "" {
+				body = c.body
+			}
+			st, h, b := n.do(c.method, c.path, c.token, body, c.headers...)
+			if st != c.status {
+				t.Fatalf("status %d, want %d: %s", st, c.status, b)
+			}
+			if ct := h.Get("Content-Type"); ct != "application/problem+json" {
+				t.Errorf("Content-Type %q, want application/problem+json", ct)
+			}
+			var p problemBody
+			if err := json.Unmarshal(b, &p); err != nil {
+				t.Fatalf("body is not a problem: %s", b)
+			}
+			if p.Code != c.code || p.Status != c.status {
+				t.Errorf("code %q status %d, want %q %d: %s", p.Code, p.Status, c.code, c.status, b)
+			}
+			if c.field != "" && p.Field != c.field {
+				t.Errorf("field %q, want %q: %s", p.Field, c.field, b)
+			}
+			if c.value != "" && p.Value != c.value {
+				t.Errorf("value %q, want %q: %s", p.Value, c.value, b)
+			}
+			if c.token != "" && strings.Contains(string(b), c.token) {
+				t.Errorf("the answer echoes the bearer token")
+			}
+			if after := n.lastSeq(); after != before {
+				t.Errorf("the stream moved from %d to %d", before, after)
+			}
+		})
+	}
+}
