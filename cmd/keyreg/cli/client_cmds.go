@@ -71,7 +71,7 @@ func addWriteFlags(cmd *cobra.Command, ifMatch bool) *writeFlags {
 		f.StringVar(&w.o.IfMatch, "if-match", "", "change only if the resource is still at this `VERSION` (else 412)")
 	}
 	f.StringVar(&w.o.IdempotencyKey, "idempotency-key", "", "retry-safe: the same `KEY` and request give the same answer and no second change")
-	f.StringVar(&w.o.Reason, "reason", "", "why: recorded in the change's event for the audit log")
+	f.StringVar(&w.o.Reason, "reason", "", "why the change is made (`TEXT`), recorded in its event for the audit log")
 	return w
 }
 

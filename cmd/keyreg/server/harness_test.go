@@ -19,7 +19,7 @@ import (
 
 // node is a keyreg server started in-process on a data dir, listening on a free port.
 type node struct {
-	t      *testing.T
+	t *testing.T
 	*server.Node
 	url    string
 	root   string // root secret, from the bootstrap file of the first start
