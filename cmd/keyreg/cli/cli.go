@@ -82,6 +82,11 @@ answer queries and verify keys; replay rebuilds the views.
 Run a server:   keyreg serve --data ./keyreg-data
 Use it:         export KEYREG_ADDR=http://127.0.0.1:8080 KEYREG_TOKEN=kr_...
                 keyreg workspace create acme --name "Acme Inc"`,
+		Example: `  keyreg serve --bootstrap-key-file ./root.key
+  export KEYREG_TOKEN=$(cat ./root.key)
+  keyreg workspace create acme --name "Acme Inc"
+  keyreg key create -w acme --name "Prod server" --permission users.track --allow 203.0.113.0/24
+  keyreg verify --ip 203.0.113.7 --permission users.track < secret.txt`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

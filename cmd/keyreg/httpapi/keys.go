@@ -93,10 +93,15 @@ func (a *API) registerKeys() {
 		Summary: "List a workspace's keys",
 	}, func(ctx context.Context, in *struct {
 		WS     string `path:"ws"`
-		Status string `query:"status" enum:"active,revoked,expired," doc:"Only keys with this status"`
+		Status string `query:"status" doc:"Only keys with this status: active, revoked or expired"`
 	}) (*keysOutput, error) {
 		if _, err := a.authorize(ctx, in.WS, PermKeysRead); err != nil {
 			return nil, err
+		}
+		switch in.Status {
+		case "", events.StatusActive, events.StatusRevoked, events.StatusExpired:
+		default:
+			return nil, invalid("status", in.Status, "status must be active, revoked or expired")
 		}
 		now := a.d.Now()
 		keys, err := a.d.Store.Keys(events.Workspace(in.WS), projections.KeyFilter{Status: in.Status, At: now})

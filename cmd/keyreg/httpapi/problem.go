@@ -157,9 +157,9 @@ func toProblem(err error) *Problem {
 	case errors.Is(err, commands.ErrPrecondition):
 		return problem(http.StatusPreconditionFailed, CodePrecondition, "the resource changed: its version is not the one in If-Match")
 	case errors.Is(err, commands.ErrNameTaken):
-		return problem(http.StatusConflict, CodeNameTaken, err.Error())
+		return problem(http.StatusConflict, CodeNameTaken, "an active identifier of this kind already has this name (names are compared ignoring case)")
 	case errors.Is(err, commands.ErrAlreadyExists):
-		return problem(http.StatusConflict, CodeAlreadyExists, err.Error())
+		return problem(http.StatusConflict, CodeAlreadyExists, "it already exists")
 	case errors.Is(err, commands.ErrRevoked):
 		return problem(http.StatusConflict, CodeKeyRevoked, "the key is revoked and accepts no further change")
 	case errors.Is(err, commands.ErrRetired):

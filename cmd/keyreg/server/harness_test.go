@@ -167,3 +167,5 @@ type problemBody struct {
 	Value  string `json:"value"`
 	Detail string `json:"detail"`
 }
+
+func ioNopCloser(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
