@@ -23,7 +23,7 @@ type fixture struct {
 
 var allWorkspacePerms = []string{"keyreg.keys.read", "keyreg.keys.write", "keyreg.identifiers.read", "keyreg.identifiers.write", "keyreg.audit.read"}
 
-func newFixture(t *testing.T, n *node, ws string) fixture {
+func newFixture(t testing.TB, n *node, ws string) fixture {
 	t.Helper()
 	n.json("POST", "/v1/workspaces", n.root, map[string]any{"id": ws, "name": "Workspace " + ws}, 201, nil)
 	var k httpapi.KeyWithSecret

@@ -19,7 +19,7 @@ import (
 
 // node is a keyreg server started in-process on a data dir, listening on a free port.
 type node struct {
-	t *testing.T
+	t testing.TB
 	*server.Node
 	url    string
 	root   string // root secret, from the bootstrap file of the first start
@@ -30,7 +30,7 @@ type node struct {
 
 // startNode starts a node on data (a fresh t.TempDir() when empty) and stops it at the
 // end of the test.
-func startNode(t *testing.T, data string) *node {
+func startNode(t testing.TB, data string) *node {
 	t.Helper()
 	if data == "" {
 		data = t.TempDir()
