@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -49,9 +50,10 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 
 // JetStreamLog is the event log on a NATS JetStream stream.
 type JetStreamLog struct {
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	stream jetstream.Stream
+	nc            *nats.Conn
+	js            jetstream.JetStream
+	stream        jetstream.Stream
+	directSubject string
 }
 
 // JetStreamOptions configure OpenJetStream.
@@ -90,7 +92,7 @@ func OpenJetStream(ctx context.Context, nc *nats.Conn, opts JetStreamOptions) (*
 			}
 		}
 	}
-	return &JetStreamLog{nc: nc, js: js, stream: stream}, nil
+	return &JetStreamLog{nc: nc, js: js, stream: stream, directSubject: "$JS.API.DIRECT.GET." + StreamName}, nil
 }
 
 func sameMutable(have, want jetstream.StreamConfig) bool {
@@ -233,50 +235,79 @@ func (l *JetStreamLog) Get(ctx context.Context, seq uint64) (Record, error) {
 }
 
 // readBatch is how many messages one direct batch get asks for.
-const readBatch = 512
+const readBatch = 256
 
 // Read implements Reader with direct batch gets, so reading one aggregate costs no
-// consumer.
+// consumer and no stream info request. Messages stored while Read runs may be included.
 func (l *JetStreamLog) Read(ctx context.Context, filter string, from uint64, fn func(Record) error) error {
 	if from == 0 {
 		from = 1
 	}
-	end, err := l.LastSeq(ctx)
-	if err != nil {
-		return err
-	}
-	for from <= end {
-		it, err := jetstreamext.GetBatch(ctx, l.js, StreamName, readBatch,
-			jetstreamext.GetBatchSeq(from), jetstreamext.GetBatchSubject(filter))
-		if err != nil {
-			return fmt.Errorf("events: read %s from %d: %w", filter, from, err)
-		}
-		n := 0
-		for raw, err := range it {
-			if errors.Is(err, jetstreamext.ErrNoMessages) {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("events: read %s from %d: %w", filter, from, err)
-			}
-			if raw.Sequence > end {
-				return nil
-			}
-			n++
-			from = raw.Sequence + 1
-			r := Record{Seq: raw.Sequence, Subject: raw.Subject, MsgID: raw.Header.Get(jetstream.MsgIDHeader), Time: raw.Time.UTC(), Data: raw.Data}
-			if err := fn(r); err != nil {
-				if errors.Is(err, errStop) {
-					return nil
-				}
-				return err
-			}
-		}
-		if n < readBatch {
+	for {
+		n, next, err := l.directBatch(ctx, filter, from, readBatch, fn)
+		if errors.Is(err, errStop) {
 			return nil
 		}
+		if err != nil || n < readBatch {
+			return err
+		}
+		from = next
 	}
-	return nil
+}
+
+// directBatch asks the stream for up to batch messages on filter from sequence from (a
+// JetStream direct batch get) and calls fn for each. It returns how many came and the
+// sequence after the last one.
+func (l *JetStreamLog) directBatch(ctx context.Context, filter string, from uint64, batch int, fn func(Record) error) (int, uint64, error) {
+	inbox := l.nc.NewInbox()
+	ch := make(chan *nats.Msg, batch+1)
+	sub, err := l.nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return 0, from, fmt.Errorf("events: read %s: %w", filter, err)
+	}
+	defer sub.Unsubscribe()
+	req, _ := json.Marshal(struct {
+		Seq   uint64 `json:"seq"`
+		Subj  string `json:"next_by_subj"`
+		Batch int    `json:"batch"`
+	}{from, filter, batch})
+	if err := l.nc.PublishRequest(l.directSubject, inbox, req); err != nil {
+		return 0, from, fmt.Errorf("events: read %s: %w", filter, err)
+	}
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+	n := 0
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			return n, from, ctx.Err()
+		case <-timeout.C:
+			return n, from, fmt.Errorf("events: read %s from %d: no answer", filter, from)
+		}
+		if len(m.Data) == 0 && m.Header.Get("Status") != "" {
+			switch m.Header.Get("Status") {
+			case "204", "404": // end of batch; no (more) messages
+				return n, from, nil
+			}
+			return n, from, fmt.Errorf("events: read %s from %d: %s %s", filter, from, m.Header.Get("Status"), m.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if err != nil {
+			return n, from, fmt.Errorf("events: read %s: bad sequence header: %w", filter, err)
+		}
+		ts, err := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
+		if err != nil {
+			return n, from, fmt.Errorf("events: read %s: bad time header: %w", filter, err)
+		}
+		n++
+		from = seq + 1
+		r := Record{Seq: seq, Subject: m.Header.Get(jetstream.SubjectHeader), MsgID: m.Header.Get(jetstream.MsgIDHeader), Time: ts.UTC(), Data: m.Data}
+		if err := fn(r); err != nil {
+			return n, from, err
+		}
+	}
 }
 
 // Follow implements Reader with an ordered consumer, which recovers from gaps and
