@@ -17,8 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/oklog/run"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
@@ -63,8 +61,7 @@ type Node struct {
 	Commands  *commands.Handler
 	API       *httpapi.API
 
-	nats    *natsserver.Server
-	conn    *nats.Conn
+	stream  *Stream
 	running atomic.Bool
 	caught  atomic.Bool
 }
@@ -96,26 +93,11 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.Close()
 		}
 	}()
-	if cfg.NATSURL == "" {
-		n.nats, err = events.StartServer(events.ServerOptions{StoreDir: filepath.Join(cfg.DataDir, "nats")})
-		if err != nil {
-			return nil, err
-		}
-		n.conn, err = events.ConnectInProcess(n.nats)
-	} else {
-		n.conn, err = nats.Connect(cfg.NATSURL, nats.Name("keyreg"), nats.MaxReconnects(-1))
-	}
+	n.stream, err = OpenStream(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("serve: connect to nats: %w", err)
+		return nil, fmt.Errorf("serve: %w", err)
 	}
-	replicas := cfg.Replicas
-	if cfg.NATSURL == "" {
-		replicas = 1 // one embedded server
-	}
-	js, err := events.OpenJetStream(ctx, n.conn, events.JetStreamOptions{Replicas: replicas})
-	if err != nil {
-		return nil, err
-	}
+	js := n.stream.Log
 	gens := replay.Generations{Root: filepath.Join(cfg.DataDir, "projections")}
 	cur, err := gens.Current()
 	if err != nil {
@@ -170,13 +152,8 @@ func (n *Node) Close() {
 	if n.Store != nil {
 		n.Store.Close()
 	}
-	if n.conn != nil {
-		n.conn.Drain()
-		n.conn.Close()
-	}
-	if n.nats != nil {
-		n.nats.Shutdown()
-		n.nats.WaitForShutdown()
+	if n.stream != nil {
+		n.stream.Close()
 	}
 }
 

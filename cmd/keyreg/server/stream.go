@@ -1,0 +1,72 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/keyreg/keyreg/events"
+)
+
+// Stream is an open keyreg stream: the embedded NATS server of a data dir (started without
+// a listener unless the config asks for one) or a connection to a cluster.
+type Stream struct {
+	Log    *events.JetStreamLog
+	nats   *natsserver.Server // nil with --nats-url
+	conn   *nats.Conn
+	unlock func()
+}
+
+// OpenStream starts the embedded server of cfg.DataDir, or connects to cfg.NATSURL, and
+// opens the KEYREG stream (creating it if needed).
+func OpenStream(ctx context.Context, cfg Config) (_ *Stream, err error) {
+	s := &Stream{}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if cfg.NATSURL == "" {
+		if cfg.DataDir == "" {
+			return nil, fmt.Errorf("--data is required")
+		}
+		if s.unlock, err = lockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
+		s.nats, err = events.StartServer(events.ServerOptions{StoreDir: filepath.Join(cfg.DataDir, "nats")})
+		if err != nil {
+			return nil, err
+		}
+		s.conn, err = events.ConnectInProcess(s.nats)
+	} else {
+		s.conn, err = nats.Connect(cfg.NATSURL, nats.Name("keyreg"), nats.MaxReconnects(-1))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	replicas := cfg.Replicas
+	if cfg.NATSURL == "" {
+		replicas = 1 // one embedded server
+	}
+	s.Log, err = events.OpenJetStream(ctx, s.conn, events.JetStreamOptions{Replicas: replicas})
+	return s, err
+}
+
+// Close closes the connection and shuts the embedded server down; safe on a partly open
+// Stream.
+func (s *Stream) Close() {
+	if s.conn != nil {
+		s.conn.Drain()
+		s.conn.Close()
+	}
+	if s.nats != nil {
+		s.nats.Shutdown()
+		s.nats.WaitForShutdown()
+	}
+	if s.unlock != nil {
+		s.unlock()
+	}
+}
