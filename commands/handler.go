@@ -49,6 +49,9 @@ type Handler struct {
 	// MaxRetries bounds the retries after an append conflict; 0 means DefaultMaxRetries,
 	// a negative value means no retry.
 	MaxRetries int
+	// Checkpoints reads the latest audit checkpoint for SealCheckpoint; nil means
+	// LogState{Log}.
+	Checkpoints CheckpointReader
 
 	workspaces sync.Map // events.Workspace -> events.WorkspaceState, of existing workspaces
 }

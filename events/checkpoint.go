@@ -1,7 +1,6 @@
 package events
 
 import (
-	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -101,7 +100,7 @@ func ParseCheckpoint(text []byte) (size uint64, root tlog.Hash, err error) {
 func ParseTreeHash(s string) (tlog.Hash, error) {
 	var h tlog.Hash
 	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil || len(b) != len(h) || !bytes.Equal([]byte(base64.StdEncoding.EncodeToString(b)), []byte(s)) {
+	if err != nil || len(b) != len(h) || base64.StdEncoding.EncodeToString(b) != s {
 		return h, fmt.Errorf("%w: hash %q is not %d bytes of base64", ErrBadCheckpoint, s, len(h))
 	}
 	copy(h[:], b)

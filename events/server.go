@@ -19,6 +19,10 @@ type ServerOptions struct {
 	// NoSync turns off fsync before acknowledging. Only benchmarks and throwaway
 	// rebuilds use it: with it an acknowledged append may be lost in a crash.
 	NoSync bool
+	// Subscribers may connect over TCP with read-only rights (SubscriberPermissions).
+	// With a Listen address or any subscriber, the server requires a user: TCP clients
+	// must be one of Subscribers; keyreg's in-process connection keeps every right.
+	Subscribers []Subscriber
 }
 
 // StartServer starts an embedded NATS server with JetStream under opts.StoreDir. By
@@ -55,6 +59,11 @@ func StartServer(opts ServerOptions) (*server.Server, error) {
 		}
 		so.Host, so.Port = host, p
 	}
+	if opts.Listen != "" || len(opts.Subscribers) > 0 {
+		if err := configureAccess(so, opts.Subscribers); err != nil {
+			return nil, err
+		}
+	}
 	s, err := server.NewServer(so)
 	if err != nil {
 		return nil, fmt.Errorf("events: start nats: %w", err)
@@ -67,9 +76,11 @@ func StartServer(opts ServerOptions) (*server.Server, error) {
 	return s, nil
 }
 
-// ConnectInProcess connects to an embedded server without a network socket.
+// ConnectInProcess connects to an embedded server without a network socket, as
+// InProcessUser (every right), with inboxes under InProcessInboxPrefix.
 func ConnectInProcess(s *server.Server) (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(s), nats.Name("keyreg"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect("", nats.InProcessServer(s), nats.Name("keyreg"), nats.MaxReconnects(-1),
+		nats.CustomInboxPrefix(InProcessInboxPrefix))
 	if err != nil {
 		return nil, fmt.Errorf("events: connect in-process: %w", err)
 	}

@@ -58,6 +58,7 @@ var Types = []struct {
 	{TypeIdentifierRetired, AggIdentifier, "retired"},
 	{TypeNameClaimed, AggName, "claimed"},
 	{TypeNameReleased, AggName, "released"},
+	{TypeCheckpointSealed, AggCheckpoint, "sealed"},
 }
 
 // Payload is the data of an event. Every payload carries the new state of what changed
@@ -199,6 +200,8 @@ func newPayload(t Type) Payload {
 		return &NameClaimed{}
 	case TypeNameReleased:
 		return &NameReleased{}
+	case TypeCheckpointSealed:
+		return &CheckpointSealed{}
 	}
 	return nil
 }

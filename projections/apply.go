@@ -48,6 +48,9 @@ func (s *Store) Apply(recs []events.Record) error {
 		if err := t.apply(r); err != nil {
 			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 		}
+		if err := t.addLeaf(r); err != nil {
+			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
+		}
 		last = r.Seq
 	}
 	if last == s.cp.Load() {
@@ -78,6 +81,7 @@ type txn struct {
 	keys       map[string]*events.KeyState
 	idents     map[string]*events.IdentifierState
 	claims     map[string]*events.NameClaimState
+	tree       treeTxn // the audit tree's hashes written in this batch
 }
 
 func newTxn(s *Store) *txn {
@@ -172,6 +176,10 @@ func (t *txn) apply(r events.Record) error {
 			return err
 		}
 		if err := st.Apply(r.Seq, r.Data, e, d.Payload); err != nil {
+			return err
+		}
+	case events.AggCheckpoint:
+		if err := t.applyCheckpoint(d); err != nil {
 			return err
 		}
 	default:

@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -173,6 +174,9 @@ func (h *harness) run(t *testing.T, d *datadriven.TestData) string {
 				return nil
 			}
 			b.WriteString(h.readable(strings.ReplaceAll(string(k), "\x00", `\x00`)))
+			if bytes.HasPrefix(k, []byte(prefixTree)) {
+				v = []byte(hex.EncodeToString(v)) // raw 32-byte hashes of the audit tree
+			}
 			if len(v) > 0 {
 				b.WriteString(" -> ")
 				b.WriteString(h.readable(string(v)))

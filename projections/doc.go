@@ -1,6 +1,7 @@
 // Package projections owns keyreg's read side: the Pebble-backed views folded from the
 // event log (workspaces, keys, the secret-hash index, identifiers with their name index,
-// name claims, per-aggregate and per-workspace history indexes), the checkpoint that says
+// name claims, per-aggregate and per-workspace history indexes, the audit Merkle tree over
+// every stream message and its signed checkpoints), the checkpoint that says
 // how far they are, the Projector that follows the log and applies its records, the
 // queries over the views, and Verify, the hot path that checks a secret.
 //
@@ -30,6 +31,11 @@
 //	                                        aggregate
 //	wshist/<ws>/<seq>                       {"type","actor","time","aggregate","id"} of each
 //	                                        event of a workspace
+//	tlog/<index>                            32-byte hash of the audit tree at tlog storage
+//	                                        index <index> (20 digits); see tree.go
+//	ckpt/latest                             events.CheckpointState JSON of the latest
+//	                                        signed checkpoint of the audit tree
+//	ckpt/size/<size>                        the same, of every checkpoint, by tree size
 //
 // Event bodies stay in the log; the history indexes hold just enough to filter an audit
 // query, and the bodies are fetched by sequence (events.Reader.Get).

@@ -26,7 +26,8 @@ It stops cleanly on SIGINT or SIGTERM: HTTP requests drained, projector stopped 
 last batch, NATS shut down.`,
 		Example: `  keyreg serve
   keyreg serve --data /var/lib/keyreg --http 127.0.0.1:8080 --bootstrap-key-file ./root.key
-  keyreg serve --nats-url nats://n1:4222,nats://n2:4222 --replicas 3`,
+  keyreg serve --nats-url nats://n1:4222,nats://n2:4222 --replicas 3
+  keyreg serve --read-only --views ./views-nov1 --http 127.0.0.1:8081`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var level slog.Level
@@ -46,5 +47,7 @@ last batch, NATS shut down.`,
 	f.StringVar(&cfg.BootstrapKeyFile, "bootstrap-key-file", "", "on first start, also write the root secret to this file (mode 0600)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain HTTP requests on shutdown")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&cfg.ReadOnly, "read-only", false, "serve a copy of the views (--views) for inspection: reads only, writes answer 405")
+	f.StringVar(&cfg.ViewsDir, "views", "", "with --read-only: the views directory made by keyreg replay --into")
 	return cmd
 }

@@ -38,6 +38,8 @@ type Deps struct {
 	VerifyFailureBurst int
 	// ReadyCheck, when set, reports whether the views serve (projector caught up).
 	ReadyCheck func(ctx context.Context) error
+	// Replayer, when set, serves POST and GET /v1/admin/replay.
+	Replayer Replayer
 }
 
 // API serves the HTTP API.
@@ -79,6 +81,7 @@ func New(d Deps) *API {
 	a.registerIdentifiers()
 	a.registerVerify()
 	a.registerHealth()
+	a.registerAdmin()
 	return a
 }
 

@@ -485,8 +485,8 @@ func TestRestartKeepsState(t *testing.T) {
 	n.stop()
 
 	n2 := startNode(t, data)
-	if n2.lastSeq() != seq || n2.Store.Checkpoint() != seq {
-		t.Fatalf("after restart: stream at %d, views at %d, want %d", n2.lastSeq(), n2.Store.Checkpoint(), seq)
+	if n2.lastSeq() != seq || n2.Store().Checkpoint() != seq {
+		t.Fatalf("after restart: stream at %d, views at %d, want %d", n2.lastSeq(), n2.Store().Checkpoint(), seq)
 	}
 	_, _, keysAfter := n2.do("GET", "/v1/workspaces/acme/keys", f.writer, nil)
 	_, _, idsAfter := n2.do("GET", "/v1/workspaces/acme/identifiers", f.writer, nil)

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,11 @@ type Config struct {
 	Stderr           io.Writer // the root secret is printed here, once
 	// Ready, when set, is called with the HTTP address once the node serves.
 	Ready func(httpAddr string)
+	// ReadOnly serves the views in ViewsDir (a copy made by keyreg replay --into) for
+	// inspection: no projector, and writes answer 405. Event bodies (histories) come from
+	// NATSURL when given, else from the data dir's stream if no other process holds it.
+	ReadOnly bool
+	ViewsDir string
 }
 
 func (cfg Config) withDefaults() Config {
@@ -53,18 +59,33 @@ func (cfg Config) withDefaults() Config {
 	return cfg
 }
 
-// Node is a running keyreg node's parts, for tests and tools.
+// Node is a running keyreg node's parts, for tests and tools. The views (store, projector
+// and the API that serves them) can be swapped for a rebuilt generation while serving.
 type Node struct {
-	Log       events.Log
-	Store     *projections.Store
-	Projector *projections.Projector
-	Commands  *commands.Handler
-	API       *httpapi.API
+	Log      events.Log        // the stream, with appends timed; nil read-only without a stream
+	Commands *commands.Handler // nil in read-only mode
 
+	cfg     Config
 	stream  *Stream
-	running atomic.Bool
+	js      events.Reader
+	metrics *httpapi.Metrics
+	gens    replay.Generations
+
+	swapMu  sync.RWMutex // held shared by every request, exclusively by a swap
+	current atomic.Pointer[views]
+	projErr chan error
 	caught  atomic.Bool
+	rebuild rebuilder
 }
+
+// Store returns the serving generation's views.
+func (n *Node) Store() *projections.Store { return n.current.Load().store }
+
+// Projector returns the serving generation's projector (nil in read-only mode).
+func (n *Node) Projector() *projections.Projector { return n.current.Load().projector }
+
+// API returns the HTTP API of the serving generation.
+func (n *Node) API() *httpapi.API { return n.current.Load().api }
 
 // Run starts a node and serves until ctx is done or a part fails; then it stops every
 // part: HTTP drained, projector stopped after its last batch, NATS shut down cleanly.
@@ -81,65 +102,103 @@ func Run(ctx context.Context, cfg Config) error {
 // root key on an empty log.
 func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	cfg = cfg.withDefaults()
-	if cfg.DataDir == "" {
-		return nil, errors.New("serve: --data is required")
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("serve: data dir: %w", err)
-	}
-	n := &Node{}
+	n := &Node{cfg: cfg, projErr: make(chan error, 4)}
 	defer func() {
 		if err != nil {
 			n.Close()
 		}
 	}()
+	n.metrics = httpapi.NewMetrics(n.lag)
+	n.rebuild.register(n.metrics)
+	if cfg.ReadOnly {
+		return n, n.openReadOnly(ctx)
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("serve: --data is required")
+	}
 	n.stream, err = OpenStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
-	js := n.stream.Log
-	gens := replay.Generations{Root: filepath.Join(cfg.DataDir, "projections")}
-	cur, err := gens.Current()
+	n.js = n.stream.Log
+	n.gens = generations(cfg)
+	cur, err := n.gens.Current()
 	if err != nil {
 		return nil, err
 	}
 	if cur == "" {
-		if cur, err = gens.Create(); err != nil {
+		if cur, err = n.gens.Create(); err != nil {
 			return nil, err
 		}
-		if err := gens.Swap(cur); err != nil {
+		if err := n.gens.Swap(cur); err != nil {
 			return nil, err
 		}
 	}
-	if err := gens.RemoveStale(); err != nil {
+	if err := n.gens.RemoveStale(); err != nil {
 		return nil, err
 	}
-	if n.Store, err = projections.Open(gens.Dir(cur), projections.Options{}); err != nil {
-		return nil, err
-	}
-	n.Projector = projections.NewProjector(n.Store, js)
-	metrics := httpapi.NewMetrics(func() float64 {
-		last, err := js.LastSeq(context.Background())
-		if err != nil {
-			return -1
-		}
-		return float64(last) - float64(n.Store.Checkpoint())
-	})
-	n.Log = metrics.InstrumentLog(js)
+	n.Log = n.metrics.InstrumentLog(n.stream.Log)
 	n.Commands = &commands.Handler{Log: n.Log}
+	store, err := projections.Open(n.gens.Dir(cur), projections.Options{})
+	if err != nil {
+		return nil, err
+	}
+	n.current.Store(n.newViews(cur, store))
 	if err := n.bootstrap(ctx, cfg); err != nil {
 		return nil, err
 	}
-	n.API = httpapi.New(httpapi.Deps{
-		Commands: n.Commands, Store: n.Store, Projector: n.Projector, Log: js, Metrics: metrics,
-		Logger: cfg.Logger, ReadyCheck: n.ready,
-	})
 	return n, nil
 }
 
+// openReadOnly opens a copy of the views for inspection.
+func (n *Node) openReadOnly(ctx context.Context) error {
+	if n.cfg.ViewsDir == "" {
+		return errors.New("serve: --read-only needs --views DIR (made by keyreg replay --into DIR)")
+	}
+	store, err := projections.Open(n.cfg.ViewsDir, projections.Options{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("serve: read-only views: %w", err)
+	}
+	n.js = noLog{}
+	if _, statErr := os.Stat(filepath.Join(n.cfg.DataDir, "nats")); n.cfg.NATSURL != "" || (n.cfg.DataDir != "" && statErr == nil) {
+		if n.stream, err = OpenStream(ctx, n.cfg); err == nil {
+			n.js = n.stream.Log
+		} else {
+			n.cfg.Logger.Warn("serving without event bodies: histories answer 503", "err", err)
+		}
+	}
+	n.caught.Store(true)
+	n.current.Store(n.newViews("", store))
+	return nil
+}
+
+// noLog stands in for the stream when a read-only node has none.
+type noLog struct{}
+
+var errNoLog = errors.New("this read-only server has no event stream (start it with --nats-url or a free --data)")
+
+func (noLog) LastSeq(context.Context) (uint64, error)                               { return 0, errNoLog }
+func (noLog) Get(context.Context, uint64) (events.Record, error)                    { return events.Record{}, errNoLog }
+func (noLog) Read(context.Context, string, uint64, func(events.Record) error) error { return errNoLog }
+func (noLog) Follow(context.Context, uint64, func(events.Record) error) error       { return errNoLog }
+
+// lag is how many stream messages the serving views have not applied yet.
+func (n *Node) lag() float64 {
+	v := n.current.Load()
+	if v == nil || n.stream == nil {
+		return 0
+	}
+	last, err := n.js.LastSeq(context.Background())
+	if err != nil {
+		return -1
+	}
+	return float64(last) - float64(v.store.Checkpoint())
+}
+
 func (n *Node) ready(ctx context.Context) error {
+	v := n.current.Load()
 	switch {
-	case !n.running.Load():
+	case v.projector != nil && !v.running.Load():
 		return errors.New("the projector is not running")
 	case !n.caught.Load():
 		return errors.New("the views are catching up with the stream")
@@ -147,10 +206,10 @@ func (n *Node) ready(ctx context.Context) error {
 	return nil
 }
 
-// Close stops NATS and closes the views; it is safe after a failed Open.
+// Close closes the views and stops NATS; it is safe after a failed Open.
 func (n *Node) Close() {
-	if n.Store != nil {
-		n.Store.Close()
+	if v := n.current.Load(); v != nil {
+		v.stop()
 	}
 	if n.stream != nil {
 		n.stream.Close()
@@ -165,41 +224,39 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("serve: listen %s: %w", cfg.HTTPAddr, err)
 	}
-	startLast, err := n.Log.LastSeq(ctx)
-	if err != nil {
-		ln.Close()
-		return err
-	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	v := n.current.Load()
+	if v.projector != nil {
+		startLast, err := n.js.LastSeq(ctx)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		v.start(ctx, n.projErr)
+		go func() {
+			if v.projector.WaitFor(ctx, startLast) == nil {
+				n.caught.Store(true)
+			}
+		}()
+	}
 	var g run.Group
 	{
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
-			n.running.Store(true)
-			defer n.running.Store(false)
-			err := n.Projector.Run(ctx)
-			if ctx.Err() != nil {
+			select {
+			case err := <-n.projErr:
+				return fmt.Errorf("projector: %w", err)
+			case <-ctx.Done():
 				return nil
 			}
-			return fmt.Errorf("projector: %w", err)
 		}, func(error) { cancel() })
 	}
 	{
-		ctx, cancel := context.WithCancel(ctx)
+		srv := &http.Server{Handler: http.HandlerFunc(n.serveHTTP), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn), BaseContext: func(net.Listener) context.Context { return ctx }}
 		g.Add(func() error {
-			if err := n.Projector.WaitFor(ctx, startLast); err != nil {
-				return nil
-			}
-			n.caught.Store(true)
-			<-ctx.Done()
-			return nil
-		}, func(error) { cancel() })
-	}
-	{
-		srv := &http.Server{Handler: n.API, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
-		g.Add(func() error {
-			cfg.Logger.Info("keyreg serving", "http", ln.Addr().String(), "data", cfg.DataDir, "checkpoint", n.Store.Checkpoint())
+			cfg.Logger.Info("keyreg serving", "http", ln.Addr().String(), "data", cfg.DataDir, "checkpoint", n.Store().Checkpoint(), "read_only", cfg.ReadOnly)
 			if cfg.Ready != nil {
 				cfg.Ready(ln.Addr().String())
 			}
@@ -220,7 +277,9 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 			return nil
 		}, func(error) { stop() })
 	}
-	return g.Run()
+	err = g.Run()
+	n.rebuild.wait()
+	return err
 }
 
 // RootKeyName is the name of the key made on first start.

@@ -1,0 +1,124 @@
+package events
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Subscriber is a NATS user of the embedded server that may read the KEYREG stream and
+// nothing else (see SubscriberPermissions): the account services use to follow key
+// changes over TCP.
+type Subscriber struct {
+	User     string
+	Password string
+}
+
+// InProcessUser is the NATS user of keyreg's own connection (ConnectInProcess). It has every
+// right and may connect only in-process: a TCP client naming it, or naming no user at all,
+// is refused.
+const InProcessUser = "keyreg"
+
+// InProcessInboxPrefix is the inbox prefix of ConnectInProcess, apart from the _INBOX.>
+// that subscribers may subscribe to, so that no subscriber sees keyreg's own replies.
+const InProcessInboxPrefix = "_KEYREG_INBOX"
+
+// SubscriberPublishAllow lists the subjects a subscriber may publish to: the JetStream API
+// requests that read the KEYREG stream (stream info, message and direct gets), create,
+// inspect, consume and delete consumers on it (ordered, ephemeral and durable), and the
+// acknowledgements and flow-control replies of those consumers. Nothing else.
+func SubscriberPublishAllow() []string {
+	s := StreamName
+	return []string{
+		"$JS.API.INFO",
+		"$JS.API.STREAM.NAMES",
+		"$JS.API.STREAM.LIST",
+		"$JS.API.STREAM.INFO." + s,
+		"$JS.API.STREAM.MSG.GET." + s,
+		"$JS.API.DIRECT.GET." + s,
+		"$JS.API.DIRECT.GET." + s + ".>",
+		"$JS.API.CONSUMER.CREATE." + s,
+		"$JS.API.CONSUMER.CREATE." + s + ".>",
+		"$JS.API.CONSUMER.DURABLE.CREATE." + s + ".*",
+		"$JS.API.CONSUMER.INFO." + s + ".*",
+		"$JS.API.CONSUMER.NAMES." + s,
+		"$JS.API.CONSUMER.LIST." + s,
+		"$JS.API.CONSUMER.DELETE." + s + ".*",
+		"$JS.API.CONSUMER.MSG.NEXT." + s + ".*",
+		"$JS.ACK." + s + ".>",
+		"$JS.ACK.*.*." + s + ".>",
+		"$JS.FC." + s + ".>",
+		"$JS.FC.*.*." + s + ".>",
+	}
+}
+
+// SubscriberPublishDeny lists subjects a subscriber may never publish to, even if a later
+// change widened SubscriberPublishAllow: the events themselves, and the JetStream API
+// requests that create, change, purge, delete, snapshot or restore streams or delete
+// messages.
+func SubscriberPublishDeny() []string {
+	return []string{
+		SubjectPrefix + ".>",
+		"$JS.API.STREAM.CREATE.>",
+		"$JS.API.STREAM.UPDATE.>",
+		"$JS.API.STREAM.DELETE.>",
+		"$JS.API.STREAM.PURGE.>",
+		"$JS.API.STREAM.MSG.DELETE.>",
+		"$JS.API.STREAM.SNAPSHOT.>",
+		"$JS.API.STREAM.RESTORE.>",
+	}
+}
+
+// SubscriberSubscribeAllow lists the subjects a subscriber may subscribe to: the events
+// (keyreg.>) and its own inboxes (_INBOX.>), where JetStream answers and consumers deliver.
+func SubscriberSubscribeAllow() []string {
+	return []string{SubjectPrefix + ".>", "_INBOX.>"}
+}
+
+// SubscriberPermissions returns the NATS permissions of a subscriber: publish only the
+// subjects of SubscriberPublishAllow minus SubscriberPublishDeny, subscribe only to
+// SubscriberSubscribeAllow. A refused publish is dropped by the server, which reports a
+// permissions violation to the client; it never reaches the stream.
+func SubscriberPermissions() *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: SubscriberPublishAllow(), Deny: SubscriberPublishDeny()},
+		Subscribe: &server.SubjectPermission{Allow: SubscriberSubscribeAllow()},
+	}
+}
+
+// configureAccess makes the embedded server require a user: InProcessUser for keyreg's own
+// in-process connection (it needs no credentials: it is the server's no-auth user, allowed
+// only in-process), and each of subs with SubscriberPermissions. Every user stays in the
+// global account, where the KEYREG stream lives.
+func configureAccess(so *server.Options, subs []Subscriber) error {
+	var pw [32]byte
+	if _, err := rand.Read(pw[:]); err != nil {
+		return fmt.Errorf("events: nats in-process password: %w", err)
+	}
+	users := []*server.User{{
+		Username:               InProcessUser,
+		Password:               hex.EncodeToString(pw[:]), // never written anywhere
+		AllowedConnectionTypes: map[string]struct{}{"IN_PROCESS": {}},
+	}}
+	seen := map[string]bool{InProcessUser: true}
+	for _, s := range subs {
+		switch {
+		case s.User == "" || s.Password == "":
+			return fmt.Errorf("events: nats subscriber: user and password are required")
+		case seen[s.User]:
+			return fmt.Errorf("events: nats subscriber %q: the name is taken", s.User)
+		}
+		seen[s.User] = true
+		users = append(users, &server.User{
+			Username:               s.User,
+			Password:               s.Password,
+			Permissions:            SubscriberPermissions(),
+			AllowedConnectionTypes: map[string]struct{}{"STANDARD": {}, "WEBSOCKET": {}},
+		})
+	}
+	so.Users = users
+	so.NoAuthUser = InProcessUser
+	return nil
+}

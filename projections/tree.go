@@ -1,0 +1,211 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/keyreg/keyreg/events"
+)
+
+// The audit tree is an RFC 6962 Merkle tree over every message of the stream: leaf n is
+// tlog.RecordHash of the stored bytes of the message with sequence n+1, so the views at
+// checkpoint c hold the tree of size c. Its hashes are stored as tlog lays them out
+// (tlog.StoredHashes), each under tlog/<storage index> as 32 raw bytes, in the batch of
+// the record that completes them.
+
+const (
+	prefixTree             = "tlog/"
+	keyLatestCheckpoint    = "ckpt/latest"
+	prefixCheckpointBySize = "ckpt/size/"
+)
+
+func treeKey(index int64) []byte { return appendSeq([]byte(prefixTree), uint64(index)) }
+
+func checkpointBySizeKey(size uint64) []byte {
+	return appendSeq([]byte(prefixCheckpointBySize), size)
+}
+
+// ErrNoTree means a tree hash the views should hold is missing: they were built before
+// the audit tree existed, and must be rebuilt from the log (keyreg replay).
+var ErrNoTree = errors.New("projections: audit tree incomplete; rebuild the views")
+
+// treeTxn is the part of a txn that grows the audit tree: the hashes written in this
+// batch, which a plain Pebble batch cannot read back.
+type treeTxn struct {
+	pending map[int64]tlog.Hash
+}
+
+// addLeaf adds record r as leaf r.Seq-1 and writes the hashes it completes.
+func (t *txn) addLeaf(r events.Record) error {
+	if t.tree.pending == nil {
+		t.tree.pending = map[int64]tlog.Hash{}
+	}
+	n := int64(r.Seq) - 1
+	hashes, err := tlog.StoredHashes(n, r.Data, tlog.HashReaderFunc(t.readHashes))
+	if err != nil {
+		return fmt.Errorf("audit tree leaf %d: %w", n, err)
+	}
+	base := tlog.StoredHashIndex(0, n)
+	for i, h := range hashes {
+		idx := base + int64(i)
+		t.tree.pending[idx] = h
+		if err := t.b.Set(treeKey(idx), h[:], nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *txn) readHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		if h, ok := t.tree.pending[idx]; ok {
+			out[i] = h
+			continue
+		}
+		h, err := readHash(t.s.db, idx)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+func readHash(r pebble.Reader, idx int64) (tlog.Hash, error) {
+	var h tlog.Hash
+	v, closer, err := r.Get(treeKey(idx))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return h, fmt.Errorf("%w: no hash at storage index %d", ErrNoTree, idx)
+	}
+	if err != nil {
+		return h, fmt.Errorf("read tree hash %d: %w", idx, err)
+	}
+	defer closer.Close()
+	if len(v) != len(h) {
+		return h, fmt.Errorf("read tree hash %d: %d bytes", idx, len(v))
+	}
+	copy(h[:], v)
+	return h, nil
+}
+
+// applyCheckpoint keeps the latest checkpoint and indexes every one by tree size.
+func (t *txn) applyCheckpoint(d events.Decoded) error {
+	var st events.CheckpointState
+	if err := st.Apply(d.Seq, d.Data, d.Event, d.Payload); err != nil {
+		return err
+	}
+	v, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if err := t.b.Set([]byte(keyLatestCheckpoint), v, nil); err != nil {
+		return err
+	}
+	return t.b.Set(checkpointBySizeKey(st.TreeSize), v, nil)
+}
+
+// hashReader reads stored tree hashes from the DB.
+func (s *Store) hashReader() tlog.HashReader {
+	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(indexes))
+		for i, idx := range indexes {
+			h, err := readHash(s.db, idx)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = h
+		}
+		return out, nil
+	})
+}
+
+// TreeSize returns the size of the audit tree the views hold: the number of records
+// applied.
+func (s *Store) TreeSize() int64 { return int64(s.Checkpoint()) }
+
+func (s *Store) checkTreeSize(n int64) error {
+	if n < 0 || n > s.TreeSize() {
+		return fmt.Errorf("audit tree of size %d: the views hold %d leaves: %w", n, s.TreeSize(), ErrNotFound)
+	}
+	return nil
+}
+
+// TreeHash returns the root hash of the audit tree of the first n leaves (stream
+// sequences 1 to n). It returns an error wrapping ErrNotFound when n is beyond the views'
+// checkpoint, or ErrNoTree when the views lack the tree.
+func (s *Store) TreeHash(n int64) (tlog.Hash, error) {
+	if err := s.checkTreeSize(n); err != nil {
+		return tlog.Hash{}, err
+	}
+	h, err := tlog.TreeHash(n, s.hashReader())
+	if err != nil {
+		return tlog.Hash{}, fmt.Errorf("tree hash %d: %w", n, err)
+	}
+	return h, nil
+}
+
+// ProveRecord returns the inclusion proof of leaf n (stream sequence n+1) in the audit
+// tree of size t, to check with tlog.CheckRecord. Errors as TreeHash; n must be below t.
+func (s *Store) ProveRecord(t, n int64) (tlog.RecordProof, error) {
+	if err := s.checkTreeSize(t); err != nil {
+		return nil, err
+	}
+	p, err := tlog.ProveRecord(t, n, s.hashReader())
+	if err != nil {
+		return nil, fmt.Errorf("prove leaf %d in tree %d: %w", n, t, err)
+	}
+	return p, nil
+}
+
+// ProveTree returns the proof that the audit tree of size t extends that of size n (n <=
+// t), to check with tlog.CheckTree. Errors as TreeHash.
+func (s *Store) ProveTree(t, n int64) (tlog.TreeProof, error) {
+	if err := s.checkTreeSize(t); err != nil {
+		return nil, err
+	}
+	p, err := tlog.ProveTree(t, n, s.hashReader())
+	if err != nil {
+		return nil, fmt.Errorf("prove tree %d extends %d: %w", t, n, err)
+	}
+	return p, nil
+}
+
+// SealedCheckpoint returns the latest signed checkpoint of the audit tree, or the zero
+// state (Exists false) when none has been sealed. ctx is unused; it is there for the
+// commands' checkpoint-reader interface.
+func (s *Store) SealedCheckpoint(ctx context.Context) (events.CheckpointState, error) {
+	var st events.CheckpointState
+	err := s.get([]byte(keyLatestCheckpoint), &st)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return st, fmt.Errorf("read latest checkpoint: %w", err)
+	}
+	return st, nil
+}
+
+// CheckpointAtLeast returns the smallest checkpoint whose tree covers at least size
+// leaves, or an error wrapping ErrNotFound when there is none.
+func (s *Store) CheckpointAtLeast(size uint64) (events.CheckpointState, error) {
+	var st events.CheckpointState
+	found := false
+	p := []byte(prefixCheckpointBySize)
+	err := s.scan(checkpointBySizeKey(size), prefixEnd(p), func(key, value []byte) error {
+		found = true
+		if err := json.Unmarshal(value, &st); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		return errStop
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return st, fmt.Errorf("checkpoint of at least %d leaves: %w", size, err)
+	}
+	if !found {
+		return st, fmt.Errorf("checkpoint of at least %d leaves: %w", size, ErrNotFound)
+	}
+	return st, nil
+}
