@@ -313,39 +313,5 @@ func (l *JetStreamLog) directBatch(ctx context.Context, filter string, from uint
 // Follow implements Reader with an ordered consumer, which recovers from gaps and
 // reconnects by itself.
 func (l *JetStreamLog) Follow(ctx context.Context, from uint64, fn func(Record) error) error {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if from > 1 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
-	}
-	cons, err := l.js.OrderedConsumer(ctx, StreamName, cfg)
-	if err != nil {
-		return fmt.Errorf("events: follow from %d: %w", from, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
-	if err != nil {
-		return fmt.Errorf("events: follow from %d: %w", from, err)
-	}
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	defer it.Stop()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, nats.ErrConnectionClosed) {
-				return ErrClosed
-			}
-			return fmt.Errorf("events: follow: %w", err)
-		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return fmt.Errorf("events: follow: %w", err)
-		}
-		r := Record{Seq: meta.Sequence.Stream, Subject: msg.Subject(), MsgID: msg.Headers().Get(jetstream.MsgIDHeader), Time: meta.Timestamp.UTC(), Data: msg.Data()}
-		if err := fn(r); err != nil {
-			return err
-		}
-	}
+	return l.FollowSubject(ctx, "", from, fn)
 }

@@ -53,7 +53,7 @@ type Store struct {
 	opts    Options
 	applyMu sync.Mutex
 	cp      atomic.Uint64
-	verify  verifyIndex
+	verify  KeyIndex
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when the checkpoint advances

@@ -21,11 +21,12 @@ import (
 type node struct {
 	t testing.TB
 	*server.Node
-	url    string
-	root   string // root secret, from the bootstrap file of the first start
-	stderr *bytes.Buffer
-	cancel context.CancelFunc
-	done   chan error
+	url     string
+	dataDir string
+	root    string // root secret, from the bootstrap file of the first start
+	stderr  *bytes.Buffer
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 // startNode starts a node on data (a fresh t.TempDir() when empty) and stops it at the
@@ -49,7 +50,7 @@ func startNode(t testing.TB, data string) *node {
 		cancel()
 		t.Fatal(err)
 	}
-	tn := &node{t: t, Node: n, stderr: stderr, cancel: cancel, done: make(chan error, 1)}
+	tn := &node{t: t, Node: n, dataDir: data, stderr: stderr, cancel: cancel, done: make(chan error, 1)}
 	go func() {
 		err := n.Serve(ctx, cfg)
 		n.Close()

@@ -1,0 +1,105 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// SubjectFollower is a Reader that can follow only the messages on a subject filter, so
+// that a follower of one workspace or one key reads nothing else.
+type SubjectFollower interface {
+	// FollowSubject is Follow restricted to the messages on filter (a NATS subject
+	// filter; "" or ">" for all).
+	FollowSubject(ctx context.Context, filter string, from uint64, fn func(Record) error) error
+}
+
+// FollowFilter calls fn for every message on filter with sequence from `from` on, waiting
+// for new ones, like Reader.Follow: until ctx is done (it then returns ctx.Err()) or fn
+// returns an error. It uses r's FollowSubject when r is a SubjectFollower, and otherwise
+// follows everything and skips the messages filter does not match.
+func FollowFilter(ctx context.Context, r Reader, filter string, from uint64, fn func(Record) error) error {
+	if sf, ok := r.(SubjectFollower); ok {
+		return sf.FollowSubject(ctx, filter, from, fn)
+	}
+	if filter == "" || filter == ">" {
+		return r.Follow(ctx, from, fn)
+	}
+	return r.Follow(ctx, from, func(rec Record) error {
+		if !MatchSubject(filter, rec.Subject) {
+			return nil
+		}
+		return fn(rec)
+	})
+}
+
+// FollowSubject implements SubjectFollower with an ordered consumer filtered on the
+// server, which recovers from gaps and reconnects by itself.
+func (l *JetStreamLog) FollowSubject(ctx context.Context, filter string, from uint64, fn func(Record) error) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if filter != "" && filter != ">" {
+		cfg.FilterSubjects = []string{filter}
+	}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := l.js.OrderedConsumer(ctx, StreamName, cfg)
+	if err != nil {
+		return fmt.Errorf("events: follow from %d: %w", from, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("events: follow from %d: %w", from, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, nats.ErrConnectionClosed) {
+				return ErrClosed
+			}
+			return fmt.Errorf("events: follow: %w", err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("events: follow: %w", err)
+		}
+		r := Record{Seq: meta.Sequence.Stream, Subject: msg.Subject(), MsgID: msg.Headers().Get(jetstream.MsgIDHeader), Time: meta.Timestamp.UTC(), Data: msg.Data()}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+}
+
+// SeqAtTime returns the sequence of the first message the log stored at or after t, or
+// LastSeq+1 when there is none (the next message's). It searches by time with about
+// log2(LastSeq) Gets, relying on stored times never decreasing along the sequence.
+func SeqAtTime(ctx context.Context, r Reader, t time.Time) (uint64, error) {
+	last, err := r.LastSeq(ctx)
+	if err != nil {
+		return 0, err
+	}
+	lo, hi := uint64(1), last+1 // the answer is in [lo, hi]
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		rec, err := r.Get(ctx, mid)
+		if err != nil {
+			return 0, fmt.Errorf("events: seek to %s: %w", t.Format(time.RFC3339Nano), err)
+		}
+		if rec.Time.Before(t) {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
+}

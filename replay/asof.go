@@ -1,0 +1,195 @@
+package replay
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections"
+)
+
+// Cut is a point in the log: the records up to stream sequence Seq, or, when Seq is 0,
+// the records the log stored at or before Time (events.Record.Time). The zero Cut is not
+// valid.
+type Cut struct {
+	Seq  uint64
+	Time time.Time
+}
+
+// ParseCut parses an as_of value: a stream sequence (decimal, at least 1) or an RFC 3339
+// time. It returns an *events.ValidationError for field field.
+func ParseCut(field, s string) (Cut, error) {
+	s = strings.TrimSpace(s)
+	if s != "" && strings.Trim(s, "0123456789") == "" {
+		seq, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || seq == 0 {
+			return Cut{}, events.Invalid(field, s, "a stream sequence must be a number from 1")
+		}
+		return Cut{Seq: seq}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return Cut{}, events.Invalid(field, s, "must be an RFC 3339 time (e.g. 2026-01-02T15:04:05Z) or a stream sequence")
+	}
+	return Cut{Time: t.UTC()}, nil
+}
+
+// String formats the cut as ParseCut reads it.
+func (c Cut) String() string {
+	if c.Seq != 0 {
+		return strconv.FormatUint(c.Seq, 10)
+	}
+	return c.Time.Format(time.RFC3339Nano)
+}
+
+// Includes reports whether record r is at or before the cut.
+func (c Cut) Includes(r events.Record) bool {
+	if c.Seq != 0 {
+		return r.Seq <= c.Seq
+	}
+	return !r.Time.After(c.Time)
+}
+
+// At returns the moment of the cut, at which expiry is judged: its Time, or for a
+// sequence the time the log stored that record (now when it is beyond the log).
+func (c Cut) At(ctx context.Context, log events.Reader) (time.Time, error) {
+	if c.Seq == 0 {
+		return c.Time, nil
+	}
+	r, err := log.Get(ctx, c.Seq)
+	if errors.Is(err, events.ErrNotFound) {
+		return time.Now().UTC(), nil
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	return r.Time, nil
+}
+
+var errPastCut = errors.New("replay: past the cut")
+
+// foldUntil calls apply with each record of filter up to the cut, in order.
+func foldUntil(ctx context.Context, log events.Reader, filter string, cut Cut,
+	apply func(r events.Record, d events.Decoded) error) error {
+	err := log.Read(ctx, filter, 1, func(r events.Record) error {
+		if !cut.Includes(r) {
+			return errPastCut
+		}
+		d, err := events.DecodeRecord(r)
+		if err != nil {
+			return err
+		}
+		return apply(r, d)
+	})
+	if err != nil && !errors.Is(err, errPastCut) {
+		return fmt.Errorf("replay: read %s: %w", filter, err)
+	}
+	return nil
+}
+
+// KeyAsOf returns key id of workspace ws as it was at the cut, folded from its events in
+// the log: a key revoked since shows active. It returns an error wrapping
+// projections.ErrNotFound when the key had not been created by then.
+func KeyAsOf(ctx context.Context, log events.Reader, ws events.Workspace, id string, cut Cut) (events.KeyState, error) {
+	var st events.KeyState
+	err := foldUntil(ctx, log, events.AggregateFilter(ws, events.AggKey, id), cut, func(r events.Record, d events.Decoded) error {
+		return st.Apply(r.Seq, r.Data, d.Event, d.Payload)
+	})
+	if err != nil {
+		return events.KeyState{}, err
+	}
+	if !st.Exists() || st.ID == "" {
+		return events.KeyState{}, fmt.Errorf("key %s/%s as of %s: %w", ws, id, cut, projections.ErrNotFound)
+	}
+	return st, nil
+}
+
+// KeysAsOf returns the keys of workspace ws as they were at the cut, ordered by id, from
+// one read of the workspace's key events up to the cut. Keys created later are not listed.
+func KeysAsOf(ctx context.Context, log events.Reader, ws events.Workspace, cut Cut) ([]events.KeyState, error) {
+	keys := map[string]*events.KeyState{}
+	filter := events.SubjectPrefix + "." + string(ws) + "." + string(events.AggKey) + ".>"
+	err := foldUntil(ctx, log, filter, cut, func(r events.Record, d events.Decoded) error {
+		_, id := d.Event.Aggregate()
+		st := keys[id]
+		if st == nil {
+			st = &events.KeyState{}
+			keys[id] = st
+		}
+		return st.Apply(r.Seq, r.Data, d.Event, d.Payload)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]events.KeyState, 0, len(keys))
+	for _, st := range keys {
+		if st.Exists() && st.ID != "" {
+			out = append(out, *st)
+		}
+	}
+	slices.SortFunc(out, func(a, b events.KeyState) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// IdentifierAsOf returns identifier id of workspace ws as it was at the cut, or an error
+// wrapping projections.ErrNotFound when it had not been registered by then.
+func IdentifierAsOf(ctx context.Context, log events.Reader, ws events.Workspace, id string, cut Cut) (events.IdentifierState, error) {
+	var st events.IdentifierState
+	err := foldUntil(ctx, log, events.AggregateFilter(ws, events.AggIdentifier, id), cut, func(r events.Record, d events.Decoded) error {
+		return st.Apply(r.Seq, r.Data, d.Event, d.Payload)
+	})
+	if err != nil {
+		return events.IdentifierState{}, err
+	}
+	if !st.Exists() || st.ID == "" {
+		return events.IdentifierState{}, fmt.Errorf("identifier %s/%s as of %s: %w", ws, id, cut, projections.ErrNotFound)
+	}
+	return st, nil
+}
+
+// IdentifiersAsOf returns the identifiers of workspace ws that were active at the cut, of
+// kind kind (all kinds when empty) and with a folded name starting with the folded
+// namePrefix, ordered as projections.Store.Identifiers orders them: by kind, folded name
+// and id.
+func IdentifiersAsOf(ctx context.Context, log events.Reader, ws events.Workspace, kind events.Kind, namePrefix string, cut Cut) ([]events.IdentifierState, error) {
+	ids := map[string]*events.IdentifierState{}
+	filter := events.SubjectPrefix + "." + string(ws) + "." + string(events.AggIdentifier) + ".>"
+	err := foldUntil(ctx, log, filter, cut, func(r events.Record, d events.Decoded) error {
+		_, id := d.Event.Aggregate()
+		st := ids[id]
+		if st == nil {
+			st = &events.IdentifierState{}
+			ids[id] = st
+		}
+		return st.Apply(r.Seq, r.Data, d.Event, d.Payload)
+	})
+	if err != nil {
+		return nil, err
+	}
+	prefix := events.FoldName(namePrefix)
+	type entry struct {
+		folded string
+		st     events.IdentifierState
+	}
+	var list []entry
+	for _, st := range ids {
+		folded := events.FoldName(st.Name)
+		if st.Exists() && st.ID != "" && st.Status == events.StatusActive && (kind == "" || st.Kind == kind) && strings.HasPrefix(folded, prefix) {
+			list = append(list, entry{folded, *st})
+		}
+	}
+	slices.SortFunc(list, func(a, b entry) int {
+		return cmp.Or(cmp.Compare(a.st.Kind, b.st.Kind), cmp.Compare(a.folded, b.folded), cmp.Compare(a.st.ID, b.st.ID))
+	})
+	out := make([]events.IdentifierState, len(list))
+	for i, e := range list {
+		out[i] = e.st
+	}
+	return out, nil
+}

@@ -1,0 +1,501 @@
+package replay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections"
+)
+
+// Audit export formats.
+const (
+	// FormatJSONL is JSON Lines: one line per event,
+	//
+	//	{"sequence":N,"leaf_index":N-1,"event":<the CloudEvent as stored>,"proof":["<base64 hash>",...]}
+	//
+	// where proof is the RFC 6962 inclusion proof of the leaf in the tree of the export's
+	// checkpoint, then one final line
+	//
+	//	{"checkpoint":{"tree_size":T,"root_hash":"<base64>","note":"<signed note>"},"workspace":"<ws>","events":N,"filter":{...}}
+	//
+	// VerifyExport checks it offline.
+	FormatJSONL = "jsonl"
+	// FormatCSV is one row per change with the columns of CSVHeader.
+	FormatCSV = "csv"
+)
+
+// CSVHeader is the first row of a CSV export. before and after are JSON of the values
+// the event changed, before and after it (empty before for a creation); aggregate is the
+// CloudEvent subject (key/<id>, identifier/<id>, ...); change is the event type's name
+// (created, allowlist_updated, revoked, ...). A reason that a spreadsheet would run as a
+// formula (starting with = + - @, a tab or a carriage return) is prefixed with '.
+var CSVHeader = []string{"time", "actor", "actor_ip", "aggregate", "change", "before", "after", "sequence", "event_id", "reason"}
+
+// ErrNoCheckpoint means a JSON Lines export needs a signed checkpoint and none can be had:
+// none was sealed yet, and the exporter cannot seal.
+var ErrNoCheckpoint = errors.New("replay: no signed checkpoint of the audit tree yet")
+
+// ExportQuery is what to export.
+type ExportQuery struct {
+	Workspace events.Workspace
+	// Filter selects the events; Export sets its MaxSeq to the views' checkpoint when
+	// it starts (or lower), so an export is a consistent snapshot.
+	Filter projections.AuditFilter
+	// After exports only the events after this stream sequence.
+	After  uint64
+	Format string // FormatJSONL (default) or FormatCSV
+}
+
+// ExportStats describe a finished export.
+type ExportStats struct {
+	Events     int
+	LastSeq    uint64                 // sequence of the last event exported, 0 for none
+	Checkpoint events.CheckpointState // of a JSON Lines export
+}
+
+// Exporter writes audit exports from the views' history index and the log.
+type Exporter struct {
+	Log   events.Reader
+	Store *projections.Store
+	// Seal, when set, seals a checkpoint covering at least atLeast leaves and returns it
+	// once the views have applied it. Without it, a JSON Lines export stops at the latest
+	// checkpoint sealed, so every event it holds is proven.
+	Seal func(ctx context.Context, atLeast uint64) (events.CheckpointState, error)
+	// PageSize is how many index entries and events are read at a time; 0 means 1000.
+	PageSize int
+}
+
+// Export writes the events of q to w in q.Format, in stream order, in constant memory
+// whatever their number: it reads the index and the log a page at a time and flushes w
+// after each page when w has a Flush method (http.ResponseWriter). A JSON Lines export
+// uses the latest checkpoint if it covers the last event exported, and else seals a fresh
+// one first (see Seal). It returns ErrNoCheckpoint, an *events.ValidationError for an
+// unknown format, or the errors of the log, the views and w.
+func (x Exporter) Export(ctx context.Context, w io.Writer, q ExportQuery) (ExportStats, error) {
+	if q.Format == "" {
+		q.Format = FormatJSONL
+	}
+	if q.Format != FormatJSONL && q.Format != FormatCSV {
+		return ExportStats{}, events.Invalid("format", q.Format, "must be jsonl or csv")
+	}
+	hi := x.Store.Checkpoint()
+	if q.Filter.MaxSeq == 0 || q.Filter.MaxSeq > hi {
+		q.Filter.MaxSeq = hi
+	}
+	if hi == 0 {
+		q.Filter.MaxSeq = 0
+	}
+	out := &flushWriter{w: w, bw: bufio.NewWriterSize(w, 64<<10)}
+	var stats ExportStats
+	var err error
+	if q.Format == FormatCSV {
+		stats, err = x.exportCSV(ctx, out, q)
+	} else {
+		stats, err = x.exportJSONL(ctx, out, q)
+	}
+	if ferr := out.flush(); err == nil {
+		err = ferr
+	}
+	return stats, err
+}
+
+// flushWriter buffers and flushes through to the writer below at the end of each page.
+type flushWriter struct {
+	w  io.Writer
+	bw *bufio.Writer
+}
+
+func (f *flushWriter) flush() error {
+	if err := f.bw.Flush(); err != nil {
+		return err
+	}
+	switch fw := f.w.(type) {
+	case interface{ Flush() error }:
+		return fw.Flush()
+	case interface{ Flush() }:
+		fw.Flush()
+	}
+	return nil
+}
+
+func (x Exporter) pageSize() int {
+	if x.PageSize > 0 {
+		return x.PageSize
+	}
+	return 1000
+}
+
+// each calls fn with each matching index entry and its record, a page at a time, calling
+// page after each page.
+func (x Exporter) each(ctx context.Context, q ExportQuery, fn func(projections.HistoryEntry, events.Record) error, page func() error) error {
+	if q.Filter.MaxSeq == 0 {
+		return nil // an empty log
+	}
+	after := q.After
+	for {
+		entries, err := x.Store.Audit(q.Workspace, q.Filter, after, x.pageSize())
+		if err != nil {
+			return err
+		}
+		if len(entries) == 0 {
+			return nil
+		}
+		if err := x.bodies(ctx, q, entries, fn); err != nil {
+			return err
+		}
+		if err := page(); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		after = entries[len(entries)-1].Seq
+	}
+}
+
+var errPageDone = errors.New("replay: page done")
+
+// bodies fetches the records of entries from the log, in order: with one ordered read of
+// the workspace's (or the key's) subjects when the page is dense, else one by one.
+func (x Exporter) bodies(ctx context.Context, q ExportQuery, entries []projections.HistoryEntry, fn func(projections.HistoryEntry, events.Record) error) error {
+	first, last := entries[0].Seq, entries[len(entries)-1].Seq
+	if last-first+1 > 4*uint64(len(entries)) {
+		for _, e := range entries {
+			r, err := x.Log.Get(ctx, e.Seq)
+			if err != nil {
+				return fmt.Errorf("replay: export: event %d: %w", e.Seq, err)
+			}
+			if err := fn(e, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	filter := events.WorkspaceFilter(q.Workspace)
+	if q.Filter.KeyID != "" {
+		filter = events.AggregateFilter(q.Workspace, events.AggKey, q.Filter.KeyID)
+	}
+	i := 0
+	err := x.Log.Read(ctx, filter, first, func(r events.Record) error {
+		for i < len(entries) && entries[i].Seq < r.Seq {
+			return fmt.Errorf("replay: export: the log has no event %d of %s", entries[i].Seq, filter)
+		}
+		if i < len(entries) && entries[i].Seq == r.Seq {
+			if err := fn(entries[i], r); err != nil {
+				return err
+			}
+			i++
+		}
+		if i == len(entries) {
+			return errPageDone
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errPageDone) {
+		return fmt.Errorf("replay: export: %w", err)
+	}
+	if i < len(entries) {
+		return fmt.Errorf("replay: export: the log has no event %d of %s", entries[i].Seq, filter)
+	}
+	return nil
+}
+
+// scanLast returns how many events q selects and the sequence of the last, from the index.
+func (x Exporter) scanLast(q ExportQuery) (int, uint64, error) {
+	n, last, after := 0, uint64(0), q.After
+	if q.Filter.MaxSeq == 0 {
+		return 0, 0, nil
+	}
+	for {
+		entries, err := x.Store.Audit(q.Workspace, q.Filter, after, x.pageSize())
+		if err != nil || len(entries) == 0 {
+			return n, last, err
+		}
+		n += len(entries)
+		last = entries[len(entries)-1].Seq
+		after = last
+	}
+}
+
+// checkpointFor returns a checkpoint covering at least last leaves and the bound of the
+// export: q.Filter.MaxSeq, lowered to the checkpoint's tree size when it cannot seal.
+func (x Exporter) checkpointFor(ctx context.Context, q ExportQuery, last uint64) (events.CheckpointState, uint64, error) {
+	cp, err := x.Store.SealedCheckpoint(ctx)
+	if err != nil {
+		return cp, 0, err
+	}
+	need := max(last, 1)
+	if cp.TreeSize >= need {
+		return cp, q.Filter.MaxSeq, nil
+	}
+	if x.Seal != nil {
+		cp, err = x.Seal(ctx, need)
+		if err != nil {
+			return cp, 0, fmt.Errorf("replay: export: seal a checkpoint: %w", err)
+		}
+		if cp.TreeSize < need {
+			return cp, 0, fmt.Errorf("replay: export: sealed a checkpoint of %d leaves, need %d", cp.TreeSize, need)
+		}
+		return cp, q.Filter.MaxSeq, nil
+	}
+	if !cp.Exists() {
+		return cp, 0, ErrNoCheckpoint
+	}
+	return cp, min(q.Filter.MaxSeq, cp.TreeSize), nil
+}
+
+// ExportLine is one event line of a JSON Lines export.
+type ExportLine struct {
+	Sequence  uint64          `json:"sequence"`
+	LeafIndex int64           `json:"leaf_index"`
+	Event     json.RawMessage `json:"event"`
+	Proof     []string        `json:"proof"`
+}
+
+// ExportCheckpoint is the checkpoint of the final line of a JSON Lines export.
+type ExportCheckpoint struct {
+	TreeSize uint64 `json:"tree_size"`
+	RootHash string `json:"root_hash"`
+	Note     string `json:"note"`
+}
+
+// ExportTrailer is the final line of a JSON Lines export. Only Checkpoint is signed (by
+// its note); Workspace, Events and Filter say what was asked for.
+type ExportTrailer struct {
+	Checkpoint *ExportCheckpoint `json:"checkpoint"`
+	Workspace  string            `json:"workspace,omitempty"`
+	Events     int               `json:"events"`
+	Filter     *ExportFilter     `json:"filter,omitempty"`
+}
+
+// ExportFilter records the filters of an export. An export filtered by type or actor
+// leaves out events of the aggregates it holds, so their prevhash chains have gaps by
+// design.
+type ExportFilter struct {
+	Key   string   `json:"key,omitempty"`
+	Actor string   `json:"actor,omitempty"`
+	Types []string `json:"type,omitempty"`
+	Since string   `json:"since,omitempty"`
+	Until string   `json:"until,omitempty"`
+	After uint64   `json:"after,omitempty"`
+}
+
+func exportFilter(q ExportQuery) *ExportFilter {
+	f := &ExportFilter{Key: q.Filter.KeyID, Actor: q.Filter.Actor, After: q.After}
+	for _, t := range q.Filter.Types {
+		f.Types = append(f.Types, string(t))
+	}
+	if !q.Filter.Since.IsZero() {
+		f.Since = q.Filter.Since.Format(time.RFC3339Nano)
+	}
+	if !q.Filter.Until.IsZero() {
+		f.Until = q.Filter.Until.Format(time.RFC3339Nano)
+	}
+	if f.Key == "" && f.Actor == "" && f.Types == nil && f.Since == "" && f.Until == "" && f.After == 0 {
+		return nil
+	}
+	return f
+}
+
+func (x Exporter) exportJSONL(ctx context.Context, w *flushWriter, q ExportQuery) (ExportStats, error) {
+	_, last, err := x.scanLast(q)
+	if err != nil {
+		return ExportStats{}, err
+	}
+	cp, bound, err := x.checkpointFor(ctx, q, last)
+	if err != nil {
+		return ExportStats{}, err
+	}
+	q.Filter.MaxSeq = bound
+	stats := ExportStats{Checkpoint: cp}
+	size := int64(cp.TreeSize)
+	var line []byte
+	err = x.each(ctx, q, func(e projections.HistoryEntry, r events.Record) error {
+		if bytes.IndexByte(r.Data, '\n') >= 0 || !json.Valid(r.Data) {
+			return fmt.Errorf("replay: export: event %d is not one line of JSON", r.Seq)
+		}
+		leaf := int64(r.Seq) - 1
+		proof, err := x.Store.ProveRecord(size, leaf)
+		if err != nil {
+			return err
+		}
+		line = append(line[:0], `{"sequence":`...)
+		line = strconv.AppendUint(line, r.Seq, 10)
+		line = append(line, `,"leaf_index":`...)
+		line = strconv.AppendInt(line, leaf, 10)
+		line = append(line, `,"event":`...)
+		line = append(line, r.Data...)
+		line = append(line, `,"proof":[`...)
+		for i, h := range proof {
+			if i > 0 {
+				line = append(line, ',')
+			}
+			line = append(line, '"')
+			line = base64.StdEncoding.AppendEncode(line, h[:])
+			line = append(line, '"')
+		}
+		line = append(line, "]}\n"...)
+		stats.Events++
+		stats.LastSeq = r.Seq
+		_, err = w.bw.Write(line)
+		return err
+	}, w.flush)
+	if err != nil {
+		return stats, err
+	}
+	trailer := ExportTrailer{
+		Checkpoint: &ExportCheckpoint{TreeSize: cp.TreeSize, RootHash: cp.RootHash, Note: cp.Note},
+		Workspace:  string(q.Workspace), Events: stats.Events, Filter: exportFilter(q),
+	}
+	b, err := json.Marshal(trailer)
+	if err != nil {
+		return stats, err
+	}
+	_, err = w.bw.Write(append(b, '\n'))
+	return stats, err
+}
+
+func (x Exporter) exportCSV(ctx context.Context, w *flushWriter, q ExportQuery) (ExportStats, error) {
+	cw := csv.NewWriter(w.bw)
+	if err := cw.Write(CSVHeader); err != nil {
+		return ExportStats{}, err
+	}
+	var stats ExportStats
+	row := make([]string, len(CSVHeader))
+	err := x.each(ctx, q, func(e projections.HistoryEntry, r events.Record) error {
+		d, err := events.DecodeRecord(r)
+		if err != nil {
+			return err
+		}
+		before, after, err := BeforeAfter(d.Payload)
+		if err != nil {
+			return fmt.Errorf("replay: export: event %d: %w", r.Seq, err)
+		}
+		ev := d.Event
+		row[0] = ev.Time.Format(time.RFC3339Nano)
+		row[1], row[2], row[3] = ev.Actor, ev.ActorIP, ev.Subject
+		row[4] = ChangeName(ev.Type)
+		row[5], row[6] = before, after
+		row[7], row[8], row[9] = strconv.FormatUint(r.Seq, 10), ev.ID, csvSafe(ev.Reason)
+		stats.Events++
+		stats.LastSeq = r.Seq
+		return cw.Write(row)
+	}, func() error {
+		cw.Flush()
+		if err := cw.Error(); err != nil {
+			return err
+		}
+		return w.flush()
+	})
+	if err != nil {
+		return stats, err
+	}
+	cw.Flush()
+	return stats, cw.Error()
+}
+
+// csvSafe keeps a spreadsheet from running free text as a formula.
+func csvSafe(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
+// ChangeName returns the name of an event type: "allowlist_updated" for
+// "keyreg.key.allowlist_updated.v1".
+func ChangeName(t events.Type) string {
+	parts := strings.Split(string(t), ".")
+	if len(parts) == 4 {
+		return parts[2]
+	}
+	return string(t)
+}
+
+// BeforeAfter returns, as compact JSON, the values an event's payload changed: before it
+// ("" for a creation) and after it ("" for a release). Secret hashes are shortened to
+// their first 12 hex digits, enough to follow rotations.
+func BeforeAfter(p events.Payload) (before, after string, err error) {
+	type m = map[string]any
+	var b, a any
+	switch p := p.(type) {
+	case *events.WorkspaceCreated:
+		a = m{"name": p.Name}
+	case *events.KeyCreated:
+		a = m{"name": p.Name, "permissions": nonNil(p.Permissions), "allowlist": nonNil(p.Allowlist), "expires_at": p.ExpiresAt,
+			"secret_sha256": short(p.SecretHash)}
+	case *events.KeyRenamed:
+		b, a = m{"name": p.Previous}, m{"name": p.Name}
+	case *events.KeyPermissionsUpdated:
+		b, a = m{"permissions": nonNil(p.Previous)}, m{"permissions": nonNil(p.Permissions)}
+	case *events.AllowlistUpdated:
+		b, a = m{"allowlist": nonNil(p.Previous)}, m{"allowlist": nonNil(p.Allowlist)}
+	case *events.KeySecretRotated:
+		b = m{"secret_sha256": short(p.PreviousHash)}
+		a = m{"secret_sha256": short(p.SecretHash), "previous_valid_until": p.PreviousValidUntil}
+	case *events.KeyExpiryChanged:
+		b, a = m{"expires_at": p.Previous}, m{"expires_at": p.ExpiresAt}
+	case *events.KeyRevoked:
+		b, a = m{"status": p.PreviousStatus}, m{"status": events.StatusRevoked}
+	case *events.IdentifierRegistered:
+		a = m{"kind": p.Kind, "name": p.Name}
+		if p.Platform != "" {
+			a.(m)["platform"] = p.Platform
+		}
+	case *events.IdentifierRenamed:
+		b, a = m{"name": p.Previous}, m{"name": p.Name}
+	case *events.IdentifierRetired:
+		b, a = m{"status": events.StatusActive}, m{"status": events.StatusRetired}
+	case *events.NameClaimed:
+		a = m{"holder": p.IdentifierID, "kind": p.Kind, "name": p.Name}
+	case *events.NameReleased:
+		b = m{"holder": p.IdentifierID, "kind": p.Kind, "name": p.Name}
+	case *events.CheckpointSealed:
+		a = m{"tree_size": p.TreeSize, "root_hash": p.RootHash}
+	default:
+		return "", "", fmt.Errorf("no before/after for %T", p)
+	}
+	if before, err = compactJSON(b); err != nil {
+		return "", "", err
+	}
+	after, err = compactJSON(a)
+	return before, after, err
+}
+
+func compactJSON(v any) (string, error) {
+	if v == nil {
+		return "", nil
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(buf.String(), "\n"), nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func short(hash string) string {
+	if len(hash) > 12 {
+		return hash[:12]
+	}
+	return hash
+}
