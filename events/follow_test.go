@@ -33,13 +33,13 @@ func TestFollowFilter(t *testing.T) {
 			for i := range 20 {
 				add(i) // seq i+1
 			}
-			collect := func(filter string, from uint64, n int) []string {
+			collect := func(filter string, from uint64, n int, later func()) []string {
 				var got []string
 				errDone := errors.New("done")
-				go func() {
-					time.Sleep(50 * time.Millisecond)
-					add(20) // seq 21: acme, K0
-				}()
+				if later != nil {
+					t := time.AfterFunc(50*time.Millisecond, later)
+					defer t.Stop()
+				}
 				err := events.FollowFilter(ctx, log, filter, from, func(r events.Record) error {
 					got = append(got, fmt.Sprintf("%d %s", r.Seq, r.Subject))
 					if len(got) == n {
@@ -52,12 +52,19 @@ func TestFollowFilter(t *testing.T) {
 				}
 				return got
 			}
-			got := collect(events.WorkspaceFilter("acme"), 15, 4)
+			appended := make(chan struct{})
+			got := collect(events.WorkspaceFilter("acme"), 15, 4, func() {
+				defer close(appended)
+				if _, err := log.Append(ctx, []events.Message{{Subject: "keyreg.acme.key.K0.created", ID: events.NewID(), Data: []byte("{}")}}); err != nil {
+					t.Error(err)
+				}
+			})
+			<-appended
 			want := []string{"15 keyreg.acme.key.K4.created", "17 keyreg.acme.key.K1.created", "19 keyreg.acme.key.K3.created", "21 keyreg.acme.key.K0.created"}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("workspace acme from 15: %v, want %v", got, want)
 			}
-			got = collect(events.AggregateFilter("acme", events.AggKey, "K0"), 1, 3)
+			got = collect(events.AggregateFilter("acme", events.AggKey, "K0"), 1, 3, nil)
 			want = []string{"1 keyreg.acme.key.K0.created", "11 keyreg.acme.key.K0.created", "21 keyreg.acme.key.K0.created"}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("key acme/K0: %v, want %v", got, want)

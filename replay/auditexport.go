@@ -188,7 +188,7 @@ func (x Exporter) bodies(ctx context.Context, q ExportQuery, entries []projectio
 	}
 	i := 0
 	err := x.Log.Read(ctx, filter, first, func(r events.Record) error {
-		for i < len(entries) && entries[i].Seq < r.Seq {
+		if i < len(entries) && entries[i].Seq < r.Seq {
 			return fmt.Errorf("replay: export: the log has no event %d of %s", entries[i].Seq, filter)
 		}
 		if i < len(entries) && entries[i].Seq == r.Seq {

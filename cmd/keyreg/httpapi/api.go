@@ -38,6 +38,9 @@ type Deps struct {
 	VerifyFailureBurst int
 	// ReadyCheck, when set, reports whether the views serve (projector caught up).
 	ReadyCheck func(ctx context.Context) error
+	// SSEHeartbeat is how often an idle event stream gets a heartbeat; 0 means
+	// DefaultSSEHeartbeat.
+	SSEHeartbeat time.Duration
 	// Replayer, when set, serves POST and GET /v1/admin/replay.
 	Replayer Replayer
 }
@@ -49,6 +52,7 @@ type API struct {
 	mux     *http.ServeMux
 	limiter *failureLimiter
 	idem    *idempotency
+	closing closer // ends event streams at shutdown (Close)
 }
 
 // New builds the API and registers every operation.
@@ -81,6 +85,7 @@ func New(d Deps) *API {
 	a.registerIdentifiers()
 	a.registerVerify()
 	a.registerHealth()
+	a.registerEvents()
 	a.registerAdmin()
 	return a
 }

@@ -19,6 +19,7 @@ const (
 	PermIdentifiersRead  events.Permission = "keyreg.identifiers.read"
 	PermIdentifiersWrite events.Permission = "keyreg.identifiers.write"
 	PermAuditRead        events.Permission = "keyreg.audit.read"
+	PermEventsRead       events.Permission = "keyreg.events.read"
 )
 
 // principal is the registry key a request authenticated with.

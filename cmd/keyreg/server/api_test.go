@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -196,10 +195,7 @@ func TestMetrics(t *testing.T) {
 // TestServeBinary builds and runs the real binary: it prints the root secret once,
 // serves, stops cleanly on SIGTERM (exit 0), and keeps its state for the next start.
 func TestServeBinary(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "keyreg")
-	if out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := keyregBinary(t)
 	data := t.TempDir()
 	start := func() (*exec.Cmd, *syncBuffer, string) {
 		t.Helper()

@@ -255,6 +255,7 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 	{
 		srv := &http.Server{Handler: http.HandlerFunc(n.serveHTTP), ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn), BaseContext: func(net.Listener) context.Context { return ctx }}
+		srv.RegisterOnShutdown(func() { n.API().Close() }) // end event streams: Shutdown waits for handlers
 		g.Add(func() error {
 			cfg.Logger.Info("keyreg serving", "http", ln.Addr().String(), "data", cfg.DataDir, "checkpoint", n.Store().Checkpoint(), "read_only", cfg.ReadOnly)
 			if cfg.Ready != nil {

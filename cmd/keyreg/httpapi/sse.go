@@ -1,0 +1,280 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/keyreg/keyreg/events"
+)
+
+// DefaultSSEHeartbeat is how often an idle event stream gets a comment line, so that
+// proxies keep it open and clients notice a dead connection.
+const DefaultSSEHeartbeat = 15 * time.Second
+
+// closer ends the API's event streams when the server shuts down: http.Server.Shutdown
+// waits for handlers to return and would otherwise wait for every open stream. The zero
+// value is ready to use.
+type closer struct {
+	mu     sync.Mutex
+	ch     chan struct{}
+	closed bool
+}
+
+func (c *closer) done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ch == nil {
+		c.ch = make(chan struct{})
+	}
+	return c.ch
+}
+
+func (c *closer) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ch == nil {
+		c.ch = make(chan struct{})
+	}
+	if !c.closed {
+		close(c.ch)
+		c.closed = true
+	}
+}
+
+// Close ends every open event stream (GET .../events) cleanly and makes new ones end at
+// once. Call it when the server shuts down, before or while http.Server.Shutdown drains
+// the requests (http.Server.RegisterOnShutdown(api.Close) does). Calling it again does
+// nothing.
+func (a *API) Close() { a.closing.close() }
+
+type eventsInput struct {
+	WS          string    `path:"ws" doc:"Workspace id"`
+	Type        []string  `query:"type,explode" doc:"Only events of these types, e.g. keyreg.key.revoked.v1 (repeat the parameter, or separate with commas)"`
+	Key         string    `query:"key" doc:"Only the events of this key (its id)"`
+	After       string    `query:"after" pattern:"^[0-9]+$" doc:"Start after this stream sequence (0: from the first event). Without after, since or Last-Event-ID the stream starts with the next new event."`
+	Since       time.Time `query:"since" doc:"Start with the first event stored at or after this time (RFC 3339)"`
+	LastEventID string    `header:"Last-Event-ID" doc:"Resume after this stream sequence: the id of the last event received. Overrides after and since."`
+}
+
+// sseSchema describes the text/event-stream of GET .../events in the OpenAPI document.
+var sseSchema = &huma.Schema{
+	Type: huma.TypeString,
+	Description: "Server-sent events (text/event-stream). Each event is three lines and a blank line:\n\n" +
+		"    id: <stream sequence>\n    event: <CloudEvents type, e.g. keyreg.key.allowlist_updated.v1>\n" +
+		"    data: <the CloudEvent 1.0 as stored, one line of JSON>\n\n" +
+		"Lines starting with ':' are heartbeats (every 15 seconds when idle). The stream ends when the server shuts down; " +
+		"resume with Last-Event-ID set to the last id received.",
+}
+
+func (a *API) registerEvents() {
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "follow-events", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/events", Tags: []string{"events"},
+		Security: []map[string][]string{{"bearer": {}}},
+		Summary:  "Follow a workspace's events (server-sent events)",
+		Description: "Streams the workspace's events as they are stored, each as a server-sent event whose id is its stream " +
+			"sequence, whose event is its type and whose data is the CloudEvent as stored. Filter by type and key; resume " +
+			"with Last-Event-ID (or after=) and nothing is missed or repeated. Needs keyreg.events.read.",
+		Responses: map[string]*huma.Response{
+			"200": {Description: "The event stream", Content: map[string]*huma.MediaType{"text/event-stream": {Schema: sseSchema}}},
+		},
+	}, a.followEvents)
+}
+
+func (a *API) followEvents(ctx context.Context, in *eventsInput) (*huma.StreamResponse, error) {
+	if _, err := a.authorize(ctx, in.WS, PermEventsRead); err != nil {
+		return nil, err
+	}
+	ws := events.Workspace(in.WS)
+	if _, err := a.d.Store.Workspace(ctx, ws); err != nil {
+		return nil, a.fail(ctx, err)
+	}
+	types, err := parseTypes(in.Type)
+	if err != nil {
+		return nil, err
+	}
+	filter := events.WorkspaceFilter(ws)
+	if in.Key != "" {
+		if strings.ContainsAny(in.Key, ".*> \t\r\n") {
+			return nil, invalid("key", in.Key, "key must be a key id")
+		}
+		filter = events.AggregateFilter(ws, events.AggKey, in.Key)
+	}
+	from, err := a.startSeq(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	return &huma.StreamResponse{Body: func(hctx huma.Context) {
+		a.streamEvents(hctx, filter, types, from)
+	}}, nil
+}
+
+// parseTypes checks every requested type is a known event type.
+func parseTypes(in []string) (map[events.Type]bool, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	known := make([]string, 0, len(events.Types))
+	for _, t := range events.Types {
+		known = append(known, string(t.Type))
+	}
+	out := map[events.Type]bool{}
+	for _, v := range in {
+		for t := range strings.SplitSeq(v, ",") {
+			if t = strings.TrimSpace(t); t == "" {
+				continue
+			}
+			if !slices.Contains(known, t) {
+				return nil, invalid("type", t, "unknown event type; the types are "+strings.Join(known, ", "))
+			}
+			out[events.Type(t)] = true
+		}
+	}
+	return out, nil
+}
+
+// startSeq returns the first sequence to send: after Last-Event-ID, else after `after`,
+// else the first at or after `since`, else the next one stored.
+func (a *API) startSeq(ctx context.Context, in *eventsInput) (uint64, error) {
+	if in.LastEventID != "" {
+		n, err := parseUint(strings.TrimSpace(in.LastEventID))
+		if err != nil {
+			return 0, invalid("Last-Event-ID", in.LastEventID, "Last-Event-ID must be the id (a stream sequence) of an event")
+		}
+		return n + 1, nil
+	}
+	if in.After != "" {
+		n, err := parseUint(in.After)
+		if err != nil {
+			return 0, invalid("after", in.After, "after must be a stream sequence")
+		}
+		return n + 1, nil
+	}
+	if !in.Since.IsZero() {
+		seq, err := events.SeqAtTime(ctx, a.d.Log, in.Since)
+		if err != nil {
+			return 0, a.fail(ctx, err)
+		}
+		return seq, nil
+	}
+	last, err := a.d.Log.LastSeq(ctx)
+	if err != nil {
+		return 0, a.fail(ctx, err)
+	}
+	return last + 1, nil
+}
+
+// streamEvents writes the events on filter from sequence from on as server-sent events
+// until the client goes away, the API closes or following the log fails.
+func (a *API) streamEvents(hctx huma.Context, filter string, types map[events.Type]bool, from uint64) {
+	w := hctx.BodyWriter()
+	flush := func() error { return nil }
+	if rw, ok := w.(http.ResponseWriter); ok {
+		flush = http.NewResponseController(rw).Flush
+	}
+	hctx.SetHeader("Content-Type", "text/event-stream")
+	hctx.SetHeader("Cache-Control", "no-cache")
+	hctx.SetHeader("X-Accel-Buffering", "no")
+	hctx.SetStatus(http.StatusOK)
+	if _, err := w.Write([]byte(": keyreg events from sequence " + uitoa(from) + "\n\n")); err != nil {
+		return
+	}
+	if flush() != nil {
+		return
+	}
+
+	ctx, cancel := context.WithCancel(hctx.Context())
+	defer cancel()
+	recs := make(chan events.Record, 256)
+	followErr := make(chan error, 1)
+	go func() {
+		followErr <- events.FollowFilter(ctx, a.d.Log, filter, from, func(r events.Record) error {
+			select {
+			case recs <- r:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	defer func() {
+		cancel()
+		<-followErr
+	}()
+
+	every := a.d.SSEHeartbeat
+	if every <= 0 {
+		every = DefaultSSEHeartbeat
+	}
+	heartbeat := time.NewTicker(every)
+	defer heartbeat.Stop()
+	var buf bytes.Buffer
+	for {
+		buf.Reset()
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.closing.done():
+			w.Write([]byte(": the server is shutting down; resume with Last-Event-ID\n\n"))
+			flush()
+			return
+		case err := <-followErr:
+			followErr <- err // for the deferred wait
+			if ctx.Err() == nil {
+				a.d.Logger.Warn("event stream ended", "filter", filter, "err", err)
+			}
+			return
+		case <-heartbeat.C:
+			buf.WriteString(":\n\n")
+		case r := <-recs:
+			if !appendSSE(&buf, r, types) {
+				continue
+			}
+			heartbeat.Reset(every)
+		}
+		if _, err := w.Write(buf.Bytes()); err != nil {
+			return
+		}
+		if flush() != nil {
+			return
+		}
+	}
+}
+
+// appendSSE appends record r as one server-sent event, unless types is set and r's type is
+// not in it. A record that is not an event is sent as type "unknown".
+func appendSSE(buf *bytes.Buffer, r events.Record, types map[events.Type]bool) bool {
+	typ := events.Type("unknown")
+	if e, err := events.Decode(r.Data); err == nil {
+		typ = e.Type
+	}
+	if types != nil && !types[typ] {
+		return false
+	}
+	buf.WriteString("id: ")
+	buf.WriteString(strconv.FormatUint(r.Seq, 10))
+	buf.WriteString("\nevent: ")
+	buf.WriteString(strings.Map(noNewline, string(typ)))
+	buf.WriteByte('\n')
+	for line := range bytes.SplitSeq(r.Data, []byte("\n")) {
+		buf.WriteString("data: ")
+		buf.Write(bytes.TrimSuffix(line, []byte("\r")))
+		buf.WriteByte('\n')
+	}
+	buf.WriteByte('\n')
+	return true
+}
+
+func noNewline(r rune) rune {
+	if r == '\n' || r == '\r' {
+		return ' '
+	}
+	return r
+}
