@@ -3,6 +3,7 @@ package replay_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -302,8 +303,11 @@ func TestRebuildRefusesNonEmptyDir(t *testing.T) {
 
 // BenchmarkReplay measures a full rebuild into Pebble beside a plain drain of the same
 // stream with an ordered consumer, and reports both rates and their ratio.
+//
+// The stream has -replay.events events (default 20,000; the figure for the notes is
+// taken with -replay.events=1000000).
 func BenchmarkReplay(b *testing.B) {
-	for _, n := range []int{20_000} {
+	for _, n := range []int{*replayEvents} {
 		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
 			log := eventstest.NewJetStreamLog(b)
 			ctx := context.Background()
@@ -334,6 +338,8 @@ func BenchmarkReplay(b *testing.B) {
 		})
 	}
 }
+
+var replayEvents = flag.Int("replay.events", 20_000, "events in BenchmarkReplay's stream")
 
 // fill appends n key events (creations and allowlist changes) in atomic batches.
 func fill(b *testing.B, log events.Log, n int) {

@@ -66,6 +66,7 @@ func TestOpenAPI(t *testing.T) {
 		"GET /v1/workspaces/{ws}/identifiers/{id}", "PATCH /v1/workspaces/{ws}/identifiers/{id}",
 		"DELETE /v1/workspaces/{ws}/identifiers/{id}",
 		"POST /v1/verify",
+		"GET /v1/workspaces/{ws}/events",
 		"POST /v1/admin/replay", "GET /v1/admin/replay",
 	}
 	for _, r := range served {
