@@ -22,11 +22,18 @@ DATA/projections. With --nats-url it uses an existing NATS cluster instead.
 On the first start on an empty data dir it creates workspace "system" and a root key with
 keyreg.admin, and prints the root key's secret once (and writes it to --bootstrap-key-file).
 
+Services follow key changes over NATS: the embedded server listens on --nats-listen for
+subscribers, who log in as --nats-subscriber-user with the password in
+--nats-subscriber-password-file (made on first start) and may only read the KEYREG stream:
+subscribe to keyreg.>, create and consume consumers; never publish events, nor change,
+purge or delete the stream. keyreg itself uses an in-process connection.
+
 It stops cleanly on SIGINT or SIGTERM: HTTP requests drained, projector stopped after its
 last batch, NATS shut down.`,
 		Example: `  keyreg serve
   keyreg serve --data /var/lib/keyreg --http 127.0.0.1:8080 --bootstrap-key-file ./root.key
   keyreg serve --nats-url nats://n1:4222,nats://n2:4222 --replicas 3
+  keyreg serve --nats-listen 0.0.0.0:4222 --nats-subscriber-password-file /etc/keyreg/nats.password
   keyreg serve --read-only --views ./views-nov1 --http 127.0.0.1:8081`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -43,6 +50,9 @@ last batch, NATS shut down.`,
 	f.StringVar(&cfg.DataDir, "data", "keyreg-data", "data directory (stream and views)")
 	f.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "HTTP listen address")
 	f.StringVar(&cfg.NATSURL, "nats-url", "", "use this NATS cluster instead of the embedded server")
+	f.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", `where the embedded NATS server listens for read-only subscribers ("" for none)`)
+	f.StringVar(&cfg.NATSSubscriberUser, "nats-subscriber-user", "subscriber", "NATS user name of subscribers")
+	f.StringVar(&cfg.NATSSubscriberPasswordFile, "nats-subscriber-password-file", "", "file holding the subscribers' NATS password; made with a random one (mode 0600) if absent (default DATA/nats-subscriber.password)")
 	f.IntVar(&cfg.Replicas, "replicas", 3, "stream replicas when creating the stream on a cluster (--nats-url)")
 	f.StringVar(&cfg.BootstrapKeyFile, "bootstrap-key-file", "", "on first start, also write the root secret to this file (mode 0600)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain HTTP requests on shutdown")

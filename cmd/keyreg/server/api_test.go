@@ -201,7 +201,7 @@ func TestServeBinary(t *testing.T) {
 	start := func() (*exec.Cmd, *syncBuffer, string) {
 		t.Helper()
 		var stderr syncBuffer
-		cmd := exec.Command(bin, "serve", "--data", data, "--http", "127.0.0.1:0")
+		cmd := exec.Command(bin, "serve", "--data", data, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0")
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -29,9 +29,9 @@ type node struct {
 	done    chan error
 }
 
-// startNode starts a node on data (a fresh t.TempDir() when empty) and stops it at the
-// end of the test.
-func startNode(t testing.TB, data string) *node {
+// startNode starts a node on data (a fresh t.TempDir() when empty), with cfg changed by
+// opts, and stops it at the end of the test.
+func startNode(t testing.TB, data string, opts ...func(*server.Config)) *node {
 	t.Helper()
 	if data == "" {
 		data = t.TempDir()
@@ -41,6 +41,9 @@ func startNode(t testing.TB, data string) *node {
 	cfg := server.Config{
 		DataDir: data, HTTPAddr: "127.0.0.1:0", BootstrapKeyFile: keyFile, Stderr: stderr,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ShutdownTimeout: 5 * time.Second,
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	ready := make(chan string, 1)
 	cfg.Ready = func(addr string) { ready <- addr }

@@ -44,6 +44,14 @@ type Config struct {
 	// NATSURL when given, else from the data dir's stream if no other process holds it.
 	ReadOnly bool
 	ViewsDir string
+	// NATSListen is where the embedded server listens for subscribers over TCP
+	// ("host:port", port 0 picks a free one); empty: in-process only. Subscribers log in
+	// as NATSSubscriberUser (default "subscriber") with the password in
+	// NATSSubscriberPasswordFile (default <data>/nats-subscriber.password, made with a
+	// random password on first start), and may only read (events.SubscriberPermissions).
+	NATSListen                 string
+	NATSSubscriberUser         string
+	NATSSubscriberPasswordFile string
 }
 
 func (cfg Config) withDefaults() Config {

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -36,7 +35,7 @@ func OpenStream(ctx context.Context, cfg Config) (_ *Stream, err error) {
 		if s.unlock, err = lockDataDir(cfg.DataDir); err != nil {
 			return nil, err
 		}
-		s.nats, err = events.StartServer(events.ServerOptions{StoreDir: filepath.Join(cfg.DataDir, "nats")})
+		s.nats, err = startEmbedded(cfg)
 		if err != nil {
 			return nil, err
 		}
