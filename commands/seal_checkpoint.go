@@ -79,7 +79,7 @@ func (c sealCheckpoint) decide(st events.CheckpointState) []change {
 	}
 	return []change{{ws: events.SystemWorkspace, agg: events.AggCheckpoint, id: events.CheckpointID,
 		payload: events.CheckpointSealed{TreeSize: c.size, RootHash: c.root, Note: c.note},
-		expect: st.Version, prevHash: st.LastHash}}
+		expect:  st.Version, prevHash: st.LastHash}}
 }
 
 // SealCheckpoint appends a checkpoint, expecting the checkpoint aggregate to be at the

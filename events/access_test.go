@@ -290,6 +290,27 @@ func TestSubscriberReads(t *testing.T) {
 		t.Fatalf("delete own consumer: %v", err)
 	}
 
+	// The requests tools such as the nats CLI make: account info, stream names, and the
+	// older durable-create subject.
+	for subject, body := range map[string]string{
+		"$JS.API.INFO":         "",
+		"$JS.API.STREAM.NAMES": "",
+		"$JS.API.CONSUMER.DURABLE.CREATE.KEYREG.legacy": `{"stream_name":"KEYREG","config":{"durable_name":"legacy","deliver_policy":"all",` +
+			`"ack_policy":"explicit","filter_subject":"keyreg.acme.>"}}`,
+		"$JS.API.CONSUMER.NAMES.KEYREG": "",
+	} {
+		m, err := sc.Request(subject, []byte(body), 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", subject, err)
+		}
+		if strings.Contains(string(m.Data), `"error"`) {
+			t.Fatalf("%s: %s", subject, m.Data)
+		}
+	}
+	if c, err := js.Consumer(ctx, events.StreamName, "legacy"); err != nil || c.CachedInfo().NumPending != 11 {
+		t.Fatalf("legacy durable: %v", err)
+	}
+
 	stream, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)

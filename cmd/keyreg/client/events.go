@@ -12,11 +12,26 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 )
 
-// ErrStreamEnded is returned by FollowEvents when the server ended the event stream
-// cleanly, as it does when it shuts down. Follow again from the last sequence received.
-var ErrStreamEnded = errors.New("client: the server ended the event stream")
+// Errors of FollowEvents after which following again, from the last sequence received,
+// is the thing to do.
+var (
+	// ErrStreamEnded means the server ended the event stream cleanly, as it does when it
+	// shuts down.
+	ErrStreamEnded = errors.New("client: the server ended the event stream")
+	// ErrDisconnected means the server could not be reached or the connection broke.
+	ErrDisconnected = errors.New("client: disconnected from the event stream")
+)
+
+// disconnected is an error that is ErrDisconnected and reads as its cause.
+type disconnected struct{ err error }
+
+func (d disconnected) Error() string        { return d.err.Error() }
+func (d disconnected) Unwrap() error        { return d.err }
+func (d disconnected) Is(target error) bool { return target == ErrDisconnected }
 
 // EventsOptions choose the events FollowEvents gets and where it starts. The zero value
 // gets every event of the workspace stored from now on.
@@ -31,6 +46,10 @@ type EventsOptions struct {
 	// Since, when not zero (and After is nil), starts with the first event stored at or
 	// after it.
 	Since time.Time
+	// OnOpen, when set, is called once the stream is open with the sequence of the first
+	// event it can send; with neither After nor Since, following again after startSeq-1
+	// misses nothing after a dropped connection.
+	OnOpen func(startSeq uint64)
 }
 
 // StreamEvent is one event of a workspace's event stream.
@@ -46,8 +65,9 @@ const maxEventLine = 8 << 20
 // FollowEvents follows the events of workspace ws (GET /v1/workspaces/{ws}/events, needs
 // keyreg.events.read) and calls fn for each, in stream order, until ctx is done (it then
 // returns ctx.Err()), fn returns an error (returned), the server ends the stream
-// (ErrStreamEnded) or the connection fails. The client's http.Client must have no Timeout,
-// or the stream ends with it. An answer other than 200 is an *Error.
+// (ErrStreamEnded) or the connection fails (an error matching ErrDisconnected). The
+// client's http.Client must have no Timeout, or the stream ends with it. An answer other
+// than 200 is an *Error.
 func (c *Client) FollowEvents(ctx context.Context, ws string, o EventsOptions, fn func(StreamEvent) error) error {
 	q := url.Values{}
 	for _, t := range o.Types {
@@ -83,21 +103,34 @@ func (c *Client) FollowEvents(ctx context.Context, ws string, o EventsOptions, f
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("cannot reach keyreg at %s: %w", c.base, err)
+		return disconnected{fmt.Errorf("cannot reach keyreg at %s: %w", c.base, err)}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 		return problemError(resp, data)
 	}
-	err = readSSE(resp.Body, fn)
+	if o.OnOpen != nil {
+		start, err := strconv.ParseUint(resp.Header.Get(httpapi.StartSequenceHeader), 10, 64)
+		if err != nil {
+			return fmt.Errorf("client: event stream: bad %s header", httpapi.StartSequenceHeader)
+		}
+		o.OnOpen(start)
+	}
+	var fnErr error
+	err = readSSE(resp.Body, func(ev StreamEvent) error {
+		fnErr = fn(ev)
+		return fnErr
+	})
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case err == nil:
 		return ErrStreamEnded
+	case fnErr != nil:
+		return fnErr
 	}
-	return err
+	return disconnected{err}
 }
 
 // readSSE parses a text/event-stream (the subset keyreg sends: id, event, data and

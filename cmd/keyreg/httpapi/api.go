@@ -43,6 +43,8 @@ type Deps struct {
 	SSEHeartbeat time.Duration
 	// Replayer, when set, serves POST and GET /v1/admin/replay.
 	Replayer Replayer
+	// Audit seals checkpoints for exports and names the sealer's public key.
+	Audit AuditDeps
 }
 
 // API serves the HTTP API.
@@ -87,6 +89,7 @@ func New(d Deps) *API {
 	a.registerHealth()
 	a.registerEvents()
 	a.registerAdmin()
+	a.registerAudit()
 	return a
 }
 

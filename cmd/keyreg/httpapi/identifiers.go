@@ -67,7 +67,11 @@ func (a *API) registerIdentifiers() {
 		WS   string `path:"ws"`
 		Kind string `query:"kind" doc:"Only this kind"`
 		Q    string `query:"q" doc:"Name prefix, ignoring case"`
+		AsOf string `query:"as_of" doc:"The identifiers active at this moment: an RFC 3339 time or a stream sequence"`
 	}) (*identifiersOutput, error) {
+		if in.AsOf != "" {
+			return a.identifiersAsOf(ctx, in.WS, in.Kind, in.Q, in.AsOf)
+		}
 		if _, err := a.authorize(ctx, in.WS, PermIdentifiersRead); err != nil {
 			return nil, err
 		}
@@ -94,7 +98,10 @@ func (a *API) registerIdentifiers() {
 	huma.Register(a.huma, huma.Operation{
 		OperationID: "get-identifier", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: tags, Security: sec,
 		Summary: "Show an identifier",
-	}, func(ctx context.Context, in *IdentifierPathParams) (*identifierOutput, error) {
+	}, func(ctx context.Context, in *identifierGetInput) (*identifierOutput, error) {
+		if in.AsOf != "" {
+			return a.identifierAsOf(ctx, in.WS, in.ID, in.AsOf)
+		}
 		if _, err := a.authorize(ctx, in.WS, PermIdentifiersRead); err != nil {
 			return nil, err
 		}

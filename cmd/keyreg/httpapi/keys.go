@@ -94,7 +94,11 @@ func (a *API) registerKeys() {
 	}, func(ctx context.Context, in *struct {
 		WS     string `path:"ws"`
 		Status string `query:"status" doc:"Only keys with this status: active, revoked or expired"`
+		AsOf   string `query:"as_of" doc:"List the keys as they were at this moment: an RFC 3339 time or a stream sequence"`
 	}) (*keysOutput, error) {
+		if in.AsOf != "" {
+			return a.keysAsOf(ctx, in.WS, in.Status, in.AsOf)
+		}
 		if _, err := a.authorize(ctx, in.WS, PermKeysRead); err != nil {
 			return nil, err
 		}
@@ -119,7 +123,10 @@ func (a *API) registerKeys() {
 	huma.Register(a.huma, huma.Operation{
 		OperationID: "get-key", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/keys/{id}", Tags: tags, Security: sec,
 		Summary: "Show a key",
-	}, func(ctx context.Context, in *KeyPathParams) (*keyOutput, error) {
+	}, func(ctx context.Context, in *keyGetInput) (*keyOutput, error) {
+		if in.AsOf != "" {
+			return a.keyAsOf(ctx, in.WS, in.ID, in.AsOf)
+		}
 		if _, err := a.authorize(ctx, in.WS, PermKeysRead); err != nil {
 			return nil, err
 		}

@@ -15,6 +15,11 @@ import (
 	"github.com/keyreg/keyreg/events"
 )
 
+// StartSequenceHeader is the response header of GET .../events that gives the sequence of
+// the first event the stream can send (with neither after, since nor Last-Event-ID: the
+// next one stored), so a client can resume from it after a dropped connection.
+const StartSequenceHeader = "Keyreg-Start-Sequence"
+
 // DefaultSSEHeartbeat is how often an idle event stream gets a comment line, so that
 // proxies keep it open and clients notice a dead connection.
 const DefaultSSEHeartbeat = 15 * time.Second
@@ -132,7 +137,7 @@ func parseTypes(in []string) (map[events.Type]bool, error) {
 				continue
 			}
 			if !slices.Contains(known, t) {
-				return nil, invalid("type", t, "unknown event type; the types are "+strings.Join(known, ", "))
+				return nil, invalid("type", t, "unknown event type "+strconv.Quote(t)+"; the types are "+strings.Join(known, ", "))
 			}
 			out[events.Type(t)] = true
 		}
@@ -182,6 +187,7 @@ func (a *API) streamEvents(hctx huma.Context, filter string, types map[events.Ty
 	hctx.SetHeader("Content-Type", "text/event-stream")
 	hctx.SetHeader("Cache-Control", "no-cache")
 	hctx.SetHeader("X-Accel-Buffering", "no")
+	hctx.SetHeader(StartSequenceHeader, uitoa(from))
 	hctx.SetStatus(http.StatusOK)
 	if _, err := w.Write([]byte(": keyreg events from sequence " + uitoa(from) + "\n\n")); err != nil {
 		return

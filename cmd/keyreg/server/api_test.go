@@ -68,6 +68,7 @@ func TestOpenAPI(t *testing.T) {
 		"POST /v1/verify",
 		"GET /v1/workspaces/{ws}/events",
 		"POST /v1/admin/replay", "GET /v1/admin/replay",
+		"GET /v1/workspaces/{ws}/audit", "GET /v1/workspaces/{ws}/audit/export", "GET /v1/audit/pubkey",
 	}
 	for _, r := range served {
 		if !contains(have, r) {

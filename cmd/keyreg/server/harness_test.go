@@ -41,6 +41,7 @@ func startNode(t testing.TB, data string, opts ...func(*server.Config)) *node {
 	cfg := server.Config{
 		DataDir: data, HTTPAddr: "127.0.0.1:0", BootstrapKeyFile: keyFile, Stderr: stderr,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ShutdownTimeout: 5 * time.Second,
+		SealEveryEvents: -1, SealInterval: -1, // no checkpoints appended behind a test's back (see withSealer)
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -52,6 +52,12 @@ type Config struct {
 	NATSListen                 string
 	NATSSubscriberUser         string
 	NATSSubscriberPasswordFile string
+	// SealEveryEvents and SealInterval say when the sealer appends a signed checkpoint
+	// of the audit tree: once this many events are not covered, or when the latest
+	// checkpoint is this old and events are not covered (0: 1000 events, 1 minute; a
+	// negative value: never; exports still seal what they need).
+	SealEveryEvents int
+	SealInterval    time.Duration
 }
 
 func (cfg Config) withDefaults() Config {
@@ -84,6 +90,7 @@ type Node struct {
 	projErr chan error
 	caught  atomic.Bool
 	rebuild rebuilder
+	audit   *auditNode // the sealer; nil when read-only
 }
 
 // Store returns the serving generation's views.
@@ -147,6 +154,9 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.Log = n.metrics.InstrumentLog(n.stream.Log)
 	n.Commands = &commands.Handler{Log: n.Log}
+	if err := n.openAudit(ctx); err != nil {
+		return nil, err
+	}
 	store, err := projections.Open(n.gens.Dir(cur), projections.Options{})
 	if err != nil {
 		return nil, err
@@ -285,6 +295,10 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 			cfg.Logger.Info("keyreg shutting down")
 			return nil
 		}, func(error) { stop() })
+	}
+	if n.audit != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return n.audit.sealer.Run(ctx) }, func(error) { cancel() })
 	}
 	err = g.Run()
 	n.rebuild.wait()

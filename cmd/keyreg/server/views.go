@@ -34,6 +34,7 @@ type views struct {
 func (n *Node) newViews(gen string, store *projections.Store) *views {
 	v := &views{gen: gen, store: store}
 	deps := httpapi.Deps{Store: store, Log: n.js, Metrics: n.metrics, Logger: n.cfg.Logger, ReadyCheck: n.ready, Replayer: n}
+	deps.Audit = n.auditDeps()
 	if !n.cfg.ReadOnly {
 		v.projector = projections.NewProjector(store, n.js)
 		deps.Commands, deps.Projector = n.Commands, v.projector
@@ -213,6 +214,7 @@ func (n *Node) Rebuild(ctx context.Context) error {
 	n.cfg.Logger.Info("views swapped", "generation", gen, "applied", stats.Applied, "took", time.Since(start).Round(time.Millisecond))
 
 	// Retire the old generation once its last request (such as an event stream) ends.
+	old.api.Close() // its event streams end; clients resume on the new views (Last-Event-ID)
 	n.rebuild.wg.Add(1)
 	go func() {
 		defer n.rebuild.wg.Done()

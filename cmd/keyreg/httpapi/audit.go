@@ -1,0 +1,253 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/replay"
+)
+
+// AuditDeps are what the audit endpoints need beyond the views and the log.
+type AuditDeps struct {
+	// Seal seals a checkpoint of the audit tree covering at least atLeast leaves and
+	// returns it once the views have applied it. nil (read-only): a JSON Lines export
+	// stops at the latest checkpoint.
+	Seal func(ctx context.Context, atLeast uint64) (events.CheckpointState, error)
+	// VerifierKey is the sealer's public key (note verifier key), served by
+	// GET /v1/audit/pubkey; empty: 404.
+	VerifierKey string
+}
+
+// AuditFilterParams are the filters of the audit log and export.
+type AuditFilterParams struct {
+	WS    string   `path:"ws" doc:"Workspace id"`
+	Key   string   `query:"key" doc:"Only the events of this key (its id)"`
+	Actor string   `query:"actor" doc:"Only the events caused by this key id"`
+	Type  []string `query:"type,explode" doc:"Only events of these types: keyreg.key.revoked.v1, key.revoked or revoked (repeat, or separate with commas)"`
+	Since string   `query:"since" doc:"Only events at or after this time (RFC 3339)"`
+	Until string   `query:"until" doc:"Only events at or before this time (RFC 3339)"`
+	After uint64   `query:"after" doc:"Only events after this stream sequence (the cursor: next of the previous page)"`
+}
+
+// filter checks the parameters and returns the views' filter.
+func (p *AuditFilterParams) filter() (projections.AuditFilter, error) {
+	var f projections.AuditFilter
+	if p.Key != "" {
+		id, err := events.ParseID("key", p.Key)
+		if err != nil {
+			return f, err
+		}
+		f.KeyID = id
+	}
+	if p.Actor != "" {
+		id, err := events.ParseID("actor", p.Actor)
+		if err != nil {
+			return f, err
+		}
+		f.Actor = id
+	}
+	types, err := parseAuditTypes(p.Type)
+	if err != nil {
+		return f, err
+	}
+	f.Types = types
+	for _, t := range []struct {
+		name string
+		in   string
+		out  *time.Time
+	}{{"since", p.Since, &f.Since}, {"until", p.Until, &f.Until}} {
+		if t.in == "" {
+			continue
+		}
+		v, err := time.Parse(time.RFC3339Nano, t.in)
+		if err != nil {
+			return f, invalid(t.name, t.in, t.name+" must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z")
+		}
+		*t.out = v
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
+		return f, invalid("until", p.Until, "until is before since")
+	}
+	return f, nil
+}
+
+// parseAuditTypes reads event types given in full (keyreg.key.revoked.v1), without
+// prefix and version (key.revoked), or by name alone (revoked: every type of that name).
+func parseAuditTypes(in []string) ([]events.Type, error) {
+	var out []events.Type
+	for _, v := range in {
+		for s := range strings.SplitSeq(v, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			n := len(out)
+			for _, t := range events.Types {
+				if s == string(t.Type) || s == string(t.Aggregate)+"."+t.Name || s == t.Name {
+					out = append(out, t.Type)
+				}
+			}
+			if len(out) == n {
+				return nil, invalid("type", s, "unknown event type: give keyreg.key.revoked.v1, key.revoked or revoked, for instance")
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+type pubkeyOutput struct {
+	Body struct {
+		VerifierKey string `json:"verifier_key" doc:"The sealer's ed25519 verifier key in golang.org/x/mod/sumdb/note format: pass it to keyreg audit verify --pubkey"`
+	}
+}
+
+// exportSchema describes the body of GET .../audit/export.
+var exportSchema = &huma.Schema{
+	Type: huma.TypeString,
+	Description: "format=jsonl (application/x-ndjson): one line per event, " +
+		`{"sequence":N,"leaf_index":N-1,"event":<the CloudEvent as stored>,"proof":["<base64 hash>",...]}, ` +
+		"proof being the RFC 6962 inclusion proof of the event in the tree of the export's checkpoint; then a last line " +
+		`{"checkpoint":{"tree_size":T,"root_hash":"<base64>","note":"<signed note>"},"workspace":"<ws>","events":N,"filter":{...}}. ` +
+		"Check it offline with keyreg audit verify. format=csv (text/csv): a header row, then one row per change with the " +
+		"columns time, actor, actor_ip, aggregate, change, before, after, sequence, event_id, reason.",
+}
+
+func (a *API) registerAudit() {
+	tags := []string{"audit"}
+	sec := []map[string][]string{{"bearer": {}}}
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "audit-log", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/audit", Tags: tags, Security: sec,
+		Summary: "A workspace's audit log",
+		Description: "The workspace's events, oldest first, as stored CloudEvents with their stream sequence, filtered by key, " +
+			"actor, type and time. Page with after=<next>. Needs keyreg.audit.read.",
+	}, func(ctx context.Context, in *struct {
+		AuditFilterParams
+		Limit int `query:"limit" minimum:"1" maximum:"1000" default:"100"`
+	}) (*historyOutput, error) {
+		if _, err := a.authorize(ctx, in.WS, PermAuditRead); err != nil {
+			return nil, err
+		}
+		f, err := in.filter()
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		entries, err := a.d.Store.Audit(events.Workspace(in.WS), f, in.After, in.Limit+1)
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		return a.history(ctx, entries, in.Limit)
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "audit-export", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/audit/export", Tags: tags, Security: sec,
+		Summary: "Export a workspace's audit log",
+		Description: "Streams the selected events, however many, as JSON Lines with inclusion proofs and a signed checkpoint " +
+			"(verifiable offline with keyreg audit verify), or as CSV for reading. The export is a snapshot: events stored " +
+			"after it starts are not in it. Needs keyreg.audit.read.",
+		Responses: map[string]*huma.Response{
+			"200": {Description: "The export", Content: map[string]*huma.MediaType{
+				"application/x-ndjson": {Schema: exportSchema}, "text/csv": {Schema: exportSchema}}},
+		},
+	}, func(ctx context.Context, in *struct {
+		AuditFilterParams
+		Format string `query:"format" enum:"jsonl,csv" default:"jsonl" doc:"jsonl (with proofs, verifiable) or csv"`
+	}) (*huma.StreamResponse, error) {
+		if _, err := a.authorize(ctx, in.WS, PermAuditRead); err != nil {
+			return nil, err
+		}
+		f, err := in.filter()
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		q := replay.ExportQuery{Workspace: events.Workspace(in.WS), Filter: f, After: in.After, Format: in.Format}
+		return &huma.StreamResponse{Body: func(hctx huma.Context) { a.streamExport(hctx, q) }}, nil
+	})
+
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "audit-pubkey", Method: http.MethodGet, Path: "/v1/audit/pubkey", Tags: tags,
+		Summary:     "The audit checkpoints' verifier key",
+		Description: "The public key that checks the signatures of the audit checkpoints. It is public: no token needed.",
+	}, func(ctx context.Context, in *struct{}) (*pubkeyOutput, error) {
+		if a.d.Audit.VerifierKey == "" {
+			return nil, problem(http.StatusNotFound, CodeNotFound, "this server does not seal checkpoints")
+		}
+		out := &pubkeyOutput{}
+		out.Body.VerifierKey = a.d.Audit.VerifierKey
+		return out, nil
+	})
+}
+
+// exportWriter sends the status and headers with the first byte of the export, so that an
+// export that fails before writing anything still answers with a problem.
+type exportWriter struct {
+	hctx    huma.Context
+	w       http.ResponseWriter
+	format  string
+	ws      string
+	started bool
+}
+
+func (e *exportWriter) Write(p []byte) (int, error) {
+	if !e.started {
+		e.started = true
+		ext, ct := "jsonl", "application/x-ndjson"
+		if e.format == replay.FormatCSV {
+			ext, ct = "csv", "text/csv; charset=utf-8"
+		}
+		e.hctx.SetHeader("Content-Type", ct)
+		e.hctx.SetHeader("Content-Disposition", `attachment; filename="keyreg-audit-`+e.ws+"-"+time.Now().UTC().Format("20060102T150405Z")+"."+ext+`"`)
+		e.hctx.SetHeader("Cache-Control", "no-store")
+		e.hctx.SetStatus(http.StatusOK)
+	}
+	return e.w.Write(p)
+}
+
+// Flush sends what was written so far.
+func (e *exportWriter) Flush() error {
+	if !e.started {
+		return nil
+	}
+	return http.NewResponseController(e.w).Flush()
+}
+
+func (a *API) streamExport(hctx huma.Context, q replay.ExportQuery) {
+	ctx := hctx.Context()
+	rw, _ := hctx.BodyWriter().(http.ResponseWriter)
+	if rw == nil {
+		a.d.Logger.Error("audit export: the response cannot stream")
+		return
+	}
+	w := &exportWriter{hctx: hctx, w: rw, format: q.Format, ws: string(q.Workspace)}
+	x := replay.Exporter{Log: a.d.Log, Store: a.d.Store, Seal: a.d.Audit.Seal}
+	stats, err := x.Export(ctx, w, q)
+	switch {
+	case err == nil:
+		a.d.Logger.Info("audit export", "request_id", callerOf(ctx).requestID, "workspace", q.Workspace, "format", q.Format,
+			"events", stats.Events, "checkpoint", stats.Checkpoint.TreeSize)
+	case !w.started:
+		p := toProblem(err)
+		if errors.Is(err, replay.ErrNoCheckpoint) {
+			p = problem(http.StatusServiceUnavailable, CodeUnavailable, "no signed checkpoint of the audit log yet: this server cannot seal one; retry once the sealer has run")
+		}
+		if p.internal != nil {
+			a.d.Logger.Error("audit export failed", "request_id", callerOf(ctx).requestID, "err", p.internal)
+		}
+		writeProblem(rw, p)
+	default:
+		// The status is sent: end the export with a line that makes it fail verification
+		// (a JSON Lines export then has no checkpoint at its end).
+		a.d.Logger.Error("audit export failed midway", "request_id", callerOf(ctx).requestID, "events", stats.Events, "err", err)
+		if q.Format == replay.FormatJSONL && ctx.Err() == nil {
+			w.Write([]byte(`{"error":"the export failed midway; it is incomplete"}` + "\n"))
+		}
+	}
+}

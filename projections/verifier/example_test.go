@@ -1,0 +1,48 @@
+package verifier_test
+
+import (
+	"context"
+	"log"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/keyreg/keyreg/projections/verifier"
+)
+
+// A service verifies the keys its callers present without asking keyreg: the verifier
+// follows the KEYREG stream over the subscriber connection of keyreg serve --nats-listen.
+func ExampleStart() {
+	nc, err := nats.Connect("nats://127.0.0.1:4222",
+		nats.UserInfo("subscriber", os.Getenv("KEYREG_NATS_PASSWORD")),
+		nats.MaxReconnects(-1)) // the verifier resumes by itself after a reconnect
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v, err := verifier.Start(ctx, nc, verifier.Options{}) // returns once caught up
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer v.Close()
+
+	// On every request: no network call, no allocation.
+	r := v.Verify("kr_...", netip.MustParseAddr("203.0.113.7"), "users.track", time.Now())
+	if !r.Valid {
+		log.Printf("refused: %s", r.Code) // MALFORMED, NOT_FOUND, REVOKED, EXPIRED, IP_NOT_ALLOWED, PERMISSION_DENIED
+	}
+
+	// After a change through keyreg's API, wait until the verifier has it: the key's
+	// version (its ETag) is the stream sequence of the change.
+	if err := v.WaitFor(ctx, 1234); err != nil {
+		log.Print(err)
+	}
+	// Health: Err is not nil once it stopped following (its answers no longer change).
+	if err := v.Err(); err != nil {
+		log.Print(err)
+	}
+}

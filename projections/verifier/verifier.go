@@ -1,0 +1,219 @@
+// Package verifier lets a service verify keyreg keys locally, with no network call per
+// request. A Verifier follows keyreg's KEYREG stream over a NATS connection (an ordered
+// consumer from the first event, which recreates itself after reconnects and gaps), folds
+// every key event into an in-memory index, and answers Verify exactly as keyreg's own
+// POST /v1/verify does: the same projections.KeyIndex, fed by the same fold
+// (events.KeyState.Apply), so the same codes in the same order.
+//
+//	nc, _ := nats.Connect("nats://keyreg.internal:4222", nats.UserInfo("subscriber", password))
+//	v, err := verifier.Start(ctx, nc, verifier.Options{}) // returns once caught up
+//	defer v.Close()
+//	r := v.Verify(secret, clientIP, "users.track", time.Now())
+//	if !r.Valid { ... r.Code ... }
+//
+// The subscriber rights of keyreg serve --nats-listen (events.SubscriberPermissions) are
+// enough: stream info and consumers on KEYREG.
+//
+// It imports events, projections and nats.go; never commands, replay or cmd.
+package verifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections"
+)
+
+// ErrClosed is returned by WaitFor and Err after Close, and after the NATS connection
+// closed.
+var ErrClosed = errors.New("verifier: closed")
+
+// Options configure Start. The zero value follows events.StreamName from its first event.
+type Options struct {
+	// Stream is the JetStream stream to follow; "" means events.StreamName.
+	Stream string
+	// OnError, when set, is called with the transient errors of the consumer (missed
+	// heartbeats, reconnects); the verifier recovers from them by itself. It must not
+	// block.
+	OnError func(error)
+}
+
+// Verifier is an in-memory verify view of a keyreg stream. Its methods are safe for
+// concurrent use.
+type Verifier struct {
+	index   projections.KeyIndex
+	applied atomic.Uint64
+	stream  string
+	onError func(error)
+	cc      jetstream.ConsumeContext
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced when applied advances or the verifier stops
+	err     error         // why it stopped following; nil while it follows
+}
+
+// Start follows the stream on nc from its first event and returns once the verifier has
+// applied every event stored when Start was called, so its first answers are as fresh as
+// keyreg's own. It returns an error if the stream cannot be read, if an event cannot be
+// applied, or if ctx ends first. It does not own nc: Close leaves it open, and closing nc
+// stops the verifier (Err then returns ErrClosed).
+func Start(ctx context.Context, nc *nats.Conn, opts Options) (*Verifier, error) {
+	v := &Verifier{stream: opts.Stream, onError: opts.OnError, changed: make(chan struct{})}
+	if v.stream == "" {
+		v.stream = events.StreamName
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: %w", err)
+	}
+	s, err := js.Stream(ctx, v.stream)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: stream %s: %w", v.stream, err)
+	}
+	last := s.CachedInfo().State.LastSeq
+	cons, err := js.OrderedConsumer(ctx, v.stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return nil, fmt.Errorf("verifier: follow %s: %w", v.stream, err)
+	}
+	cc, err := cons.Consume(v.handle, jetstream.ConsumeErrHandler(v.consumeError), jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return nil, fmt.Errorf("verifier: follow %s: %w", v.stream, err)
+	}
+	v.mu.Lock()
+	v.cc = cc
+	stopped := v.err != nil // the first events failed already
+	v.mu.Unlock()
+	if stopped {
+		cc.Stop()
+	}
+	go func() {
+		<-cc.Closed() // Close, an apply error, or the connection closed
+		v.stop(ErrClosed)
+	}()
+	if err := v.WaitFor(ctx, last); err != nil {
+		v.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+// handle applies one message. The consumer calls it for one message at a time, in stream
+// order.
+func (v *Verifier) handle(m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		v.stop(fmt.Errorf("verifier: %w", err))
+		return
+	}
+	seq := md.Sequence.Stream
+	if seq <= v.applied.Load() {
+		return // a redelivery after the consumer was recreated
+	}
+	r := events.Record{Seq: seq, Subject: m.Subject(), Data: m.Data(), Time: md.Timestamp}
+	if err := v.index.Apply(r); err != nil {
+		v.stop(fmt.Errorf("verifier: %w", err))
+		return
+	}
+	v.applied.Store(seq)
+	v.mu.Lock()
+	close(v.changed)
+	v.changed = make(chan struct{})
+	v.mu.Unlock()
+}
+
+func (v *Verifier) consumeError(_ jetstream.ConsumeContext, err error) {
+	if v.onError != nil {
+		v.onError(err)
+	}
+}
+
+// stop records why the verifier stopped following (the first reason wins), wakes the
+// waiters and stops the consumer.
+func (v *Verifier) stop(err error) {
+	v.mu.Lock()
+	if v.err == nil {
+		v.err = err
+		close(v.changed)
+		v.changed = make(chan struct{})
+	}
+	cc := v.cc
+	v.mu.Unlock()
+	if cc != nil {
+		go cc.Stop() // not from the message handler's goroutine
+	}
+}
+
+// Verify checks a presented secret for a request from ip that needs permission (""
+// checks none), at time now, against the events applied so far: the same checks, order
+// and codes as keyreg's POST /v1/verify (see projections.Store.Verify). It makes no network
+// call and does not allocate.
+func (v *Verifier) Verify(secret string, ip netip.Addr, permission events.Permission, now time.Time) projections.VerifyResult {
+	return v.index.Verify(secret, ip, permission, now)
+}
+
+// Key returns the state of key ws/id as the verifier knows it.
+func (v *Verifier) Key(ws events.Workspace, id string) (events.KeyState, bool) {
+	return v.index.Key(ws, id)
+}
+
+// Keys returns how many keys the verifier knows, revoked ones included.
+func (v *Verifier) Keys() int { return v.index.Len() }
+
+// Applied returns the stream sequence of the last event applied.
+func (v *Verifier) Applied() uint64 { return v.applied.Load() }
+
+// Err returns why the verifier stopped following the stream (ErrClosed after Close or
+// when the connection closed, or the error of an event it could not apply), or nil while
+// it follows. After an error its answers no longer change: treat it as unhealthy.
+func (v *Verifier) Err() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.err
+}
+
+// WaitFor blocks until the verifier has applied stream sequence seq, for instance the
+// sequence a keyreg write returned (its key's version), so that a following Verify sees
+// that write. It returns an error wrapping ctx.Err() when ctx ends first, or the error the
+// verifier stopped with.
+func (v *Verifier) WaitFor(ctx context.Context, seq uint64) error {
+	for {
+		v.mu.Lock()
+		ch, stopped := v.changed, v.err
+		v.mu.Unlock()
+		applied := v.applied.Load()
+		if applied >= seq {
+			return nil
+		}
+		if stopped != nil {
+			return fmt.Errorf("verifier: wait for sequence %d (applied %d): %w", seq, applied, stopped)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("verifier: wait for sequence %d (applied %d): %w", seq, applied, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// Close stops following the stream. Verify keeps answering from what was applied. Calling
+// it again does nothing.
+func (v *Verifier) Close() error {
+	v.stop(ErrClosed)
+	v.mu.Lock()
+	cc := v.cc
+	v.mu.Unlock()
+	if cc != nil {
+		cc.Stop()
+		<-cc.Closed()
+	}
+	return nil
+}

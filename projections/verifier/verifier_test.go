@@ -1,0 +1,400 @@
+package verifier_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/projections/verifier"
+)
+
+// env is an embedded keyreg stream listening on 127.0.0.1 for subscribers, with keyreg's
+// in-process log to append to.
+type env struct {
+	t    testing.TB
+	dir  string
+	addr string
+	srv  *natsserver.Server
+	conn *nats.Conn
+	log  *events.JetStreamLog
+}
+
+func startEnv(t testing.TB, dir, listen string) *env {
+	t.Helper()
+	s, err := events.StartServer(events.ServerOptions{
+		StoreDir: dir, Listen: listen, Subscribers: []events.Subscriber{{User: "svc", Password: "pw"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := events.ConnectInProcess(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := events.OpenJetStream(context.Background(), nc, events.JetStreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, dir: dir, addr: s.Addr().String(), srv: s, conn: nc, log: log}
+	t.Cleanup(e.stop)
+	return e
+}
+
+func (e *env) stop() {
+	e.conn.Close()
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}
+
+// subscriber connects over TCP as the read-only subscriber, reconnecting for ever.
+func (e *env) subscriber() *nats.Conn {
+	e.t.Helper()
+	nc, err := nats.Connect(e.srv.ClientURL(), nats.UserInfo("svc", "pw"), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	return nc
+}
+
+// add appends one event of aggregate agg/id in workspace ws and returns its sequence.
+func (e *env) add(ws events.Workspace, agg events.Aggregate, id string, p events.Payload) uint64 {
+	e.t.Helper()
+	ev, err := events.NewEvent(ws, agg, id, p, events.Meta{}, "", time.Now())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	b, err := ev.Encode()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	seqs, err := e.log.Append(context.Background(), []events.Message{{Subject: events.Subject(ws, agg, id, p.EventType()), ID: ev.ID, Data: b}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return seqs[0]
+}
+
+func secret(name string) string { return events.FormatSecret(sha256.Sum256([]byte(name))) }
+
+func prefixes(s ...string) []netip.Prefix {
+	out := []netip.Prefix{}
+	for _, x := range s {
+		out = append(out, netip.MustParsePrefix(x))
+	}
+	return out
+}
+
+var (
+	inside  = netip.MustParseAddr("10.1.2.3")
+	outside = netip.MustParseAddr("192.0.2.1")
+)
+
+func (e *env) createKey(id string, allow ...string) uint64 {
+	return e.add("acme", events.AggKey, id, &events.KeyCreated{
+		Name: id, Permissions: []events.Permission{"users.track"}, Allowlist: prefixes(allow...), SecretHash: events.HashSecret(secret(id)),
+	})
+}
+
+func start(t testing.TB, nc *nats.Conn) *verifier.Verifier {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	v, err := verifier.Start(ctx, nc, verifier.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v
+}
+
+func waitFor(t testing.TB, v *verifier.Verifier, seq uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := v.WaitFor(ctx, seq); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func expect(t *testing.T, v *verifier.Verifier, key string, ip netip.Addr, perm events.Permission, code string) {
+	t.Helper()
+	if r := v.Verify(secret(key), ip, perm, time.Now()); r.Code != code {
+		t.Errorf("Verify(%s, %s, %q) = %s, want %s", key, ip, perm, r.Code, code)
+	}
+}
+
+// TestVerifierFollowsChanges: over a subscriber's TCP connection, the verifier starts
+// caught up, and an allowlist change, a rotation, a permission change and a revocation
+// each reach it and change its answer; events of other aggregates are ignored.
+func TestVerifierFollowsChanges(t *testing.T) {
+	e := startEnv(t, t.TempDir(), "127.0.0.1:0")
+	e.add("acme", events.AggWorkspace, "acme", &events.WorkspaceCreated{Name: "Acme"})
+	e.createKey("K1", "10.0.0.0/8")
+	last := e.createKey("K2")
+	v := start(t, e.subscriber())
+	if v.Applied() != last || v.Keys() != 2 || v.Err() != nil {
+		t.Fatalf("after Start: applied %d (want %d), %d keys, err %v", v.Applied(), last, v.Keys(), v.Err())
+	}
+	expect(t, v, "K1", inside, "users.track", projections.CodeValid)
+	expect(t, v, "K1", outside, "users.track", projections.CodeIPNotAllowed)
+	expect(t, v, "K1", inside, "users.export", projections.CodePermissionDenied)
+	expect(t, v, "K1", inside, "", projections.CodeValid)
+	expect(t, v, "nobody", inside, "", projections.CodeNotFound)
+	if r := v.Verify("kr_short", inside, "", time.Now()); r.Code != projections.CodeMalformed {
+		t.Errorf("malformed secret: %s", r.Code)
+	}
+
+	// The allowlist moves: the answers follow.
+	waitFor(t, v, e.add("acme", events.AggKey, "K1", &events.AllowlistUpdated{Allowlist: prefixes("192.0.2.0/24"), Previous: prefixes("10.0.0.0/8")}))
+	expect(t, v, "K1", outside, "users.track", projections.CodeValid)
+	expect(t, v, "K1", inside, "users.track", projections.CodeIPNotAllowed)
+
+	// Permissions change.
+	waitFor(t, v, e.add("acme", events.AggKey, "K1", &events.KeyPermissionsUpdated{Permissions: []events.Permission{"users.export"}}))
+	expect(t, v, "K1", outside, "users.export", projections.CodeValid)
+	expect(t, v, "K1", outside, "users.track", projections.CodePermissionDenied)
+
+	// A rotation with grace: both secrets work until the old one's time is up.
+	until := time.Now().Add(time.Hour)
+	waitFor(t, v, e.add("acme", events.AggKey, "K2", &events.KeySecretRotated{
+		SecretHash: events.HashSecret(secret("K2b")), PreviousHash: events.HashSecret(secret("K2")), PreviousValidUntil: until,
+	}))
+	expect(t, v, "K2", inside, "", projections.CodeValid)
+	expect(t, v, "K2b", inside, "", projections.CodeValid)
+	if r := v.Verify(secret("K2"), inside, "", until); r.Code != projections.CodeNotFound {
+		t.Errorf("old secret after its grace: %s", r.Code)
+	}
+
+	// Other aggregates pass by.
+	e.add("acme", events.AggIdentifier, "I1", &events.IdentifierRegistered{Kind: events.KindSegment, Name: "Lapsed"})
+
+	// A revocation.
+	seq := e.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
+	waitFor(t, v, seq)
+	expect(t, v, "K1", outside, "users.export", projections.CodeRevoked)
+	if k, ok := v.Key("acme", "K1"); !ok || k.Status != events.StatusRevoked || k.Version != seq {
+		t.Errorf("Key(acme, K1) = %+v", k)
+	}
+
+	// The same answers as keyreg's own views built from the same log.
+	store, err := projections.Open(t.TempDir(), projections.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var recs []events.Record
+	e.log.Read(context.Background(), ">", 1, func(r events.Record) error { recs = append(recs, r); return nil })
+	if err := store.Apply(recs); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, key := range []string{"K1", "K2", "K2b", "K3"} {
+		for _, ip := range []netip.Addr{inside, outside, {}} {
+			for _, perm := range []events.Permission{"", "users.track", "users.export"} {
+				if a, b := store.Verify(secret(key), ip, perm, now), v.Verify(secret(key), ip, perm, now); fmt.Sprint(a) != fmt.Sprint(b) {
+					t.Errorf("Verify(%s, %s, %q): keyreg %+v, verifier %+v", key, ip, perm, a, b)
+				}
+			}
+		}
+	}
+}
+
+// TestVerifierSurvivesRestart: the NATS server goes away and comes back on the same
+// address; the verifier reconnects, its ordered consumer recreates itself after the last
+// event it applied, and a revocation made meanwhile reaches it.
+func TestVerifierSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	e := startEnv(t, dir, freeAddr(t))
+	e.createKey("K1")
+	var mu sync.Mutex
+	var transient []error
+	nc := e.subscriber()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	v, err := verifier.Start(ctx, nc, verifier.Options{OnError: func(err error) { mu.Lock(); transient = append(transient, err); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	expect(t, v, "K1", inside, "", projections.CodeValid)
+
+	e.stop()
+	e2 := startEnv(t, dir, e.addr)
+	seq := e2.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
+	if err := v.WaitFor(ctx, seq); err != nil {
+		t.Fatalf("after the restart: %v (transient errors %v)", err, transient)
+	}
+	expect(t, v, "K1", inside, "", projections.CodeRevoked)
+	waitFor(t, v, e2.createKey("K2"))
+	expect(t, v, "K2", inside, "", projections.CodeValid)
+	if v.Err() != nil || v.Keys() != 2 {
+		t.Fatalf("err %v, %d keys", v.Err(), v.Keys())
+	}
+}
+
+// freeAddr returns a 127.0.0.1 address with a port free right now.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestVerifierStops: an event it cannot apply stops the verifier where it was (Err and
+// WaitFor say why, answers stay as they were); Close and a closed connection stop it too.
+func TestVerifierStops(t *testing.T) {
+	e := startEnv(t, t.TempDir(), "127.0.0.1:0")
+	good := e.createKey("K1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	closed := start(t, e.subscriber())
+	closed.Close()
+	if !errors.Is(closed.Err(), verifier.ErrClosed) || !errors.Is(closed.WaitFor(ctx, 1_000_000), verifier.ErrClosed) {
+		t.Fatalf("after Close: %v", closed.Err())
+	}
+	expect(t, closed, "K1", inside, "", projections.CodeValid)
+
+	v := start(t, e.subscriber())
+	bad, err := e.log.Append(context.Background(), []events.Message{{
+		Subject: "keyreg.acme.key.K1.exploded", ID: events.NewID(),
+		Data: []byte(`{"specversion":"1.0","id":"x","source":"keyreg/acme","type":"keyreg.key.exploded.v1","subject":"key/K1","time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","data":{}}`),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WaitFor(ctx, bad[0]); err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitFor past a bad event: %v", err)
+	}
+	if v.Err() == nil || v.Applied() != good {
+		t.Fatalf("after a bad event: err %v, applied %d (want %d)", v.Err(), v.Applied(), good)
+	}
+	expect(t, v, "K1", inside, "", projections.CodeValid)
+
+	nc := e.subscriber()
+	if _, err := verifier.Start(ctx, nc, verifier.Options{}); err == nil {
+		t.Fatal("Start succeeded on a stream with an event it cannot apply")
+	}
+	nc.Close()
+	if _, err := verifier.Start(ctx, nc, verifier.Options{}); err == nil {
+		t.Fatal("Start succeeded on a closed connection")
+	}
+	short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancelShort()
+	if _, err := verifier.Start(short, e.subscriber(), verifier.Options{Stream: "OTHER"}); err == nil {
+		t.Fatal("Start succeeded on another stream, which subscribers may not read")
+	}
+}
+
+// TestVerifierConnectionClosed: closing the service's connection stops the verifier.
+func TestVerifierConnectionClosed(t *testing.T) {
+	e := startEnv(t, t.TempDir(), "127.0.0.1:0")
+	e.createKey("K1")
+	nc := e.subscriber()
+	v := start(t, nc)
+	nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := v.WaitFor(ctx, 1_000_000); !errors.Is(err, verifier.ErrClosed) {
+		t.Fatalf("WaitFor after the connection closed: %v", err)
+	}
+}
+
+// BenchmarkVerify checks a valid secret against a verifier holding 1000 keys, from one
+// goroutine and from all.
+func BenchmarkVerify(b *testing.B) {
+	e := startEnv(b, b.TempDir(), "127.0.0.1:0")
+	var last uint64
+	for i := range 1000 {
+		last = e.createKey("K"+strconv.Itoa(i), "10.0.0.0/8", "2001:db8::/32")
+	}
+	v := start(b, e.subscriber())
+	waitFor(b, v, last)
+	sec := secret("K500")
+	now := time.Now()
+	b.Run("Serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := v.Verify(sec, inside, "users.track", now); !r.Valid {
+				b.Fatal(r.Code)
+			}
+		}
+	})
+	b.Run("Parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if r := v.Verify(sec, inside, "users.track", now); !r.Valid {
+					b.Error(r.Code)
+					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkPropagation measures, per allowlist change, the time from the start of the
+// append (fsync included) to the first Verify of a verifier on a subscriber's TCP
+// connection that gives the new answer; and the part of it after the append was
+// acknowledged. It reports the p50, p99 and max of each over b.N changes (run with
+// -benchtime=3000x or more for a stable p99).
+func BenchmarkPropagation(b *testing.B) {
+	e := startEnv(b, b.TempDir(), "127.0.0.1:0")
+	e.createKey("K1", "10.0.0.0/8")
+	v := start(b, e.subscriber())
+	ctx := context.Background()
+	total := make([]time.Duration, 0, b.N)
+	afterAck := make([]time.Duration, 0, b.N)
+	allow := [2][]netip.Prefix{prefixes("192.0.2.0/24"), prefixes("10.0.0.0/8")}
+	ips := [2]netip.Addr{outside, inside}
+	i := 0
+	for b.Loop() {
+		i++
+		ev, _ := events.NewEvent("acme", events.AggKey, "K1", &events.AllowlistUpdated{Allowlist: allow[i%2]}, events.Meta{}, "", time.Now())
+		data, _ := ev.Encode()
+		msg := []events.Message{{Subject: events.Subject("acme", events.AggKey, "K1", events.TypeAllowlistUpdated), ID: ev.ID, Data: data}}
+		t0 := time.Now()
+		seqs, err := e.log.Append(ctx, msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := v.WaitFor(ctx, seqs[0]); err != nil {
+			b.Fatal(err)
+		}
+		if r := v.Verify(secret("K1"), ips[i%2], "users.track", t1); !r.Valid {
+			b.Fatalf("change %d: %s", i, r.Code)
+		}
+		t2 := time.Now()
+		total = append(total, t2.Sub(t0))
+		afterAck = append(afterAck, t2.Sub(t1))
+	}
+	report := func(name string, d []time.Duration) {
+		slices.Sort(d)
+		q := func(p float64) float64 { return float64(d[min(len(d)-1, int(p*float64(len(d))))].Microseconds()) }
+		b.ReportMetric(q(0.50), name+"-p50-µs")
+		b.ReportMetric(q(0.99), name+"-p99-µs")
+		b.ReportMetric(float64(d[len(d)-1].Microseconds()), name+"-max-µs")
+	}
+	if len(total) > 0 {
+		report("append-to-answer", total)
+		report("ack-to-answer", afterAck)
+	}
+}
