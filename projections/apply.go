@@ -24,6 +24,24 @@ import (
 // a subject that does not match the envelope, an event for an aggregate that was never
 // created). On error nothing of the batch is written.
 func (s *Store) Apply(recs []events.Record) error {
+	ds := make([]events.Decoded, 0, len(recs))
+	last := s.cp.Load()
+	for _, r := range recs {
+		if r.Seq <= last {
+			continue
+		}
+		d, err := events.DecodeRecord(r)
+		if err != nil {
+			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
+		}
+		ds = append(ds, d)
+	}
+	return s.ApplyDecoded(ds)
+}
+
+// ApplyDecoded is Apply for records already decoded (events.DecodeRecord), so that a bulk
+// rebuild can decode on other cores while this one applies.
+func (s *Store) ApplyDecoded(recs []events.Decoded) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.mu.Lock()
@@ -35,7 +53,8 @@ func (s *Store) Apply(recs []events.Record) error {
 	last := s.cp.Load()
 	t := newTxn(s)
 	defer t.b.Close()
-	for _, r := range recs {
+	for _, d := range recs {
+		r := d.Record
 		switch {
 		case r.Seq <= last:
 			continue
@@ -45,7 +64,7 @@ func (s *Store) Apply(recs []events.Record) error {
 		if s.opts.ReadOnly {
 			return fmt.Errorf("apply seq %d: %w", r.Seq, ErrReadOnly)
 		}
-		if err := t.apply(r); err != nil {
+		if err := t.apply(d); err != nil {
 			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 		}
 		if err := t.addLeaf(r); err != nil {
@@ -118,11 +137,8 @@ func state[T any](t *txn, cache map[string]*T, key []byte) (*T, error) {
 	return st, nil
 }
 
-func (t *txn) apply(r events.Record) error {
-	d, err := events.DecodeRecord(r)
-	if err != nil {
-		return err
-	}
+func (t *txn) apply(d events.Decoded) error {
+	r := d.Record
 	e := d.Event
 	ws := e.Workspace()
 	agg, id := e.Aggregate()

@@ -38,8 +38,10 @@ type Options struct {
 	// FS is the file system of the Pebble DB; nil means the disk. Tests may use
 	// vfs.NewMem().
 	FS vfs.FS
-	// NoSync commits Apply's batches without waiting for the WAL to reach the disk, for
-	// bulk rebuilds: the caller calls Sync (or Close) at the end.
+	// NoSync is for bulk rebuilds into a fresh directory: batches skip the write-ahead log
+	// and go to larger memtables, and Sync (or Close) flushes them to disk at the end. A
+	// crash before that loses the unflushed batches, never part of one; rebuilds are
+	// thrown away on a crash anyway.
 	NoSync bool
 	// ReadOnly opens an existing store for queries only; Apply fails with ErrReadOnly.
 	ReadOnly bool
@@ -64,6 +66,11 @@ type Store struct {
 // the index that Verify uses.
 func Open(dir string, opts Options) (*Store, error) {
 	po := &pebble.Options{FS: opts.FS, ReadOnly: opts.ReadOnly, Logger: quietLogger{}}
+	if opts.NoSync {
+		po.DisableWAL = true
+		po.MemTableSize = 64 << 20
+		po.MemTableStopWritesThreshold = 4
+	}
 	if po.FS == nil {
 		po.FS = vfs.Default
 	}
@@ -102,6 +109,12 @@ func (s *Store) Checkpoint() uint64 { return s.cp.Load() }
 // Sync makes every committed batch durable; it matters only with Options.NoSync.
 func (s *Store) Sync() error {
 	if s.opts.ReadOnly {
+		return nil
+	}
+	if s.opts.NoSync {
+		if err := s.db.Flush(); err != nil {
+			return fmt.Errorf("sync projections: %w", err)
+		}
 		return nil
 	}
 	if err := s.db.LogData(nil, pebble.Sync); err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/keyreg/keyreg/events"
@@ -76,44 +78,10 @@ func ApplyInto(ctx context.Context, log events.Reader, store *projections.Store,
 	}
 	from := store.Checkpoint() + 1
 	stats := Stats{Checkpoint: store.Checkpoint()}
-	batch := make([]events.Record, 0, size)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := store.Apply(batch); err != nil {
-			return err
-		}
-		stats.Applied += uint64(len(batch))
-		stats.Checkpoint = batch[len(batch)-1].Seq
-		batch = batch[:0]
-		if opts.Progress != nil {
-			opts.Progress(stats.Applied, target)
-		}
-		return nil
-	}
 	if from <= target {
-		err = log.Follow(ctx, from, func(r events.Record) error {
-			if !opts.UntilTime.IsZero() && r.Time.After(opts.UntilTime) {
-				return errDone
-			}
-			batch = append(batch, r)
-			if len(batch) == size {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-			if r.Seq >= target {
-				return errDone
-			}
-			return nil
-		})
-		if !errors.Is(err, errDone) {
-			return stats, fmt.Errorf("replay: read log: %w", err)
+		if err := pipeline(ctx, log, store, from, target, size, opts, &stats); err != nil {
+			return stats, err
 		}
-	}
-	if err := flush(); err != nil {
-		return stats, err
 	}
 	if err := store.Sync(); err != nil {
 		return stats, err
@@ -138,4 +106,102 @@ func RebuildGeneration(ctx context.Context, log events.Reader, gens Generations,
 		return "", stats, err
 	}
 	return name, stats, gens.RemoveStale()
+}
+
+// pipeline reads, decodes and applies records on three stages, so that reading the
+// stream, decoding JSON (split over the cores) and writing Pebble overlap.
+func pipeline(ctx context.Context, log events.Reader, store *projections.Store, from, target uint64, size int, opts Options, stats *Stats) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	raw := make(chan []events.Record, 2)
+	decoded := make(chan []events.Decoded, 2)
+	errc := make(chan error, 3)
+
+	go func() { // read
+		defer close(raw)
+		batch := make([]events.Record, 0, size)
+		err := log.Follow(ctx, from, func(r events.Record) error {
+			if !opts.UntilTime.IsZero() && r.Time.After(opts.UntilTime) {
+				return errDone
+			}
+			batch = append(batch, r)
+			if len(batch) == size || r.Seq >= target {
+				select {
+				case raw <- batch:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				batch = make([]events.Record, 0, size)
+			}
+			if r.Seq >= target {
+				return errDone
+			}
+			return nil
+		})
+		if len(batch) > 0 && errors.Is(err, errDone) {
+			select {
+			case raw <- batch:
+			case <-ctx.Done():
+			}
+		}
+		if !errors.Is(err, errDone) {
+			errc <- fmt.Errorf("replay: read log: %w", err)
+		}
+	}()
+
+	go func() { // decode, in parallel halves
+		defer close(decoded)
+		workers := max(1, runtime.GOMAXPROCS(0))
+		for batch := range raw {
+			out := make([]events.Decoded, len(batch))
+			errs := make([]error, workers)
+			var wg sync.WaitGroup
+			chunk := (len(batch) + workers - 1) / workers
+			for w := range workers {
+				lo, hi := w*chunk, min((w+1)*chunk, len(batch))
+				if lo >= hi {
+					break
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := lo; i < hi; i++ {
+						d, err := events.DecodeRecord(batch[i])
+						if err != nil {
+							errs[w] = fmt.Errorf("replay: apply seq %d: %w", batch[i].Seq, err)
+							return
+						}
+						out[i] = d
+					}
+				}()
+			}
+			wg.Wait()
+			if err := errors.Join(errs...); err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case decoded <- out:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	for batch := range decoded { // apply
+		if err := store.ApplyDecoded(batch); err != nil {
+			return err
+		}
+		stats.Applied += uint64(len(batch))
+		stats.Checkpoint = batch[len(batch)-1].Seq
+		if opts.Progress != nil {
+			opts.Progress(stats.Applied, target)
+		}
+	}
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return ctx.Err()
+	}
 }
