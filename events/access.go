@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -121,4 +122,13 @@ func configureAccess(so *server.Options, subs []Subscriber) error {
 	so.Users = users
 	so.NoAuthUser = InProcessUser
 	return nil
+}
+
+// checkListen fails at once when addr cannot be listened on (taken, say).
+func checkListen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("events: nats listen: %w", err)
+	}
+	return ln.Close()
 }

@@ -56,6 +56,8 @@ func StartServer(opts ServerOptions) (*server.Server, error) {
 		}
 		if p == 0 {
 			p = server.RANDOM_PORT
+		} else if err := checkListen(opts.Listen); err != nil {
+			return nil, err // the server would only say "not ready" after 30s
 		}
 		so.Host, so.Port = host, p
 	}

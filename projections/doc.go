@@ -3,7 +3,8 @@
 // name claims, per-aggregate and per-workspace history indexes, the audit Merkle tree over
 // every stream message and its signed checkpoints), the checkpoint that says
 // how far they are, the Projector that follows the log and applies its records, the
-// queries over the views, and Verify, the hot path that checks a secret.
+// queries over the views, and Verify, the hot path that checks a secret, with its
+// in-memory KeyIndex (which package projections/verifier keeps inside a service).
 //
 // Every view can be deleted and rebuilt from the log: the views depend only on the records
 // applied, never on when or in which batches they were applied, so views built live one

@@ -33,7 +33,7 @@ func checkpointBySizeKey(size uint64) []byte {
 
 // ErrNoTree means a tree hash the views should hold is missing: they were built before
 // the audit tree existed, and must be rebuilt from the log (keyreg replay).
-var ErrNoTree = errors.New("projections: audit tree incomplete; rebuild the views")
+var ErrNoTree = errors.New("projections: audit tree incomplete: the views predate it; rebuild them (keyreg replay)")
 
 // treeTxn is the part of a txn that grows the audit tree: the hashes written in this
 // batch, which a plain Pebble batch cannot read back.
@@ -43,10 +43,17 @@ type treeTxn struct {
 
 // addLeaf adds record r as leaf r.Seq-1 and writes the hashes it completes.
 func (t *txn) addLeaf(r events.Record) error {
+	n := int64(r.Seq) - 1
 	if t.tree.pending == nil {
 		t.tree.pending = map[int64]tlog.Hash{}
+		// The first leaf of a batch: the views must hold the tree so far (views built
+		// before the audit tree do not), or the new hashes would be wrong.
+		if n > 0 {
+			if _, err := readHash(t.s.db, tlog.StoredHashIndex(0, n-1)); err != nil {
+				return err
+			}
+		}
 	}
-	n := int64(r.Seq) - 1
 	hashes, err := tlog.StoredHashes(n, r.Data, tlog.HashReaderFunc(t.readHashes))
 	if err != nil {
 		return fmt.Errorf("audit tree leaf %d: %w", n, err)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"testing"
 
 	"golang.org/x/mod/sumdb/note"
@@ -178,5 +179,67 @@ func TestCheckpointViews(t *testing.T) {
 	hist, err := s.History(events.SystemWorkspace, events.AggCheckpoint, events.CheckpointID, 0, 0)
 	if err != nil || len(hist) != 2 {
 		t.Fatalf("checkpoint history %v, %v", hist, err)
+	}
+}
+
+// TestProver checks that a Prover's proofs, read in key order with a cache, are those of
+// ProveRecord, across Release calls.
+func TestProver(t *testing.T) {
+	log := events.NewMemLog()
+	scenario(t, newWriter(log), 300)
+	recs := allRecords(t, log)
+	s := openMem(t)
+	if err := s.Apply(recs); err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int64{1, 2, 7, 64, int64(len(recs)) - 5, int64(len(recs))} {
+		p, err := s.NewProver(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for leaf := int64(0); leaf < size; leaf++ {
+			got, err := p.ProveRecord(leaf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := s.ProveRecord(size, leaf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("tree %d leaf %d: Prover and ProveRecord differ", size, leaf)
+			}
+			if leaf%50 == 0 {
+				p.Release()
+			}
+		}
+		p.Close()
+	}
+	if _, err := s.NewProver(int64(len(recs)) + 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Prover beyond the views: %v", err)
+	}
+}
+
+// TestViewsWithoutTree: views built before the audit tree refuse to apply more records,
+// saying they must be rebuilt, rather than grow a wrong tree.
+func TestViewsWithoutTree(t *testing.T) {
+	log := events.NewMemLog()
+	w := newWriter(log)
+	scenario(t, w, 0)
+	recs := allRecords(t, log)
+	s := openMem(t)
+	if err := s.Apply(recs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.DeleteRange([]byte(prefixTree), prefixEnd([]byte(prefixTree)), nil); err != nil {
+		t.Fatal(err)
+	}
+	w.add(t, "acme", events.AggKey, "K2", &events.KeyRenamed{Name: "x", Previous: "deploy"})
+	err := s.Apply(allRecords(t, log))
+	if !errors.Is(err, ErrNoTree) {
+		t.Fatalf("Apply on views without a tree: %v, want ErrNoTree", err)
+	}
+	if s.Checkpoint() != uint64(len(recs)) {
+		t.Fatal("the failed batch moved the checkpoint")
 	}
 }

@@ -53,20 +53,20 @@ type VerifyOptions struct {
 
 // VerifySummary describes a verified (or partly verified) export.
 type VerifySummary struct {
-	Events     int    // event lines checked
-	Aggregates int    // distinct aggregates among them
-	FirstSeq   uint64 // sequence of the first event, 0 for none
-	LastSeq    uint64
-	TreeSize   uint64 // of the checkpoint
-	RootHash   string // of the checkpoint, base64
-	Signer     string // "<name>+<key hash>" of the key that signed the checkpoint
-	Workspace  string // as the export says
+	Events     int    `json:"events"`     // event lines checked
+	Aggregates int    `json:"aggregates"` // distinct aggregates among them
+	FirstSeq   uint64 `json:"first_sequence"`
+	LastSeq    uint64 `json:"last_sequence"`
+	TreeSize   uint64 `json:"tree_size"` // of the checkpoint
+	RootHash   string `json:"root_hash"` // of the checkpoint, base64
+	Signer     string `json:"signer"`    // "<name>+<key hash>" of the key that signed the checkpoint
+	Workspace  string `json:"workspace"` // as the export says
 	// Complete reports that the export says it is unfiltered, and so every aggregate's
 	// first exported event was checked to be its first event (empty prevhash).
-	Complete bool
+	Complete bool `json:"complete"`
 	// ChainBreaks counts the breaks tolerated with AllowGaps.
-	ChainBreaks int
-	Filter      *ExportFilter // the filters the export says it applied
+	ChainBreaks int           `json:"chain_gaps"`
+	Filter      *ExportFilter `json:"filter"` // the filters the export says it applied
 }
 
 // VerifyExport checks a JSON Lines audit export (FormatJSONL) offline, with only the

@@ -99,6 +99,7 @@ Use it:         export KEYREG_ADDR=http://127.0.0.1:8080 KEYREG_TOKEN=kr_...
 	root.AddCommand(newServeCmd(g), newWorkspaceCmd(g), newKeyCmd(g), newIdentifierCmd(g), newVerifyCmd(g))
 	root.AddCommand(newReplayCmd(g), newBackupCmd(g), newRestoreCmd(g))
 	root.AddCommand(newWatchCmd(g))
+	root.AddCommand(newAuditCmd(g))
 	return root
 }
 

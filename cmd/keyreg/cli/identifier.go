@@ -70,7 +70,7 @@ func newIdentifierRegisterCmd(g *globals, ws *string) *cobra.Command {
 }
 
 func newIdentifierListCmd(g *globals, ws *string) *cobra.Command {
-	var kind, q string
+	var kind, q, asOf string
 	cmd := &cobra.Command{
 		Use:   "list [--kind KIND] [--q PREFIX]",
 		Short: "List and search active identifiers, by name",
@@ -83,7 +83,7 @@ func newIdentifierListCmd(g *globals, ws *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ids, err := g.client().ListIdentifiers(cmd.Context(), wsID, kind, q)
+			ids, err := g.client().ListIdentifiersAsOf(cmd.Context(), wsID, kind, q, asOf)
 			if err != nil {
 				return err
 			}
@@ -95,11 +95,13 @@ func newIdentifierListCmd(g *globals, ws *string) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&kind, "kind", "", "only this kind")
 	cmd.Flags().StringVar(&q, "q", "", "only names starting with this prefix, ignoring case")
+	cmd.Flags().StringVar(&asOf, "as-of", "", "the identifiers active at this `TIME` (RFC 3339) or stream sequence")
 	return cmd
 }
 
 func newIdentifierShowCmd(g *globals, ws *string) *cobra.Command {
-	return &cobra.Command{
+	var asOf string
+	cmd := &cobra.Command{
 		Use:   "show ID",
 		Short: "Show an identifier",
 		Example: `  keyreg identifier show -w acme 01JDX4...
@@ -110,13 +112,15 @@ func newIdentifierShowCmd(g *globals, ws *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := g.client().GetIdentifier(cmd.Context(), wsID, args[0])
+			s, err := g.client().GetIdentifierAsOf(cmd.Context(), wsID, args[0], asOf)
 			if err != nil {
 				return err
 			}
 			return g.printIdentifierResult(s, "")
 		},
 	}
+	cmd.Flags().StringVar(&asOf, "as-of", "", "the identifier as it was at this `TIME` (RFC 3339) or stream sequence")
+	return cmd
 }
 
 func newIdentifierRenameCmd(g *globals, ws *string) *cobra.Command {

@@ -73,7 +73,7 @@ Without --allow the key works from any address.`,
 }
 
 func newKeyListCmd(g *globals, ws *string) *cobra.Command {
-	var status string
+	var status, asOf string
 	cmd := &cobra.Command{
 		Use:   "list [--status active|revoked|expired]",
 		Short: "List a workspace's keys",
@@ -86,7 +86,7 @@ func newKeyListCmd(g *globals, ws *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			keys, err := g.client().ListKeys(cmd.Context(), wsID, status)
+			keys, err := g.client().ListKeysAsOf(cmd.Context(), wsID, status, asOf)
 			if err != nil {
 				return err
 			}
@@ -97,28 +97,33 @@ func newKeyListCmd(g *globals, ws *string) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&status, "status", "", "only keys with this status: active, revoked or expired")
+	cmd.Flags().StringVar(&asOf, "as-of", "", "the keys as they were at this `TIME` (RFC 3339) or stream sequence")
 	return cmd
 }
 
 func newKeyShowCmd(g *globals, ws *string) *cobra.Command {
-	return &cobra.Command{
+	var asOf string
+	cmd := &cobra.Command{
 		Use:   "show ID",
 		Short: "Show a key (never its secret)",
 		Example: `  keyreg key show -w acme 01JDX3...
-  keyreg key show -w acme 01JDX3... --json | jq .version`,
+  keyreg key show -w acme 01JDX3... --json | jq .version
+  keyreg key show -w acme 01JDX3... --as-of 2026-01-01T00:00:00Z`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			wsID, err := g.workspace(*ws)
 			if err != nil {
 				return err
 			}
-			k, err := g.client().GetKey(cmd.Context(), wsID, args[0])
+			k, err := g.client().GetKeyAsOf(cmd.Context(), wsID, args[0], asOf)
 			if err != nil {
 				return err
 			}
 			return g.printKeyResult(k, "")
 		},
 	}
+	cmd.Flags().StringVar(&asOf, "as-of", "", "the key as it was at this `TIME` (RFC 3339) or stream sequence")
+	return cmd
 }
 
 // printKeyResult prints a key after a write (summary then the key) or a read.

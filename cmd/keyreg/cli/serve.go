@@ -28,6 +28,11 @@ subscribers, who log in as --nats-subscriber-user with the password in
 subscribe to keyreg.>, create and consume consumers; never publish events, nor change,
 purge or delete the stream. keyreg itself uses an in-process connection.
 
+Every event is a leaf of an audit Merkle tree. A sealer (one per stream, chosen by a NATS
+KV lock) appends a checkpoint of the tree, signed with the ed25519 key DATA/audit/signing.key
+(made on first start; "keyreg audit pubkey" prints its public half), every
+--seal-every-events events or every --seal-interval while there are new events.
+
 It stops cleanly on SIGINT or SIGTERM: HTTP requests drained, projector stopped after its
 last batch, NATS shut down.`,
 		Example: `  keyreg serve
@@ -57,6 +62,8 @@ last batch, NATS shut down.`,
 	f.StringVar(&cfg.BootstrapKeyFile, "bootstrap-key-file", "", "on first start, also write the root secret to this file (mode 0600)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain HTTP requests on shutdown")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.IntVar(&cfg.SealEveryEvents, "seal-every-events", 1000, "append a signed audit checkpoint once this many events are not covered (-1: never)")
+	f.DurationVar(&cfg.SealInterval, "seal-interval", time.Minute, "append a signed audit checkpoint this often while events are not covered (-1s: never)")
 	f.BoolVar(&cfg.ReadOnly, "read-only", false, "serve a copy of the views (--views) for inspection: reads only, writes answer 405")
 	f.StringVar(&cfg.ViewsDir, "views", "", "with --read-only: the views directory made by keyreg replay --into")
 	return cmd

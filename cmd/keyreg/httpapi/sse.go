@@ -117,7 +117,11 @@ func (a *API) followEvents(ctx context.Context, in *eventsInput) (*huma.StreamRe
 		return nil, err
 	}
 	return &huma.StreamResponse{Body: func(hctx huma.Context) {
-		a.streamEvents(hctx, filter, types, from)
+		allowed := func() bool {
+			_, err := a.authorize(ctx, in.WS, PermEventsRead)
+			return err == nil
+		}
+		a.streamEvents(hctx, filter, types, from, allowed)
 	}}, nil
 }
 
@@ -165,20 +169,28 @@ func (a *API) startSeq(ctx context.Context, in *eventsInput) (uint64, error) {
 	if !in.Since.IsZero() {
 		seq, err := events.SeqAtTime(ctx, a.d.Log, in.Since)
 		if err != nil {
-			return 0, a.fail(ctx, err)
+			return 0, a.unavailable(ctx, err)
 		}
 		return seq, nil
 	}
 	last, err := a.d.Log.LastSeq(ctx)
 	if err != nil {
-		return 0, a.fail(ctx, err)
+		return 0, a.unavailable(ctx, err)
 	}
 	return last + 1, nil
 }
 
+// unavailable logs why the event log cannot be read and answers 503.
+func (a *API) unavailable(ctx context.Context, err error) error {
+	p := problem(http.StatusServiceUnavailable, CodeUnavailable, "the event log cannot be read now; retry later")
+	p.internal = err
+	return a.fail(ctx, p)
+}
+
 // streamEvents writes the events on filter from sequence from on as server-sent events
-// until the client goes away, the API closes or following the log fails.
-func (a *API) streamEvents(hctx huma.Context, filter string, types map[events.Type]bool, from uint64) {
+// until the client goes away, the API closes, following the log fails or the caller is no
+// longer allowed (its key revoked, expired or changed: checked before every write).
+func (a *API) streamEvents(hctx huma.Context, filter string, types map[events.Type]bool, from uint64, allowed func() bool) {
 	w := hctx.BodyWriter()
 	flush := func() error { return nil }
 	if rw, ok := w.(http.ResponseWriter); ok {
@@ -244,6 +256,11 @@ func (a *API) streamEvents(hctx huma.Context, filter string, types map[events.Ty
 				continue
 			}
 			heartbeat.Reset(every)
+		}
+		if !allowed() {
+			w.Write([]byte(": the key may no longer read these events\n\n"))
+			flush()
+			return
 		}
 		if _, err := w.Write(buf.Bytes()); err != nil {
 			return

@@ -334,3 +334,25 @@ func TestEventsHeartbeatAndClose(t *testing.T) {
 		t.Fatalf("a stream opened after Close: %v", err)
 	}
 }
+
+// TestEventsKeyRevoked: a stream ends once the key that opened it is revoked.
+func TestEventsKeyRevoked(t *testing.T) {
+	env := newSSEEnv(t, 20*time.Millisecond)
+	ctx := context.Background()
+	k := env.must(env.cmds.CreateKey(ctx, commands.CreateKey{Workspace: "acme", Name: "soon revoked", Permissions: []string{string(httpapi.PermEventsRead)}}))
+	ended := make(chan error, 1)
+	opened := make(chan struct{})
+	go func() {
+		ended <- env.client(k.Secret).FollowEvents(ctx, "acme", client.EventsOptions{OnOpen: func(uint64) { close(opened) }}, func(client.StreamEvent) error { return nil })
+	}()
+	<-opened
+	env.must(env.cmds.RevokeKey(ctx, commands.RevokeKey{Workspace: "acme", KeyID: k.ID}))
+	select {
+	case err := <-ended:
+		if !errors.Is(err, client.ErrStreamEnded) {
+			t.Fatalf("after the revocation: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream of a revoked key goes on")
+	}
+}

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -123,6 +124,10 @@ func TestOpenAPI(t *testing.T) {
 	check("POST", "/v1/workspaces/acme/identifiers", f.writer, map[string]any{"kind": "segment", "name": "s"})
 	check("POST", "/v1/verify", "", map[string]any{"key": k.Secret, "ip": "10.1.2.3"})
 	check("GET", "/v1/workspaces/acme/keys/01ARZ3NDEKTSV4RRFFQ69G5FAV", f.writer, nil)
+	check("GET", "/v1/workspaces/acme/audit?type=created&limit=1", f.writer, nil)
+	check("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"?as_of="+fmt.Sprint(k.Key.Version), f.writer, nil)
+	check("GET", "/v1/workspaces/acme/keys?as_of=1", f.writer, nil)
+	check("GET", "/v1/audit/pubkey", "", nil)
 }
 
 func contains(list []string, s string) bool {

@@ -194,7 +194,11 @@ func TestAsOfOverHTTP(t *testing.T) {
 	keyAt := func(asOf string, want int) httpapi.Key {
 		t.Helper()
 		var out httpapi.Key
-		f.json("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"?as_of="+url.QueryEscape(asOf), f.writer, nil, want, &out)
+		var into any
+		if want == 200 {
+			into = &out
+		}
+		f.json("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"?as_of="+url.QueryEscape(asOf), f.writer, nil, want, into)
 		return out
 	}
 	listAt := func(asOf string) []string {

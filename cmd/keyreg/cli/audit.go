@@ -1,0 +1,364 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyreg/keyreg/cmd/keyreg/client"
+	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/replay"
+)
+
+func newAuditCmd(g *globals) *cobra.Command {
+	cmd := newGroupCmd("audit", "Read, export and verify the audit log",
+		`Every change is an event of the log: who (actor: the key id of the caller), when, from
+where (actor IP), why (--reason of the change) and what changed, before and after.
+
+"audit log" reads a workspace's events with filters; "audit export" streams them as JSON
+Lines with tamper evidence, or as CSV for a spreadsheet; "audit verify" checks a JSON Lines
+export offline, with only the sealer's public key ("audit pubkey"): the signed checkpoint,
+each event's inclusion proof in the Merkle tree over the whole stream, and each key's chain
+of events. They need a key with keyreg.audit.read (or keyreg.admin).
+
+The workspace is -w/--workspace, else $KEYREG_WORKSPACE.`,
+		`  keyreg audit log -w acme --key 01JDX3... --since 2026-01-01T00:00:00Z
+  keyreg audit export -w acme -o acme-audit.jsonl
+  keyreg audit pubkey > keyreg.pub
+  keyreg audit verify acme-audit.jsonl --pubkey @keyreg.pub`)
+	ws := addWorkspaceFlag(cmd)
+	cmd.AddCommand(newAuditLogCmd(g, ws), newAuditExportCmd(g, ws), newAuditVerifyCmd(g), newAuditPubkeyCmd(g))
+	return cmd
+}
+
+// auditFlags are the filters of audit log and audit export.
+type auditFlags struct {
+	key, actor   string
+	types        []string
+	since, until string
+	after        uint64
+}
+
+func addAuditFlags(cmd *cobra.Command) *auditFlags {
+	a := &auditFlags{}
+	f := cmd.Flags()
+	f.StringVar(&a.key, "key", "", "only the events of this key `ID`")
+	f.StringVar(&a.actor, "actor", "", "only the events caused by this key `ID`")
+	f.StringSliceVar(&a.types, "type", nil, "only events of this `TYPE`: keyreg.key.revoked.v1, key.revoked or revoked (repeatable)")
+	f.StringVar(&a.since, "since", "", "only events at or after this `TIME` (RFC 3339)")
+	f.StringVar(&a.until, "until", "", "only events at or before this `TIME` (RFC 3339)")
+	f.Uint64Var(&a.after, "after", 0, "only events after this stream `SEQUENCE`")
+	return a
+}
+
+func (a *auditFlags) query() (client.AuditQuery, error) {
+	q := client.AuditQuery{Key: a.key, Actor: a.actor, Types: a.types, After: a.after}
+	for _, t := range []struct {
+		name, in string
+		out      *time.Time
+	}{{"--since", a.since, &q.Since}, {"--until", a.until, &q.Until}} {
+		if t.in == "" {
+			continue
+		}
+		v, err := time.Parse(time.RFC3339Nano, t.in)
+		if err != nil {
+			return q, usagef("%s %q: use RFC 3339, e.g. 2026-01-02T15:04:05Z", t.name, t.in)
+		}
+		*t.out = v
+	}
+	return q, nil
+}
+
+func newAuditLogCmd(g *globals, ws *string) *cobra.Command {
+	var (
+		limit int
+		all   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "log [--key ID] [--actor ID] [--type T ...] [--since T] [--until T] [--after SEQ] [--limit N | --all]",
+		Short: "Show a workspace's audit log: who changed what, when, from where, before and after",
+		Long: `Shows a workspace's events, oldest first: sequence, time, the aggregate (key/<id>,
+identifier/<id>, ...), the change, the actor and its address, the reason, and the values
+before and after the change. --json prints the stored CloudEvents.`,
+		Example: `  keyreg audit log -w acme
+  keyreg audit log -w acme --key 01JDX3... --all
+  keyreg audit log -w acme --type revoked --type allowlist_updated --since 2026-01-01T00:00:00Z
+  keyreg audit log -w acme --actor 01JDX2... --json | jq '.events[].event.type'`,
+		Args: cobra.NoArgs,
+	}
+	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many events (1 to 1000)")
+	cmd.Flags().BoolVar(&all, "all", false, "every matching event, page after page")
+	af := addAuditFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		wsID, err := g.workspace(*ws)
+		if err != nil {
+			return err
+		}
+		q, err := af.query()
+		if err != nil {
+			return err
+		}
+		q.Limit = limit
+		if all {
+			q.Limit = 1000
+		}
+		var page client.History
+		var entries []httpapi.HistoryEntry
+		for {
+			page, err = g.client().AuditLog(cmd.Context(), wsID, q)
+			if err != nil {
+				return err
+			}
+			entries = append(entries, page.Events...)
+			if !all || page.Next == 0 {
+				break
+			}
+			q.After = page.Next
+		}
+		if all {
+			page.Next = 0
+		}
+		if g.json {
+			return g.printJSON(client.History{Events: entries, Next: page.Next})
+		}
+		if err := printAudit(g.stdout, entries); err != nil {
+			return err
+		}
+		if page.Next != 0 {
+			fmt.Fprintf(g.stdout, "\nMore: add --after %d (or --all)\n", page.Next)
+		}
+		return nil
+	}
+	return cmd
+}
+
+// printAudit prints events as a table, with the values before and after each change.
+func printAudit(w io.Writer, entries []httpapi.HistoryEntry) error {
+	t := newTable(w, "SEQ", "TIME", "AGGREGATE", "CHANGE", "ACTOR", "FROM", "REASON", "BEFORE", "AFTER")
+	for _, e := range entries {
+		ev, err := events.Decode(e.Event)
+		if err != nil {
+			return fmt.Errorf("audit: event %d: %w", e.Sequence, err)
+		}
+		before, after := "", string(ev.Data)
+		if p, err := ev.Payload(); err == nil {
+			if b, a, err := replay.BeforeAfter(p); err == nil {
+				before, after = b, a
+			}
+		}
+		t.row(fmtVersion(e.Sequence), fmtTime(ev.Time), ev.Subject, replay.ChangeName(ev.Type), firstNonEmpty(ev.Actor, "-"),
+			firstNonEmpty(ev.ActorIP, "-"), firstNonEmpty(ev.Reason, "-"), firstNonEmpty(before, "-"), firstNonEmpty(after, "-"))
+	}
+	return t.flush()
+}
+
+func newAuditExportCmd(g *globals, ws *string) *cobra.Command {
+	var format, out string
+	cmd := &cobra.Command{
+		Use:   "export [--format jsonl|csv] [-o FILE] [--key ID] [--actor ID] [--type T ...] [--since T] [--until T] [--after SEQ]",
+		Short: "Export a workspace's audit log, verifiable offline (JSON Lines) or as CSV",
+		Long: `Streams the selected events of a workspace, however many, to FILE (or stdout).
+
+jsonl (default): one line per event, {"sequence","leaf_index","event","proof"}: the CloudEvent
+as stored and its inclusion proof in the Merkle tree over the whole stream; then a last line
+with the signed checkpoint of that tree. "keyreg audit verify" checks it offline.
+
+csv: a header, then one row per change: time, actor, actor_ip, aggregate, change, before,
+after, sequence, event_id, reason.
+
+The export is a snapshot of the log when it starts. An export filtered by --type or --actor
+leaves out events of the keys it shows, so verify it with --allow-gaps.`,
+		Example: `  keyreg audit export -w acme -o acme-2026.jsonl --since 2026-01-01T00:00:00Z
+  keyreg audit export -w acme --format csv --key 01JDX3... -o key-history.csv
+  keyreg audit export -w acme | gzip > acme-audit.jsonl.gz`,
+		Args: cobra.NoArgs,
+	}
+	cmd.Flags().StringVar(&format, "format", "jsonl", "jsonl (with proofs, verifiable) or csv")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "write to `FILE` instead of stdout")
+	af := addAuditFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		wsID, err := g.workspace(*ws)
+		if err != nil {
+			return err
+		}
+		if format != client.ExportJSONL && format != client.ExportCSV {
+			return usagef("--format %q: use jsonl or csv", format)
+		}
+		q, err := af.query()
+		if err != nil {
+			return err
+		}
+		if out == "" || out == "-" {
+			_, err := g.client().AuditExport(cmd.Context(), wsID, q, format, g.stdout)
+			return err
+		}
+		tmp := out + ".partial"
+		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		n, err := g.client().AuditExport(cmd.Context(), wsID, q, format, f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp, out)
+		}
+		if err != nil {
+			os.Remove(tmp)
+			return err
+		}
+		fmt.Fprintf(g.stderr, "keyreg: exported the audit log of %s to %s (%d bytes)\n", wsID, out, n)
+		return nil
+	}
+	return cmd
+}
+
+// verifyReport is the --json output of audit verify.
+type verifyReport struct {
+	OK      bool                 `json:"ok"`
+	Error   string               `json:"error,omitempty"`
+	Summary replay.VerifySummary `json:"summary"`
+}
+
+func newAuditVerifyCmd(g *globals) *cobra.Command {
+	var (
+		keys      []string
+		allowGaps bool
+	)
+	cmd := &cobra.Command{
+		Use:   "verify FILE --pubkey KEY|@KEYFILE [--allow-gaps]",
+		Short: "Check a JSON Lines audit export offline: signature, proofs, chains",
+		Long: `Checks an export made by "keyreg audit export" with no server, only the public key of
+the sealer that signed its checkpoint (from "keyreg audit pubkey", obtained out of band):
+
+  - the checkpoint's ed25519 signature, and that it signs the tree size and root it states;
+  - every event's inclusion proof in that tree: no event was changed, and each is the
+    stream's message at its sequence;
+  - sequences strictly increasing;
+  - each key's (each aggregate's) chain: every event names the hash of the one before
+    it, so an event missing between two exported ones is a gap; in an unfiltered export,
+    each aggregate's first event must be its first ever;
+  - the number of events the export says it holds.
+
+It prints a summary and exits 0, or names the first failure and exits 1. FILE "-" reads
+stdin. --allow-gaps tolerates chain gaps, for exports filtered by --type or --actor.`,
+		Example: `  keyreg audit verify acme-audit.jsonl --pubkey @keyreg.pub
+  keyreg audit verify acme-audit.jsonl --pubkey "keyreg+1a2b3c4d+AXg..."
+  gunzip -c acme-audit.jsonl.gz | keyreg audit verify - --pubkey @keyreg.pub --json`,
+		Args: cobra.ExactArgs(1),
+	}
+	cmd.Flags().StringArrayVar(&keys, "pubkey", nil, "verifier `KEY` of a trusted sealer, or @FILE holding it (repeatable)")
+	cmd.Flags().BoolVar(&allowGaps, "allow-gaps", false, "tolerate gaps in the chains (exports filtered by type or actor)")
+	cmd.MarkFlagRequired("pubkey")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var vkeys []string
+		for _, k := range keys {
+			if path, ok := strings.CutPrefix(k, "@"); ok {
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return usagef("--pubkey @%s: %v", path, err)
+				}
+				k = string(b)
+			}
+			vkeys = append(vkeys, strings.TrimSpace(k))
+		}
+		var r io.Reader = g.stdin
+		if args[0] != "-" {
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			r = f
+		}
+		sum, err := replay.VerifyExport(r, replay.VerifyOptions{Keys: vkeys, AllowGaps: allowGaps})
+		var ve *replay.VerifyError
+		if err != nil && !errors.As(err, &ve) {
+			return err // not about the export: a bad key, an unreadable file
+		}
+		if g.json {
+			rep := verifyReport{OK: err == nil, Summary: sum}
+			if err != nil {
+				rep.Error = err.Error()
+			}
+			if perr := g.printJSON(rep); perr != nil {
+				return perr
+			}
+		} else {
+			printVerifySummary(g.stdout, sum, err)
+		}
+		if err != nil {
+			return fmt.Errorf("audit verify %s: FAILED: %w", args[0], err)
+		}
+		return nil
+	}
+	return cmd
+}
+
+func printVerifySummary(w io.Writer, s replay.VerifySummary, err error) {
+	t := newTable(w)
+	if err == nil {
+		t.row("Result:", "OK: the export is signed, complete within its range and unaltered")
+	} else {
+		t.row("Result:", "FAILED")
+	}
+	t.row("Workspace:", firstNonEmpty(s.Workspace, "-"))
+	t.row("Events:", fmt.Sprintf("%d checked (sequences %d to %d)", s.Events, s.FirstSeq, s.LastSeq))
+	t.row("Aggregates:", fmt.Sprint(s.Aggregates))
+	t.row("Checkpoint:", fmt.Sprintf("tree of %d events, root %s", s.TreeSize, firstNonEmpty(s.RootHash, "-")))
+	t.row("Signed by:", firstNonEmpty(s.Signer, "-"))
+	switch {
+	case s.Filter != nil:
+		b, _ := json.Marshal(s.Filter)
+		t.row("Filter:", string(b))
+	case s.Complete:
+		t.row("Filter:", "none: every aggregate's history is checked from its first event")
+	}
+	if s.ChainBreaks > 0 {
+		t.row("Chain gaps:", fmt.Sprintf("%d, allowed by --allow-gaps", s.ChainBreaks))
+	}
+	t.flush()
+}
+
+func newAuditPubkeyCmd(g *globals) *cobra.Command {
+	var data string
+	cmd := &cobra.Command{
+		Use:   "pubkey [--data DIR]",
+		Short: "Print the verifier key of the audit checkpoints",
+		Long: `Prints the public key that checks the signatures of the audit checkpoints, for
+"keyreg audit verify --pubkey". With --data it is read from a node's data dir (made by the
+first "keyreg serve"), else asked of the server (GET /v1/audit/pubkey). Give reviewers a
+copy obtained out of band: a key fetched from the server proves only that the server signed.`,
+		Example: `  keyreg audit pubkey --data /var/lib/keyreg > keyreg.pub
+  keyreg audit pubkey --addr http://keyreg.internal:8080`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var vkey string
+			var err error
+			if data != "" {
+				vkey, err = server.ReadVerifierKey(data)
+			} else {
+				vkey, err = g.client().AuditPubkey(cmd.Context())
+			}
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(map[string]string{"verifier_key": vkey})
+			}
+			_, err = fmt.Fprintln(g.stdout, vkey)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "read the key from this data dir instead of asking the server")
+	return cmd
+}

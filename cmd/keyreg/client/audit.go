@@ -1,0 +1,179 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+)
+
+// AuditQuery selects events of a workspace's audit log. The zero value selects all.
+type AuditQuery struct {
+	Key   string    // only the events of this key (its id)
+	Actor string    // only the events caused by this key id
+	Types []string  // only these types: keyreg.key.revoked.v1, key.revoked or revoked
+	Since time.Time // only events at or after this time
+	Until time.Time // only events at or before this time
+	After uint64    // only events after this stream sequence (a page's Next)
+	Limit int       // AuditLog only: at most this many (0: the server's default, 100)
+}
+
+func (q AuditQuery) values() url.Values {
+	v := url.Values{}
+	if q.Key != "" {
+		v.Set("key", q.Key)
+	}
+	if q.Actor != "" {
+		v.Set("actor", q.Actor)
+	}
+	for _, t := range q.Types {
+		v.Add("type", t)
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.Format(time.RFC3339Nano))
+	}
+	if !q.Until.IsZero() {
+		v.Set("until", q.Until.Format(time.RFC3339Nano))
+	}
+	if q.After > 0 {
+		v.Set("after", strconv.FormatUint(q.After, 10))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	return v
+}
+
+func auditPath(ws string) string { return "/v1/workspaces/" + url.PathEscape(ws) + "/audit" }
+
+// AuditLog returns a page of workspace ws's audit log, oldest first: the stored
+// CloudEvents with their stream sequences. Next, when not 0, is the After of the next
+// page. It needs keyreg.audit.read.
+func (c *Client) AuditLog(ctx context.Context, ws string, q AuditQuery) (History, error) {
+	var out History
+	err := c.do(ctx, http.MethodGet, auditPath(ws), q.values(), nil, WriteOptions{}, &out)
+	return out, err
+}
+
+// Audit export formats.
+const (
+	ExportJSONL = "jsonl"
+	ExportCSV   = "csv"
+)
+
+// AuditExport streams workspace ws's audit export in format (ExportJSONL, the default,
+// or ExportCSV) to w, however long it is (no client timeout applies), and returns the
+// bytes written. q.Limit is ignored. A JSON Lines export that fails midway ends without
+// its checkpoint line, so it does not verify.
+func (c *Client) AuditExport(ctx context.Context, ws string, q AuditQuery, format string, w io.Writer) (int64, error) {
+	q.Limit = 0
+	v := q.values()
+	if format != "" {
+		v.Set("format", format)
+	}
+	u := c.base + auditPath(ws) + "/export?" + v.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, fmt.Errorf("client: bad server address %q: %w", c.base, err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	hc := *c.hc
+	hc.Timeout = 0 // an export takes as long as it takes; ctx bounds it
+	resp, err := hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, fmt.Errorf("cannot reach keyreg at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return 0, problemError(resp, data)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("audit export: %w", err)
+	}
+	return n, nil
+}
+
+// AuditPubkey returns the verifier key of the server's audit checkpoints, for
+// `keyreg audit verify --pubkey`. It needs no token. Compare it with one obtained out of
+// band: a key fetched from the server proves only that the server signed the export.
+func (c *Client) AuditPubkey(ctx context.Context) (string, error) {
+	var out struct {
+		VerifierKey string `json:"verifier_key"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/audit/pubkey", nil, nil, WriteOptions{}, &out)
+	return strings.TrimSpace(out.VerifierKey), err
+}
+
+func asOfValues(asOf string, v url.Values) url.Values {
+	if v == nil {
+		v = url.Values{}
+	}
+	if asOf != "" {
+		v.Set("as_of", asOf)
+	}
+	return v
+}
+
+// GetKeyAsOf returns key id of workspace ws as it was at asOf (an RFC 3339 time or a
+// stream sequence); a 404 *Error when it did not exist yet.
+func (c *Client) GetKeyAsOf(ctx context.Context, ws, id, asOf string) (httpapi.Key, error) {
+	var out httpapi.Key
+	err := c.do(ctx, http.MethodGet, keyPath(ws, id), asOfValues(asOf, nil), nil, WriteOptions{}, &out)
+	return out, err
+}
+
+// ListKeysAsOf returns workspace ws's keys as they were at asOf, only those with status
+// status then unless it is "".
+func (c *Client) ListKeysAsOf(ctx context.Context, ws, status, asOf string) ([]httpapi.Key, error) {
+	var out struct {
+		Keys []httpapi.Key `json:"keys"`
+	}
+	q := url.Values{}
+	if status != "" {
+		q.Set("status", status)
+	}
+	err := c.do(ctx, http.MethodGet, keysPath(ws), asOfValues(asOf, q), nil, WriteOptions{}, &out)
+	return out.Keys, err
+}
+
+// GetIdentifierAsOf returns identifier id of workspace ws as it was at asOf.
+func (c *Client) GetIdentifierAsOf(ctx context.Context, ws, id, asOf string) (httpapi.Identifier, error) {
+	var out httpapi.Identifier
+	err := c.do(ctx, http.MethodGet, identifierPath(ws, id), asOfValues(asOf, nil), nil, WriteOptions{}, &out)
+	return out, err
+}
+
+// ListIdentifiersAsOf returns workspace ws's identifiers active at asOf, of kind kind and
+// with a name starting with q (ignoring case) when they are not "".
+func (c *Client) ListIdentifiersAsOf(ctx context.Context, ws, kind, q, asOf string) ([]httpapi.Identifier, error) {
+	v := url.Values{}
+	if kind != "" {
+		v.Set("kind", kind)
+	}
+	if q != "" {
+		v.Set("q", q)
+	}
+	var out struct {
+		Identifiers []httpapi.Identifier `json:"identifiers"`
+	}
+	err := c.do(ctx, http.MethodGet, identifiersPath(ws), asOfValues(asOf, v), nil, WriteOptions{}, &out)
+	return out.Identifiers, err
+}
