@@ -71,7 +71,7 @@ func BenchmarkAuditExport(b *testing.B) {
 	const total = 100_000
 	log := eventstest.NewJetStreamLog(b)
 	ctx := context.Background()
-	fill(b, log, total)
+	eventstest.Fill(b, log, "bench", total)
 	e := newAuditEnv(b, log)
 	start := time.Now()
 	e.catchUp()

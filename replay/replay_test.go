@@ -311,7 +311,7 @@ func BenchmarkReplay(b *testing.B) {
 		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
 			log := eventstest.NewJetStreamLog(b)
 			ctx := context.Background()
-			fill(b, log, n)
+			eventstest.Fill(b, log, "bench", n)
 			var drain, rebuild time.Duration
 			for i := 0; b.Loop(); i++ {
 				start := time.Now()
@@ -340,44 +340,3 @@ func BenchmarkReplay(b *testing.B) {
 }
 
 var replayEvents = flag.Int("replay.events", 20_000, "events in BenchmarkReplay's stream")
-
-// fill appends n key events (creations and allowlist changes) in atomic batches.
-func fill(b *testing.B, log events.Log, n int) {
-	b.Helper()
-	ctx := context.Background()
-	ws := events.Workspace("bench")
-	var msgs []events.Message
-	flush := func() {
-		if len(msgs) > 0 {
-			if _, err := log.Append(ctx, msgs); err != nil {
-				b.Fatal(err)
-			}
-			msgs = msgs[:0]
-		}
-	}
-	add := func(agg events.Aggregate, id string, p events.Payload, prev string) string {
-		e, err := events.NewEvent(ws, agg, id, p, events.Meta{Actor: "bench"}, prev, time.Now())
-		if err != nil {
-			b.Fatal(err)
-		}
-		data, _ := e.Encode()
-		msgs = append(msgs, events.Message{Subject: events.Subject(ws, agg, id, e.Type), ID: e.ID, Data: data})
-		if len(msgs) == 500 {
-			flush()
-		}
-		return events.Hash(data)
-	}
-	add(events.AggWorkspace, string(ws), events.WorkspaceCreated{Name: "bench"}, "")
-	for i := 1; i < n; {
-		id := events.NewID()
-		allow, _ := events.ParseAllowlist([]string{fmt.Sprintf("10.%d.%d.0/24", i%256, (i/256)%256)})
-		prev := add(events.AggKey, id, events.KeyCreated{Name: "k", Permissions: []events.Permission{"users.track"},
-			Allowlist: allow, SecretHash: events.HashSecret(fmt.Sprint(i))}, "")
-		i++
-		for j := 0; j < 9 && i < n; j++ {
-			prev = add(events.AggKey, id, events.AllowlistUpdated{Allowlist: allow, Previous: allow}, prev)
-			i++
-		}
-	}
-	flush()
-}

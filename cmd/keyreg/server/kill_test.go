@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/events/eventstest"
 	"github.com/keyreg/keyreg/projections"
 )
 
@@ -43,48 +43,6 @@ func keyregBinary(t *testing.T) string {
 	return binPath
 }
 
-// fillLog appends n valid events (workspace "bulk": keys and allowlist changes) in atomic
-// batches, fast.
-func fillLog(t testing.TB, log events.Log, n int) {
-	t.Helper()
-	ctx := context.Background()
-	ws := events.Workspace("bulk")
-	var msgs []events.Message
-	flush := func() {
-		if len(msgs) > 0 {
-			if _, err := log.Append(ctx, msgs); err != nil {
-				t.Fatal(err)
-			}
-			msgs = msgs[:0]
-		}
-	}
-	add := func(agg events.Aggregate, id string, p events.Payload, prev string) string {
-		e, err := events.NewEvent(ws, agg, id, p, events.Meta{Actor: "fill"}, prev, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := e.Encode()
-		msgs = append(msgs, events.Message{Subject: events.Subject(ws, agg, id, e.Type), ID: e.ID, Data: data})
-		if len(msgs) == 500 {
-			flush()
-		}
-		return events.Hash(data)
-	}
-	add(events.AggWorkspace, string(ws), events.WorkspaceCreated{Name: "bulk"}, "")
-	for i := 1; i < n; {
-		id := events.NewID()
-		allow, _ := events.ParseAllowlist([]string{fmt.Sprintf("10.%d.%d.0/24", i%256, (i/256)%256)})
-		prev := add(events.AggKey, id, events.KeyCreated{Name: "k", Permissions: []events.Permission{"users.track"},
-			Allowlist: allow, SecretHash: events.HashSecret(fmt.Sprint(i))}, "")
-		i++
-		for j := 0; j < 9 && i < n; j++ {
-			prev = add(events.AggKey, id, events.AllowlistUpdated{Allowlist: allow, Previous: allow}, prev)
-			i++
-		}
-	}
-	flush()
-}
-
 // TestKillDuringRebuild kills `keyreg replay` (the real binary) with SIGKILL at random
 // moments of a rebuild. Afterwards the serving views match the log, half-built
 // generations are removed at the next start, and the node serves.
@@ -94,7 +52,7 @@ func TestKillDuringRebuild(t *testing.T) {
 	n := startNode(t, data)
 	f := newFixture(t, n, "acme")
 	k := f.createKey(map[string]any{"name": "k", "allowlist": []string{"10.0.0.0/8"}})
-	fillLog(t, n.Log, 30_000)
+	eventstest.Fill(t, n.Log, "bulk", 30_000)
 	if err := n.Projector().WaitFor(context.Background(), n.lastSeq()); err != nil {
 		t.Fatal(err)
 	}
