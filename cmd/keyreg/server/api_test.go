@@ -231,6 +231,7 @@ func TestServeBinary(t *testing.T) {
 		t.Fatalf("first start printed no root secret: %s", out)
 	}
 	root := out[i : i+len("kr_")+49]
+	waitReadyURL(t, url)
 	req, _ := http.NewRequest("POST", url+"/v1/workspaces", strings.NewReader(`{"id":"acme","name":"Acme"}`))
 	req.Header.Set("Authorization", "Bearer "+root)
 	req.Header.Set("Content-Type", "application/json")
@@ -248,6 +249,7 @@ func TestServeBinary(t *testing.T) {
 	}
 
 	cmd2, stderr2, url2 := start()
+	waitReadyURL(t, url2)
 	if strings.Contains(stderr2.String(), "kr_") {
 		t.Fatal("a later start printed a secret")
 	}
@@ -285,4 +287,19 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// waitReadyURL waits until a server's /readyz answers 200: its views have caught up.
+func waitReadyURL(t *testing.T, url string) {
+	t.Helper()
+	for range 1000 {
+		if resp, err := http.Get(url + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s not ready after 10s", url)
 }

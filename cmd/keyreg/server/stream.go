@@ -41,7 +41,8 @@ func OpenStream(ctx context.Context, cfg Config) (_ *Stream, err error) {
 		}
 		s.conn, err = events.ConnectInProcess(s.nats)
 	} else {
-		s.conn, err = nats.Connect(cfg.NATSURL, nats.Name("keyreg"), nats.MaxReconnects(-1))
+		s.conn, err = nats.Connect(cfg.NATSURL, nats.Name("keyreg"), nats.MaxReconnects(-1),
+			nats.CustomInboxPrefix(events.InProcessInboxPrefix)) // replies to keyreg stay out of subscribers' _INBOX.>
 	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats: %w", err)
