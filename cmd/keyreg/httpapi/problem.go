@@ -15,6 +15,10 @@ import (
 	"github.com/keyreg/keyreg/projections"
 )
 
+// ErrUnavailable marks errors of a part this server does not have or cannot reach now
+// (such as the event stream of a read-only server); they answer 503.
+var ErrUnavailable = errors.New("unavailable")
+
 // Problem is an RFC 9457 problem details object (application/problem+json) with a stable
 // machine-readable Code, and for invalid input the Field and the bad Value.
 type Problem struct {
@@ -166,6 +170,8 @@ func toProblem(err error) *Problem {
 		return problem(http.StatusConflict, CodeRetired, "the identifier is retired and accepts no further change")
 	case errors.Is(err, commands.ErrNotFound), errors.Is(err, projections.ErrNotFound), errors.Is(err, events.ErrNotFound):
 		return problem(http.StatusNotFound, CodeNotFound, "not found")
+	case errors.Is(err, ErrUnavailable):
+		return problem(http.StatusServiceUnavailable, CodeUnavailable, err.Error())
 	case errors.Is(err, events.ErrConflict):
 		return problem(http.StatusConflict, CodeConflict, "too many concurrent changes to this resource; retry")
 	}

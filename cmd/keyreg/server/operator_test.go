@@ -222,6 +222,11 @@ func TestOfflineReplayAndPointInTime(t *testing.T) {
 			if st != 405 || !strings.Contains(string(b), "read_only") {
 				t.Fatalf("a write to a read-only server: %d %s", st, b)
 			}
+			// Without a stream, event bodies are unavailable, not an internal error.
+			st, _, b = ro.do("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"/history", f.writer, nil)
+			if st != 503 || !strings.Contains(string(b), "no event stream") {
+				t.Fatalf("history on a read-only server without a stream: %d %s", st, b)
+			}
 			ro.stop()
 		}
 	}

@@ -193,7 +193,7 @@ func (n *Node) openReadOnly(ctx context.Context) error {
 // noLog stands in for the stream when a read-only node has none.
 type noLog struct{}
 
-var errNoLog = errors.New("this read-only server has no event stream (start it with --nats-url or a free --data)")
+var errNoLog = fmt.Errorf("%w: this read-only server has no event stream (start it with --nats-url or a free --data)", httpapi.ErrUnavailable)
 
 func (noLog) LastSeq(context.Context) (uint64, error)                               { return 0, errNoLog }
 func (noLog) Get(context.Context, uint64) (events.Record, error)                    { return events.Record{}, errNoLog }

@@ -71,9 +71,10 @@ func (v *views) stop() {
 
 // serveHTTP hands a request to the serving generation. Requests hold swapMu shared, so a
 // swap waits for them and they wait for a swap: none fails, and a read after a write sees
-// it. Server-sent event streams, which last, only count themselves in their generation.
+// it. Event streams and exports, which last, only count themselves in their generation,
+// which stays open until they end.
 func (n *Node) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	stream := strings.HasSuffix(r.URL.Path, "/events")
+	stream := strings.HasSuffix(r.URL.Path, "/events") || strings.HasSuffix(r.URL.Path, "/audit/export")
 	n.swapMu.RLock()
 	v := n.current.Load()
 	v.inflight.Add(1)
