@@ -97,7 +97,7 @@ Use it:         export KEYREG_ADDR=http://127.0.0.1:8080 KEYREG_TOKEN=kr_...
 	root.PersistentFlags().StringVar(&g.token, "token", "", "registry key secret (default $KEYREG_TOKEN)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripts instead of tables")
 	root.AddCommand(newServeCmd(g), newWorkspaceCmd(g), newKeyCmd(g), newIdentifierCmd(g), newVerifyCmd(g))
-	root.AddCommand(newReplayCmd(g), newBackupCmd(g), newRestoreCmd(g))
+	root.AddCommand(newReplayCmd(g), newBackupCmd(g), newRestoreCmd(g), newBenchCmd(g))
 	root.AddCommand(newWatchCmd(g))
 	root.AddCommand(newAuditCmd(g))
 	return root

@@ -71,3 +71,16 @@ func TestOperatorCommands(t *testing.T) {
 	h.fails(1, []string{"not a keyreg backup"}, "restore", "--from", t.TempDir(), "--data", filepath.Join(t.TempDir(), "x"))
 	h.fails(2, []string{"--to"}, "backup", "--data", data)
 }
+
+// TestBench runs `keyreg bench` small: every measurement prints a line with a rate.
+func TestBench(t *testing.T) {
+	h := &harness{t: t}
+	out := h.ok("bench", "--events", "40", "--publishers", "4", "--dir", t.TempDir())
+	for _, want := range []string{"append, one at a time", "append, 4 publishers", "atomic batches of 100",
+		"CreateKey commands, 4 clients", "drain the stream", "replay into Pebble views", "Verify (in-process"} {
+		contains(t, "bench", out, want)
+	}
+	if strings.Count(out, "/s ") < 7 {
+		t.Fatalf("bench printed fewer than 7 rates:\n%s", out)
+	}
+}
