@@ -101,6 +101,7 @@ type txn struct {
 	idents     map[string]*events.IdentifierState
 	claims     map[string]*events.NameClaimState
 	tree       treeTxn // the audit tree's hashes written in this batch
+	buf        []byte  // scratch for encoding index values (Pebble's Set copies them)
 }
 
 func newTxn(s *Store) *txn {
@@ -279,7 +280,7 @@ type historyValue struct {
 
 func (t *txn) indexHistory(seq uint64, e events.Event, ws events.Workspace, agg events.Aggregate, id string) error {
 	h := historyValue{Type: e.Type, Actor: e.Actor, Time: e.Time}
-	v, err := json.Marshal(h)
+	v, err := h.marshal(t.buf[:0])
 	if err != nil {
 		return err
 	}
@@ -287,10 +288,52 @@ func (t *txn) indexHistory(seq uint64, e events.Event, ws events.Workspace, agg 
 		return err
 	}
 	h.Aggregate, h.ID = agg, id
-	if v, err = json.Marshal(h); err != nil {
+	if v, err = h.marshal(v[:0]); err != nil {
 		return err
 	}
+	t.buf = v
 	return t.b.Set(wsHistoryKey(ws, seq), v, nil)
+}
+
+// marshal appends h's JSON to b: the same bytes as json.Marshal(h), written by hand
+// because history entries are most of what a rebuild writes.
+func (h historyValue) marshal(b []byte) ([]byte, error) {
+	if y := h.Time.Year(); y < 0 || y > 9999 {
+		v, err := json.Marshal(h)
+		return append(b, v...), err
+	}
+	b = append(b, `{"type":`...)
+	b = appendJSONString(b, string(h.Type))
+	if h.Actor != "" {
+		b = append(b, `,"actor":`...)
+		b = appendJSONString(b, h.Actor)
+	}
+	b = append(b, `,"time":"`...)
+	b = h.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	if h.Aggregate != "" {
+		b = append(b, `,"aggregate":`...)
+		b = appendJSONString(b, string(h.Aggregate))
+	}
+	if h.ID != "" {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, h.ID)
+	}
+	return append(b, '}'), nil
+}
+
+// appendJSONString appends s quoted as encoding/json quotes it: plain printable ASCII as
+// is, anything else through json.Marshal (which escapes HTML characters too).
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			v, _ := json.Marshal(s)
+			return append(b, v...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // flush writes the changed states and the checkpoint to the batch.
