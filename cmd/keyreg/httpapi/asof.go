@@ -22,12 +22,8 @@ type identifierGetInput struct {
 
 // authorizeAsOf lets a reader of the resource, or an auditor, read its past.
 func (a *API) authorizeAsOf(ctx context.Context, ws string, perm events.Permission) error {
-	if _, err := a.authorize(ctx, ws, perm); err != nil {
-		if _, err2 := a.authorize(ctx, ws, PermAuditRead); err2 != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := a.authorize(ctx, ws, perm, PermAuditRead)
+	return err
 }
 
 // cut parses as_of and returns it with the moment expiry is judged at.

@@ -61,9 +61,10 @@ func unauthorized(detail string) *Problem {
 	return p
 }
 
-// authorize authenticates the caller and checks it holds perm in workspace ws. A key of
-// another workspace gets 404, as if ws did not exist, so it learns nothing about it.
-func (a *API) authorize(ctx context.Context, ws string, perm events.Permission) (principal, error) {
+// authorize authenticates the caller and checks it holds perm, or one of the alternatives,
+// in workspace ws. A key of another workspace gets 404, as if ws did not exist, so it
+// learns nothing about it.
+func (a *API) authorize(ctx context.Context, ws string, perm events.Permission, alternatives ...events.Permission) (principal, error) {
 	p, err := a.authenticate(ctx)
 	if err != nil {
 		return p, err
@@ -74,10 +75,12 @@ func (a *API) authorize(ctx context.Context, ws string, perm events.Permission) 
 	if string(p.Workspace) != ws {
 		return p, problem(http.StatusNotFound, CodeNotFound, "workspace "+strconv.Quote(ws)+" not found")
 	}
-	if !slices.Contains(p.Permissions, perm) {
-		return p, problem(http.StatusForbidden, CodeForbidden, "this key lacks the permission "+string(perm))
+	if slices.Contains(p.Permissions, perm) || slices.ContainsFunc(alternatives, func(alt events.Permission) bool {
+		return slices.Contains(p.Permissions, alt)
+	}) {
+		return p, nil
 	}
-	return p, nil
+	return p, problem(http.StatusForbidden, CodeForbidden, "this key lacks the permission "+string(perm))
 }
 
 // requireAdmin authenticates the caller and checks it holds keyreg.admin.

@@ -238,10 +238,8 @@ func (a *API) registerKeys() {
 		After uint64 `query:"after" doc:"Only events after this stream sequence"`
 		Limit int    `query:"limit" minimum:"1" maximum:"1000" default:"100"`
 	}) (*historyOutput, error) {
-		if _, err := a.authorize(ctx, in.WS, PermKeysRead); err != nil {
-			if _, err2 := a.authorize(ctx, in.WS, PermAuditRead); err2 != nil {
-				return nil, err
-			}
+		if _, err := a.authorize(ctx, in.WS, PermKeysRead, PermAuditRead); err != nil {
+			return nil, err
 		}
 		if _, err := a.d.Store.Key(ctx, events.Workspace(in.WS), in.ID); err != nil {
 			return nil, a.fail(ctx, err)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -72,13 +73,13 @@ func TestOpenAPI(t *testing.T) {
 		"GET /v1/workspaces/{ws}/audit", "GET /v1/workspaces/{ws}/audit/export", "GET /v1/audit/pubkey",
 	}
 	for _, r := range served {
-		if !contains(have, r) {
+		if !slices.Contains(have, r) {
 			t.Errorf("%s is served but not in the OpenAPI document", r)
 		}
 	}
 	// Nothing else is served: a path outside the document is a 404 problem.
 	for _, r := range have {
-		if !contains(served, r) {
+		if !slices.Contains(served, r) {
 			t.Errorf("%s is in the document but not in this test's list: add it", r)
 		}
 	}
@@ -128,15 +129,6 @@ func TestOpenAPI(t *testing.T) {
 	check("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"?as_of="+fmt.Sprint(k.Key.Version), f.writer, nil)
 	check("GET", "/v1/workspaces/acme/keys?as_of=1", f.writer, nil)
 	check("GET", "/v1/audit/pubkey", "", nil)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TestVerifyRateLimit: failed verifies from one address are limited (429 with

@@ -59,10 +59,6 @@ func TestBootstrap(t *testing.T) {
 	if len(ws.Workspaces) != 1 || ws.Workspaces[0].ID != "system" {
 		t.Fatalf("workspaces after bootstrap: %+v", ws.Workspaces)
 	}
-	info, err := os.Stat(filepath.Join(filepath.Dir(data), filepath.Base(data)))
-	if err != nil || !info.IsDir() {
-		t.Fatal(err)
-	}
 	n.stop()
 	again := startNode(t, data)
 	if again.root != "" || strings.Contains(again.stderr.String(), "kr_") {
