@@ -207,9 +207,15 @@ func TestSealerRounds(t *testing.T) {
 	if n := len(se.checkpoints(t)); n != 0 {
 		t.Fatalf("%d checkpoints after 6 events, want none before 10 (interval 1h)", n)
 	}
+	// The sealer is stopped while events are added, so that each round sees them all at
+	// once (a slow machine could otherwise seal in the middle of a burst).
+	stop()
 	se.addKeys(t, 6)
+	stop = run(s)
 	waitFor("a checkpoint after 12 events", func() bool { return len(se.checkpoints(t)) == 1 })
+	stop()
 	se.addKeys(t, 9) // 9 new events + the checkpoint's own: not yet 10
+	stop = run(s)
 	time.Sleep(200 * time.Millisecond)
 	if n := len(se.checkpoints(t)); n != 1 {
 		t.Fatalf("%d checkpoints; the checkpoint's own event counted", n)
