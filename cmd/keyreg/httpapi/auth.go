@@ -20,6 +20,7 @@ const (
 	PermIdentifiersWrite events.Permission = "keyreg.identifiers.write"
 	PermAuditRead        events.Permission = "keyreg.audit.read"
 	PermEventsRead       events.Permission = "keyreg.events.read"
+	PermVerify           events.Permission = "keyreg.verify"
 )
 
 // principal is the registry key a request authenticated with.

@@ -2,9 +2,11 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"math"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -23,32 +25,37 @@ type VerifyResponse struct {
 	KeyID       string   `json:"key_id,omitempty"`
 	Workspace   string   `json:"workspace,omitempty"`
 	Permissions []string `json:"permissions,omitempty" doc:"The key's permissions, when valid"`
+	AppliedSeq  uint64   `json:"applied_seq" doc:"The stream sequence the views had applied when they answered: every change up to it is in the answer (a key's version is the sequence of its last change)"`
+}
+
+// VerifyRequest is the body of a verify request.
+type VerifyRequest struct {
+	Key        string `json:"key" doc:"The presented secret (kr_...)"`
+	IP         string `json:"ip" doc:"The end user's address: the address the request to verify came from"`
+	Permission string `json:"permission,omitempty" doc:"The permission the request needs; empty: none checked"`
 }
 
 func (a *API) registerVerify() {
 	huma.Register(a.huma, huma.Operation{
 		OperationID: "verify", Method: http.MethodPost, Path: "/v1/verify", Tags: []string{"verify"},
-		Summary: "Verify a key for a request",
-		Description: "Answers whether a secret may be used from an address for a permission. Needs no registry key. " +
-			"Answers that find no key (MALFORMED, NOT_FOUND) are rate-limited per client address (429), so the endpoint is no guessing oracle.",
-	}, func(ctx context.Context, in *struct {
-		Body struct {
-			Key        string `json:"key" doc:"The presented secret (kr_...)"`
-			IP         string `json:"ip" doc:"The address the request came from"`
-			Permission string `json:"permission,omitempty" doc:"The permission the request needs; empty: none checked"`
+		Security: []map[string][]string{{"bearer": {}}},
+		Summary:  "Verify a key for a request",
+		Description: "Answers whether a secret may be used from an address for a permission. Needs a registry key with " +
+			"keyreg.verify, and answers only for the keys of that key's workspace (keyreg.admin: every workspace); a key " +
+			"of another workspace answers NOT_FOUND, as an unknown one does. Answers that find no key (MALFORMED, " +
+			"NOT_FOUND) are rate-limited per end-user address (ip; IPv6 by /64) and per caller (429 with Retry-After); " +
+			"an answer that finds a key is never refused.",
+	}, func(ctx context.Context, in *struct{ Body VerifyRequest }) (*struct{ Body VerifyResponse }, error) {
+		p, err := a.authenticate(ctx)
+		if err != nil {
+			return nil, err
 		}
-	}) (*struct{ Body VerifyResponse }, error) {
-		c := callerOf(ctx)
-		if wait, ok := a.limiter.allowed(c.ip, a.d.Now()); !ok {
-			p := problem(http.StatusTooManyRequests, CodeRateLimited, "too many failed verifies from "+c.ip.String())
-			secs := int(math.Ceil(wait.Seconds()))
-			p.RetryIn = secs
-			p.headers = http.Header{"Retry-After": {strconv.Itoa(secs)}}
-			return nil, p
+		if !p.admin() && !slices.Contains(p.Permissions, PermVerify) {
+			return nil, problem(http.StatusForbidden, CodeForbidden, "this key lacks the permission "+string(PermVerify))
 		}
-		ip, err := netip.ParseAddr(in.Body.IP)
-		if err != nil || ip.Zone() != "" {
-			return nil, invalid("ip", in.Body.IP, "ip must be an IPv4 or IPv6 address without a zone")
+		ip, err := parseVerifyIP(in.Body.IP)
+		if err != nil {
+			return nil, invalid("ip", in.Body.IP, err.Error())
 		}
 		var perm events.Permission
 		if in.Body.Permission != "" {
@@ -56,12 +63,21 @@ func (a *API) registerVerify() {
 				return nil, a.fail(ctx, err)
 			}
 		}
-		r := a.d.Store.Verify(in.Body.Key, ip, perm, a.d.Now())
-		a.d.Metrics.verify(r.Code)
-		if r.Code == projections.CodeMalformed || r.Code == projections.CodeNotFound {
-			a.limiter.failed(c.ip, a.d.Now())
+		now := a.d.Now()
+		applied := a.d.Store.Checkpoint() // read first: the index holds at least this much
+		r := a.d.Store.Verify(in.Body.Key, ip, perm, now)
+		if r.Code != projections.CodeMalformed && r.Code != projections.CodeNotFound && !p.admin() && r.Workspace != p.Workspace {
+			r = projections.VerifyResult{Code: projections.CodeNotFound} // another workspace's key: as if unknown
 		}
-		out := &struct{ Body VerifyResponse }{Body: VerifyResponse{Valid: r.Valid, Code: r.Code, KeyID: r.KeyID, Workspace: string(r.Workspace)}}
+		if r.Code == projections.CodeMalformed || r.Code == projections.CodeNotFound {
+			if wait, who, ok := a.limiter.take(ipGroup(ip), p.KeyID, now); !ok {
+				return nil, rateLimited(wait, who)
+			}
+		}
+		a.d.Metrics.verify(r.Code)
+		out := &struct{ Body VerifyResponse }{Body: VerifyResponse{
+			Valid: r.Valid, Code: r.Code, KeyID: r.KeyID, Workspace: string(r.Workspace), AppliedSeq: applied,
+		}}
 		if r.Valid {
 			out.Body.Permissions = make([]string, len(r.Permissions))
 			for i, p := range r.Permissions {
@@ -72,47 +88,137 @@ func (a *API) registerVerify() {
 	})
 }
 
-// failureLimiter is a token bucket of failed verifies per client address.
-type failureLimiter struct {
-	mu      sync.Mutex
-	rate    rate.Limit
-	burst   int
-	buckets map[netip.Addr]*rate.Limiter
+// parseVerifyIP parses the end-user address of a verify request: an IPv4 or IPv6 address
+// without a zone, IPv4-mapped IPv6 unmapped.
+func parseVerifyIP(s string) (netip.Addr, error) {
+	ip, err := netip.ParseAddr(s)
+	if err != nil || ip.Zone() != "" {
+		return netip.Addr{}, errBadVerifyIP
+	}
+	return ip.Unmap(), nil
 }
 
+var errBadVerifyIP = errors.New("ip must be an IPv4 or IPv6 address without a zone")
+
+// ipGroup is the unit the verify limiter counts an end-user address in: an IPv4 address
+// alone, an IPv6 address by its /64 (one host or site usually holds a whole /64, so single
+// IPv6 addresses would let one host escape the limit).
+func ipGroup(ip netip.Addr) netip.Prefix {
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 32)
+	}
+	p, _ := ip.Prefix(64) // an invalid ip gives the zero prefix: one group
+	return p
+}
+
+func rateLimited(wait time.Duration, who string) *Problem {
+	secs := max(1, int(math.Ceil(wait.Seconds())))
+	p := problem(http.StatusTooManyRequests, CodeRateLimited, "too many verifies that found no key "+who+"; retry later")
+	p.RetryIn = secs
+	p.headers = http.Header{"Retry-After": {strconv.Itoa(secs)}}
+	return p
+}
+
+// failureLimiter bounds the verifies that find no key (MALFORMED, NOT_FOUND), so that verify
+// is no guessing oracle and junk cannot flood it: one token bucket per end-user address
+// group (ipGroup) and one per caller (registry key id). Verifies that find a key never
+// consult it. Its memory is bounded: at most maxBuckets buckets of each kind.
+type failureLimiter struct {
+	mu       sync.Mutex
+	byIP     bucketSet[netip.Prefix]
+	byCaller bucketSet[string]
+}
+
+// maxBuckets bounds each set of buckets of a failureLimiter.
 const maxBuckets = 100_000
 
+// A caller (a gateway verifying for many end users) may see this many times the failures
+// of one end-user address, in rate and in burst.
+const callerRateFactor, callerBurstFactor = 4, 5
+
+// newFailureLimiter limits each end-user address group to perSecond failed verifies with
+// bursts of burst, and each caller to callerRateFactor and callerBurstFactor times that.
 func newFailureLimiter(perSecond float64, burst int) *failureLimiter {
-	return &failureLimiter{rate: rate.Limit(perSecond), burst: burst, buckets: map[netip.Addr]*rate.Limiter{}}
+	return &failureLimiter{
+		byIP:     newBucketSet[netip.Prefix](perSecond, burst, maxBuckets),
+		byCaller: newBucketSet[string](perSecond*callerRateFactor, burst*callerBurstFactor, maxBuckets),
+	}
 }
 
-// allowed reports whether ip may verify now, and if not how long to wait.
-func (l *failureLimiter) allowed(ip netip.Addr, now time.Time) (time.Duration, bool) {
+// take is called for a verify that found no key, for end-user address group g and caller
+// c. If both their buckets hold a token it takes one from each and reports true; otherwise
+// it takes none and returns how long to wait and whose limit it is ("for addresses in g",
+// "for this caller").
+func (l *failureLimiter) take(g netip.Prefix, c string, now time.Time) (time.Duration, string, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.buckets[ip]
-	if b == nil || b.TokensAt(now) >= 1 {
+	if wait, ok := l.byIP.waitFor(g, now); !ok {
+		return wait, "for addresses in " + g.String(), false
+	}
+	if wait, ok := l.byCaller.waitFor(c, now); !ok {
+		return wait, "for this caller", false
+	}
+	ib, okIP := l.byIP.bucket(g, now)
+	cb, okCaller := l.byCaller.bucket(c, now)
+	if !okIP || !okCaller { // a set is full of buckets in use: refuse rather than grow
+		return time.Second, "(too many addresses limited at once)", false
+	}
+	ib.AllowN(now, 1)
+	cb.AllowN(now, 1)
+	return 0, "", true
+}
+
+// bucketSet is a bounded set of token buckets by key. A key without a bucket has a full
+// one. Buckets that have refilled are dropped when the set is full.
+type bucketSet[K comparable] struct {
+	rate      rate.Limit
+	burst     int
+	max       int
+	buckets   map[K]*rate.Limiter
+	lastSweep time.Time
+}
+
+func newBucketSet[K comparable](perSecond float64, burst, maxLen int) bucketSet[K] {
+	return bucketSet[K]{rate: rate.Limit(perSecond), burst: burst, max: maxLen, buckets: map[K]*rate.Limiter{}}
+}
+
+// waitFor reports whether k's bucket holds a token at now, and if not how long until it
+// does.
+func (s *bucketSet[K]) waitFor(k K, now time.Time) (time.Duration, bool) {
+	b := s.buckets[k]
+	if b == nil {
 		return 0, true
 	}
-	need := 1 - b.TokensAt(now)
-	return time.Duration(need / float64(l.rate) * float64(time.Second)), false
+	tokens := b.TokensAt(now)
+	if tokens >= 1 {
+		return 0, true
+	}
+	return time.Duration((1 - tokens) / float64(s.rate) * float64(time.Second)), false
 }
 
-// failed takes a token from ip's bucket.
-func (l *failureLimiter) failed(ip netip.Addr, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buckets[ip]
-	if b == nil {
-		if len(l.buckets) >= maxBuckets {
-			for k, v := range l.buckets { // drop the buckets that have refilled
-				if v.TokensAt(now) >= float64(l.burst) {
-					delete(l.buckets, k)
-				}
+// bucket returns k's bucket, making it if needed. When the set is full it first drops the
+// buckets that have refilled (at most once a second, so a full set costs no sweep per
+// call); it reports false if the set is still full.
+func (s *bucketSet[K]) bucket(k K, now time.Time) (*rate.Limiter, bool) {
+	if b := s.buckets[k]; b != nil {
+		return b, true
+	}
+	if len(s.buckets) >= s.max {
+		if now.Sub(s.lastSweep) < time.Second && !now.Before(s.lastSweep) {
+			return nil, false
+		}
+		s.lastSweep = now
+		for key, b := range s.buckets {
+			if b.TokensAt(now) >= float64(s.burst) {
+				delete(s.buckets, key)
 			}
 		}
-		b = rate.NewLimiter(l.rate, l.burst)
-		l.buckets[ip] = b
+		if len(s.buckets) >= s.max {
+			return nil, false
+		}
 	}
-	b.AllowN(now, 1)
+	b := rate.NewLimiter(s.rate, s.burst)
+	s.buckets[k] = b
+	return b, true
 }

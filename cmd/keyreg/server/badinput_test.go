@@ -112,10 +112,17 @@ func TestBadInputCatalogue(t *testing.T) {
 		{"TokenFromRefusedIP", "GET", keys, ipLimited.Secret, "", nil, 403, "ip_not_allowed", "", ""},
 		{"NotAdminCreatesWorkspace", "POST", "/v1/workspaces", f.writer, `{"id":"x","name":"x"}`, nil, 403, "forbidden", "", ""},
 		// Verify.
-		{"VerifyBadIP", "POST", "/v1/verify", "", `{"key":"kr_x","ip":"999.1.1.1"}`, nil, 400, "invalid_input", "ip", "999.1.1.1"},
-		{"VerifyIPZone", "POST", "/v1/verify", "", `{"key":"kr_x","ip":"fe80::1%eth0"}`, nil, 400, "invalid_input", "ip", "fe80::1%eth0"},
-		{"VerifyBadPermission", "POST", "/v1/verify", "", `{"key":"kr_x","ip":"10.0.0.1","permission":"A B"}`, nil, 400, "invalid_input", "permissions", "A B"},
-		{"VerifyUnknownField", "POST", "/v1/verify", "", `{"key":"kr_x","ip":"10.0.0.1","secret":"y"}`, nil, 400, "unknown_field", "secret", "secret"},
+		{"VerifyBadIP", "POST", "/v1/verify", f.writer, `{"key":"kr_x","ip":"999.1.1.1"}`, nil, 400, "invalid_input", "ip", "999.1.1.1"},
+		{"VerifyIPZone", "POST", "/v1/verify", f.writer, `{"key":"kr_x","ip":"fe80::1%eth0"}`, nil, 400, "invalid_input", "ip", "fe80::1%eth0"},
+		{"VerifyIPPrefix", "POST", "/v1/verify", f.writer, `{"key":"kr_x","ip":"10.0.0.0/8"}`, nil, 400, "invalid_input", "ip", "10.0.0.0/8"},
+		{"VerifyIPEmpty", "POST", "/v1/verify", f.writer, `{"key":"kr_x","ip":""}`, nil, 400, "invalid_input", "ip", ""},
+		{"VerifyIPMissing", "POST", "/v1/verify", f.writer, `{"key":"kr_x"}`, nil, 400, "invalid_input", "ip", ""},
+		{"VerifyKeyNotString", "POST", "/v1/verify", f.writer, `{"key":42,"ip":"10.0.0.1"}`, nil, 400, "invalid_input", "key", ""},
+		{"VerifyBadPermission", "POST", "/v1/verify", f.writer, `{"key":"kr_x","ip":"10.0.0.1","permission":"A B"}`, nil, 400, "invalid_input", "permissions", "A B"},
+		{"VerifyUnknownField", "POST", "/v1/verify", f.writer, `{"key":"kr_x","ip":"10.0.0.1","secret":"y"}`, nil, 400, "unknown_field", "secret", "secret"},
+		{"VerifyNoToken", "POST", "/v1/verify", "", `{"key":"kr_x","ip":"10.0.0.1"}`, nil, 401, "unauthorized", "", ""},
+		{"VerifyRevokedToken", "POST", "/v1/verify", revoked.Secret, `{"key":"kr_x","ip":"10.0.0.1"}`, nil, 401, "unauthorized", "", ""},
+		{"VerifyLacksPermission", "POST", "/v1/verify", key.Secret, `{"key":"kr_x","ip":"10.0.0.1"}`, nil, 403, "forbidden", "", ""},
 		{"MethodNotAllowed", "PUT", "/v1/workspaces", n.root, `{}`, nil, 405, "method_not_allowed", "", ""},
 	}
 

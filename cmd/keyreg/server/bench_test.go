@@ -20,7 +20,7 @@ func BenchmarkHTTPVerify(b *testing.B) {
 	b.Run("keyreg", func(b *testing.B) {
 		n := startNodeB(b)
 		body, _ := json.Marshal(map[string]any{"key": n.secret, "ip": "10.1.2.3", "permission": "users.track"})
-		load(b, n.url+"/v1/verify", body)
+		load(b, n.url+"/v1/verify", n.token, body)
 	})
 	b.Run("bare-net-http", func(b *testing.B) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -37,11 +37,12 @@ func BenchmarkHTTPVerify(b *testing.B) {
 		go srv.Serve(ln)
 		defer srv.Close()
 		body, _ := json.Marshal(map[string]any{"key": "kr_x", "ip": "10.1.2.3", "permission": "users.track"})
-		load(b, "http://"+ln.Addr().String()+"/v1/verify", body)
+		load(b, "http://"+ln.Addr().String()+"/v1/verify", "kr_token", body)
 	})
 }
 
-func load(b *testing.B, url string, body []byte) {
+// load posts body to url with token as the bearer secret.
+func load(b *testing.B, url, token string, body []byte) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -51,7 +52,10 @@ func load(b *testing.B, url string, body []byte) {
 		var mine []time.Duration
 		for pb.Next() {
 			start := time.Now()
-			resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+			req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := client.Do(req)
 			if err != nil {
 				b.Error(err)
 				return
@@ -79,6 +83,7 @@ func load(b *testing.B, url string, body []byte) {
 
 type benchNode struct {
 	url, secret string
+	token       string // a registry key with keyreg.verify
 }
 
 // startNodeB starts a node for a benchmark and makes a key allowed from 10.0.0.0/8.
@@ -86,5 +91,5 @@ func startNodeB(b *testing.B) benchNode {
 	n := startNode(b, "")
 	f := newFixture(b, n, "acme")
 	k := f.createKey(map[string]any{"name": "bench", "permissions": []string{"users.track"}, "allowlist": []string{"10.0.0.0/8"}})
-	return benchNode{url: n.url, secret: k.Secret}
+	return benchNode{url: n.url, secret: k.Secret, token: f.writer}
 }

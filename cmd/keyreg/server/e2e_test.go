@@ -21,7 +21,7 @@ type fixture struct {
 	writer string // secret of a key with every workspace permission
 }
 
-var allWorkspacePerms = []string{"keyreg.keys.read", "keyreg.keys.write", "keyreg.identifiers.read", "keyreg.identifiers.write", "keyreg.audit.read"}
+var allWorkspacePerms = []string{"keyreg.keys.read", "keyreg.keys.write", "keyreg.identifiers.read", "keyreg.identifiers.write", "keyreg.audit.read", "keyreg.verify"}
 
 func newFixture(t testing.TB, n *node, ws string) fixture {
 	t.Helper()
@@ -38,10 +38,11 @@ func (f fixture) createKey(body map[string]any) httpapi.KeyWithSecret {
 	return k
 }
 
+// verify verifies secret with the fixture's writer key, which holds keyreg.verify.
 func (f fixture) verify(secret, ip, perm string) httpapi.VerifyResponse {
 	f.t.Helper()
 	var v httpapi.VerifyResponse
-	f.json("POST", "/v1/verify", "", map[string]any{"key": secret, "ip": ip, "permission": perm}, 200, &v)
+	f.json("POST", "/v1/verify", f.writer, map[string]any{"key": secret, "ip": ip, "permission": perm}, 200, &v)
 	return v
 }
 
