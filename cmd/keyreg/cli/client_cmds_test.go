@@ -223,10 +223,24 @@ func TestVerify(t *testing.T) {
 	if !v.Valid || v.Code != "VALID" || v.KeyID != k.Key.ID || v.Workspace != "acme" || len(v.Permissions) != 1 {
 		t.Errorf("verify --json = %+v", v)
 	}
-	// verify needs no token
-	if r := h.runWith(map[string]string{"KEYREG_ADDR": h.env["KEYREG_ADDR"]}, secret, "verify", "--ip", "203.0.113.7"); r.code != 0 {
-		t.Errorf("verify without a token: %+v", r)
+	if v.AppliedSeq < k.Key.Version {
+		t.Errorf("verify --json: applied_seq %d, before the key's version %d", v.AppliedSeq, k.Key.Version)
 	}
+	// verify needs a registry key with keyreg.verify, and answers for its workspace only.
+	h.check(h.runWith(map[string]string{"KEYREG_ADDR": h.env["KEYREG_ADDR"]}, secret, "verify", "--ip", "203.0.113.7"), 1, []string{"401 unauthorized"}, nil)
+	var gw, other, plain httpapi.KeyWithSecret
+	h.okJSON(&plain, "key", "create", "-w", "acme", "--name", "plain", "--permission", "users.track")
+	h.okJSON(&gw, "key", "create", "-w", "acme", "--name", "gateway", "--permission", "keyreg.verify")
+	h.ok("workspace", "create", "beta", "--name", "Beta")
+	h.okJSON(&other, "key", "create", "-w", "beta", "--name", "gateway", "--permission", "keyreg.verify")
+	asGateway := map[string]string{"KEYREG_ADDR": h.env["KEYREG_ADDR"], "KEYREG_TOKEN": gw.Secret}
+	if r := h.runWith(asGateway, secret, "verify", "--ip", "203.0.113.7"); r.code != 0 || r.stdout != "VALID\n" {
+		t.Errorf("verify with a keyreg.verify key of the workspace: %+v", r)
+	}
+	h.check(h.runWith(map[string]string{"KEYREG_ADDR": h.env["KEYREG_ADDR"], "KEYREG_TOKEN": other.Secret}, secret, "verify", "--ip", "203.0.113.7"),
+		1, []string{"NOT_FOUND"}, nil)
+	h.check(h.runWith(map[string]string{"KEYREG_ADDR": h.env["KEYREG_ADDR"], "KEYREG_TOKEN": plain.Secret}, secret, "verify", "--ip", "203.0.113.7"),
+		1, []string{"403 forbidden", "keyreg.verify"}, nil)
 	h.check(h.runIn("kr_nope\n", "verify", "--ip", "203.0.113.7"), 1, []string{"MALFORMED"}, nil)
 
 	h.fails(2, []string{"no key"}, "verify", "--ip", "203.0.113.7")

@@ -37,13 +37,20 @@ func newVerifyCmd(g *globals) *cobra.Command {
 		Short: "Check whether a key may be used from an address for a permission",
 		Long: `Asks the server whether a secret may be used from address --ip, for --permission if given,
 and prints the answer's code: VALID, MALFORMED, NOT_FOUND, REVOKED, EXPIRED, IP_NOT_ALLOWED
-or PERMISSION_DENIED (--json: the whole answer). It needs no token.
+or PERMISSION_DENIED (--json: the whole answer, with applied_seq, the stream sequence the
+server's views had applied).
+
+It needs a registry key holding keyreg.verify ($KEYREG_TOKEN or --token), and answers only
+for keys of that key's workspace (keyreg.admin: every workspace): another workspace's key is
+NOT_FOUND. Answers that find no key are rate-limited per --ip address (IPv6: per /64) and per
+registry key; a limited lookup fails with 429 rate_limited.
 
 The secret is read from --key-file, else from the first line of stdin. --key SECRET also
 works but shows the secret to anyone who can list processes (ps): avoid it.
 
 Exit status: 0 when the code is VALID; 1 when it is not, or on an error; 2 on bad usage.`,
-		Example: `  keyreg verify --ip 203.0.113.7 --permission users.track --key-file ./prod.key
+		Example: `  export KEYREG_TOKEN=$(cat ./gateway.key)   # a registry key with keyreg.verify
+  keyreg verify --ip 203.0.113.7 --permission users.track --key-file ./prod.key
   printf '%s\n' "$SECRET" | keyreg verify --ip 203.0.113.7
   if keyreg verify --ip "$CLIENT_IP" --key-file key.txt >/dev/null; then echo allowed; fi`,
 		Args: cobra.NoArgs,

@@ -30,7 +30,7 @@ type Client struct {
 
 // New returns a client of the server at addr ("http://host:port"; a bare "host:port" means
 // http), authenticating with token, the secret of a registry key ("" sends no
-// Authorization header: only Verify works then). A nil httpClient means
+// Authorization header: only the public audit key can be read then). A nil httpClient means
 // http.DefaultClient.
 func New(addr, token string, httpClient *http.Client) *Client {
 	addr = strings.TrimRight(strings.TrimSpace(addr), "/")
@@ -301,9 +301,13 @@ func (c *Client) RetireIdentifier(ctx context.Context, ws, id string, o WriteOpt
 	return out, err
 }
 
-// Verify asks whether secret key may be used from address ip for permission ("": none
-// checked). An invalid key is a normal answer (Valid false and its Code), not an error.
-// It needs no token.
+// Verify asks whether secret key may be used from end-user address ip for permission ("":
+// none checked). An invalid key is a normal answer (Valid false and its Code), not an
+// error; AppliedSeq is the stream sequence the server's views had applied. It needs a
+// token holding keyreg.verify, and answers only for keys of that token's workspace
+// (keyreg.admin: every workspace): another workspace's key answers NOT_FOUND. Answers
+// that find no key are rate-limited per end-user address and per token (an *Error with
+// Status 429).
 func (c *Client) Verify(ctx context.Context, key, ip, permission string) (httpapi.VerifyResponse, error) {
 	body := struct {
 		Key        string `json:"key"`

@@ -107,7 +107,7 @@ func TestHeaderChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(*seen) != 1 || (*seen)[0].header.Get("Authorization") != "" {
-		t.Errorf("requests = %+v, want one verify without Authorization", *seen)
+		t.Errorf("requests = %+v, want one request without Authorization (no token)", *seen)
 	}
 }
 
