@@ -1,0 +1,167 @@
+package server_test
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/events"
+)
+
+// serveVerifyBinary runs the real binary on a fresh data dir with no NATS listener and
+// returns a node that only sends requests to it (its url and root secret); the process is
+// stopped with SIGTERM at the end of the test.
+func serveVerifyBinary(t *testing.T) *node {
+	t.Helper()
+	bin := keyregBinary(t)
+	keyFile := filepath.Join(t.TempDir(), "root.key")
+	var stderr syncBuffer
+	cmd := exec.Command(bin, "serve", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "",
+		"--bootstrap-key-file", keyFile)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("keyreg serve after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	})
+	var url string
+	for deadline := time.Now().Add(30 * time.Second); url == "" && time.Now().Before(deadline); {
+		if _, after, ok := strings.Cut(stderr.String(), "http="); ok {
+			addr, _, _ := strings.Cut(after, " ")
+			url = "http://" + strings.TrimSpace(addr)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if url == "" {
+		t.Fatalf("keyreg serve did not start: %s", stderr.String())
+	}
+	waitReadyURL(t, url)
+	root, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &node{t: t, url: url, root: strings.TrimSpace(string(root))}
+}
+
+// binJunk returns the i-th well-formed secret that no key has.
+func binJunk(i int) string { return events.FormatSecret(sha256.Sum256(fmt.Append(nil, "junk ", i))) }
+
+// verifyAs posts a verify with registry key token and returns the answer's code, or the
+// problem's status and code ("429 rate_limited") and its detail.
+func verifyAs(n *node, token, secret, ip string) (code, detail string) {
+	n.t.Helper()
+	st, h, b := n.do("POST", "/v1/verify", token, map[string]any{"key": secret, "ip": ip})
+	if st == 200 {
+		var v httpapi.VerifyResponse
+		if err := json.Unmarshal(b, &v); err != nil {
+			n.t.Fatal(err)
+		}
+		return v.Code, ""
+	}
+	var p problemBody
+	json.Unmarshal(b, &p)
+	if st == 429 && h.Get("Retry-After") == "" {
+		n.t.Fatalf("429 without Retry-After: %s", b)
+	}
+	return fmt.Sprint(st, " ", p.Code), p.Detail
+}
+
+// TestVerifyBinary, against the real binary: junk verifies from one caller for one
+// end-user address get limited, but never the keys that are found, for that address or
+// another; verify needs a registry key; a key of a workspace the caller may not verify is
+// NOT_FOUND; IPv6 junk from many addresses of one /64 is limited as one.
+func TestVerifyBinary(t *testing.T) {
+	n := serveVerifyBinary(t)
+	for _, ws := range []string{"acme", "beta"} {
+		n.json("POST", "/v1/workspaces", n.root, map[string]any{"id": ws, "name": ws}, 201, nil)
+	}
+	key := func(ws string, perms ...string) httpapi.KeyWithSecret {
+		t.Helper()
+		var k httpapi.KeyWithSecret
+		n.json("POST", "/v1/workspaces/"+ws+"/keys", n.root, map[string]any{"name": "k", "permissions": perms}, 201, &k)
+		return k
+	}
+	gw := key("acme", "keyreg.verify").Secret
+	valid := key("acme", "users.track")
+	theirs := key("beta", "users.track")
+
+	t.Run("JunkDoesNotBlockValid", func(t *testing.T) {
+		limited := 0
+		for i := range 100 {
+			switch code, _ := verifyAs(n, gw, binJunk(i), "198.51.100.7"); code {
+			case "NOT_FOUND":
+			case "429 rate_limited":
+				limited++
+			default:
+				t.Fatalf("junk %d: %s", i, code)
+			}
+		}
+		if limited == 0 {
+			t.Fatal("none of 100 junk verifies for one address was limited")
+		}
+		t.Logf("%d of 100 junk verifies limited", limited)
+		for _, ip := range []string{"203.0.113.9", "198.51.100.7"} {
+			var v httpapi.VerifyResponse
+			n.json("POST", "/v1/verify", gw, map[string]any{"key": valid.Secret, "ip": ip, "permission": "users.track"}, 200, &v)
+			if !v.Valid || v.Code != "VALID" || v.KeyID != valid.Key.ID || v.AppliedSeq < valid.Key.Version {
+				t.Fatalf("valid key from %s after the junk: %+v", ip, v)
+			}
+		}
+		if code, _ := verifyAs(n, gw, valid.Secret, "198.51.100.7"); code != "VALID" {
+			t.Fatalf("valid key again: %s", code)
+		}
+	})
+
+	t.Run("NoRegistryKey", func(t *testing.T) {
+		if code, _ := verifyAs(n, "", valid.Secret, "203.0.113.9"); code != "401 unauthorized" {
+			t.Fatalf("verify without a registry key: %s", code)
+		}
+		if code, _ := verifyAs(n, valid.Secret, valid.Secret, "203.0.113.9"); code != "403 forbidden" {
+			t.Fatalf("verify with a key lacking keyreg.verify: %s", code)
+		}
+	})
+
+	t.Run("OtherWorkspace", func(t *testing.T) {
+		if code, _ := verifyAs(n, gw, theirs.Secret, "203.0.113.10"); code != "NOT_FOUND" {
+			t.Fatalf("acme's verifier, beta's key: %s", code)
+		}
+		if code, _ := verifyAs(n, n.root, theirs.Secret, "203.0.113.10"); code != "VALID" {
+			t.Fatalf("keyreg.admin, beta's key: %s", code)
+		}
+	})
+
+	t.Run("IPv6By64", func(t *testing.T) {
+		caller := key("acme", "keyreg.verify").Secret // a fresh caller: its own limit is far
+		limited := 0
+		for i := range 100 {
+			ip := fmt.Sprintf("2001:db8:7:8:%x:%x::1", i*331, i) // a new address each time, one /64
+			switch code, detail := verifyAs(n, caller, binJunk(i), ip); code {
+			case "NOT_FOUND":
+			case "429 rate_limited":
+				if !strings.Contains(detail, "2001:db8:7:8::/64") {
+					t.Fatalf("limited, but not for the /64: %s", detail)
+				}
+				limited++
+			default:
+				t.Fatalf("junk %d from %s: %s", i, ip, code)
+			}
+		}
+		if limited == 0 {
+			t.Fatal("none of 100 junk verifies from one /64 was limited")
+		}
+		t.Logf("%d of 100 junk verifies from one /64 limited", limited)
+	})
+}
