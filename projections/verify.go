@@ -22,6 +22,7 @@ const (
 	CodeExpired          = "EXPIRED"
 	CodeIPNotAllowed     = "IP_NOT_ALLOWED"
 	CodePermissionDenied = "PERMISSION_DENIED"
+	CodeUnavailable      = "UNAVAILABLE" // a verifier that cannot vouch for its freshness (package verifier); never from Store.Verify
 )
 
 // VerifyResult is the answer of Verify. KeyID and Workspace are set whenever the secret

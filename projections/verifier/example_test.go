@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/keyreg/keyreg/projections"
 	"github.com/keyreg/keyreg/projections/verifier"
 )
 
@@ -24,7 +25,9 @@ func ExampleStart() {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	v, err := verifier.Start(ctx, nc, verifier.Options{}) // returns once caught up
+	// Returns once caught up. Answers turn UNAVAILABLE when it cannot vouch for being at
+	// most MaxLag behind the stream (0: verifier.DefaultMaxLag), or after it stopped.
+	v, err := verifier.Start(ctx, nc, verifier.Options{MaxLag: 2 * time.Second})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -33,7 +36,10 @@ func ExampleStart() {
 	// On every request: no network call, no allocation.
 	r := v.Verify("kr_...", netip.MustParseAddr("203.0.113.7"), "users.track", time.Now())
 	if !r.Valid {
-		log.Printf("refused: %s", r.Code) // MALFORMED, NOT_FOUND, REVOKED, EXPIRED, IP_NOT_ALLOWED, PERMISSION_DENIED
+		log.Printf("refused: %s", r.Code) // MALFORMED, NOT_FOUND, REVOKED, EXPIRED, IP_NOT_ALLOWED, PERMISSION_DENIED, UNAVAILABLE
+	}
+	if r.Code == projections.CodeUnavailable {
+		log.Printf("verifier behind by %s (applied sequence %d): %v", v.Lag(time.Now()), v.Applied(), v.Err())
 	}
 
 	// After a change through keyreg's API, wait until the verifier has it: the key's
@@ -41,7 +47,7 @@ func ExampleStart() {
 	if err := v.WaitFor(ctx, 1234); err != nil {
 		log.Print(err)
 	}
-	// Health: Err is not nil once it stopped following (its answers no longer change).
+	// Health: Err is not nil once it stopped following (it then answers UNAVAILABLE).
 	if err := v.Err(); err != nil {
 		log.Print(err)
 	}

@@ -11,6 +11,12 @@
 //	r := v.Verify(secret, clientIP, "users.track", time.Now())
 //	if !r.Valid { ... r.Code ... }
 //
+// It fails closed: once it has stopped following the stream (Close, a closed connection,
+// an event it cannot apply), or when it has not confirmed for longer than Options.MaxLag
+// that it holds every event of the stream (the server unreachable, a stalled consumer),
+// Verify answers UNAVAILABLE (Valid false) instead of answering from a state that may have
+// been revoked since. Lag, CaughtUpAt, Applied and Err say how far behind it is and why.
+//
 // The subscriber rights of keyreg serve --nats-listen (events.SubscriberPermissions) are
 // enough: stream info and consumers on KEYREG.
 //
@@ -37,10 +43,21 @@ import (
 // closed.
 var ErrClosed = errors.New("verifier: closed")
 
-// Options configure Start. The zero value follows events.StreamName from its first event.
+// DefaultMaxLag is the bound on staleness of Options{}: see Options.MaxLag.
+const DefaultMaxLag = 5 * time.Second
+
+// Options configure Start. The zero value follows events.StreamName from its first event
+// and answers UNAVAILABLE when it lags more than DefaultMaxLag.
 type Options struct {
 	// Stream is the JetStream stream to follow; "" means events.StreamName.
 	Stream string
+	// MaxLag bounds how stale an answer may be. The verifier asks the stream for its last
+	// sequence every MaxLag/4; once it has applied that sequence, it knows it held every
+	// event stored when it asked (CaughtUpAt). When a Verify's now is more than MaxLag
+	// after that moment, Verify answers UNAVAILABLE until the verifier confirms again.
+	// 0 means DefaultMaxLag; a negative value sets no bound (answers may then go stale
+	// without limit while the connection is down, until it closes).
+	MaxLag time.Duration
 	// OnError, when set, is called with the transient errors of the consumer (missed
 	// heartbeats, reconnects); the verifier recovers from them by itself. It must not
 	// block.
@@ -52,9 +69,13 @@ type Options struct {
 type Verifier struct {
 	index   projections.KeyIndex
 	applied atomic.Uint64
+	stopped atomic.Bool  // set once it stops following: Verify answers UNAVAILABLE
+	caught  atomic.Int64 // CaughtUpAt in Unix nanoseconds
+	maxLag  time.Duration
 	stream  string
 	onError func(error)
 	cc      jetstream.ConsumeContext
+	cancel  context.CancelFunc // ends the freshness checks
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when applied advances or the verifier stops
@@ -67,25 +88,35 @@ type Verifier struct {
 // applied, or if ctx ends first. It does not own nc: Close leaves it open, and closing nc
 // stops the verifier (Err then returns ErrClosed).
 func Start(ctx context.Context, nc *nats.Conn, opts Options) (*Verifier, error) {
-	v := &Verifier{stream: opts.Stream, onError: opts.OnError, changed: make(chan struct{})}
+	v := &Verifier{stream: opts.Stream, onError: opts.OnError, maxLag: opts.MaxLag, changed: make(chan struct{})}
 	if v.stream == "" {
 		v.stream = events.StreamName
 	}
+	if v.maxLag == 0 {
+		v.maxLag = DefaultMaxLag
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	v.cancel = cancel // set before the consumer starts: stop reads it
 	js, err := jetstream.New(nc)
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("verifier: %w", err)
 	}
+	asked := time.Now() // the stream's last sequence below is at least as recent
 	s, err := js.Stream(ctx, v.stream)
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("verifier: stream %s: %w", v.stream, err)
 	}
 	last := s.CachedInfo().State.LastSeq
 	cons, err := js.OrderedConsumer(ctx, v.stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("verifier: follow %s: %w", v.stream, err)
 	}
 	cc, err := cons.Consume(v.handle, jetstream.ConsumeErrHandler(v.consumeError), jetstream.PullMaxMessages(1024))
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("verifier: follow %s: %w", v.stream, err)
 	}
 	v.mu.Lock()
@@ -103,7 +134,40 @@ func Start(ctx context.Context, nc *nats.Conn, opts Options) (*Verifier, error) 
 		v.Close()
 		return nil, err
 	}
+	v.caught.Store(asked.UnixNano())
+	if v.maxLag > 0 {
+		go v.checkFreshness(wctx, s, v.maxLag/4)
+	}
 	return v, nil
+}
+
+// checkFreshness asks the stream for its last sequence every interval, and once the
+// verifier has applied it, records the moment it asked as CaughtUpAt. It returns when the
+// verifier stops.
+func (v *Verifier) checkFreshness(ctx context.Context, s jetstream.Stream, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		asked := time.Now()
+		ictx, cancel := context.WithTimeout(ctx, max(every, time.Second))
+		info, err := s.Info(ictx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil && v.onError != nil {
+				v.onError(fmt.Errorf("verifier: ask %s for its last sequence: %w", v.stream, err))
+			}
+			continue
+		}
+		if err := v.WaitFor(ctx, info.State.LastSeq); err != nil {
+			return // stopped
+		}
+		v.caught.Store(asked.UnixNano())
+	}
 }
 
 // handle applies one message. The consumer calls it for one message at a time, in stream
@@ -139,6 +203,10 @@ func (v *Verifier) consumeError(_ jetstream.ConsumeContext, err error) {
 // stop records why the verifier stopped following (the first reason wins), wakes the
 // waiters and stops the consumer.
 func (v *Verifier) stop(err error) {
+	v.stopped.Store(true)
+	if v.cancel != nil {
+		v.cancel()
+	}
 	v.mu.Lock()
 	if v.err == nil {
 		v.err = err
@@ -154,10 +222,27 @@ func (v *Verifier) stop(err error) {
 
 // Verify checks a presented secret for a request from ip that needs permission (""
 // checks none), at time now, against the events applied so far: the same checks, order
-// and codes as keyreg's POST /v1/verify (see projections.Store.Verify). It makes no network
-// call and does not allocate.
+// and codes as keyreg's POST /v1/verify (see projections.Store.Verify). It answers
+// projections.CodeUnavailable (Valid false) instead once the verifier has stopped
+// following the stream, or when now is more than Options.MaxLag after CaughtUpAt. It
+// makes no network call and does not allocate.
 func (v *Verifier) Verify(secret string, ip netip.Addr, permission events.Permission, now time.Time) projections.VerifyResult {
+	if v.stopped.Load() || (v.maxLag > 0 && now.UnixNano()-v.caught.Load() > int64(v.maxLag)) {
+		return projections.VerifyResult{Code: projections.CodeUnavailable}
+	}
 	return v.index.Verify(secret, ip, permission, now)
+}
+
+// CaughtUpAt returns the last moment at which the verifier is known to have held every
+// event of the stream: when it last asked the stream for its last sequence and has since
+// applied it.
+func (v *Verifier) CaughtUpAt() time.Time { return time.Unix(0, v.caught.Load()) }
+
+// Lag returns how far behind the stream the verifier's answers may be at now: the time
+// since CaughtUpAt (0 if that is after now). Verify answers UNAVAILABLE once it exceeds
+// Options.MaxLag.
+func (v *Verifier) Lag(now time.Time) time.Duration {
+	return max(0, now.Sub(v.CaughtUpAt()))
 }
 
 // Key returns the state of key ws/id as the verifier knows it.
@@ -173,7 +258,7 @@ func (v *Verifier) Applied() uint64 { return v.applied.Load() }
 
 // Err returns why the verifier stopped following the stream (ErrClosed after Close or
 // when the connection closed, or the error of an event it could not apply), or nil while
-// it follows. After an error its answers no longer change: treat it as unhealthy.
+// it follows. After an error Verify answers UNAVAILABLE: treat it as unhealthy.
 func (v *Verifier) Err() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -204,8 +289,8 @@ func (v *Verifier) WaitFor(ctx context.Context, seq uint64) error {
 	}
 }
 
-// Close stops following the stream. Verify keeps answering from what was applied. Calling
-// it again does nothing.
+// Close stops following the stream; Verify then answers UNAVAILABLE. Calling it again
+// does nothing.
 func (v *Verifier) Close() error {
 	v.stop(ErrClosed)
 	v.mu.Lock()

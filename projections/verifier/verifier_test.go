@@ -110,11 +110,17 @@ func (e *env) createKey(id string, allow ...string) uint64 {
 	})
 }
 
-func start(t testing.TB, nc *nats.Conn) *verifier.Verifier {
+// start starts a verifier on nc with opts (none: a MaxLag of a minute, so that a slow
+// machine does not make its answers UNAVAILABLE in tests about other things).
+func start(t testing.TB, nc *nats.Conn, opts ...verifier.Options) *verifier.Verifier {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	v, err := verifier.Start(ctx, nc, verifier.Options{})
+	o := verifier.Options{MaxLag: time.Minute}
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	v, err := verifier.Start(ctx, nc, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,8 +182,12 @@ func TestVerifierFollowsChanges(t *testing.T) {
 	}))
 	expect(t, v, "K2", inside, "", projections.CodeValid)
 	expect(t, v, "K2b", inside, "", projections.CodeValid)
-	if r := v.Verify(secret("K2"), inside, "", until); r.Code != projections.CodeNotFound {
+	unbounded := start(t, e.subscriber(), verifier.Options{MaxLag: -1}) // asked about an hour ahead
+	if r := unbounded.Verify(secret("K2"), inside, "", until); r.Code != projections.CodeNotFound {
 		t.Errorf("old secret after its grace: %s", r.Code)
+	}
+	if r := v.Verify(secret("K2"), inside, "", until); r.Code != projections.CodeUnavailable {
+		t.Errorf("asked an hour ahead, a verifier bounded to a minute's lag answered %s", r.Code)
 	}
 
 	// Other aggregates pass by.
@@ -259,7 +269,7 @@ func freeAddr(t testing.TB) string {
 }
 
 // TestVerifierStops: an event it cannot apply stops the verifier where it was (Err and
-// WaitFor say why, answers stay as they were); Close and a closed connection stop it too.
+// WaitFor say why, Verify answers UNAVAILABLE); Close and a closed connection stop it too.
 func TestVerifierStops(t *testing.T) {
 	e := startEnv(t, t.TempDir(), "127.0.0.1:0")
 	good := e.createKey("K1")
@@ -270,7 +280,7 @@ func TestVerifierStops(t *testing.T) {
 	if !errors.Is(closed.Err(), verifier.ErrClosed) || !errors.Is(closed.WaitFor(ctx, 1_000_000), verifier.ErrClosed) {
 		t.Fatalf("after Close: %v", closed.Err())
 	}
-	expect(t, closed, "K1", inside, "", projections.CodeValid)
+	expect(t, closed, "K1", inside, "", projections.CodeUnavailable)
 
 	v := start(t, e.subscriber())
 	bad, err := e.log.Append(context.Background(), []events.Message{{
@@ -286,7 +296,7 @@ func TestVerifierStops(t *testing.T) {
 	if v.Err() == nil || v.Applied() != good {
 		t.Fatalf("after a bad event: err %v, applied %d (want %d)", v.Err(), v.Applied(), good)
 	}
-	expect(t, v, "K1", inside, "", projections.CodeValid)
+	expect(t, v, "K1", inside, "", projections.CodeUnavailable)
 
 	nc := e.subscriber()
 	if _, err := verifier.Start(ctx, nc, verifier.Options{}); err == nil {
@@ -314,6 +324,102 @@ func TestVerifierConnectionClosed(t *testing.T) {
 	defer cancel()
 	if err := v.WaitFor(ctx, 1_000_000); !errors.Is(err, verifier.ErrClosed) {
 		t.Fatalf("WaitFor after the connection closed: %v", err)
+	}
+}
+
+// TestVerifierFailsClosed: a verifier that stopped following the stream (Close, or its
+// NATS server gone for good) does not answer VALID for a key revoked meanwhile: it answers
+// UNAVAILABLE, and says how far behind it is.
+func TestVerifierFailsClosed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	t.Run("Close", func(t *testing.T) {
+		e := startEnv(t, t.TempDir(), "127.0.0.1:0")
+		created := e.createKey("K1")
+		v := start(t, e.subscriber())
+		expect(t, v, "K1", inside, "", projections.CodeValid)
+		v.Close()
+		revoked := e.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
+		if r := v.Verify(secret("K1"), inside, "", time.Now()); r.Valid || r.Code != projections.CodeUnavailable || r.KeyID != "" {
+			t.Fatalf("after Close, a key revoked since: %+v", r)
+		}
+		if v.Applied() != created || v.Lag(v.CaughtUpAt().Add(time.Minute)) != time.Minute {
+			t.Fatalf("applied %d (want %d), lag a minute after catching up %s", v.Applied(), created, v.Lag(v.CaughtUpAt().Add(time.Minute)))
+		}
+		fresh := start(t, e.subscriber())
+		waitFor(t, fresh, revoked)
+		expect(t, fresh, "K1", inside, "", projections.CodeRevoked) // the revocation is real
+	})
+
+	t.Run("ServerGone", func(t *testing.T) {
+		dir := t.TempDir()
+		e := startEnv(t, dir, freeAddr(t))
+		e.createKey("K1")
+		nc, err := nats.Connect(e.srv.ClientURL(), nats.UserInfo("svc", "pw"), nats.NoReconnect())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		v := start(t, nc)
+		expect(t, v, "K1", inside, "", projections.CodeValid)
+		e.stop()
+		if err := v.WaitFor(ctx, 1_000_000); !errors.Is(err, verifier.ErrClosed) {
+			t.Fatalf("after the server went away: %v", err)
+		}
+		e2 := startEnv(t, dir, e.addr)
+		e2.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
+		expect(t, v, "K1", inside, "", projections.CodeUnavailable)
+	})
+}
+
+// TestVerifierMaxLag: a verifier that still follows but cannot confirm it is caught up
+// (its server unreachable while the connection tries to reconnect) answers UNAVAILABLE
+// once MaxLag has passed, and answers again, with the changes made meanwhile, once it has
+// caught up.
+func TestVerifierMaxLag(t *testing.T) {
+	const maxLag = 300 * time.Millisecond
+	dir := t.TempDir()
+	e := startEnv(t, dir, freeAddr(t))
+	e.createKey("K1")
+	v := start(t, e.subscriber(), verifier.Options{MaxLag: maxLag})
+	at := v.CaughtUpAt()
+	if r := v.Verify(secret("K1"), inside, "", at); r.Code != projections.CodeValid {
+		t.Fatalf("at CaughtUpAt: %s", r.Code)
+	}
+	if r := v.Verify(secret("K1"), inside, "", at.Add(maxLag+time.Millisecond)); r.Code != projections.CodeUnavailable {
+		t.Fatalf("MaxLag after CaughtUpAt: %s", r.Code)
+	}
+
+	e.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code := func() string { return v.Verify(secret("K1"), inside, "", time.Now()).Code }
+	for code() != projections.CodeUnavailable {
+		if ctx.Err() != nil {
+			t.Fatalf("the server is gone, and after 30s the verifier still answers %s (lag %s)", code(), v.Lag(time.Now()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if lag := v.Lag(time.Now()); lag <= maxLag || v.Err() != nil {
+		t.Fatalf("UNAVAILABLE with lag %s (bound %s), err %v", lag, maxLag, v.Err())
+	}
+
+	e2 := startEnv(t, dir, e.addr)
+	seq := e2.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
+	if err := v.WaitFor(ctx, seq); err != nil {
+		t.Fatal(err)
+	}
+	c := code()
+	for c == projections.CodeUnavailable {
+		if ctx.Err() != nil {
+			t.Fatalf("back with the server, the verifier still answers UNAVAILABLE (lag %s)", v.Lag(time.Now()))
+		}
+		time.Sleep(10 * time.Millisecond)
+		c = code()
+	}
+	if c != projections.CodeRevoked {
+		t.Fatalf("after catching up: %s, want REVOKED", c)
 	}
 }
 
