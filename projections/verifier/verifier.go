@@ -1,9 +1,9 @@
 // Package verifier lets a service verify keyreg keys locally, with no network call per
 // request. A Verifier follows keyreg's KEYREG stream over a NATS connection (an ordered
 // consumer from the first event, which recreates itself after reconnects and gaps), folds
-// every key event into an in-memory index, and answers Verify exactly as keyreg's own
+// every key event into an in-memory index, and answers Verify as keyreg's own
 // POST /v1/verify does: the same projections.KeyIndex, fed by the same fold
-// (events.KeyState.Apply), so the same codes in the same order.
+// (events.KeyState.Apply), so the same codes in the same order, for every workspace.
 //
 //	nc, _ := nats.Connect("nats://keyreg.internal:4222", nats.UserInfo("subscriber", password))
 //	v, err := verifier.Start(ctx, nc, verifier.Options{}) // returns once caught up

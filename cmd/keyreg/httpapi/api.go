@@ -33,7 +33,9 @@ type Deps struct {
 	Metrics   *Metrics               // nil: no metrics
 	Logger    *slog.Logger           // nil: slog.Default()
 	Now       func() time.Time       // nil: time.Now
-	// VerifyFailures bounds failed verifies per client address: Rate per second with Burst.
+	// VerifyFailureRate and VerifyFailureBurst bound the verifies that find no key per
+	// end-user address (IPv6: per /64), per second and in bursts; each caller gets 4 and 5
+	// times as much (see failureLimiter). 0: 5 per second, bursts of 20.
 	VerifyFailureRate  float64
 	VerifyFailureBurst int
 	// ReadyCheck, when set, reports whether the views serve (projector caught up).
