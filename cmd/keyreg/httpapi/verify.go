@@ -162,7 +162,7 @@ func (l *failureLimiter) take(g netip.Prefix, c string, now time.Time) (time.Dur
 	ib, okIP := l.byIP.bucket(g, now)
 	cb, okCaller := l.byCaller.bucket(c, now)
 	if !okIP || !okCaller { // a set is full of buckets in use: refuse rather than grow
-		return time.Second, "(too many addresses limited at once)", false
+		return time.Second, "while too many addresses and callers are limited at once", false
 	}
 	ib.AllowN(now, 1)
 	cb.AllowN(now, 1)

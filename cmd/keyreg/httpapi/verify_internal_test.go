@@ -56,7 +56,7 @@ func TestFailureLimiterBounded(t *testing.T) {
 			t.Fatalf("take %d refused", i)
 		}
 	}
-	if _, who, ok := l.take(group(100), "caller-0", now); ok || !strings.Contains(who, "too many") {
+	if _, who, ok := l.take(group(100), "caller-0", now); ok || !strings.Contains(who, "too many addresses") {
 		t.Fatalf("a 101st address while all 100 buckets are in use: ok %v (%s)", ok, who)
 	}
 	if len(l.byIP.buckets) != 100 || len(l.byCaller.buckets) != 100 {
