@@ -70,6 +70,9 @@ func (s *Store) ApplyDecoded(recs []events.Decoded) error {
 		if err := t.addLeaf(r); err != nil {
 			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 		}
+		if err := t.addWorkspaceLeaf(d.Event.Workspace(), r); err != nil {
+			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
+		}
 		last = r.Seq
 	}
 	if last == s.cp.Load() {

@@ -174,8 +174,8 @@ func (h *harness) run(t *testing.T, d *datadriven.TestData) string {
 				return nil
 			}
 			b.WriteString(h.readable(strings.ReplaceAll(string(k), "\x00", `\x00`)))
-			if bytes.HasPrefix(k, []byte(prefixTree)) {
-				v = []byte(hex.EncodeToString(v)) // raw 32-byte hashes of the audit tree
+			if bytes.HasPrefix(k, []byte(prefixTree)) || bytes.HasPrefix(k, []byte(prefixWSTree)) {
+				v = []byte(hex.EncodeToString(v)) // raw 32-byte hashes of the audit trees
 			}
 			if len(v) > 0 {
 				b.WriteString(" -> ")

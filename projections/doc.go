@@ -34,6 +34,10 @@
 //	                                        event of a workspace
 //	tlog/<index>                            32-byte hash of the audit tree at tlog storage
 //	                                        index <index> (20 digits); see tree.go
+//	wtlog/<ws>/<index>                      32-byte hash of workspace <ws>'s own audit tree
+//	                                        (its events only); see tree.go
+//	wtseq/<ws>/<seq>                        leaf index (decimal) of the event <seq> in the
+//	                                        tree of <ws>
 //	ckpt/latest                             events.CheckpointState JSON of the latest
 //	                                        signed checkpoint of the audit tree
 //	ckpt/size/<size>                        the same, of every checkpoint, by tree size

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/cockroachdb/pebble/v2"
 	"golang.org/x/mod/sumdb/tlog"
@@ -39,6 +40,10 @@ var ErrNoTree = errors.New("projections: audit tree incomplete: the views predat
 // batch, which a plain Pebble batch cannot read back.
 type treeTxn struct {
 	pending map[int64]tlog.Hash
+	// The workspace trees: their sizes so far, and their hashes written in this batch
+	// by Pebble key.
+	wsSize    map[events.Workspace]int64
+	wsPending map[string]tlog.Hash
 }
 
 // addLeaf adds record r as leaf r.Seq-1 and writes the hashes it completes.
@@ -299,4 +304,164 @@ func (s *Store) CheckpointAtLeast(size uint64) (events.CheckpointState, error) {
 		return st, fmt.Errorf("checkpoint of at least %d leaves: %w", size, ErrNotFound)
 	}
 	return st, nil
+}
+
+// Each workspace has an audit tree of its own: an RFC 6962 Merkle tree whose leaf i is
+// tlog.RecordHash of the stored bytes of the workspace's i-th event (from 0, in stream
+// order; the events of every aggregate of the workspace, as in its history index). An
+// export of a whole workspace up to a stream sequence is the leaves 0..N-1 of that tree,
+// so the tree's size and root, signed, prove the export complete: a missing, extra,
+// reordered or changed event yields another root. Its hashes are stored under
+// wtlog/<ws>/<storage index>, and wtseq/<ws>/<seq> maps the stream sequence of each of
+// its events to its leaf index, so that the tree's size as of any stream sequence is one
+// seek.
+
+const (
+	prefixWSTree    = "wtlog/"
+	prefixWSTreeSeq = "wtseq/"
+)
+
+func wsTreeKey(ws events.Workspace, index int64) []byte {
+	return appendSeq([]byte(prefixWSTree+string(ws)+"/"), uint64(index))
+}
+
+func wsTreeSeqPrefix(ws events.Workspace) []byte {
+	return []byte(prefixWSTreeSeq + string(ws) + "/")
+}
+
+// addWorkspaceLeaf adds record r, an event of workspace ws, as the next leaf of the
+// workspace's tree.
+func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record) error {
+	if t.tree.wsSize == nil {
+		t.tree.wsSize = map[events.Workspace]int64{}
+		t.tree.wsPending = map[string]tlog.Hash{}
+	}
+	n, ok := t.tree.wsSize[ws]
+	if !ok {
+		var err error
+		if n, err = workspaceTreeSize(t.s.db, ws, ^uint64(0)); err != nil {
+			return err
+		}
+		// Views built before the workspace trees hold history but no tree.
+		if n == 0 {
+			found := false
+			if err := scan(t.s.db, wsHistoryPrefix(ws), prefixEnd(wsHistoryPrefix(ws)), func(key, value []byte) error {
+				found = true
+				return errStop
+			}); err != nil && !errors.Is(err, errStop) {
+				return err
+			}
+			if found {
+				return fmt.Errorf("%w: workspace %s has history but no workspace tree", ErrNoTree, ws)
+			}
+		}
+	}
+	read := tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(indexes))
+		for i, idx := range indexes {
+			key := wsTreeKey(ws, idx)
+			if h, ok := t.tree.wsPending[string(key)]; ok {
+				out[i] = h
+				continue
+			}
+			h, err := readHashAt(t.s.db, key)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = h
+		}
+		return out, nil
+	})
+	hashes, err := tlog.StoredHashes(n, r.Data, read)
+	if err != nil {
+		return fmt.Errorf("workspace %s tree leaf %d: %w", ws, n, err)
+	}
+	base := tlog.StoredHashIndex(0, n)
+	for i, h := range hashes {
+		key := wsTreeKey(ws, base+int64(i))
+		t.tree.wsPending[string(key)] = h
+		if err := t.b.Set(key, h[:], nil); err != nil {
+			return err
+		}
+	}
+	t.tree.wsSize[ws] = n + 1
+	return t.b.Set(appendSeq(wsTreeSeqPrefix(ws), r.Seq), strconv.AppendInt(nil, n, 10), nil)
+}
+
+// workspaceTreeSize returns the number of events of ws with a stream sequence up to asOf.
+func workspaceTreeSize(r pebble.Reader, ws events.Workspace, asOf uint64) (int64, error) {
+	p := wsTreeSeqPrefix(ws)
+	upper := prefixEnd(p)
+	if asOf < ^uint64(0) {
+		upper = appendSeq(bytes.Clone(p), asOf+1)
+	}
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: upper})
+	if err != nil {
+		return 0, fmt.Errorf("workspace %s tree size: %w", ws, err)
+	}
+	defer it.Close()
+	if !it.Last() {
+		return 0, it.Error()
+	}
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return 0, fmt.Errorf("workspace %s tree size: %w", ws, err)
+	}
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("workspace %s tree size: bad leaf index %q at %s", ws, v, it.Key())
+	}
+	return n + 1, nil
+}
+
+func readHashAt(r pebble.Reader, key []byte) (tlog.Hash, error) {
+	var h tlog.Hash
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return h, fmt.Errorf("%w: no hash %s", ErrNoTree, key)
+	}
+	if err != nil {
+		return h, fmt.Errorf("read tree hash %s: %w", key, err)
+	}
+	defer closer.Close()
+	if len(v) != len(h) {
+		return h, fmt.Errorf("read tree hash %s: %d bytes", key, len(v))
+	}
+	copy(h[:], v)
+	return h, nil
+}
+
+// WorkspaceTree returns the size and root hash of workspace ws's audit tree as of stream
+// sequence asOf: its events with a sequence up to asOf, in stream order. asOf must be at
+// most the views' checkpoint (else an error wrapping ErrNotFound). A workspace with no
+// event then has size 0 and the root of the empty tree. It returns an error wrapping
+// ErrNoTree when the views predate the workspace trees.
+func (s *Store) WorkspaceTree(ws events.Workspace, asOf uint64) (int64, tlog.Hash, error) {
+	if asOf > s.Checkpoint() {
+		return 0, tlog.Hash{}, fmt.Errorf("workspace %s tree as of %d: the views hold %d records: %w", ws, asOf, s.Checkpoint(), ErrNotFound)
+	}
+	n, err := workspaceTreeSize(s.db, ws, asOf)
+	if err != nil {
+		return 0, tlog.Hash{}, err
+	}
+	if n == 0 && asOf > 0 {
+		if entries, err := s.Audit(ws, AuditFilter{MaxSeq: asOf}, 0, 1); err != nil || len(entries) > 0 {
+			return 0, tlog.Hash{}, fmt.Errorf("%w: workspace %s has history but no workspace tree (%v)", ErrNoTree, ws, err)
+		}
+	}
+	h, err := tlog.TreeHash(n, tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(indexes))
+		for i, idx := range indexes {
+			h, err := readHashAt(s.db, wsTreeKey(ws, idx))
+			if err != nil {
+				return nil, err
+			}
+			out[i] = h
+		}
+		return out, nil
+	}))
+	if err != nil {
+		return 0, tlog.Hash{}, fmt.Errorf("workspace %s tree hash %d: %w", ws, n, err)
+	}
+	return n, h, nil
 }

@@ -243,3 +243,51 @@ func TestViewsWithoutTree(t *testing.T) {
 		t.Fatal("the failed batch moved the checkpoint")
 	}
 }
+
+// TestWorkspaceTreeMatchesReference checks that each workspace's own audit tree has, as of
+// every stream sequence, the size and root of a tree built in memory from that
+// workspace's records alone, applied live in batches.
+func TestWorkspaceTreeMatchesReference(t *testing.T) {
+	log := events.NewMemLog()
+	scenario(t, newWriter(log), 60)
+	recs := allRecords(t, log)
+	s := openMem(t)
+	for i := 0; i < len(recs); i += 5 {
+		if err := s.Apply(recs[i:min(i+5, len(recs))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	byWS := map[events.Workspace][]events.Record{}
+	for _, r := range recs {
+		d, err := events.DecodeRecord(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byWS[d.Event.Workspace()] = append(byWS[d.Event.Workspace()], r)
+	}
+	if len(byWS) < 2 {
+		t.Fatalf("the scenario has %d workspaces; want several", len(byWS))
+	}
+	for ws, wrecs := range byWS {
+		ref := referenceTree(t, wrecs)
+		for asOf := uint64(0); asOf <= uint64(len(recs)); asOf++ {
+			n := int64(0)
+			for _, r := range wrecs {
+				if r.Seq <= asOf {
+					n++
+				}
+			}
+			want, err := tlog.TreeHash(n, ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			size, root, err := s.WorkspaceTree(ws, asOf)
+			if err != nil || size != n || root != want {
+				t.Fatalf("workspace %s as of %d: size %d root %v, %v; want %d %v", ws, asOf, size, root, err, n, want)
+			}
+		}
+	}
+	if _, _, err := s.WorkspaceTree("acme", uint64(len(recs))+1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("beyond the checkpoint: %v, want ErrNotFound", err)
+	}
+}
