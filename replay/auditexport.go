@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
 )
@@ -27,9 +29,12 @@ const (
 	// where proof is the RFC 6962 inclusion proof of the leaf in the tree of the export's
 	// checkpoint, then one final line
 	//
-	//	{"checkpoint":{"tree_size":T,"root_hash":"<base64>","note":"<signed note>"},"workspace":"<ws>","events":N,"filter":{...}}
+	//	{"checkpoint":{"tree_size":T,"root_hash":"<base64>","note":"<signed note>"},"statement":"<signed note>","workspace":"<ws>","events":N,"filter":{...}}
 	//
-	// VerifyExport checks it offline.
+	// where statement (see ExportStatement) is signed at export time and binds what the
+	// export is: its workspace and filter, the stream sequence it is a snapshot of, the
+	// size and root of the workspace's own audit tree then, and for a key's export the
+	// key's last event. VerifyExport checks it offline.
 	FormatJSONL = "jsonl"
 	// FormatCSV is one row per change with the columns of CSVHeader.
 	FormatCSV = "csv"
@@ -72,6 +77,11 @@ type Exporter struct {
 	// once the views have applied it. Without it, a JSON Lines export stops at the latest
 	// checkpoint sealed, so every event it holds is proven.
 	Seal func(ctx context.Context, atLeast uint64) (events.CheckpointState, error)
+	// Attest, when set, signs the text of an export's statement (ExportStatement) as a
+	// golang.org/x/mod/sumdb/note with the sealer's key and returns the signed note.
+	// Without it a JSON Lines export carries no statement, and its completeness cannot be
+	// proven.
+	Attest func(text []byte) (string, error)
 	// PageSize is how many index entries and events are read at a time; 0 means 1000.
 	PageSize int
 }
@@ -269,13 +279,17 @@ type ExportCheckpoint struct {
 	Note     string `json:"note"`
 }
 
-// ExportTrailer is the final line of a JSON Lines export. Only Checkpoint is signed (by
-// its note); Workspace, Events and Filter say what was asked for.
+// ExportTrailer is the final line of a JSON Lines export. Checkpoint and Statement are
+// signed notes; Workspace, Events and Filter repeat, unsigned, what the statement says
+// and how many event lines there are.
 type ExportTrailer struct {
 	Checkpoint *ExportCheckpoint `json:"checkpoint"`
-	Workspace  string            `json:"workspace,omitempty"`
-	Events     int               `json:"events"`
-	Filter     *ExportFilter     `json:"filter,omitempty"`
+	// Statement is the signed note of the export's ExportStatement; empty when the
+	// exporter could not sign (then completeness is not proven).
+	Statement string        `json:"statement,omitempty"`
+	Workspace string        `json:"workspace,omitempty"`
+	Events    int           `json:"events"`
+	Filter    *ExportFilter `json:"filter,omitempty"`
 }
 
 // ExportFilter records the filters of an export. An export filtered by type or actor
@@ -316,7 +330,13 @@ func (x Exporter) exportJSONL(ctx context.Context, w *flushWriter, q ExportQuery
 	if err != nil {
 		return ExportStats{}, err
 	}
-	q.Filter.MaxSeq = bound
+	// Every event selected is within the checkpoint's tree: the export is a snapshot as of
+	// the smaller of the two.
+	q.Filter.MaxSeq = min(bound, cp.TreeSize)
+	stmt, err := x.statement(ctx, q, cp)
+	if err != nil {
+		return ExportStats{}, err
+	}
 	stats := ExportStats{Checkpoint: cp}
 	prover, err := x.Store.NewProver(int64(cp.TreeSize))
 	if err != nil {
@@ -364,7 +384,7 @@ func (x Exporter) exportJSONL(ctx context.Context, w *flushWriter, q ExportQuery
 	}
 	trailer := ExportTrailer{
 		Checkpoint: &ExportCheckpoint{TreeSize: cp.TreeSize, RootHash: cp.RootHash, Note: cp.Note},
-		Workspace:  string(q.Workspace), Events: stats.Events, Filter: exportFilter(q),
+		Statement:  stmt, Workspace: string(q.Workspace), Events: stats.Events, Filter: exportFilter(q),
 	}
 	b, err := json.Marshal(trailer)
 	if err != nil {
@@ -506,4 +526,152 @@ func short(hash string) string {
 		return hash[:12]
 	}
 	return hash
+}
+
+// StatementOrigin is the first line of the text of every export statement.
+const StatementOrigin = "keyreg " + events.StreamName + " export"
+
+// ExportStatement is what the exporter signs, at export time with the sealer's key, about
+// one JSON Lines export, so that everything VerifyExport reports as proven is under a
+// signature. Its text (FormatText) is
+//
+//	keyreg KEYREG export
+//	checkpoint <tree size> <root hash, base64>
+//	as-of <stream sequence>
+//	workspace <ws> <size of its tree> <root hash of its tree, base64>
+//	filter <the export's ExportFilter as JSON, or none>
+//	key <id> <sequence of its last event> <events.Hash of that event>   (key exports only)
+//
+// checkpoint is the checkpoint the export's inclusion proofs lead to; as-of is the stream
+// sequence the export is a snapshot of (at most the checkpoint's size); the workspace line
+// gives the size and root of the workspace's own audit tree (projections.Store.WorkspaceTree)
+// as of that sequence, so an unfiltered export must be exactly its leaves; the key line
+// gives the key's last event as of that sequence (0 and "-" when it has none), so a key's
+// export must end there.
+type ExportStatement struct {
+	TreeSize      uint64
+	RootHash      tlog.Hash
+	AsOf          uint64
+	Workspace     string
+	WorkspaceSize int64
+	WorkspaceRoot tlog.Hash
+	Filter        *ExportFilter // nil: none
+	Key           *KeyHead      // set when Filter.Key is
+}
+
+// KeyHead is a key's last event as of an export's snapshot.
+type KeyHead struct {
+	ID   string `json:"id"`
+	Seq  uint64 `json:"last_sequence"` // 0 when the key has no event
+	Hash string `json:"last_hash"`     // events.Hash of its stored bytes; "-" when none
+}
+
+// FormatText returns the statement's text, as signed.
+func (s ExportStatement) FormatText() []byte {
+	b := fmt.Appendf(nil, "%s\ncheckpoint %d %s\nas-of %d\nworkspace %s %d %s\n", StatementOrigin,
+		s.TreeSize, base64.StdEncoding.EncodeToString(s.RootHash[:]), s.AsOf,
+		s.Workspace, s.WorkspaceSize, base64.StdEncoding.EncodeToString(s.WorkspaceRoot[:]))
+	if s.Filter == nil {
+		b = append(b, "filter none\n"...)
+	} else {
+		f, _ := json.Marshal(s.Filter)
+		b = fmt.Appendf(b, "filter %s\n", f)
+	}
+	if s.Key != nil {
+		b = fmt.Appendf(b, "key %s %d %s\n", s.Key.ID, s.Key.Seq, s.Key.Hash)
+	}
+	return b
+}
+
+// ParseStatement parses the text of an export statement, as FormatText writes it, and
+// nothing else: text that FormatText would not write exactly is an error.
+func ParseStatement(text []byte) (ExportStatement, error) {
+	var s ExportStatement
+	bad := func(what string) (ExportStatement, error) {
+		return ExportStatement{}, fmt.Errorf("malformed export statement: %s", what)
+	}
+	lines := strings.Split(string(text), "\n")
+	if len(lines) < 6 || lines[0] != StatementOrigin || lines[len(lines)-1] != "" {
+		return bad("want " + StatementOrigin + " then checkpoint, as-of, workspace and filter lines")
+	}
+	var root, wsRoot string
+	if _, err := fmt.Sscanf(lines[1], "checkpoint %d %s", &s.TreeSize, &root); err != nil {
+		return bad("checkpoint line")
+	}
+	if _, err := fmt.Sscanf(lines[2], "as-of %d", &s.AsOf); err != nil {
+		return bad("as-of line")
+	}
+	if _, err := fmt.Sscanf(lines[3], "workspace %s %d %s", &s.Workspace, &s.WorkspaceSize, &wsRoot); err != nil || s.WorkspaceSize < 0 {
+		return bad("workspace line")
+	}
+	var err error
+	if s.RootHash, err = events.ParseTreeHash(root); err != nil {
+		return bad("checkpoint root")
+	}
+	if s.WorkspaceRoot, err = events.ParseTreeHash(wsRoot); err != nil {
+		return bad("workspace root")
+	}
+	f, ok := strings.CutPrefix(lines[4], "filter ")
+	switch {
+	case !ok:
+		return bad("filter line")
+	case f != "none":
+		dec := json.NewDecoder(strings.NewReader(f))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&s.Filter); err != nil || s.Filter == nil {
+			return bad("filter")
+		}
+	}
+	rest := lines[5 : len(lines)-1]
+	if s.Filter != nil && s.Filter.Key != "" {
+		if len(rest) != 1 {
+			return bad("no key line in a key's export")
+		}
+		s.Key = &KeyHead{}
+		if _, err := fmt.Sscanf(rest[0], "key %s %d %s", &s.Key.ID, &s.Key.Seq, &s.Key.Hash); err != nil || s.Key.ID != s.Filter.Key {
+			return bad("key line")
+		}
+	}
+	if !bytes.Equal(s.FormatText(), text) {
+		return bad("not in canonical form")
+	}
+	return s, nil
+}
+
+// statement returns the signed statement of the export of q (whose MaxSeq is the export's
+// bound) with the proofs of checkpoint cp, or "" without Attest.
+func (x Exporter) statement(ctx context.Context, q ExportQuery, cp events.CheckpointState) (string, error) {
+	if x.Attest == nil {
+		return "", nil
+	}
+	root, err := events.ParseTreeHash(cp.RootHash)
+	if err != nil {
+		return "", fmt.Errorf("replay: export: checkpoint: %w", err)
+	}
+	asOf := q.Filter.MaxSeq
+	n, wsRoot, err := x.Store.WorkspaceTree(q.Workspace, asOf)
+	if err != nil {
+		return "", fmt.Errorf("replay: export: %w", err)
+	}
+	st := ExportStatement{TreeSize: cp.TreeSize, RootHash: root, AsOf: asOf, Workspace: string(q.Workspace),
+		WorkspaceSize: n, WorkspaceRoot: wsRoot, Filter: exportFilter(q)}
+	if id := q.Filter.KeyID; id != "" {
+		_, last, err := x.scanLast(ExportQuery{Workspace: q.Workspace, Filter: projections.AuditFilter{KeyID: id, MaxSeq: asOf}})
+		if err != nil {
+			return "", err
+		}
+		st.Key = &KeyHead{ID: id, Seq: last, Hash: "-"}
+		if last != 0 {
+			r, err := x.Log.Get(ctx, last)
+			if err != nil {
+				return "", fmt.Errorf("replay: export: event %d: %w", last, err)
+			}
+			st.Key.Hash = events.Hash(r.Data)
+		}
+	}
+	signed, err := x.Attest(st.FormatText())
+	if err != nil {
+		return "", fmt.Errorf("replay: export: sign the statement: %w", err)
+	}
+	return signed, nil
 }
