@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
@@ -169,13 +170,16 @@ func newAuditExportCmd(g *globals, ws *string) *cobra.Command {
 
 jsonl (default): one line per event, {"sequence","leaf_index","event","proof"}: the CloudEvent
 as stored and its inclusion proof in the Merkle tree over the whole stream; then a last line
-with the signed checkpoint of that tree. "keyreg audit verify" checks it offline.
+with the signed checkpoint of that tree and a signed statement of what the export holds
+(the workspace's own Merkle tree, a key's last event), which proves an unfiltered or a
+key's export complete. "keyreg audit verify" checks it offline.
 
 csv: a header, then one row per change: time, actor, actor_ip, aggregate, change, before,
 after, sequence, event_id, reason.
 
 The export is a snapshot of the log when it starts. An export filtered by --type or --actor
-leaves out events of the keys it shows, so verify it with --allow-gaps.`,
+leaves out events of the keys it shows, so verify it with --allow-gaps; the completeness of
+an export filtered by --type, --actor, --since, --until or --after is not proven.`,
 		Example: `  keyreg audit export -w acme -o acme-2026.jsonl --since 2026-01-01T00:00:00Z
   keyreg audit export -w acme --format csv --key 01JDX3... -o key-history.csv
   keyreg audit export -w acme | gzip > acme-audit.jsonl.gz`,
@@ -222,11 +226,15 @@ leaves out events of the keys it shows, so verify it with --allow-gaps.`,
 	return cmd
 }
 
-// verifyReport is the --json output of audit verify.
+// verifyReport is the --json output of audit verify. Complete and Proves repeat the
+// summary's: complete is false, and ok too, on any failure.
 type verifyReport struct {
-	OK      bool                 `json:"ok"`
-	Error   string               `json:"error,omitempty"`
-	Summary replay.VerifySummary `json:"summary"`
+	OK        bool                 `json:"ok"`
+	Complete  bool                 `json:"complete"`
+	Proves    string               `json:"proves,omitempty"`
+	NotProven string               `json:"not_proven,omitempty"`
+	Error     string               `json:"error,omitempty"`
+	Summary   replay.VerifySummary `json:"summary"`
 }
 
 func newAuditVerifyCmd(g *globals) *cobra.Command {
@@ -236,21 +244,31 @@ func newAuditVerifyCmd(g *globals) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "verify FILE --pubkey KEY|@KEYFILE [--allow-gaps]",
-		Short: "Check a JSON Lines audit export offline: signature, proofs, chains",
+		Short: "Check a JSON Lines audit export offline: signatures, proofs, chains, completeness",
 		Long: `Checks an export made by "keyreg audit export" with no server, only the public key of
-the sealer that signed its checkpoint (from "keyreg audit pubkey", obtained out of band):
+the sealer that signed it (from "keyreg audit pubkey", obtained out of band):
 
   - the checkpoint's ed25519 signature, and that it signs the tree size and root it states;
+  - the export statement's signature: what the export is (workspace, filter, the stream
+    sequence it is a snapshot of, the size and root of the workspace's own Merkle tree,
+    a key's last event), and that it names that checkpoint;
   - every event's inclusion proof in that tree: no event was changed, and each is the
     stream's message at its sequence;
-  - sequences strictly increasing;
+  - sequences strictly increasing, within the snapshot; each event of the workspace and
+    matching the export's filter;
   - each key's (each aggregate's) chain: every event names the hash of the one before
-    it, so an event missing between two exported ones is a gap; in an unfiltered export,
-    each aggregate's first event must be its first ever;
-  - the number of events the export says it holds.
+    it, so an event missing between two exported ones is a gap; in an unfiltered or a
+    key's export, each aggregate's first event must be its first ever;
+  - completeness: an unfiltered export must be exactly the events of the signed workspace
+    tree (so a missing, extra, reordered or changed event anywhere, the last one too,
+    fails); a key's export must end with the key's last event the statement names.
+    Exports filtered otherwise (--type, --actor, --since, --until, --after) prove their
+    events genuine, not that none was left out: the summary says so;
+  - the number of events the trailer states.
 
-It prints a summary and exits 0, or names the first failure and exits 1. FILE "-" reads
-stdin. --allow-gaps tolerates chain gaps, for exports filtered by --type or --actor.`,
+It prints a summary with what the export proves and exits 0, or names the first failure
+and exits 1. FILE "-" reads stdin. --allow-gaps tolerates chain gaps, for exports filtered
+by --type or --actor.`,
 		Example: `  keyreg audit verify acme-audit.jsonl --pubkey @keyreg.pub
   keyreg audit verify acme-audit.jsonl --pubkey "keyreg+1a2b3c4d+AXg..."
   gunzip -c acme-audit.jsonl.gz | keyreg audit verify - --pubkey @keyreg.pub --json`,
@@ -262,14 +280,11 @@ stdin. --allow-gaps tolerates chain gaps, for exports filtered by --type or --ac
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		var vkeys []string
 		for _, k := range keys {
-			if path, ok := strings.CutPrefix(k, "@"); ok {
-				b, err := os.ReadFile(path)
-				if err != nil {
-					return usagef("--pubkey @%s: %v", path, err)
-				}
-				k = string(b)
+			vkey, err := readPubkey(k)
+			if err != nil {
+				return err
 			}
-			vkeys = append(vkeys, strings.TrimSpace(k))
+			vkeys = append(vkeys, vkey)
 		}
 		var r io.Reader = g.stdin
 		if args[0] != "-" {
@@ -286,7 +301,7 @@ stdin. --allow-gaps tolerates chain gaps, for exports filtered by --type or --ac
 			return err // not about the export: a bad key, an unreadable file
 		}
 		if g.json {
-			rep := verifyReport{OK: err == nil, Summary: sum}
+			rep := verifyReport{OK: err == nil, Complete: err == nil && sum.Complete, Proves: sum.Proves, NotProven: sum.NotProven, Summary: sum}
 			if err != nil {
 				rep.Error = err.Error()
 			}
@@ -304,24 +319,58 @@ stdin. --allow-gaps tolerates chain gaps, for exports filtered by --type or --ac
 	return cmd
 }
 
+// readPubkey returns the verifier key that --pubkey gives: the key itself, or @FILE
+// holding it. A value that is not a key but names a file gets a hint to write @FILE.
+func readPubkey(k string) (string, error) {
+	if path, ok := strings.CutPrefix(k, "@"); ok {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", usagef("--pubkey @%s: %v", path, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	k = strings.TrimSpace(k)
+	if _, err := note.NewVerifier(k); err != nil {
+		if st, serr := os.Stat(k); serr == nil && !st.IsDir() {
+			return "", usagef("--pubkey %s: not a verifier key; did you mean @%s (the key in that file)?", k, k)
+		}
+		return "", usagef("--pubkey %q: %v: give the key (keyreg+...) or @FILE holding it, e.g. --pubkey @keyreg.pub", k, err)
+	}
+	return k, nil
+}
+
 func printVerifySummary(w io.Writer, s replay.VerifySummary, err error) {
 	t := newTable(w)
+	switch {
+	case err != nil:
+		t.row("Result:", "FAILED: nothing is proven")
+	case s.Complete:
+		t.row("Result:", "OK: the export is signed, complete and unaltered")
+	default:
+		t.row("Result:", "OK: the events are signed and unaltered; completeness is NOT proven")
+	}
 	if err == nil {
-		t.row("Result:", "OK: the export is signed, complete within its range and unaltered")
-	} else {
-		t.row("Result:", "FAILED")
+		t.row("Proves:", s.Proves)
+		if s.NotProven != "" {
+			t.row("Not proven:", s.NotProven)
+		}
 	}
 	t.row("Workspace:", firstNonEmpty(s.Workspace, "-"))
 	t.row("Events:", fmt.Sprintf("%d checked (sequences %d to %d)", s.Events, s.FirstSeq, s.LastSeq))
+	if s.AsOf != 0 {
+		t.row("Snapshot:", fmt.Sprintf("as of stream sequence %d, when the workspace had %d events", s.AsOf, s.WorkspaceEvents))
+	}
+	if s.Key != nil {
+		t.row("Key:", fmt.Sprintf("%s, last event at sequence %d", s.Key.ID, s.Key.Seq))
+	}
 	t.row("Aggregates:", fmt.Sprint(s.Aggregates))
 	t.row("Checkpoint:", fmt.Sprintf("tree of %d events, root %s", s.TreeSize, firstNonEmpty(s.RootHash, "-")))
 	t.row("Signed by:", firstNonEmpty(s.Signer, "-"))
-	switch {
-	case s.Filter != nil:
+	if s.Filter != nil {
 		b, _ := json.Marshal(s.Filter)
 		t.row("Filter:", string(b))
-	case s.Complete:
-		t.row("Filter:", "none: every aggregate's history is checked from its first event")
+	} else if err == nil {
+		t.row("Filter:", "none")
 	}
 	if s.ChainBreaks > 0 {
 		t.row("Chain gaps:", fmt.Sprintf("%d, allowed by --allow-gaps", s.ChainBreaks))

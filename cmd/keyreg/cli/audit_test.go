@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/csv"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,4 +98,74 @@ func TestAuditCommands(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "x.jsonl.partial")); err == nil {
 		t.Fatal("a partial file was left")
 	}
+}
+
+// TestAuditVerifyCompleteness runs keyreg audit verify on exports edited so that their
+// counts still match: the revocation of a key removed from a workspace's export, and the
+// newest event removed from a key's export. Each fails, naming the cause, and --json says
+// ok and complete false; honest exports say what they prove, and --pubkey FILE (without
+// @) hints at @FILE.
+func TestAuditVerifyCompleteness(t *testing.T) {
+	h := keyFixture(t)
+	var k httpapi.KeyWithSecret
+	h.okJSON(&k, "key", "create", "-w", "acme", "--name", "Prod")
+	h.ok("key", "allowlist", "-w", "acme", k.Key.ID, "--allow", "198.51.100.0/24")
+	h.ok("key", "revoke", "-w", "acme", k.Key.ID, "--reason", "leaked")
+	h.ok("key", "create", "-w", "acme", "--name", "Other")
+
+	dir := t.TempDir()
+	pubFile := filepath.Join(dir, "keyreg.pub")
+	os.WriteFile(pubFile, []byte(h.ok("audit", "pubkey")), 0o644)
+	pub := "@" + pubFile
+	wsFile, keyFile, typeFile := filepath.Join(dir, "acme.jsonl"), filepath.Join(dir, "key.jsonl"), filepath.Join(dir, "type.jsonl")
+	h.ok("audit", "export", "-w", "acme", "-o", wsFile)
+	h.ok("audit", "export", "-w", "acme", "--key", k.Key.ID, "-o", keyFile)
+	h.ok("audit", "export", "-w", "acme", "--type", "revoked", "-o", typeFile)
+
+	contains(t, "audit verify (workspace)", h.ok("audit", "verify", wsFile, "--pubkey", pub),
+		"OK: the export is signed, complete and unaltered", "complete: these are all 5 events of workspace acme")
+	contains(t, "audit verify (key)", h.ok("audit", "verify", keyFile, "--pubkey", pub),
+		"OK: the export is signed, complete and unaltered", "complete: these are all 3 events of key "+k.Key.ID)
+	contains(t, "audit verify (type)", h.ok("audit", "verify", typeFile, "--pubkey", pub),
+		"completeness is NOT proven", "Not proven:", "completeness of the filtered selection")
+
+	// edit drops the event line of file that contains drop (the last such), lowers the
+	// trailer's event count to match, and writes the result.
+	edit := func(file, drop string) string {
+		t.Helper()
+		b, _ := os.ReadFile(file)
+		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		i := len(lines) - 2
+		for drop != "" && !strings.Contains(lines[i], drop) {
+			i--
+		}
+		lines = append(lines[:i], lines[i+1:]...)
+		var tr map[string]any
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &tr); err != nil {
+			t.Fatal(err)
+		}
+		tr["events"] = tr["events"].(float64) - 1
+		last, _ := json.Marshal(tr)
+		lines[len(lines)-1] = string(last)
+		out := file + ".edited"
+		os.WriteFile(out, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+		return out
+	}
+	revokedDropped := edit(wsFile, `"type":"keyreg.key.revoked.v1"`)
+	r := h.fails(1, []string{"FAILED", "1 of the workspace's events are missing", "workspace acme had 5 events"},
+		"audit", "verify", revokedDropped, "--pubkey", pub)
+	contains(t, "audit verify (revocation dropped)", r.stdout, "FAILED: nothing is proven")
+	r = h.run("audit", "verify", revokedDropped, "--pubkey", pub, "--json")
+	var rep verifyReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != 1 {
+		t.Fatalf("audit verify --json: exit %d, %q, %v", r.code, r.stdout, err)
+	}
+	if rep.OK || rep.Complete || rep.Summary.Complete || !strings.Contains(rep.Error, "events are missing") {
+		t.Fatalf("audit verify --json of an edited export: %+v", rep)
+	}
+	h.fails(1, []string{"FAILED", "the key's newest events are missing"}, "audit", "verify", edit(keyFile, ""), "--pubkey", pub)
+
+	// --pubkey given a file name without @.
+	h.fails(2, []string{"did you mean @" + pubFile}, "audit", "verify", wsFile, "--pubkey", pubFile)
+	h.fails(2, []string{"--pubkey", "@FILE"}, "audit", "verify", wsFile, "--pubkey", "no-such-file.pub")
 }

@@ -21,6 +21,9 @@ type AuditDeps struct {
 	// returns it once the views have applied it. nil (read-only): a JSON Lines export
 	// stops at the latest checkpoint.
 	Seal func(ctx context.Context, atLeast uint64) (events.CheckpointState, error)
+	// Attest signs the statement of a JSON Lines export (replay.Exporter.Attest). nil
+	// (read-only): exports carry none, and their completeness cannot be proven.
+	Attest func(text []byte) (string, error)
 	// VerifierKey is the sealer's public key (note verifier key), served by
 	// GET /v1/audit/pubkey; empty: 404.
 	VerifierKey string
@@ -115,7 +118,10 @@ var exportSchema = &huma.Schema{
 	Description: "format=jsonl (application/x-ndjson): one line per event, " +
 		`{"sequence":N,"leaf_index":N-1,"event":<the CloudEvent as stored>,"proof":["<base64 hash>",...]}, ` +
 		"proof being the RFC 6962 inclusion proof of the event in the tree of the export's checkpoint; then a last line " +
-		`{"checkpoint":{"tree_size":T,"root_hash":"<base64>","note":"<signed note>"},"workspace":"<ws>","events":N,"filter":{...}}. ` +
+		`{"checkpoint":{"tree_size":T,"root_hash":"<base64>","note":"<signed note>"},"statement":"<signed note>","workspace":"<ws>","events":N,"filter":{...}}, ` +
+		"statement being the signed statement of what the export holds (its workspace, filter and snapshot sequence, the size and " +
+		"root of the workspace's own Merkle tree, and for a key's export the key's last event), which proves an unfiltered or " +
+		"key export complete. " +
 		"Check it offline with keyreg audit verify. format=csv (text/csv): a header row, then one row per change with the " +
 		"columns time, actor, actor_ip, aggregate, change, before, after, sequence, event_id, reason.",
 }
@@ -227,7 +233,7 @@ func (a *API) streamExport(hctx huma.Context, q replay.ExportQuery) {
 		return
 	}
 	w := &exportWriter{hctx: hctx, w: rw, format: q.Format, ws: string(q.Workspace)}
-	x := replay.Exporter{Log: a.d.Log, Store: a.d.Store, Seal: a.d.Audit.Seal}
+	x := replay.Exporter{Log: a.d.Log, Store: a.d.Store, Seal: a.d.Audit.Seal, Attest: a.d.Audit.Attest}
 	stats, err := x.Export(ctx, w, q)
 	switch {
 	case err == nil:

@@ -378,6 +378,17 @@ func (s *Sealer) Seal(ctx context.Context, atLeast uint64) (events.CheckpointSta
 	return latest, err
 }
 
+// Attest signs the text of an export statement (replay.ExportStatement) with the audit
+// key, as a golang.org/x/mod/sumdb/note, and returns the signed note. Audit exports carry
+// it so that a verifier holding only the public key can check what the export holds.
+func (s *Sealer) Attest(text []byte) (string, error) {
+	msg, err := note.Sign(&note.Note{Text: string(text)}, s.signer)
+	if err != nil {
+		return "", fmt.Errorf("attest: sign: %w", err)
+	}
+	return string(msg), nil
+}
+
 // due reports whether a checkpoint is due, and up to which sequence.
 func (s *Sealer) due(ctx context.Context) (bool, uint64, error) {
 	store, _ := s.views()
@@ -512,7 +523,7 @@ func (n *Node) auditDeps() httpapi.AuditDeps {
 		}
 		return httpapi.AuditDeps{VerifierKey: vkey}
 	}
-	return httpapi.AuditDeps{Seal: n.audit.sealer.Seal, VerifierKey: n.audit.vkey}
+	return httpapi.AuditDeps{Seal: n.audit.sealer.Seal, Attest: n.audit.sealer.Attest, VerifierKey: n.audit.vkey}
 }
 
 // Sealer returns the node's sealer (nil when read-only).
