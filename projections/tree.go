@@ -40,8 +40,8 @@ var ErrNoTree = errors.New("projections: audit tree incomplete: the views predat
 // batch, which a plain Pebble batch cannot read back.
 type treeTxn struct {
 	pending map[int64]tlog.Hash
-	// The workspace trees: their sizes so far, and their hashes written in this batch
-	// by Pebble key.
+	// The workspace trees: their sizes so far (-1: none, the views predate them), and
+	// their hashes written in this batch by Pebble key.
 	wsSize    map[events.Workspace]int64
 	wsPending map[string]tlog.Hash
 }
@@ -330,7 +330,9 @@ func wsTreeSeqPrefix(ws events.Workspace) []byte {
 }
 
 // addWorkspaceLeaf adds record r, an event of workspace ws, as the next leaf of the
-// workspace's tree.
+// workspace's tree. Views built before the workspace trees existed have none for the
+// workspaces they hold: those workspaces stay without one (WorkspaceTree says ErrNoTree)
+// until a rebuild, and the views keep serving.
 func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record) error {
 	if t.tree.wsSize == nil {
 		t.tree.wsSize = map[events.Workspace]int64{}
@@ -352,9 +354,13 @@ func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record) error {
 				return err
 			}
 			if found {
-				return fmt.Errorf("%w: workspace %s has history but no workspace tree", ErrNoTree, ws)
+				n = -1
 			}
 		}
+		t.tree.wsSize[ws] = n
+	}
+	if n < 0 {
+		return nil // a workspace of views that predate the workspace trees
 	}
 	read := tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(indexes))
@@ -445,8 +451,12 @@ func (s *Store) WorkspaceTree(ws events.Workspace, asOf uint64) (int64, tlog.Has
 		return 0, tlog.Hash{}, err
 	}
 	if n == 0 && asOf > 0 {
-		if entries, err := s.Audit(ws, AuditFilter{MaxSeq: asOf}, 0, 1); err != nil || len(entries) > 0 {
-			return 0, tlog.Hash{}, fmt.Errorf("%w: workspace %s has history but no workspace tree (%v)", ErrNoTree, ws, err)
+		entries, err := s.Audit(ws, AuditFilter{MaxSeq: asOf}, 0, 1)
+		if err != nil {
+			return 0, tlog.Hash{}, err
+		}
+		if len(entries) > 0 {
+			return 0, tlog.Hash{}, fmt.Errorf("%w: workspace %s has events but no workspace tree", ErrNoTree, ws)
 		}
 	}
 	h, err := tlog.TreeHash(n, tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {

@@ -291,3 +291,37 @@ func TestWorkspaceTreeMatchesReference(t *testing.T) {
 		t.Fatalf("beyond the checkpoint: %v, want ErrNotFound", err)
 	}
 }
+
+// TestWorkspaceTreeMissingInOldViews: views built before the workspace trees (simulated by
+// deleting them) keep applying events; their workspaces answer ErrNoTree until a rebuild,
+// and a workspace created afterwards gets its tree.
+func TestWorkspaceTreeMissingInOldViews(t *testing.T) {
+	log := events.NewMemLog()
+	w := newWriter(log)
+	scenario(t, w, 10)
+	recs := allRecords(t, log)
+	s := openMem(t)
+	half := len(recs) / 2
+	if err := s.Apply(recs[:half]); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{prefixWSTree, prefixWSTreeSeq} {
+		if err := s.db.DeleteRange([]byte(p), prefixEnd([]byte(p)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Apply(recs[half:]); err != nil {
+		t.Fatalf("applying to views without workspace trees: %v", err)
+	}
+	if _, _, err := s.WorkspaceTree("acme", s.Checkpoint()); !errors.Is(err, ErrNoTree) {
+		t.Fatalf("WorkspaceTree of old views: %v, want ErrNoTree", err)
+	}
+	w.add(t, "gamma", events.AggWorkspace, "gamma", &events.WorkspaceCreated{Name: "Gamma"})
+	recs = allRecords(t, log)
+	if err := s.Apply(recs[len(recs)-1:]); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := s.WorkspaceTree("gamma", s.Checkpoint()); err != nil || n != 1 {
+		t.Fatalf("a workspace created after: size %d, %v; want 1", n, err)
+	}
+}

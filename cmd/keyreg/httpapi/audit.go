@@ -241,8 +241,11 @@ func (a *API) streamExport(hctx huma.Context, q replay.ExportQuery) {
 			"events", stats.Events, "checkpoint", stats.Checkpoint.TreeSize)
 	case !w.started:
 		p := toProblem(err)
-		if errors.Is(err, replay.ErrNoCheckpoint) {
+		switch {
+		case errors.Is(err, replay.ErrNoCheckpoint):
 			p = problem(http.StatusServiceUnavailable, CodeUnavailable, "no signed checkpoint of the audit log yet: this server cannot seal one; retry once the sealer has run")
+		case errors.Is(err, projections.ErrNoTree):
+			p = problem(http.StatusServiceUnavailable, CodeUnavailable, "the views predate the workspace audit trees that prove an export complete: an operator must rebuild them (keyreg replay)")
 		}
 		if p.internal != nil {
 			a.d.Logger.Error("audit export failed", "request_id", callerOf(ctx).requestID, "err", p.internal)
