@@ -59,7 +59,7 @@ func (c CreateKey) validate(now time.Time) (createKey, error) {
 
 func (c createKey) decide(ws events.WorkspaceState) ([]change, error) {
 	if !ws.Exists() {
-		return nil, fmt.Errorf("workspace %s: %w", c.ws, ErrNotFound)
+		return nil, events.NotFound("workspace", string(c.ws), "", ErrNotFound)
 	}
 	return []change{{ws: c.ws, agg: events.AggKey, id: c.id, payload: events.KeyCreated{
 		Name:        c.name,
@@ -76,8 +76,9 @@ func (c createKey) decide(ws events.WorkspaceState) ([]change, error) {
 // earlier Result with Duplicate set and no secret.
 //
 // Errors: *events.ValidationError (fields workspace, name, permissions, allowlist,
-// expires_at, event_id); ErrNotFound when the workspace does not exist; ErrAlreadyExists
-// when EventID was used by another command.
+// expires_at, event_id); ErrNotFound (a *events.NotFoundError) when the workspace does not
+// exist; a *QuotaError when it holds MaxKeysPerWorkspace keys; ErrAlreadyExists when
+// EventID was used by another command.
 func (h *Handler) CreateKey(ctx context.Context, cmd CreateKey) (Result, error) {
 	c, err := cmd.validate(h.now())
 	if err != nil {
@@ -93,13 +94,19 @@ func (h *Handler) CreateKey(ctx context.Context, cmd CreateKey) (Result, error) 
 	}
 	c.secretHash = hash
 	home := target{c.ws, events.AggKey, c.id}
-	res, err := h.execute(ctx, home, cmd.EventID, cmd.Meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
-		ws, err := h.workspace(ctx, c.ws)
-		if err != nil {
-			return nil, Result{}, err
-		}
-		changes, err := c.decide(ws)
-		return changes, Result{ID: c.id}, err
+	q := h.newQuota(c.ws, events.AggKey, events.TypeKeyCreated, "keys", h.MaxKeysPerWorkspace)
+	res, err := q.run(ctx, func() (Result, error) {
+		return h.execute(ctx, home, cmd.EventID, cmd.Meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
+			ws, err := h.workspace(ctx, c.ws)
+			if err != nil {
+				return nil, Result{}, err
+			}
+			changes, err := c.decide(ws)
+			if err == nil {
+				err = q.apply(ctx, &changes[0])
+			}
+			return changes, Result{ID: c.id}, err
+		})
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("create key: %w", err)

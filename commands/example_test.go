@@ -43,14 +43,15 @@ func Example() {
 	})
 	fmt.Println(errors.Is(err, commands.ErrPrecondition))
 
-	_, err = h.RegisterIdentifier(ctx, commands.RegisterIdentifier{Workspace: "acme", Kind: "segment", Name: "Summer Sale", Meta: meta})
+	sale, err := h.RegisterIdentifier(ctx, commands.RegisterIdentifier{Workspace: "acme", Kind: "segment", Name: "Summer Sale", Meta: meta})
 	fmt.Println(err)
 	_, err = h.RegisterIdentifier(ctx, commands.RegisterIdentifier{Workspace: "acme", Kind: "segment", Name: "SUMMER SALE", Meta: meta})
-	fmt.Println(err)
+	var taken *commands.NameTakenError
+	fmt.Println(errors.Is(err, commands.ErrNameTaken), errors.As(err, &taken) && taken.Holder == sale.ID)
 	// Output:
 	// created: version 2 secret well formed: true
 	// allowlist updated: version 3
 	// true
 	// <nil>
-	// register identifier: segment "SUMMER SALE": commands: name taken
+	// true true
 }

@@ -52,8 +52,16 @@ type Handler struct {
 	// Checkpoints reads the latest audit checkpoint for SealCheckpoint; nil means
 	// LogState{Log}.
 	Checkpoints CheckpointReader
+	// MaxKeysPerWorkspace and MaxIdentifiersPerWorkspace bound how many keys and
+	// identifiers a workspace holds, revoked and retired ones included (they stay, with
+	// their history); 0 means no limit. CreateKey and RegisterIdentifier refuse one more
+	// with a *QuotaError. The limit holds exactly, under concurrent creations on any
+	// number of nodes: see tally.
+	MaxKeysPerWorkspace        int
+	MaxIdentifiersPerWorkspace int
 
 	workspaces sync.Map // events.Workspace -> events.WorkspaceState, of existing workspaces
+	tallies    sync.Map // subject filter -> *tally, for quotas
 }
 
 // Result is what a successful command returns.
@@ -86,14 +94,16 @@ func (r Result) String() string {
 
 // change is one event a command decided on: payload for aggregate agg/id of ws, to be
 // appended only if that aggregate is still at version expect (the stream sequence of its
-// last event, 0 when it has none). prevHash is the hash of that last event.
+// last event, 0 when it has none). prevHash is the hash of that last event. expectFilter,
+// when set, replaces the aggregate's filter in that expectation (see quota).
 type change struct {
-	ws       events.Workspace
-	agg      events.Aggregate
-	id       string
-	payload  events.Payload
-	expect   uint64
-	prevHash string
+	ws           events.Workspace
+	agg          events.Aggregate
+	id           string
+	payload      events.Payload
+	expect       uint64
+	prevHash     string
+	expectFilter string
 }
 
 // target is the aggregate that gets a command's first event; the command's Result is
@@ -261,6 +271,9 @@ func messages(changes []change, firstID string, meta events.Meta, now time.Time)
 		msgs[i] = events.Message{Subject: events.Subject(c.ws, c.agg, c.id, e.Type), ID: e.ID, Data: data}
 		if !inBatch {
 			msgs[i].ExpectFilter, msgs[i].ExpectSeq = filter, c.expect
+			if c.expectFilter != "" {
+				msgs[i].ExpectFilter = c.expectFilter
+			}
 		}
 		lastHash[filter] = events.Hash(data)
 	}

@@ -59,10 +59,10 @@ func (c RegisterIdentifier) validate() (registerIdentifier, error) {
 // decide registers the identifier and claims its name, which must be free.
 func (c registerIdentifier) decide(ws events.WorkspaceState, claim events.NameClaimState) ([]change, error) {
 	if !ws.Exists() {
-		return nil, fmt.Errorf("workspace %s: %w", c.ws, ErrNotFound)
+		return nil, events.NotFound("workspace", string(c.ws), "", ErrNotFound)
 	}
 	if claim.Holder != "" {
-		return nil, fmt.Errorf("%s %q: %w", c.kind, c.name, ErrNameTaken)
+		return nil, &NameTakenError{Kind: c.kind, Name: c.name, Holder: claim.Holder}
 	}
 	return []change{
 		{ws: c.ws, agg: events.AggIdentifier, id: c.id, payload: events.IdentifierRegistered{Kind: c.kind, Name: c.name, Platform: c.platform}},
@@ -78,8 +78,10 @@ func (c registerIdentifier) decide(ws events.WorkspaceState, claim events.NameCl
 // claim.
 //
 // Errors: *events.ValidationError (fields workspace, kind, name, platform, event_id);
-// ErrNotFound when the workspace does not exist; ErrNameTaken; ErrAlreadyExists when
-// EventID was used by another command.
+// ErrNotFound (a *events.NotFoundError) when the workspace does not exist; ErrNameTaken (a
+// *NameTakenError naming the holder); a *QuotaError when the workspace holds
+// MaxIdentifiersPerWorkspace identifiers; ErrAlreadyExists when EventID was used by
+// another command.
 func (h *Handler) RegisterIdentifier(ctx context.Context, cmd RegisterIdentifier) (Result, error) {
 	c, err := cmd.validate()
 	if err != nil {
@@ -90,17 +92,23 @@ func (h *Handler) RegisterIdentifier(ctx context.Context, cmd RegisterIdentifier
 		c.id = events.NewID()
 	}
 	home := target{c.ws, events.AggIdentifier, c.id}
-	res, err := h.execute(ctx, home, cmd.EventID, cmd.Meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
-		ws, err := h.workspace(ctx, c.ws)
-		if err != nil {
-			return nil, Result{}, err
-		}
-		claim, err := h.state().NameClaim(ctx, c.ws, claimID(c.kind, c.name))
-		if err != nil {
-			return nil, Result{}, err
-		}
-		changes, err := c.decide(ws, claim)
-		return changes, Result{ID: c.id}, err
+	q := h.newQuota(c.ws, events.AggIdentifier, events.TypeIdentifierRegistered, "identifiers", h.MaxIdentifiersPerWorkspace)
+	res, err := q.run(ctx, func() (Result, error) {
+		return h.execute(ctx, home, cmd.EventID, cmd.Meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
+			ws, err := h.workspace(ctx, c.ws)
+			if err != nil {
+				return nil, Result{}, err
+			}
+			claim, err := h.state().NameClaim(ctx, c.ws, claimID(c.kind, c.name))
+			if err != nil {
+				return nil, Result{}, err
+			}
+			changes, err := c.decide(ws, claim)
+			if err == nil {
+				err = q.apply(ctx, &changes[0])
+			}
+			return changes, Result{ID: c.id}, err
+		})
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("register identifier: %w", err)

@@ -43,7 +43,7 @@ func (c RenameIdentifier) validate() (renameIdentifier, error) {
 // decide renames s. When the folded name changes, it also claims the new name (newClaim
 // must be free) and releases the old one (oldClaim, if s holds it).
 func (c renameIdentifier) decide(s events.IdentifierState, newClaim, oldClaim events.NameClaimState) ([]change, error) {
-	if err := checkIdentifier(s, c.id, c.expected); err != nil {
+	if err := checkIdentifier(s, c.ws, c.id, c.expected); err != nil {
 		return nil, err
 	}
 	if c.name == s.Name {
@@ -54,7 +54,7 @@ func (c renameIdentifier) decide(s events.IdentifierState, newClaim, oldClaim ev
 		return changes, nil
 	}
 	if newClaim.Holder != "" {
-		return nil, fmt.Errorf("%s %q: %w", s.Kind, c.name, ErrNameTaken)
+		return nil, &NameTakenError{Kind: s.Kind, Name: c.name, Holder: newClaim.Holder}
 	}
 	changes = append(changes, claimChange(s.Workspace, s.Kind, c.name, newClaim, events.NameClaimed{IdentifierID: s.ID, Kind: s.Kind, Name: c.name}))
 	if oldClaim.Holder == s.ID {

@@ -41,7 +41,7 @@ func (c RenameKey) validate() (renameKey, error) {
 }
 
 func (c renameKey) decide(k events.KeyState) ([]change, error) {
-	if err := checkKey(k, c.id, c.expected); err != nil {
+	if err := checkKey(k, c.ws, c.id, c.expected); err != nil {
 		return nil, err
 	}
 	if c.name == k.Name {

@@ -36,7 +36,7 @@ func (c RetireIdentifier) validate() (retireIdentifier, error) {
 
 // decide retires s and releases its name claim (if s holds it).
 func (c retireIdentifier) decide(s events.IdentifierState, claim events.NameClaimState) ([]change, error) {
-	if err := checkIdentifier(s, c.id, c.expected); err != nil {
+	if err := checkIdentifier(s, c.ws, c.id, c.expected); err != nil {
 		return nil, err
 	}
 	changes := []change{identifierChange(s, events.IdentifierRetired{Kind: s.Kind, Name: s.Name})}

@@ -35,7 +35,7 @@ func (c RevokeKey) validate() (revokeKey, error) {
 }
 
 func (c revokeKey) decide(k events.KeyState, now time.Time) ([]change, error) {
-	if err := checkKey(k, c.id, c.expected); err != nil {
+	if err := checkKey(k, c.ws, c.id, c.expected); err != nil {
 		return nil, err
 	}
 	return []change{keyChange(k, events.KeyRevoked{PreviousStatus: k.StatusAt(now)})}, nil

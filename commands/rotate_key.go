@@ -45,7 +45,7 @@ func (c RotateKey) validate() (rotateKey, error) {
 }
 
 func (c rotateKey) decide(k events.KeyState, now time.Time) ([]change, error) {
-	if err := checkKey(k, c.id, c.expected); err != nil {
+	if err := checkKey(k, c.ws, c.id, c.expected); err != nil {
 		return nil, err
 	}
 	return []change{keyChange(k, events.KeySecretRotated{

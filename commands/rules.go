@@ -33,15 +33,15 @@ func parseExpiry(t *time.Time, now time.Time) (*time.Time, error) {
 // checkVersion enforces an optional expected version (0: any).
 func checkVersion(expected, actual uint64) error {
 	if expected != 0 && expected != actual {
-		return fmt.Errorf("version is %d, expected %d: %w", actual, expected, ErrPrecondition)
+		return &PreconditionError{Current: actual, Expected: expected}
 	}
 	return nil
 }
 
-// checkKey checks that a key exists, is at the expected version and is not revoked.
-func checkKey(k events.KeyState, id string, expected uint64) error {
+// checkKey checks that key id of ws exists, is at the expected version and is not revoked.
+func checkKey(k events.KeyState, ws events.Workspace, id string, expected uint64) error {
 	if !k.Exists() {
-		return fmt.Errorf("key %s: %w", id, ErrNotFound)
+		return events.NotFound("key", id, ws, ErrNotFound)
 	}
 	if err := checkVersion(expected, k.Version); err != nil {
 		return fmt.Errorf("key %s: %w", id, err)
@@ -52,11 +52,11 @@ func checkKey(k events.KeyState, id string, expected uint64) error {
 	return nil
 }
 
-// checkIdentifier checks that an identifier exists, is at the expected version and is
+// checkIdentifier checks that identifier id of ws exists, is at the expected version and is
 // not retired.
-func checkIdentifier(s events.IdentifierState, id string, expected uint64) error {
+func checkIdentifier(s events.IdentifierState, ws events.Workspace, id string, expected uint64) error {
 	if !s.Exists() {
-		return fmt.Errorf("identifier %s: %w", id, ErrNotFound)
+		return events.NotFound("identifier", id, ws, ErrNotFound)
 	}
 	if err := checkVersion(expected, s.Version); err != nil {
 		return fmt.Errorf("identifier %s: %w", id, err)

@@ -41,7 +41,7 @@ func (c SetKeyExpiry) validate(now time.Time) (setKeyExpiry, error) {
 }
 
 func (c setKeyExpiry) decide(k events.KeyState) ([]change, error) {
-	if err := checkKey(k, c.id, c.expected); err != nil {
+	if err := checkKey(k, c.ws, c.id, c.expected); err != nil {
 		return nil, err
 	}
 	if sameTime(c.expiresAt, k.ExpiresAt) {

@@ -43,7 +43,7 @@ func (c UpdateAllowlist) validate() (updateAllowlist, error) {
 }
 
 func (c updateAllowlist) decide(k events.KeyState) ([]change, error) {
-	if err := checkKey(k, c.id, c.expected); err != nil {
+	if err := checkKey(k, c.ws, c.id, c.expected); err != nil {
 		return nil, err
 	}
 	added, removed := diff(k.Allowlist, c.allowlist, events.ComparePrefix)

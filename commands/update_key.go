@@ -66,7 +66,7 @@ func (c UpdateKey) validate(now time.Time) (updateKey, error) {
 
 // decide gathers the events of every changed field; each is decided from the same state.
 func (c updateKey) decide(k events.KeyState, expected uint64) ([]change, error) {
-	if err := checkKey(k, c.id, expected); err != nil {
+	if err := checkKey(k, c.ws, c.id, expected); err != nil {
 		return nil, err
 	}
 	var all []change

@@ -43,7 +43,7 @@ func (c UpdatePermissions) validate() (updatePermissions, error) {
 }
 
 func (c updatePermissions) decide(k events.KeyState) ([]change, error) {
-	if err := checkKey(k, c.id, c.expected); err != nil {
+	if err := checkKey(k, c.ws, c.id, c.expected); err != nil {
 		return nil, err
 	}
 	added, removed := diff(k.Permissions, c.permissions, cmp.Compare[events.Permission])
