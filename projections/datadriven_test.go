@@ -190,7 +190,7 @@ func (h *harness) run(t *testing.T, d *datadriven.TestData) string {
 		return b.String()
 
 	case "workspaces":
-		l, err := h.s.Workspaces()
+		l, err := h.s.Workspaces("", 0)
 		return h.result(l, err)
 	case "workspace":
 		st, err := h.s.Workspace(ctx, ws)
@@ -199,7 +199,10 @@ func (h *harness) run(t *testing.T, d *datadriven.TestData) string {
 		st, err := h.s.Key(ctx, ws, arg("id"))
 		return h.result(st, err)
 	case "keys":
-		f := KeyFilter{Status: arg("status")}
+		f := KeyFilter{Status: arg("status"), After: arg("after")}
+		if s := arg("limit"); s != "" {
+			f.Limit, _ = strconv.Atoi(s)
+		}
 		if s := arg("at"); s != "" {
 			f.At = mustTime(t, d, s)
 		}
@@ -224,7 +227,18 @@ func (h *harness) run(t *testing.T, d *datadriven.TestData) string {
 		st, err := h.s.Identifier(ctx, ws, arg("id"))
 		return h.result(st, err)
 	case "identifiers":
-		l, err := h.s.Identifiers(ws, events.Kind(arg("kind")), arg("prefix"))
+		f := IdentifierFilter{Kind: events.Kind(arg("kind")), NamePrefix: arg("prefix")}
+		if s := arg("limit"); s != "" {
+			f.Limit, _ = strconv.Atoi(s)
+		}
+		if id := arg("after"); id != "" { // the page after identifier id
+			st, err := h.s.Identifier(ctx, ws, id)
+			if err != nil {
+				return "error: " + err.Error()
+			}
+			f.After = IdentifierCursor(st)
+		}
+		l, err := h.s.Identifiers(ws, f)
 		if err != nil {
 			return "error: " + err.Error()
 		}

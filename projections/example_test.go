@@ -69,5 +69,5 @@ func Example() {
 	// 10.1.2.3 VALID K1 [users.track]
 	// ::ffff:10.1.2.3 VALID K1 [users.track]
 	// 192.0.2.1 IP_NOT_ALLOWED K1 []
-	// get key acme/K2: projections: not found
+	// key "K2" not found in workspace "acme"
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -28,20 +29,34 @@ func get(r pebble.Reader, key []byte, v any) error {
 	return json.Unmarshal(b, v)
 }
 
+// getErr returns err of the read of what (a "workspace", "key" or "identifier") id of ws:
+// ErrNotFound becomes an *events.NotFoundError that says what was not found.
+func getErr(err error, what, id string, ws events.Workspace) error {
+	if err == ErrNotFound {
+		return events.NotFound(what, id, ws, ErrNotFound)
+	}
+	return fmt.Errorf("get %s %s/%s: %w", what, ws, id, err)
+}
+
 // Workspace returns a workspace's state, or an error wrapping ErrNotFound. ctx is unused;
 // it is there for the commands' state-reader interface.
 func (s *Store) Workspace(ctx context.Context, ws events.Workspace) (events.WorkspaceState, error) {
 	var st events.WorkspaceState
 	if err := s.get(workspaceKey(ws), &st); err != nil {
-		return events.WorkspaceState{}, fmt.Errorf("get workspace %s: %w", ws, err)
+		return events.WorkspaceState{}, getErr(err, "workspace", string(ws), "")
 	}
 	return st, nil
 }
 
-// Workspaces returns every workspace, ordered by id.
-func (s *Store) Workspaces() ([]events.WorkspaceState, error) {
+// Workspaces returns the workspaces with an id after after ("": from the first), ordered
+// by id, at most limit of them (no limit when limit <= 0).
+func (s *Store) Workspaces(after events.Workspace, limit int) ([]events.WorkspaceState, error) {
 	var out []events.WorkspaceState
-	err := s.scanPrefix([]byte(prefixWorkspace), func(key, value []byte) error {
+	p := []byte(prefixWorkspace)
+	err := s.scan(pageStart(p, string(after)), prefixEnd(p), func(key, value []byte) error {
+		if limit > 0 && len(out) == limit {
+			return errStop
+		}
 		var st events.WorkspaceState
 		if err := json.Unmarshal(value, &st); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
@@ -49,7 +64,7 @@ func (s *Store) Workspaces() ([]events.WorkspaceState, error) {
 		out = append(out, st)
 		return nil
 	})
-	if err != nil {
+	if err != nil && err != errStop {
 		return nil, fmt.Errorf("list workspaces: %w", err)
 	}
 	return out, nil
@@ -61,7 +76,7 @@ func (s *Store) Workspaces() ([]events.WorkspaceState, error) {
 func (s *Store) Key(ctx context.Context, ws events.Workspace, id string) (events.KeyState, error) {
 	var st events.KeyState
 	if err := s.get(keyKey(ws, id), &st); err != nil {
-		return events.KeyState{}, fmt.Errorf("get key %s/%s: %w", ws, id, err)
+		return events.KeyState{}, getErr(err, "key", id, ws)
 	}
 	return st, nil
 }
@@ -73,6 +88,11 @@ type KeyFilter struct {
 	Status string
 	// At is the time expiry is judged at; zero means now.
 	At time.Time
+	// After, when set, keeps the keys with an id after it: the id of the last key of the
+	// previous page.
+	After string
+	// Limit, when positive, is the most keys returned.
+	Limit int
 }
 
 // Keys returns the keys of a workspace that match f, ordered by id (so by creation time
@@ -83,7 +103,11 @@ func (s *Store) Keys(ws events.Workspace, f KeyFilter) ([]events.KeyState, error
 		at = time.Now()
 	}
 	var out []events.KeyState
-	err := s.scanPrefix(keyPrefix(ws), func(key, value []byte) error {
+	p := keyPrefix(ws)
+	err := s.scan(pageStart(p, f.After), prefixEnd(p), func(key, value []byte) error {
+		if f.Limit > 0 && len(out) == f.Limit {
+			return errStop
+		}
 		var st events.KeyState
 		if err := json.Unmarshal(value, &st); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
@@ -93,7 +117,7 @@ func (s *Store) Keys(ws events.Workspace, f KeyFilter) ([]events.KeyState, error
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && err != errStop {
 		return nil, fmt.Errorf("list keys of %s: %w", ws, err)
 	}
 	return out, nil
@@ -104,19 +128,56 @@ func (s *Store) Keys(ws events.Workspace, f KeyFilter) ([]events.KeyState, error
 func (s *Store) Identifier(ctx context.Context, ws events.Workspace, id string) (events.IdentifierState, error) {
 	var st events.IdentifierState
 	if err := s.get(identifierKey(ws, id), &st); err != nil {
-		return events.IdentifierState{}, fmt.Errorf("get identifier %s/%s: %w", ws, id, err)
+		return events.IdentifierState{}, getErr(err, "identifier", id, ws)
 	}
 	return st, nil
 }
 
-// Identifiers returns the active identifiers of a workspace of the given kind (all kinds
-// when empty) whose folded name (events.FoldName) starts with events.FoldName(namePrefix),
-// ordered by kind, folded name and id. Retired identifiers are not listed.
-func (s *Store) Identifiers(ws events.Workspace, kind events.Kind, namePrefix string) ([]events.IdentifierState, error) {
+// IdentifierFilter selects identifiers. The zero value selects every active one.
+type IdentifierFilter struct {
+	Kind       events.Kind // only this kind; all when empty
+	NamePrefix string      // only names starting with it, ignoring case (events.FoldName)
+	// After, when set, keeps the identifiers after this position: the IdentifierCursor of
+	// the last identifier of the previous page.
+	After string
+	// Limit, when positive, is the most identifiers returned.
+	Limit int
+}
+
+// IdentifierCursor is the position of identifier s in the order of Identifiers (kind,
+// folded name, id), for IdentifierFilter.After.
+func IdentifierCursor(s events.IdentifierState) string {
+	return string(s.Kind) + "/" + events.FoldName(s.Name) + string(identNameSeparator) + s.ID
+}
+
+// ValidIdentifierCursor reports whether c has the form of an IdentifierCursor.
+func ValidIdentifierCursor(c string) bool {
+	kind, rest, ok := strings.Cut(c, "/")
+	if _, err := events.ParseKind(kind); !ok || err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(rest, identNameSeparator)
+	if i < 0 {
+		return false
+	}
+	_, err := events.ParseID("after", rest[i+1:])
+	return err == nil
+}
+
+// Identifiers returns the active identifiers of a workspace that match f, ordered by
+// kind, folded name and id. Retired identifiers are not listed.
+func (s *Store) Identifiers(ws events.Workspace, f IdentifierFilter) ([]events.IdentifierState, error) {
 	snap := s.db.NewSnapshot() // the index and the states, as of one batch
 	defer snap.Close()
 	var out []events.IdentifierState
-	err := identNames(snap, ws, kind, events.FoldName(namePrefix), func(id string) error {
+	var from []byte
+	if f.After != "" {
+		from = pageStart(identNamePrefix(ws, "", ""), f.After)
+	}
+	err := identNames(snap, ws, f.Kind, events.FoldName(f.NamePrefix), from, func(id string) error {
+		if f.Limit > 0 && len(out) == f.Limit {
+			return errStop
+		}
 		var st events.IdentifierState
 		if err := get(snap, identifierKey(ws, id), &st); err != nil {
 			return fmt.Errorf("identifier %s: %w", id, err)
@@ -124,16 +185,17 @@ func (s *Store) Identifiers(ws events.Workspace, kind events.Kind, namePrefix st
 		out = append(out, st)
 		return nil
 	})
-	if err != nil {
+	if err != nil && err != errStop {
 		return nil, fmt.Errorf("list identifiers of %s: %w", ws, err)
 	}
 	return out, nil
 }
 
 // identNames calls fn with the identifier id of each name index entry of ws matching kind
-// ("" for all) and the folded name prefix, in key order. For all kinds it visits each
-// kind's range in turn, seeking past the names that do not match.
-func identNames(r pebble.Reader, ws events.Workspace, kind events.Kind, folded string, fn func(id string) error) error {
+// ("" for all) and the folded name prefix, in key order, from key from on (nil: from the
+// first). For all kinds it visits each kind's range in turn, seeking past the names that
+// do not match.
+func identNames(r pebble.Reader, ws events.Workspace, kind events.Kind, folded string, from []byte, fn func(id string) error) error {
 	wsPrefix := identNamePrefix(ws, "", "")
 	visit := func(key []byte) error {
 		_, _, id, err := parseIdentNameKey(wsPrefix, key)
@@ -142,22 +204,28 @@ func identNames(r pebble.Reader, ws events.Workspace, kind events.Kind, folded s
 		}
 		return fn(id)
 	}
+	atLeast := func(k []byte) []byte {
+		if bytes.Compare(k, from) < 0 {
+			return from
+		}
+		return k
+	}
 	if kind != "" {
 		p := identNamePrefix(ws, kind, folded)
-		return scan(r, p, prefixEnd(p), func(key, _ []byte) error { return visit(key) })
+		return scan(r, atLeast(p), prefixEnd(p), func(key, _ []byte) error { return visit(key) })
 	}
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: wsPrefix, UpperBound: prefixEnd(wsPrefix)})
 	if err != nil {
 		return err
 	}
 	defer it.Close()
-	for ok := it.First(); ok; {
+	for ok := it.SeekGE(atLeast(wsPrefix)); ok; {
 		k, _, _, err := parseIdentNameKey(wsPrefix, it.Key())
 		if err != nil {
 			return err
 		}
 		p := identNamePrefix(ws, k, folded)
-		for ok = it.SeekGE(p); ok && bytes.HasPrefix(it.Key(), p); ok = it.Next() {
+		for ok = it.SeekGE(atLeast(p)); ok && bytes.HasPrefix(it.Key(), p); ok = it.Next() {
 			if err := visit(it.Key()); err != nil {
 				return err
 			}
@@ -207,6 +275,15 @@ func (s *Store) WorkspaceHistory(ws events.Workspace, after uint64, limit int) (
 }
 
 var errStop = errors.New("stop")
+
+// pageStart returns the first key of a page of the entries under prefix p that come after
+// the entry p+after: p itself when after is empty.
+func pageStart(p []byte, after string) []byte {
+	if after == "" {
+		return p
+	}
+	return append(append(bytes.Clone(p), after...), 0)
+}
 
 func (s *Store) history(p []byte, after uint64, limit int) ([]HistoryEntry, error) {
 	if after == ^uint64(0) {

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -154,6 +155,9 @@ func (s *Store) scan(lower, upper []byte, fn func(key, value []byte) error) erro
 }
 
 func scan(r pebble.Reader, lower, upper []byte, fn func(key, value []byte) error) error {
+	if lower != nil && upper != nil && bytes.Compare(lower, upper) >= 0 {
+		return nil // an empty range (a page that starts past the end)
+	}
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return fmt.Errorf("iterate projections: %w", err)

@@ -152,7 +152,7 @@ func TestVerifyDuringApply(t *testing.T) {
 					t.Errorf("Verify: %+v", r)
 					return
 				}
-				if _, err := s.Identifiers("acme", "", "bulk"); err != nil {
+				if _, err := s.Identifiers("acme", IdentifierFilter{NamePrefix: "bulk"}); err != nil {
 					t.Error(err)
 					return
 				}

@@ -105,7 +105,7 @@ func KeyAsOf(ctx context.Context, log events.Reader, ws events.Workspace, id str
 		return events.KeyState{}, err
 	}
 	if !st.Exists() || st.ID == "" {
-		return events.KeyState{}, fmt.Errorf("key %s/%s as of %s: %w", ws, id, cut, projections.ErrNotFound)
+		return events.KeyState{}, fmt.Errorf("as of %s: %w", cut, events.NotFound("key", id, ws, projections.ErrNotFound))
 	}
 	return st, nil
 }
@@ -148,7 +148,7 @@ func IdentifierAsOf(ctx context.Context, log events.Reader, ws events.Workspace,
 		return events.IdentifierState{}, err
 	}
 	if !st.Exists() || st.ID == "" {
-		return events.IdentifierState{}, fmt.Errorf("identifier %s/%s as of %s: %w", ws, id, cut, projections.ErrNotFound)
+		return events.IdentifierState{}, fmt.Errorf("as of %s: %w", cut, events.NotFound("identifier", id, ws, projections.ErrNotFound))
 	}
 	return st, nil
 }
