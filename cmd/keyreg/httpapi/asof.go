@@ -2,9 +2,12 @@ package httpapi
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections"
 	"github.com/keyreg/keyreg/replay"
 )
 
@@ -54,7 +57,7 @@ func (a *API) keyAsOf(ctx context.Context, ws, id, asOf string) (*keyOutput, err
 	return &keyOutput{Location: keyLocation(ws, id), Body: keyOut(k, at)}, nil
 }
 
-func (a *API) keysAsOf(ctx context.Context, ws, status, asOf string) (*keysOutput, error) {
+func (a *API) keysAsOf(ctx context.Context, ws, status, asOf string, page PageParams) (*keysOutput, error) {
 	if err := a.authorizeAsOf(ctx, ws, PermKeysRead); err != nil {
 		return nil, err
 	}
@@ -62,6 +65,9 @@ func (a *API) keysAsOf(ctx context.Context, ws, status, asOf string) (*keysOutpu
 	case "", events.StatusActive, events.StatusRevoked, events.StatusExpired:
 	default:
 		return nil, invalid("status", status, "status must be active, revoked or expired")
+	}
+	if err := keyAfter(page.After); err != nil {
+		return nil, a.fail(ctx, err)
 	}
 	c, at, err := a.cut(ctx, asOf)
 	if err != nil {
@@ -71,14 +77,16 @@ func (a *API) keysAsOf(ctx context.Context, ws, status, asOf string) (*keysOutpu
 	if err != nil {
 		return nil, a.fail(ctx, err)
 	}
-	out := &keysOutput{}
-	out.Body.Keys = make([]Key, 0, len(keys))
+	slices.SortFunc(keys, func(x, y events.KeyState) int { return strings.Compare(x.ID, y.ID) })
+	var sel []events.KeyState
 	for _, k := range keys {
-		if status == "" || k.StatusAt(at) == status {
-			out.Body.Keys = append(out.Body.Keys, keyOut(k, at))
+		if k.ID > page.After && (status == "" || k.StatusAt(at) == status) {
+			if sel = append(sel, k); len(sel) > page.limit() {
+				break
+			}
 		}
 	}
-	return out, nil
+	return keysPage(sel, at, page.limit()), nil
 }
 
 func (a *API) identifierAsOf(ctx context.Context, ws, id, asOf string) (*identifierOutput, error) {
@@ -96,7 +104,7 @@ func (a *API) identifierAsOf(ctx context.Context, ws, id, asOf string) (*identif
 	return &identifierOutput{Location: identifierLocation(ws, id), Body: identifierOut(s)}, nil
 }
 
-func (a *API) identifiersAsOf(ctx context.Context, ws, kind, q, asOf string) (*identifiersOutput, error) {
+func (a *API) identifiersAsOf(ctx context.Context, ws, kind, q, asOf string, page PageParams) (*identifiersOutput, error) {
 	if err := a.authorizeAsOf(ctx, ws, PermIdentifiersRead); err != nil {
 		return nil, err
 	}
@@ -107,6 +115,10 @@ func (a *API) identifiersAsOf(ctx context.Context, ws, kind, q, asOf string) (*i
 			return nil, a.fail(ctx, err)
 		}
 	}
+	after, err := identifierAfter(page.After)
+	if err != nil {
+		return nil, a.fail(ctx, err)
+	}
 	c, _, err := a.cut(ctx, asOf)
 	if err != nil {
 		return nil, err
@@ -115,10 +127,17 @@ func (a *API) identifiersAsOf(ctx context.Context, ws, kind, q, asOf string) (*i
 	if err != nil {
 		return nil, a.fail(ctx, err)
 	}
-	out := &identifiersOutput{}
-	out.Body.Identifiers = make([]Identifier, 0, len(list))
+	// The order of the live list: by position (kind, folded name, id).
+	slices.SortFunc(list, func(x, y events.IdentifierState) int {
+		return strings.Compare(projections.IdentifierCursor(x), projections.IdentifierCursor(y))
+	})
+	var sel []events.IdentifierState
 	for _, s := range list {
-		out.Body.Identifiers = append(out.Body.Identifiers, identifierOut(s))
+		if projections.IdentifierCursor(s) > after {
+			if sel = append(sel, s); len(sel) > page.limit() {
+				break
+			}
+		}
 	}
-	return out, nil
+	return identifiersPage(sel, page.limit()), nil
 }

@@ -64,13 +64,17 @@ func unauthorized(detail string) *Problem {
 
 // authorize authenticates the caller and checks it holds perm, or one of the alternatives,
 // in workspace ws. A key of another workspace gets 404, as if ws did not exist, so it
-// learns nothing about it.
+// learns nothing about it; an admin key gets 404 for a workspace that does not exist.
 func (a *API) authorize(ctx context.Context, ws string, perm events.Permission, alternatives ...events.Permission) (principal, error) {
 	p, err := a.authenticate(ctx)
 	if err != nil {
 		return p, err
 	}
 	if p.admin() {
+		// An admin may act in every workspace, but only in one that exists.
+		if _, err := a.d.Store.Workspace(ctx, events.Workspace(ws)); err != nil {
+			return p, a.fail(ctx, err)
+		}
 		return p, nil
 	}
 	if string(p.Workspace) != ws {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections"
 )
 
 // IdentifierPathParams are the path parameters of one identifier.
@@ -25,7 +26,23 @@ type identifierOutput struct {
 type identifiersOutput struct {
 	Body struct {
 		Identifiers []Identifier `json:"identifiers"`
+		Next        string       `json:"next,omitempty" doc:"Pass as after= for the next page; absent on the last page"`
 	}
+}
+
+// identifiersPage is a page of at most limit identifiers; list holds limit+1 when there
+// are more.
+func identifiersPage(list []events.IdentifierState, limit int) *identifiersOutput {
+	out := &identifiersOutput{}
+	if len(list) > limit {
+		list = list[:limit]
+		out.Body.Next = identifierNext(list[limit-1])
+	}
+	out.Body.Identifiers = make([]Identifier, 0, len(list))
+	for _, s := range list {
+		out.Body.Identifiers = append(out.Body.Identifiers, identifierOut(s))
+	}
+	return out
 }
 
 func identifierLocation(ws, id string) string { return "/v1/workspaces/" + ws + "/identifiers/" + id }
@@ -62,15 +79,16 @@ func (a *API) registerIdentifiers() {
 
 	huma.Register(a.huma, huma.Operation{
 		OperationID: "list-identifiers", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/identifiers", Tags: tags, Security: sec,
-		Summary: "List and search identifiers", Description: "Active identifiers, by kind and by name prefix (ignoring case), ordered by name.",
+		Summary: "List and search identifiers", Description: "Active identifiers, by kind and by name prefix (ignoring case), ordered by kind and name, in pages: pass the answer's next as after= for the next page.",
 	}, func(ctx context.Context, in *struct {
 		WS   string `path:"ws"`
 		Kind string `query:"kind" doc:"Only this kind"`
 		Q    string `query:"q" doc:"Name prefix, ignoring case"`
 		AsOf string `query:"as_of" doc:"The identifiers active at this moment: an RFC 3339 time or a stream sequence"`
+		PageParams
 	}) (*identifiersOutput, error) {
 		if in.AsOf != "" {
-			return a.identifiersAsOf(ctx, in.WS, in.Kind, in.Q, in.AsOf)
+			return a.identifiersAsOf(ctx, in.WS, in.Kind, in.Q, in.AsOf, in.PageParams)
 		}
 		if _, err := a.authorize(ctx, in.WS, PermIdentifiersRead); err != nil {
 			return nil, err
@@ -83,16 +101,16 @@ func (a *API) registerIdentifiers() {
 			}
 			kind = k
 		}
-		list, err := a.d.Store.Identifiers(events.Workspace(in.WS), kind, in.Q)
+		after, err := identifierAfter(in.After)
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		out := &identifiersOutput{}
-		out.Body.Identifiers = make([]Identifier, 0, len(list))
-		for _, s := range list {
-			out.Body.Identifiers = append(out.Body.Identifiers, identifierOut(s))
+		list, err := a.d.Store.Identifiers(events.Workspace(in.WS), projections.IdentifierFilter{
+			Kind: kind, NamePrefix: in.Q, After: after, Limit: in.limit() + 1})
+		if err != nil {
+			return nil, a.fail(ctx, err)
 		}
-		return out, nil
+		return identifiersPage(list, in.limit()), nil
 	})
 
 	huma.Register(a.huma, huma.Operation{

@@ -38,7 +38,8 @@ type keyWithSecretOutput struct {
 
 type keysOutput struct {
 	Body struct {
-		Keys []Key `json:"keys"`
+		Keys []Key  `json:"keys"`
+		Next string `json:"next,omitempty" doc:"Pass as after= for the next page; absent on the last page"`
 	}
 }
 
@@ -95,9 +96,10 @@ func (a *API) registerKeys() {
 		WS     string `path:"ws"`
 		Status string `query:"status" doc:"Only keys with this status: active, revoked or expired"`
 		AsOf   string `query:"as_of" doc:"List the keys as they were at this moment: an RFC 3339 time or a stream sequence"`
+		PageParams
 	}) (*keysOutput, error) {
 		if in.AsOf != "" {
-			return a.keysAsOf(ctx, in.WS, in.Status, in.AsOf)
+			return a.keysAsOf(ctx, in.WS, in.Status, in.AsOf, in.PageParams)
 		}
 		if _, err := a.authorize(ctx, in.WS, PermKeysRead); err != nil {
 			return nil, err
@@ -107,17 +109,15 @@ func (a *API) registerKeys() {
 		default:
 			return nil, invalid("status", in.Status, "status must be active, revoked or expired")
 		}
+		if err := keyAfter(in.After); err != nil {
+			return nil, a.fail(ctx, err)
+		}
 		now := a.d.Now()
-		keys, err := a.d.Store.Keys(events.Workspace(in.WS), projections.KeyFilter{Status: in.Status, At: now})
+		keys, err := a.d.Store.Keys(events.Workspace(in.WS), projections.KeyFilter{Status: in.Status, At: now, After: in.After, Limit: in.limit() + 1})
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		out := &keysOutput{}
-		out.Body.Keys = make([]Key, 0, len(keys))
-		for _, k := range keys {
-			out.Body.Keys = append(out.Body.Keys, keyOut(k, now))
-		}
-		return out, nil
+		return keysPage(keys, now, in.limit()), nil
 	})
 
 	huma.Register(a.huma, huma.Operation{
@@ -250,6 +250,20 @@ func (a *API) registerKeys() {
 		}
 		return a.history(ctx, entries, in.Limit)
 	})
+}
+
+// keysPage is a page of at most limit keys; keys holds limit+1 when there are more.
+func keysPage(keys []events.KeyState, now time.Time, limit int) *keysOutput {
+	out := &keysOutput{}
+	if len(keys) > limit {
+		keys = keys[:limit]
+		out.Body.Next = keys[limit-1].ID
+	}
+	out.Body.Keys = make([]Key, 0, len(keys))
+	for _, k := range keys {
+		out.Body.Keys = append(out.Body.Keys, keyOut(k, now))
+	}
+	return out
 }
 
 // beginKeyWrite checks the server is writable and the caller may write keys, and parses

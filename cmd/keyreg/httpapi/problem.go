@@ -22,15 +22,22 @@ var ErrUnavailable = errors.New("unavailable")
 // Problem is an RFC 9457 problem details object (application/problem+json) with a stable
 // machine-readable Code, and for invalid input the Field and the bad Value.
 type Problem struct {
-	Type     string              `json:"type,omitempty" doc:"A URI naming the problem type"`
-	Title    string              `json:"title" doc:"Short summary of the problem type"`
-	Status   int                 `json:"status" doc:"HTTP status code"`
-	Detail   string              `json:"detail,omitempty" doc:"What went wrong, for a person"`
-	Code     string              `json:"code" doc:"Stable machine-readable error code"`
-	Field    string              `json:"field,omitempty" doc:"The input field that is invalid"`
-	Value    string              `json:"value,omitempty" doc:"The invalid value"`
-	Errors   []*huma.ErrorDetail `json:"errors,omitempty" doc:"Every validation error found"`
-	RetryIn  int                 `json:"retry_after_seconds,omitempty" doc:"For 429: seconds to wait"`
+	Type    string              `json:"type,omitempty" doc:"A URI naming the problem type"`
+	Title   string              `json:"title" doc:"Short summary of the problem type"`
+	Status  int                 `json:"status" doc:"HTTP status code"`
+	Detail  string              `json:"detail,omitempty" doc:"What went wrong, for a person"`
+	Code    string              `json:"code" doc:"Stable machine-readable error code"`
+	Field   string              `json:"field,omitempty" doc:"The input field that is invalid"`
+	Value   string              `json:"value,omitempty" doc:"The invalid value"`
+	Errors  []*huma.ErrorDetail `json:"errors,omitempty" doc:"Every validation error found"`
+	RetryIn int                 `json:"retry_after_seconds,omitempty" doc:"For 429: seconds to wait"`
+	// Holder is, for name_taken, the id of the active identifier that has the name.
+	Holder string `json:"holder,omitempty" doc:"For name_taken: the id of the active identifier that holds the name"`
+	// CurrentVersion is, for precondition_failed, the resource's version now (also sent
+	// as the ETag header).
+	CurrentVersion uint64 `json:"current_version,omitempty" doc:"For precondition_failed: the resource's current version (its ETag is also in the ETag header)"`
+	// Limit is, for quota_exceeded, the most the workspace may hold.
+	Limit    int `json:"limit,omitempty" doc:"For quota_exceeded: the most keys or identifiers the workspace may hold"`
 	headers  http.Header
 	internal error
 }
@@ -62,6 +69,7 @@ const (
 	CodeNotFound         = "not_found"
 	CodeAlreadyExists    = "already_exists"
 	CodeNameTaken        = "name_taken"
+	CodeQuotaExceeded    = "quota_exceeded"
 	CodeKeyRevoked       = "key_revoked"
 	CodeRetired          = "identifier_retired"
 	CodeConflict         = "conflict"
@@ -154,14 +162,37 @@ func toProblem(err error) *Problem {
 	if errors.As(err, &p) {
 		return p
 	}
-	var ve *events.ValidationError
+	var (
+		ve    *events.ValidationError
+		nf    *events.NotFoundError
+		pre   *commands.PreconditionError
+		taken *commands.NameTakenError
+		quota *commands.QuotaError
+	)
 	switch {
 	case errors.As(err, &ve):
 		return invalid(ve.Field, ve.Value, ve.Error())
+	case errors.As(err, &pre):
+		p = problem(http.StatusPreconditionFailed, CodePrecondition,
+			fmt.Sprintf("the resource changed: its version is %d, not %d as in If-Match; read it again, or send If-Match: %s", pre.Current, pre.Expected, etag(pre.Current)))
+		p.CurrentVersion = pre.Current
+		p.headers = http.Header{"Etag": {etag(pre.Current)}}
+		return p
 	case errors.Is(err, commands.ErrPrecondition):
 		return problem(http.StatusPreconditionFailed, CodePrecondition, "the resource changed: its version is not the one in If-Match")
+	case errors.As(err, &taken):
+		p = problem(http.StatusConflict, CodeNameTaken,
+			fmt.Sprintf("the active %s identifier %s already has the name %q (names are compared ignoring case)", taken.Kind, taken.Holder, taken.Name))
+		p.Holder = taken.Holder
+		return p
 	case errors.Is(err, commands.ErrNameTaken):
 		return problem(http.StatusConflict, CodeNameTaken, "an active identifier of this kind already has this name (names are compared ignoring case)")
+	case errors.As(err, &quota):
+		p = problem(http.StatusConflict, CodeQuotaExceeded, quota.Error()+"; the server's --max-"+quota.What+"-per-workspace sets the limit")
+		p.Limit = quota.Limit
+		return p
+	case errors.As(err, &nf):
+		return problem(http.StatusNotFound, CodeNotFound, nf.Error())
 	case errors.Is(err, commands.ErrAlreadyExists):
 		return problem(http.StatusConflict, CodeAlreadyExists, "it already exists")
 	case errors.Is(err, commands.ErrRevoked):

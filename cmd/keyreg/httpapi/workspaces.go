@@ -19,6 +19,7 @@ type workspaceOutput struct {
 type workspacesOutput struct {
 	Body struct {
 		Workspaces []Workspace `json:"workspaces"`
+		Next       string      `json:"next,omitempty" doc:"Pass as after= for the next page; absent on the last page"`
 	}
 }
 
@@ -60,22 +61,36 @@ func (a *API) registerWorkspaces() {
 
 	huma.Register(a.huma, huma.Operation{
 		OperationID: "list-workspaces", Method: http.MethodGet, Path: "/v1/workspaces", Tags: tags, Security: sec,
-		Summary: "List workspaces", Description: "An admin key sees every workspace; any other key sees its own.",
-	}, func(ctx context.Context, in *struct{}) (*workspacesOutput, error) {
+		Summary: "List workspaces", Description: "An admin key sees every workspace; any other key sees its own. Ordered by id, in pages: pass the answer's next as after= for the next page.",
+	}, func(ctx context.Context, in *struct{ PageParams }) (*workspacesOutput, error) {
 		p, err := a.authenticate(ctx)
 		if err != nil {
 			return nil, err
 		}
-		all, err := a.d.Store.Workspaces()
+		after, err := workspaceAfter(in.After)
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		var list []events.WorkspaceState
+		switch {
+		case p.admin():
+			list, err = a.d.Store.Workspaces(after, in.limit()+1)
+		case p.Workspace > after:
+			var own events.WorkspaceState
+			own, err = a.d.Store.Workspace(ctx, p.Workspace)
+			list = []events.WorkspaceState{own}
+		}
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
 		out := &workspacesOutput{}
-		out.Body.Workspaces = []Workspace{}
-		for _, ws := range all {
-			if p.admin() || ws.ID == p.Workspace {
-				out.Body.Workspaces = append(out.Body.Workspaces, workspaceOut(ws))
-			}
+		if len(list) > in.limit() {
+			list = list[:in.limit()]
+			out.Body.Next = string(list[len(list)-1].ID)
+		}
+		out.Body.Workspaces = make([]Workspace, 0, len(list))
+		for _, ws := range list {
+			out.Body.Workspaces = append(out.Body.Workspaces, workspaceOut(ws))
 		}
 		return out, nil
 	})
