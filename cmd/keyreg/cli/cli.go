@@ -20,21 +20,34 @@ type Env func(string) string
 // usage.
 func Run(ctx context.Context, args []string, getenv Env, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRoot(getenv, stdin, stdout, stderr)
+	suggestEverywhere(root)
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
 	}
 	var u usageError
 	if errors.As(err, &u) || isCobraUsage(err) {
-		fmt.Fprintf(stderr, "keyreg: %s\n(see keyreg %s --help)\n", oneLine(err.Error()), commandPath(args))
+		fmt.Fprintf(stderr, "keyreg: %s (see %s --help)\n", strings.TrimSuffix(oneLine(err.Error()), "."), cmd.CommandPath())
 		return 2
 	}
 	fmt.Fprintf(stderr, "keyreg: %s\n", oneLine(err.Error()))
 	return 1
+}
+
+// suggestEverywhere makes every command that only holds subcommands a group (see
+// groupRun), so that an unknown subcommand at any level is a usage error suggesting the
+// closest ones.
+func suggestEverywhere(c *cobra.Command) {
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.RunE = groupRun
+	}
+	for _, sub := range c.Commands() {
+		suggestEverywhere(sub)
+	}
 }
 
 // usageError is a mistake in how a command was called.
@@ -57,20 +70,6 @@ func isCobraUsage(err error) bool {
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-func commandPath(args []string) string {
-	var words []string
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") {
-			break
-		}
-		words = append(words, a)
-		if len(words) == 2 {
-			break
-		}
-	}
-	return strings.Join(words, " ")
-}
-
 func newRoot(getenv Env, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "keyreg",
@@ -89,6 +88,9 @@ Use it:         export KEYREG_ADDR=http://127.0.0.1:8080 KEYREG_TOKEN=kr_...
   keyreg verify --ip 203.0.113.7 --permission users.track < secret.txt`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Unknown commands get a usage error with suggestions, as in every group.
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRun,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err.Error()} })

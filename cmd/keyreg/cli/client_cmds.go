@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -41,15 +42,24 @@ func firstNonEmpty(s ...string) string {
 // newGroupCmd returns a command that only holds subcommands: alone it prints its help,
 // and an unknown subcommand is a usage error (cobra would print the help and succeed).
 func newGroupCmd(use, short, long, example string) *cobra.Command {
-	return &cobra.Command{
-		Use: use, Short: short, Long: long, Example: example,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
-			}
-			return cmd.Help()
-		},
+	return &cobra.Command{Use: use, Short: short, Long: long, Example: example, RunE: groupRun}
+}
+
+// groupRun runs a command that only holds subcommands: alone it prints its help; with an
+// argument, which is no subcommand of it, it is a usage error that suggests the closest
+// subcommands (by edit distance or prefix: "keyreg key craete" suggests create).
+func groupRun(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return cmd.Help()
 	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return usageError{msg}
 }
 
 // addWorkspaceFlag adds -w/--workspace to cmd and its subcommands.

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/commands"
 )
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -64,6 +65,8 @@ last batch, NATS shut down.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.IntVar(&cfg.SealEveryEvents, "seal-every-events", 1000, "append a signed audit checkpoint once this many events are not covered (-1: never)")
 	f.DurationVar(&cfg.SealInterval, "seal-interval", time.Minute, "append a signed audit checkpoint this often while events are not covered (-1s: never)")
+	f.IntVar(&cfg.MaxKeysPerWorkspace, "max-keys-per-workspace", commands.DefaultMaxKeysPerWorkspace, "the most keys a workspace holds, revoked ones included (-1: no limit)")
+	f.IntVar(&cfg.MaxIdentifiersPerWorkspace, "max-identifiers-per-workspace", commands.DefaultMaxIdentifiersPerWorkspace, "the most identifiers a workspace holds, retired ones included (-1: no limit)")
 	f.BoolVar(&cfg.ReadOnly, "read-only", false, "serve a copy of the views (--views) for inspection: reads only, writes answer 405")
 	f.StringVar(&cfg.ViewsDir, "views", "", "with --read-only: the views directory made by keyreg replay --into")
 	return cmd

@@ -140,40 +140,9 @@ func (c *Client) GetKeyAsOf(ctx context.Context, ws, id, asOf string) (httpapi.K
 	return out, err
 }
 
-// ListKeysAsOf returns workspace ws's keys as they were at asOf, only those with status
-// status then unless it is "".
-func (c *Client) ListKeysAsOf(ctx context.Context, ws, status, asOf string) ([]httpapi.Key, error) {
-	var out struct {
-		Keys []httpapi.Key `json:"keys"`
-	}
-	q := url.Values{}
-	if status != "" {
-		q.Set("status", status)
-	}
-	err := c.do(ctx, http.MethodGet, keysPath(ws), asOfValues(asOf, q), nil, WriteOptions{}, &out)
-	return out.Keys, err
-}
-
 // GetIdentifierAsOf returns identifier id of workspace ws as it was at asOf.
 func (c *Client) GetIdentifierAsOf(ctx context.Context, ws, id, asOf string) (httpapi.Identifier, error) {
 	var out httpapi.Identifier
 	err := c.do(ctx, http.MethodGet, identifierPath(ws, id), asOfValues(asOf, nil), nil, WriteOptions{}, &out)
 	return out, err
-}
-
-// ListIdentifiersAsOf returns workspace ws's identifiers active at asOf, of kind kind and
-// with a name starting with q (ignoring case) when they are not "".
-func (c *Client) ListIdentifiersAsOf(ctx context.Context, ws, kind, q, asOf string) ([]httpapi.Identifier, error) {
-	v := url.Values{}
-	if kind != "" {
-		v.Set("kind", kind)
-	}
-	if q != "" {
-		v.Set("q", q)
-	}
-	var out struct {
-		Identifiers []httpapi.Identifier `json:"identifiers"`
-	}
-	err := c.do(ctx, http.MethodGet, identifiersPath(ws), asOfValues(asOf, v), nil, WriteOptions{}, &out)
-	return out.Identifiers, err
 }

@@ -136,16 +136,6 @@ func (c *Client) CreateWorkspace(ctx context.Context, id, name string, o WriteOp
 	return out, err
 }
 
-// ListWorkspaces returns the workspaces the token may see: all of them for an admin key,
-// else the key's own.
-func (c *Client) ListWorkspaces(ctx context.Context) ([]httpapi.Workspace, error) {
-	var out struct {
-		Workspaces []httpapi.Workspace `json:"workspaces"`
-	}
-	err := c.do(ctx, http.MethodGet, "/v1/workspaces", nil, nil, WriteOptions{}, &out)
-	return out.Workspaces, err
-}
-
 // CreateKey creates a key in workspace ws. The answer holds its secret, the only time
 // it is shown (empty when an Idempotency-Key retry finds a key created before a server
 // restart).
@@ -153,19 +143,6 @@ func (c *Client) CreateKey(ctx context.Context, ws string, req CreateKeyRequest,
 	var out httpapi.KeyWithSecret
 	err := c.do(ctx, http.MethodPost, keysPath(ws), nil, req, o, &out)
 	return out, err
-}
-
-// ListKeys returns workspace ws's keys, only those with status status unless it is "".
-func (c *Client) ListKeys(ctx context.Context, ws, status string) ([]httpapi.Key, error) {
-	var out struct {
-		Keys []httpapi.Key `json:"keys"`
-	}
-	q := url.Values{}
-	if status != "" {
-		q.Set("status", status)
-	}
-	err := c.do(ctx, http.MethodGet, keysPath(ws), q, nil, WriteOptions{}, &out)
-	return out.Keys, err
 }
 
 // GetKey returns key id of workspace ws.
@@ -258,23 +235,6 @@ func (c *Client) RegisterIdentifier(ctx context.Context, ws string, req Register
 	var out httpapi.Identifier
 	err := c.do(ctx, http.MethodPost, identifiersPath(ws), nil, req, o, &out)
 	return out, err
-}
-
-// ListIdentifiers returns workspace ws's active identifiers ordered by name, only of
-// kind kind and with a name starting with prefix q (ignoring case) when they are not "".
-func (c *Client) ListIdentifiers(ctx context.Context, ws, kind, q string) ([]httpapi.Identifier, error) {
-	v := url.Values{}
-	if kind != "" {
-		v.Set("kind", kind)
-	}
-	if q != "" {
-		v.Set("q", q)
-	}
-	var out struct {
-		Identifiers []httpapi.Identifier `json:"identifiers"`
-	}
-	err := c.do(ctx, http.MethodGet, identifiersPath(ws), v, nil, WriteOptions{}, &out)
-	return out.Identifiers, err
 }
 
 // GetIdentifier returns identifier id of workspace ws.

@@ -58,6 +58,11 @@ type Config struct {
 	// negative value: never; exports still seal what they need).
 	SealEveryEvents int
 	SealInterval    time.Duration
+	// MaxKeysPerWorkspace and MaxIdentifiersPerWorkspace are the quotas of a workspace,
+	// revoked keys and retired identifiers included (0: commands.DefaultMaxKeysPerWorkspace
+	// and commands.DefaultMaxIdentifiersPerWorkspace; a negative value: no limit).
+	MaxKeysPerWorkspace        int
+	MaxIdentifiersPerWorkspace int
 }
 
 func (cfg Config) withDefaults() Config {
@@ -153,7 +158,9 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.Log = n.metrics.InstrumentLog(n.stream.Log)
-	n.Commands = &commands.Handler{Log: n.Log}
+	n.Commands = &commands.Handler{Log: n.Log,
+		MaxKeysPerWorkspace:        quota(cfg.MaxKeysPerWorkspace, commands.DefaultMaxKeysPerWorkspace),
+		MaxIdentifiersPerWorkspace: quota(cfg.MaxIdentifiersPerWorkspace, commands.DefaultMaxIdentifiersPerWorkspace)}
 	if err := n.openAudit(ctx); err != nil {
 		return nil, err
 	}
@@ -338,4 +345,15 @@ func (n *Node) bootstrap(ctx context.Context, cfg Config) error {
 	fmt.Fprintf(cfg.Stderr, "\nkeyreg: created workspace %q and its root key %s (keyreg.admin).\n"+
 		"Its secret is shown this once; keep it safe:\n\n    %s\n\n", events.SystemWorkspace, res.ID, res.Secret)
 	return nil
+}
+
+// quota returns a configured quota: def when 0, no limit (0) when negative.
+func quota(configured, def int) int {
+	switch {
+	case configured == 0:
+		return def
+	case configured < 0:
+		return 0
+	}
+	return configured
 }
