@@ -69,6 +69,31 @@ func addWorkspaceFlag(cmd *cobra.Command) *string {
 	return &ws
 }
 
+// pageFlags are --limit and --after of a list command.
+type pageFlags struct{ p client.Page }
+
+func addPageFlags(cmd *cobra.Command) *pageFlags {
+	pf := &pageFlags{}
+	cmd.Flags().IntVar(&pf.p.Limit, "limit", 0, "print one page of at most `N` items (1 to 1000), and how to get the next; default: every item")
+	cmd.Flags().StringVar(&pf.p.After, "after", "", "print the page after this `CURSOR` (the next of the previous page)")
+	return pf
+}
+
+// page returns the page asked for, or ok false for every item.
+func (pf *pageFlags) page() (p client.Page, ok bool, err error) {
+	if pf.p.Limit < 0 || pf.p.Limit > 1000 {
+		return pf.p, false, usagef("--limit %d: use 1 to 1000", pf.p.Limit)
+	}
+	return pf.p, pf.p.Limit > 0 || pf.p.After != "", nil
+}
+
+// printNext tells on stderr how to get the next page of a list command, if there is one.
+func (g *globals) printNext(cmd *cobra.Command, next string) {
+	if next != "" {
+		fmt.Fprintf(g.stderr, "more: %s ... --after %s\n", cmd.CommandPath(), next)
+	}
+}
+
 // writeFlags are the optional headers of a write command.
 type writeFlags struct{ o client.WriteOptions }
 

@@ -71,6 +71,7 @@ func newIdentifierRegisterCmd(g *globals, ws *string) *cobra.Command {
 
 func newIdentifierListCmd(g *globals, ws *string) *cobra.Command {
 	var kind, q, asOf string
+	var pf *pageFlags
 	cmd := &cobra.Command{
 		Use:   "list [--kind KIND] [--q PREFIX]",
 		Short: "List and search active identifiers, by name",
@@ -83,6 +84,24 @@ func newIdentifierListCmd(g *globals, ws *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			page, paged, err := pf.page()
+			if err != nil {
+				return err
+			}
+			if paged {
+				p, err := g.client().IdentifiersPage(cmd.Context(), wsID, client.IdentifierQuery{Kind: kind, Q: q, AsOf: asOf, Page: page})
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return g.printJSON(p)
+				}
+				if err := printIdentifiers(g.stdout, p.Identifiers); err != nil {
+					return err
+				}
+				g.printNext(cmd, p.Next)
+				return nil
+			}
 			ids, err := g.client().ListIdentifiersAsOf(cmd.Context(), wsID, kind, q, asOf)
 			if err != nil {
 				return err
@@ -93,6 +112,7 @@ func newIdentifierListCmd(g *globals, ws *string) *cobra.Command {
 			return printIdentifiers(g.stdout, ids)
 		},
 	}
+	pf = addPageFlags(cmd)
 	cmd.Flags().StringVar(&kind, "kind", "", "only this kind")
 	cmd.Flags().StringVar(&q, "q", "", "only names starting with this prefix, ignoring case")
 	cmd.Flags().StringVar(&asOf, "as-of", "", "the identifiers active at this `TIME` (RFC 3339) or stream sequence")

@@ -74,17 +74,37 @@ Without --allow the key works from any address.`,
 
 func newKeyListCmd(g *globals, ws *string) *cobra.Command {
 	var status, asOf string
+	var pf *pageFlags
 	cmd := &cobra.Command{
 		Use:   "list [--status active|revoked|expired]",
 		Short: "List a workspace's keys",
 		Example: `  keyreg key list -w acme
   keyreg key list -w acme --status revoked
+  keyreg key list -w acme --limit 100 --after 01JDX3...
   keyreg key list -w acme --json | jq -r '.keys[] | select(.allowlist == []) | .id'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			wsID, err := g.workspace(*ws)
 			if err != nil {
 				return err
+			}
+			page, paged, err := pf.page()
+			if err != nil {
+				return err
+			}
+			if paged {
+				p, err := g.client().KeysPage(cmd.Context(), wsID, client.KeyQuery{Status: status, AsOf: asOf, Page: page})
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return g.printJSON(p)
+				}
+				if err := printKeys(g.stdout, p.Keys); err != nil {
+					return err
+				}
+				g.printNext(cmd, p.Next)
+				return nil
 			}
 			keys, err := g.client().ListKeysAsOf(cmd.Context(), wsID, status, asOf)
 			if err != nil {
@@ -96,6 +116,7 @@ func newKeyListCmd(g *globals, ws *string) *cobra.Command {
 			return printKeys(g.stdout, keys)
 		},
 	}
+	pf = addPageFlags(cmd)
 	cmd.Flags().StringVar(&status, "status", "", "only keys with this status: active, revoked or expired")
 	cmd.Flags().StringVar(&asOf, "as-of", "", "the keys as they were at this `TIME` (RFC 3339) or stream sequence")
 	return cmd

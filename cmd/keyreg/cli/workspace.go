@@ -45,7 +45,8 @@ func newWorkspaceCreateCmd(g *globals) *cobra.Command {
 }
 
 func newWorkspaceListCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var pf *pageFlags
+	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the workspaces the token may see",
 		Long:  "An admin key sees every workspace; any other key sees its own.",
@@ -53,6 +54,24 @@ func newWorkspaceListCmd(g *globals) *cobra.Command {
   keyreg workspace list --json | jq -r '.workspaces[].id'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			page, paged, err := pf.page()
+			if err != nil {
+				return err
+			}
+			if paged {
+				p, err := g.client().WorkspacesPage(cmd.Context(), page)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return g.printJSON(p)
+				}
+				if err := printWorkspaces(g.stdout, p.Workspaces); err != nil {
+					return err
+				}
+				g.printNext(cmd, p.Next)
+				return nil
+			}
 			wss, err := g.client().ListWorkspaces(cmd.Context())
 			if err != nil {
 				return err
@@ -63,4 +82,6 @@ func newWorkspaceListCmd(g *globals) *cobra.Command {
 			return printWorkspaces(g.stdout, wss)
 		},
 	}
+	pf = addPageFlags(cmd)
+	return cmd
 }
