@@ -69,7 +69,7 @@ func TestRequests(t *testing.T) {
 		{"PATCH", "/v1/workspaces/acme/keys/K1", `{"expires_at":null,"name":"n"}`, `"6"`},
 		{"PATCH", "/v1/workspaces/acme/keys/K1", `{"permissions":[]}`, `"6"`},
 		{"GET", "/v1/workspaces/acme/keys/a%2Fb", "", ""},
-		{"GET", "/v1/workspaces/acme/keys?status=revoked", "", ""},
+		{"GET", "/v1/workspaces/acme/keys?limit=1000&status=revoked", "", ""},
 		{"GET", "/v1/workspaces/acme/keys/K1/history?after=12&limit=50", "", ""},
 		{"POST", "/v1/workspaces/acme/keys/K1/rotate", `{"grace_seconds":86400}`, ""},
 	}
@@ -90,6 +90,37 @@ func TestRequests(t *testing.T) {
 	}
 	if h := (*seen)[0].header; h.Get("Idempotency-Key") != "idem-1" || h.Get("Keyreg-Reason") != "renewed" {
 		t.Errorf("write headers = %v", h)
+	}
+}
+
+// TestListFollowsPages lists from a server that answers in pages of two: the client
+// asks for each page after the previous one's next and returns every item once.
+func TestListFollowsPages(t *testing.T) {
+	var afters []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		after := r.URL.Query().Get("after")
+		afters = append(afters, after)
+		w.Header().Set("Content-Type", "application/json")
+		switch after {
+		case "":
+			io.WriteString(w, `{"identifiers":[{"id":"I1"},{"id":"I2"}],"next":"c2"}`)
+		case "c2":
+			io.WriteString(w, `{"identifiers":[{"id":"I3"},{"id":"I4"}],"next":"c4"}`)
+		default:
+			io.WriteString(w, `{"identifiers":[{"id":"I5"}]}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	ids, err := client.New(srv.URL, "kr_token", nil).ListIdentifiers(context.Background(), "acme", "segment", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range ids {
+		got = append(got, s.ID)
+	}
+	if strings.Join(got, ",") != "I1,I2,I3,I4,I5" || strings.Join(afters, ",") != ",c2,c4" {
+		t.Fatalf("listed %v with after= %q", got, afters)
 	}
 }
 
