@@ -58,6 +58,16 @@ func TestBadInputCatalogue(t *testing.T) {
 		{"NameControlChar", "POST", keys, f.writer, `{"name":"a\u0001b"}`, nil, 400, "invalid_input", "name", "a\x01b"},
 		{"NameNewline", "PATCH", k, f.writer, `{"name":"a\nb"}`, nil, 400, "invalid_input", "name", "a\nb"},
 		{"NameNonUTF8", "POST", keys, f.writer, "{\"name\":\"a\xffb\"}", nil, 400, "invalid_input", "name", ""},
+		// Pages of the lists.
+		{"PageLimitZero", "GET", keys + "?limit=0", f.writer, "", nil, 400, "invalid_input", "limit", "0"},
+		{"PageLimitTooBig", "GET", ids + "?limit=1001", f.writer, "", nil, 400, "invalid_input", "limit", "1001"},
+		{"PageLimitNotNumber", "GET", "/v1/workspaces?limit=ten", n.root, "", nil, 400, "invalid_input", "limit", "ten"},
+		{"PageKeysAfterNotID", "GET", keys + "?after=zzz", f.writer, "", nil, 400, "invalid_input", "after", "zzz"},
+		{"PageKeysAsOfAfterNotID", "GET", keys + "?as_of=1&after=zzz", f.writer, "", nil, 400, "invalid_input", "after", "zzz"},
+		{"PageIdentifiersAfterNotCursor", "GET", ids + "?after=bm9wZQ", f.writer, "", nil, 400, "invalid_input", "after", "bm9wZQ"},
+		{"PageIdentifiersAfterNotBase64", "GET", ids + "?after=%25%25", f.writer, "", nil, 400, "invalid_input", "after", "%%"},
+		{"PageWorkspacesAfterNotID", "GET", "/v1/workspaces?after=NOPE!", n.root, "", nil, 400, "invalid_input", "after", "NOPE!"},
+		// Quotas are in TestQuotaExceeded (they need a server with small quotas).
 		{"NameEmpty", "POST", keys, f.writer, `{"name":"   "}`, nil, 400, "invalid_input", "name", "   "},
 		{"NameTooLong", "POST", keys, f.writer, `{"name":"` + strings.Repeat("é", 128) + `"}`, nil, 400, "invalid_input", "name", ""},
 		{"NameMissing", "POST", keys, f.writer, `{"permissions":[]}`, nil, 400, "invalid_input", "name", ""},
