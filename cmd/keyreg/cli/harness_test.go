@@ -133,7 +133,7 @@ func (h *harness) check(r result, code int, want []string, args []string) result
 	if !strings.HasPrefix(first, "keyreg: ") {
 		h.t.Errorf("keyreg %s: stderr %q does not start with a keyreg: line", strings.Join(args, " "), r.stderr)
 	}
-	if code == 1 && strings.Count(r.stderr, "\n") != 1 {
+	if (code == 1 || code == 2) && strings.Count(r.stderr, "\n") != 1 {
 		h.t.Errorf("keyreg %s: stderr %q is not one line", strings.Join(args, " "), r.stderr)
 	}
 	for _, w := range want {
