@@ -19,6 +19,19 @@ func BenchmarkCreateKey(b *testing.B) {
 	})
 }
 
+// BenchmarkCreateKeyQuota is BenchmarkCreateKey under a (never reached) quota: creations
+// in the workspace take turns and each expects the last creation counted.
+func BenchmarkCreateKeyQuota(b *testing.B) {
+	cmd := CreateKey{Workspace: "acme", Name: "bench", Permissions: []string{"users.track"}, Allowlist: []string{"10.0.0.0/8"}}
+	bench(b, func(h *Handler) func(i int) error {
+		h.MaxKeysPerWorkspace = 1 << 30
+		return func(int) error {
+			_, err := h.CreateKey(context.Background(), cmd)
+			return err
+		}
+	})
+}
+
 // BenchmarkUpdateAllowlist measures UpdateAllowlist without contention: each caller
 // updates a key of its own, alternating between two lists so that no update is a no-op.
 // Reading a key folds all its events, so each caller moves to a new key every 50 updates
