@@ -76,10 +76,17 @@ func TestListPagesAndNotFound(t *testing.T) {
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("pages of 2 gave %v, want %v", got, want)
 	}
-	// A table page says how to get the next one.
-	r := h.run("identifier", "list", "-w", "acme", "--limit", "3")
-	if r.code != 0 || strings.Count(r.stdout, "\n") != 4 || !strings.Contains(r.stderr, "more: keyreg identifier list ... --after ") {
+	// A table page ends with the command of the next page, which gives the rest.
+	r := h.run("identifier", "list", "-w", "acme", "--kind", "segment", "--limit", "3")
+	table, more, ok := strings.Cut(r.stdout, "\nMore: ")
+	if r.code != 0 || !ok || strings.Count(table, "\n") != 4 || !strings.HasPrefix(more, "keyreg identifier list ") {
 		t.Fatalf("identifier list --limit 3: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	next := strings.Fields(more)[3:] // after "keyreg identifier list"
+	contains(t, "the next page's command", more, "--workspace acme", "--kind segment", "--limit 3", "--after ")
+	r = h.run(append([]string{"identifier", "list"}, next...)...)
+	if r.code != 0 || strings.Contains(r.stdout, "More:") || strings.Count(r.stdout, "\n") != 3 {
+		t.Fatalf("the next page (%v): exit %d, stdout %q, stderr %q", next, r.code, r.stdout, r.stderr)
 	}
 	h.fails(1, []string{`key "01ARZ3NDEKTSV4RRFFQ69G5FAV" not found in workspace "acme"`}, "key", "show", "-w", "acme", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
 	h.fails(1, []string{`workspace "nope" not found`}, "key", "list", "-w", "nope")

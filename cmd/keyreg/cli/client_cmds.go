@@ -87,11 +87,29 @@ func (pf *pageFlags) page() (p client.Page, ok bool, err error) {
 	return pf.p, pf.p.Limit > 0 || pf.p.After != "", nil
 }
 
-// printNext tells on stderr how to get the next page of a list command, if there is one.
+// printNext says, after a table, how to get the next page of a list command (the command
+// again with its selecting flags, never --token, and --after next), if there is one.
 func (g *globals) printNext(cmd *cobra.Command, next string) {
-	if next != "" {
-		fmt.Fprintf(g.stderr, "more: %s ... --after %s\n", cmd.CommandPath(), next)
+	if next == "" {
+		return
 	}
+	line := cmd.CommandPath()
+	for _, name := range []string{"addr", "workspace", "status", "kind", "q", "as-of", "limit"} {
+		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
+			line += " --" + name + " " + shellQuote(f.Value.String())
+		}
+	}
+	fmt.Fprintf(g.stdout, "\nMore: %s --after %s\n", line, shellQuote(next))
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=+,@", r))
+	}) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // writeFlags are the optional headers of a write command.
