@@ -329,7 +329,8 @@ func TestAheadOfLog(t *testing.T) {
 // dir, and finds identical views and audit history.
 func TestBackupRestore(t *testing.T) {
 	data := t.TempDir()
-	n := startNode(t, data)
+	// 10,001 keys in acme: past the default quota of keys.
+	n := startNode(t, data, func(c *server.Config) { c.MaxKeysPerWorkspace = -1 })
 	f := newFixture(t, n, "acme")
 	var wg sync.WaitGroup
 	ids := make([]string, 10_000)
@@ -378,10 +379,17 @@ func TestBackupRestore(t *testing.T) {
 	if _, _, hist := n2.do("GET", "/v1/workspaces/acme/keys/"+ids[42]+"/history", f.writer, nil); string(hist) != string(wantHist) {
 		t.Fatalf("restored history differs:\n%s\n%s", hist, wantHist)
 	}
-	var list struct{ Keys []httpapi.Key }
-	n2.json("GET", "/v1/workspaces/acme/keys", f.writer, nil, 200, &list)
-	if len(list.Keys) != 10_001 {
-		t.Fatalf("restored registry lists %d keys", len(list.Keys))
+	listed := 0
+	for after, pages := "", 0; pages == 0 || after != ""; pages++ {
+		var list struct {
+			Keys []httpapi.Key
+			Next string
+		}
+		n2.json("GET", "/v1/workspaces/acme/keys?limit=1000&after="+after, f.writer, nil, 200, &list)
+		listed, after = listed+len(list.Keys), list.Next
+	}
+	if listed != 10_001 {
+		t.Fatalf("restored registry lists %d keys", listed)
 	}
 	// A damaged backup is refused.
 	var victim string
