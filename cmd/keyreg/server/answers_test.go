@@ -252,6 +252,16 @@ func TestConflictAnswersSayWhat(t *testing.T) {
 		t.Fatal("a refused write appended events")
 	}
 	f.json("PATCH", path, f.writer, map[string]any{"name": "k3"}, 200, nil, "If-Match", current)
+
+	// The OpenAPI document describes these fields.
+	var doc map[string]any
+	n.json("GET", "/openapi.json", "", nil, 200, &doc)
+	props, _ := dig(doc, "components", "schemas", "Problem", "properties").(map[string]any)
+	for _, field := range []string{"holder", "current_version", "limit"} {
+		if d, _ := dig(props, field, "description").(string); d == "" {
+			t.Errorf("the OpenAPI Problem schema does not describe %q", field)
+		}
+	}
 }
 
 // TestQuotaExceeded runs a server with quotas of 3 keys and 2 identifiers per workspace:
