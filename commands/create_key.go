@@ -17,7 +17,10 @@ type CreateKey struct {
 	Allowlist   []string   // IP addresses and CIDR prefixes; empty allows any address
 	ExpiresAt   *time.Time // optional; must be in the future
 	EventID     string     // optional ULID; see Handler.CreateKey
-	Meta        events.Meta
+	// By is the caller, for the rule of least privilege (see Grantor); nil is the
+	// process itself (the bootstrap), which may grant any permission.
+	By   *Grantor
+	Meta events.Meta
 }
 
 type createKey struct {
@@ -28,6 +31,7 @@ type createKey struct {
 	allowlist   []netip.Prefix
 	expiresAt   *time.Time
 	secretHash  string
+	by          *Grantor
 }
 
 func (c CreateKey) validate(now time.Time) (createKey, error) {
@@ -54,12 +58,15 @@ func (c CreateKey) validate(now time.Time) (createKey, error) {
 	if err := parseEventID(c.EventID); err != nil {
 		return createKey{}, err
 	}
-	return createKey{ws: ws, name: name, permissions: perms, allowlist: allow, expiresAt: exp}, nil
+	return createKey{ws: ws, name: name, permissions: perms, allowlist: allow, expiresAt: exp, by: c.By}, nil
 }
 
 func (c createKey) decide(ws events.WorkspaceState) ([]change, error) {
 	if !ws.Exists() {
 		return nil, events.NotFound("workspace", string(c.ws), "", ErrNotFound)
+	}
+	if err := checkGrants(ws, c.permissions, c.by); err != nil {
+		return nil, err
 	}
 	return []change{{ws: c.ws, agg: events.AggKey, id: c.id, payload: events.KeyCreated{
 		Name:        c.name,
@@ -75,10 +82,15 @@ func (c createKey) decide(ws events.WorkspaceState) ([]change, error) {
 // that is set, so that running the command again with the same EventID returns the
 // earlier Result with Duplicate set and no secret.
 //
+// Every permission must be in the catalogue or among the workspace's own, keyreg.admin
+// only in workspace system, and the caller (By) must hold each keyreg.* permission it
+// grants.
+//
 // Errors: *events.ValidationError (fields workspace, name, permissions, allowlist,
-// expires_at, event_id); ErrNotFound (a *events.NotFoundError) when the workspace does not
-// exist; a *QuotaError when it holds MaxKeysPerWorkspace keys; ErrAlreadyExists when
-// EventID was used by another command.
+// expires_at, event_id); *GrantError (ErrForbidden) for a registry permission By does not
+// hold; ErrNotFound (a *events.NotFoundError) when the workspace does not exist; a
+// *QuotaError when it holds MaxKeysPerWorkspace keys; ErrAlreadyExists when EventID was
+// used by another command.
 func (h *Handler) CreateKey(ctx context.Context, cmd CreateKey) (Result, error) {
 	c, err := cmd.validate(h.now())
 	if err != nil {
@@ -97,7 +109,7 @@ func (h *Handler) CreateKey(ctx context.Context, cmd CreateKey) (Result, error) 
 	q := h.newQuota(c.ws, events.AggKey, events.TypeKeyCreated, "keys", h.MaxKeysPerWorkspace)
 	res, err := q.run(ctx, func() (Result, error) {
 		return h.execute(ctx, home, cmd.EventID, cmd.Meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
-			ws, err := h.workspace(ctx, c.ws)
+			ws, err := h.grantWorkspace(ctx, c.ws, c.permissions)
 			if err != nil {
 				return nil, Result{}, err
 			}

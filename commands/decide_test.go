@@ -52,7 +52,7 @@ func TestDecideKeyChecks(t *testing.T) {
 			return renameKey{ws: "acme", id: id, name: "New", expected: v}.decide(k)
 		},
 		"UpdatePermissions": func(k events.KeyState, v uint64) ([]change, error) {
-			return updatePermissions{ws: "acme", id: id, permissions: []events.Permission{"x"}, expected: v}.decide(k)
+			return updatePermissions{ws: "acme", id: id, permissions: []events.Permission{"users.delete"}, expected: v}.decide(k, testWorkspace)
 		},
 		"UpdateAllowlist": func(k events.KeyState, v uint64) ([]change, error) {
 			return updateAllowlist{ws: "acme", id: id, allowlist: prefixes("1.2.3.4/32"), expected: v}.decide(k)
@@ -105,11 +105,11 @@ func TestDecideCreateWorkspace(t *testing.T) {
 
 func TestDecideCreateKey(t *testing.T) {
 	exp := testNow.Add(time.Hour)
-	c := createKey{ws: "acme", id: "01JDX3KEY0000000000000000B", name: "K", permissions: []events.Permission{"a"},
+	c := createKey{ws: "acme", id: "01JDX3KEY0000000000000000B", name: "K", permissions: []events.Permission{"users.track"},
 		allowlist: prefixes("10.0.0.0/8"), expiresAt: &exp, secretHash: "hash"}
 	changes, err := c.decide(testWorkspace)
 	wantChanges(t, changes, err, change{ws: "acme", agg: events.AggKey, id: c.id, payload: events.KeyCreated{
-		Name: "K", Permissions: []events.Permission{"a"}, Allowlist: prefixes("10.0.0.0/8"), SecretHash: "hash", ExpiresAt: &exp,
+		Name: "K", Permissions: []events.Permission{"users.track"}, Allowlist: prefixes("10.0.0.0/8"), SecretHash: "hash", ExpiresAt: &exp,
 	}})
 	_, err = c.decide(events.WorkspaceState{})
 	wantErr(t, err, ErrNotFound)
@@ -125,27 +125,27 @@ func TestDecideRenameKey(t *testing.T) {
 
 func TestDecideUpdatePermissions(t *testing.T) {
 	next := []events.Permission{"campaigns.list", "segments.list"}
-	changes, err := updatePermissions{id: testKey.ID, permissions: next}.decide(testKey)
+	changes, err := updatePermissions{id: testKey.ID, permissions: next}.decide(testKey, testWorkspace)
 	wantChanges(t, changes, err, keyChange(testKey, events.KeyPermissionsUpdated{
 		Permissions: next,
 		Previous:    []events.Permission{"campaigns.list", "users.track"},
 		Added:       []events.Permission{"segments.list"},
 		Removed:     []events.Permission{"users.track"},
 	}))
-	changes, err = updatePermissions{id: testKey.ID, permissions: testKey.Permissions}.decide(testKey)
+	changes, err = updatePermissions{id: testKey.ID, permissions: testKey.Permissions}.decide(testKey, testWorkspace)
 	wantChanges(t, changes, err)
 
 	// An unsorted state (not written by commands) still diffs right.
 	k := testKey
 	k.Permissions = []events.Permission{"users.track", "campaigns.list"}
-	changes, err = updatePermissions{id: testKey.ID, permissions: testKey.Permissions}.decide(k)
+	changes, err = updatePermissions{id: testKey.ID, permissions: testKey.Permissions}.decide(k, testWorkspace)
 	wantChanges(t, changes, err)
 
 	// From none to some, and back: Previous, Added and Removed are never nil.
 	k.Permissions = []events.Permission{}
-	changes, err = updatePermissions{id: testKey.ID, permissions: []events.Permission{"a"}}.decide(k)
+	changes, err = updatePermissions{id: testKey.ID, permissions: []events.Permission{"users.track"}}.decide(k, testWorkspace)
 	wantChanges(t, changes, err, keyChange(k, events.KeyPermissionsUpdated{
-		Permissions: []events.Permission{"a"}, Previous: []events.Permission{}, Added: []events.Permission{"a"}, Removed: []events.Permission{},
+		Permissions: []events.Permission{"users.track"}, Previous: []events.Permission{}, Added: []events.Permission{"users.track"}, Removed: []events.Permission{},
 	}))
 }
 

@@ -26,6 +26,9 @@ var (
 	// ErrPrecondition means the aggregate's version is not the ExpectedVersion given
 	// (HTTP If-Match).
 	ErrPrecondition = errors.New("commands: precondition failed")
+	// ErrForbidden means the caller may not do what the command asks, such as grant a
+	// registry permission it does not hold (see GrantError).
+	ErrForbidden = errors.New("commands: forbidden")
 )
 
 // ErrQuotaExceeded means the workspace holds as many keys or identifiers as the Handler

@@ -47,7 +47,7 @@ func TestKeyLifecycle(t *testing.T) {
 				return h.RenameKey(ctx, RenameKey{Workspace: "acme", KeyID: id, Name: "Backend v2", Meta: meta})
 			}},
 			{"permissions", func() (Result, error) {
-				return h.UpdatePermissions(ctx, UpdatePermissions{Workspace: "acme", KeyID: id, Permissions: []string{"users.track", "users.export"}, Meta: meta})
+				return h.UpdatePermissions(ctx, UpdatePermissions{Workspace: "acme", KeyID: id, Permissions: []string{"users.track", "users.export.ids"}, Meta: meta})
 			}},
 			{"allowlist", func() (Result, error) {
 				return h.UpdateAllowlist(ctx, UpdateAllowlist{Workspace: "acme", KeyID: id, Allowlist: []string{"2001:db8::/32", "10.0.0.0/8"}, Meta: meta})
@@ -87,7 +87,7 @@ func TestKeyLifecycle(t *testing.T) {
 		}
 
 		k = keyState(t, h, "acme", id)
-		if k.Name != "Backend v2" || !slices.Equal(k.Permissions, []events.Permission{"users.export", "users.track"}) ||
+		if k.Name != "Backend v2" || !slices.Equal(k.Permissions, []events.Permission{"users.export.ids", "users.track"}) ||
 			!slices.Equal(k.Allowlist, prefixes("10.0.0.0/8", "2001:db8::/32")) || k.ExpiresAt != nil ||
 			k.SecretHash != events.HashSecret(rotated.Secret) || k.PreviousHash != events.HashSecret(created.Secret) ||
 			k.Status != events.StatusRevoked || k.Version != revoked.Version {
@@ -111,7 +111,7 @@ func TestKeyLifecycle(t *testing.T) {
 			t.Fatalf("event types %v, want %v", types, want)
 		}
 		perms := recs[2].Payload.(*events.KeyPermissionsUpdated)
-		if !slices.Equal(perms.Added, []events.Permission{"users.export"}) || !slices.Equal(perms.Removed, []events.Permission{"campaigns.list"}) {
+		if !slices.Equal(perms.Added, []events.Permission{"users.export.ids"}) || !slices.Equal(perms.Removed, []events.Permission{"campaigns.list"}) {
 			t.Errorf("permissions diff: %+v", perms)
 		}
 		allow := recs[3].Payload.(*events.AllowlistUpdated)

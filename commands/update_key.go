@@ -20,7 +20,9 @@ type UpdateKey struct {
 	ExpiresAt       *time.Time
 	ExpectedVersion uint64 // optional (0: any); see ErrPrecondition
 	EventID         string // optional ULID, the first event's id; see Handler
-	Meta            events.Meta
+	// By is the caller granting permissions (see Grantor); nil: the process itself.
+	By   *Grantor
+	Meta events.Meta
 }
 
 type updateKey struct {
@@ -45,7 +47,7 @@ func (c UpdateKey) validate(now time.Time) (updateKey, error) {
 		u.rename = &r
 	}
 	if c.Permissions != nil {
-		p, err := UpdatePermissions{Workspace: c.Workspace, KeyID: c.KeyID, Permissions: *c.Permissions, ExpectedVersion: c.ExpectedVersion, EventID: c.EventID}.validate()
+		p, err := UpdatePermissions{Workspace: c.Workspace, KeyID: c.KeyID, Permissions: *c.Permissions, ExpectedVersion: c.ExpectedVersion, EventID: c.EventID, By: c.By}.validate()
 		if err != nil {
 			return u, err
 		}
@@ -65,7 +67,8 @@ func (c UpdateKey) validate(now time.Time) (updateKey, error) {
 }
 
 // decide gathers the events of every changed field; each is decided from the same state.
-func (c updateKey) decide(k events.KeyState, expected uint64) ([]change, error) {
+// ws is the key's workspace, for checking the permissions granted.
+func (c updateKey) decide(k events.KeyState, ws events.WorkspaceState, expected uint64) ([]change, error) {
 	if err := checkKey(k, c.ws, c.id, expected); err != nil {
 		return nil, err
 	}
@@ -80,7 +83,7 @@ func (c updateKey) decide(k events.KeyState, expected uint64) ([]change, error) 
 		}
 	}
 	if c.perms != nil {
-		if err := add(c.perms.decide(k)); err != nil {
+		if err := add(c.perms.decide(k, ws)); err != nil {
 			return nil, err
 		}
 	}
@@ -97,15 +100,25 @@ func (c updateKey) decide(k events.KeyState, expected uint64) ([]change, error) 
 // Fields equal to the current values append nothing; if nothing changes it returns the
 // current version.
 //
+// Permissions added are checked as UpdatePermissions checks them.
+//
 // Errors: *events.ValidationError (fields workspace, key_id, name, permissions,
-// expires_at, event_id); ErrNotFound; ErrPrecondition; ErrRevoked.
+// expires_at, event_id); *GrantError (ErrForbidden); ErrNotFound; ErrPrecondition;
+// ErrRevoked.
 func (h *Handler) UpdateKey(ctx context.Context, cmd UpdateKey) (Result, error) {
 	c, err := cmd.validate(h.now())
 	if err != nil {
 		return Result{}, fmt.Errorf("update key: %w", err)
 	}
 	res, err := h.updateKey(ctx, c.ws, c.id, cmd.EventID, cmd.Meta, func(k events.KeyState, now time.Time) ([]change, error) {
-		return c.decide(k, cmd.ExpectedVersion)
+		var ws events.WorkspaceState
+		if c.perms != nil {
+			var err error
+			if ws, err = h.grantWorkspace(ctx, c.ws, c.perms.permissions); err != nil {
+				return nil, err
+			}
+		}
+		return c.decide(k, ws, cmd.ExpectedVersion)
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("update key: %w", err)

@@ -15,7 +15,7 @@ func TestUpdateKey(t *testing.T) {
 		ctx := testCtx(t)
 		mustWorkspace(t, h, "acme")
 		k := mustKey(t, h, "acme")
-		name, perms, exp := "Renamed", []string{"users.export"}, time.Now().Add(time.Hour)
+		name, perms, exp := "Renamed", []string{"users.export.ids"}, time.Now().Add(time.Hour)
 
 		_, err := h.UpdateKey(ctx, UpdateKey{Workspace: "acme", KeyID: k.ID, Name: &name, ExpectedVersion: k.Version + 1})
 		wantErr(t, err, ErrPrecondition)
@@ -40,7 +40,7 @@ func TestUpdateKey(t *testing.T) {
 			}
 		}
 		s := keyState(t, h, "acme", k.ID)
-		if s.Name != name || !slices.Equal(s.Permissions, []events.Permission{"users.export"}) || !s.ExpiresAt.Equal(exp) {
+		if s.Name != name || !slices.Equal(s.Permissions, []events.Permission{"users.export.ids"}) || !s.ExpiresAt.Equal(exp) {
 			t.Errorf("state %+v", s)
 		}
 

@@ -17,6 +17,7 @@ type UpdatePermissions struct {
 	Permissions     []string // the new set; sorted and deduplicated
 	ExpectedVersion uint64   // optional (0: any); see ErrPrecondition
 	EventID         string   // optional ULID, the event's id; see Handler
+	By              *Grantor // the caller (see Grantor); nil: the process itself
 	Meta            events.Meta
 }
 
@@ -25,6 +26,7 @@ type updatePermissions struct {
 	id          string
 	permissions []events.Permission
 	expected    uint64
+	by          *Grantor
 }
 
 func (c UpdatePermissions) validate() (updatePermissions, error) {
@@ -39,16 +41,21 @@ func (c UpdatePermissions) validate() (updatePermissions, error) {
 	if err := parseEventID(c.EventID); err != nil {
 		return updatePermissions{}, err
 	}
-	return updatePermissions{ws: ws, id: id, permissions: perms, expected: c.ExpectedVersion}, nil
+	return updatePermissions{ws: ws, id: id, permissions: perms, expected: c.ExpectedVersion, by: c.By}, nil
 }
 
-func (c updatePermissions) decide(k events.KeyState) ([]change, error) {
+// decide checks the permissions added (see checkGrants) against ws, the key's
+// workspace.
+func (c updatePermissions) decide(k events.KeyState, ws events.WorkspaceState) ([]change, error) {
 	if err := checkKey(k, c.ws, c.id, c.expected); err != nil {
 		return nil, err
 	}
 	added, removed := diff(k.Permissions, c.permissions, cmp.Compare[events.Permission])
 	if len(added) == 0 && len(removed) == 0 {
 		return nil, nil
+	}
+	if err := checkGrants(ws, added, c.by); err != nil {
+		return nil, err
 	}
 	return []change{keyChange(k, events.KeyPermissionsUpdated{
 		Permissions: c.permissions,
@@ -60,17 +67,22 @@ func (c updatePermissions) decide(k events.KeyState) ([]change, error) {
 
 // UpdatePermissions replaces a key's permissions; the event lists the previous set and
 // what was added and removed. Setting the current set appends nothing and returns the
-// current version.
+// current version. The permissions added are checked as CreateKey checks them; those the
+// key keeps are not (a key keeps a permission that has left the catalogue).
 //
 // Errors: *events.ValidationError (fields workspace, key_id, permissions, event_id);
-// ErrNotFound; ErrPrecondition; ErrRevoked.
+// *GrantError (ErrForbidden); ErrNotFound; ErrPrecondition; ErrRevoked.
 func (h *Handler) UpdatePermissions(ctx context.Context, cmd UpdatePermissions) (Result, error) {
 	c, err := cmd.validate()
 	if err != nil {
 		return Result{}, fmt.Errorf("update permissions: %w", err)
 	}
 	res, err := h.updateKey(ctx, c.ws, c.id, cmd.EventID, cmd.Meta, func(k events.KeyState, now time.Time) ([]change, error) {
-		return c.decide(k)
+		ws, err := h.grantWorkspace(ctx, c.ws, c.permissions)
+		if err != nil {
+			return nil, err
+		}
+		return c.decide(k, ws)
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("update permissions: %w", err)

@@ -3,6 +3,7 @@ package events
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -121,14 +122,16 @@ func (s *IdentifierState) Apply(seq uint64, data []byte, e Event, p Payload) err
 	return nil
 }
 
-// WorkspaceState is the current state of a workspace aggregate.
+// WorkspaceState is the current state of a workspace aggregate. Permissions are the
+// workspace's own, in the order they were defined.
 type WorkspaceState struct {
-	ID        Workspace `json:"id"`
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
-	CreatedBy string    `json:"created_by"`
-	Version   uint64    `json:"version"`
-	LastHash  string    `json:"last_hash"`
+	ID          Workspace        `json:"id"`
+	Name        string           `json:"name"`
+	Permissions []PermissionInfo `json:"permissions,omitempty"`
+	CreatedAt   time.Time        `json:"created_at"`
+	CreatedBy   string           `json:"created_by"`
+	Version     uint64           `json:"version"`
+	LastHash    string           `json:"last_hash"`
 }
 
 // Exists reports whether the workspace has been created.
@@ -139,6 +142,11 @@ func (s *WorkspaceState) Apply(seq uint64, data []byte, e Event, p Payload) erro
 	switch p := p.(type) {
 	case *WorkspaceCreated:
 		*s = WorkspaceState{ID: e.Workspace(), Name: p.Name, CreatedAt: e.Time, CreatedBy: e.Actor}
+	case *PermissionDefined:
+		if !s.Exists() {
+			return fmt.Errorf("events: workspace %s: %s before workspace.created", e.Workspace(), e.Type)
+		}
+		s.Permissions = append(slices.Clip(s.Permissions), PermissionInfo{Name: p.Name, Description: p.Description, Group: GroupWorkspace, Workspace: s.ID})
 	default:
 		return fmt.Errorf("events: workspace %s: cannot apply %s", s.ID, e.Type)
 	}

@@ -25,6 +25,7 @@ type Type string
 // Event types, version 1.
 const (
 	TypeWorkspaceCreated      Type = "keyreg.workspace.created.v1"
+	TypePermissionDefined     Type = "keyreg.workspace.permission_defined.v1"
 	TypeKeyCreated            Type = "keyreg.key.created.v1"
 	TypeKeyRenamed            Type = "keyreg.key.renamed.v1"
 	TypeKeyPermissionsUpdated Type = "keyreg.key.permissions_updated.v1"
@@ -46,6 +47,7 @@ var Types = []struct {
 	Name      string
 }{
 	{TypeWorkspaceCreated, AggWorkspace, "created"},
+	{TypePermissionDefined, AggWorkspace, "permission_defined"},
 	{TypeKeyCreated, AggKey, "created"},
 	{TypeKeyRenamed, AggKey, "renamed"},
 	{TypeKeyPermissionsUpdated, AggKey, "permissions_updated"},
@@ -70,6 +72,13 @@ type Payload interface {
 // WorkspaceCreated starts a workspace.
 type WorkspaceCreated struct {
 	Name string `json:"name"`
+}
+
+// PermissionDefined adds a permission of the workspace's own to its catalogue, for its
+// keys to be granted. Name is never in the built-in catalogue nor a keyreg.* permission.
+type PermissionDefined struct {
+	Name        Permission `json:"name"`
+	Description string     `json:"description"`
 }
 
 // KeyCreated starts a REST API key. SecretHash is the hex SHA-256 of the secret; the
@@ -158,6 +167,7 @@ type NameReleased struct {
 }
 
 func (WorkspaceCreated) EventType() Type      { return TypeWorkspaceCreated }
+func (PermissionDefined) EventType() Type     { return TypePermissionDefined }
 func (KeyCreated) EventType() Type            { return TypeKeyCreated }
 func (KeyRenamed) EventType() Type            { return TypeKeyRenamed }
 func (KeyPermissionsUpdated) EventType() Type { return TypeKeyPermissionsUpdated }
@@ -176,6 +186,8 @@ func newPayload(t Type) Payload {
 	switch t {
 	case TypeWorkspaceCreated:
 		return &WorkspaceCreated{}
+	case TypePermissionDefined:
+		return &PermissionDefined{}
 	case TypeKeyCreated:
 		return &KeyCreated{}
 	case TypeKeyRenamed:

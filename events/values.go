@@ -1,6 +1,7 @@
 package events
 
 import (
+	"fmt"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
+	"golang.org/x/text/unicode/runenames"
 )
 
 // Workspace is a workspace id: a slug [a-z0-9][a-z0-9-]{0,62}, usable as a NATS subject
@@ -34,15 +36,25 @@ func (w Workspace) IsValid() bool { return workspaceRE.MatchString(string(w)) }
 // SystemWorkspace holds the registry's own keys, among them the root key.
 const SystemWorkspace Workspace = "system"
 
-// Permission is an endpoint permission such as "users.track" or "keyreg.keys.read".
+// Permission is an endpoint permission such as "users.track" or "keyreg.keys.read":
+// dotted lower case, like the platform's. The zero value is not valid.
 type Permission string
 
-var permissionRE = regexp.MustCompile(`^[a-z0-9_.:-]{1,128}$`)
+// MaxPermissionBytes is the longest permission.
+const MaxPermissionBytes = 128
 
-// ParsePermission checks s matches [a-z0-9_.:-]{1,128}.
+var permissionRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$`)
+
+// ParsePermission checks s is a permission's syntax: two or more dot-separated words
+// of lower-case letters, digits and underscores, each starting with a letter, at most 128
+// bytes in all ("users.track", "kpi.dau.data_series"). It does not check that s is in
+// the catalogue (see KnownPermission).
 func ParsePermission(s string) (Permission, error) {
+	if len(s) > MaxPermissionBytes {
+		return "", Invalid("permissions", truncate(s, 32)+"...", "must be at most %d bytes, got %d", MaxPermissionBytes, len(s))
+	}
 	if !permissionRE.MatchString(s) {
-		return "", Invalid("permissions", s, "must match [a-z0-9_.:-]+ (at most 128 characters)")
+		return "", Invalid("permissions", s, "must be dotted lower case like users.track: words of a-z, 0-9 and _ starting with a letter, joined by dots")
 	}
 	return Permission(s), nil
 }
@@ -67,28 +79,95 @@ func ParsePermissions(in []string) ([]Permission, error) {
 	return slices.Compact(out), nil
 }
 
-// MaxNameBytes is the longest name, in bytes after trimming.
+// MaxNameBytes is the longest name, in bytes after trimming and normalizing.
 const MaxNameBytes = 255
 
-// ParseName trims s and checks it is valid UTF-8, 1 to 255 bytes, with no control
-// characters. field names the input in the error.
+// ParseName is the one parser of the names people read (workspaces, keys, identifiers)
+// and of permission descriptions. It trims white space, normalizes to NFC (so that "é"
+// typed as e + U+0301 is stored as U+00E9) and checks the result is 1 to 255 bytes of
+// valid UTF-8 that shows what it says. Refused, with the code point, its name and its
+// position (in characters, from 1, in s as given): control characters (Cc), format
+// characters (Cf: among them the bidi controls U+200E, U+200F, U+061C, U+202A–U+202E,
+// U+2066–U+2069, and the zero-width U+200B–U+200D and U+FEFF), private-use (Co),
+// surrogate (Cs) and unassigned code points, the line and paragraph separators
+// U+2028/U+2029, spaces other than U+0020 (they look like one), characters that draw
+// nothing (such as U+3164 HANGUL FILLER and U+2800 BRAILLE PATTERN BLANK), and variation
+// selectors that do not follow a visible character. field names the input in the error.
 func ParseName(field, s string) (string, error) {
 	if !utf8.ValidString(s) {
-		return "", Invalid(field, s, "must be valid UTF-8")
+		return "", Invalid(field, shorten(s), "must be valid UTF-8")
 	}
+	lead := utf8.RuneCountInString(s) - utf8.RuneCountInString(strings.TrimLeftFunc(s, unicode.IsSpace))
 	t := strings.TrimSpace(s)
 	if t == "" {
 		return "", Invalid(field, s, "must not be empty")
 	}
+	pos, prev := lead, rune(' ')
+	for _, r := range t {
+		pos++
+		if why := hiddenRune(r, prev); why != "" {
+			return "", Invalid(field, shorten(s), "%s contains %s at position %d: %s", field, codePoint(r), pos, why)
+		}
+		prev = r
+	}
+	t = norm.NFC.String(t)
 	if len(t) > MaxNameBytes {
 		return "", Invalid(field, truncate(t, 32)+"...", "must be at most %d bytes, got %d", MaxNameBytes, len(t))
 	}
-	for _, r := range t {
-		if unicode.IsControl(r) || r == utf8.RuneError {
-			return "", Invalid(field, s, "must not contain control characters")
-		}
-	}
 	return t, nil
+}
+
+// hiddenRune says why r, after prev, cannot be in a name, or "" when it can.
+func hiddenRune(r, prev rune) string {
+	switch {
+	case r == utf8.RuneError:
+		return "not a character"
+	case unicode.Is(unicode.Cc, r):
+		return "control characters are not allowed"
+	case unicode.Is(unicode.Cf, r):
+		return "invisible format characters (bidi controls, zero-width characters) are not allowed"
+	case unicode.Is(unicode.Co, r), unicode.Is(unicode.Cs, r):
+		return "private-use and surrogate code points are not allowed"
+	case r == '\u2028' || r == '\u2029':
+		return "line and paragraph separators are not allowed"
+	case unicode.Is(unicode.Zs, r) && r != ' ':
+		return "the only space allowed is U+0020"
+	case blankRunes[r]:
+		return "characters that draw nothing are not allowed"
+	case unicode.Is(unicode.Variation_Selector, r) && (unicode.IsSpace(prev) || unicode.Is(unicode.Variation_Selector, prev)):
+		return "a variation selector must follow a visible character"
+	case !unicode.IsGraphic(r):
+		return "unassigned code points are not allowed"
+	}
+	return ""
+}
+
+// blankRunes are assigned, graphic characters that draw nothing.
+var blankRunes = map[rune]bool{
+	'\u034F': true, // COMBINING GRAPHEME JOINER
+	'\u115F': true, // HANGUL CHOSEONG FILLER
+	'\u1160': true, // HANGUL JUNGSEONG FILLER
+	'\u17B4': true, // KHMER VOWEL INHERENT AQ
+	'\u17B5': true, // KHMER VOWEL INHERENT AA
+	'\u2800': true, // BRAILLE PATTERN BLANK
+	'\u3164': true, // HANGUL FILLER
+	'\uFFA0': true, // HALFWIDTH HANGUL FILLER
+}
+
+// codePoint formats r as U+XXXX followed by its Unicode name when it has one, such as
+// "U+202E RIGHT-TO-LEFT OVERRIDE".
+func codePoint(r rune) string {
+	if n := runenames.Name(r); n != "" && !strings.HasPrefix(n, "<") {
+		return fmt.Sprintf("%U %s", r, n)
+	}
+	return fmt.Sprintf("%U", r)
+}
+
+// shorten makes a refused value safe to echo: characters that are not graphic are
+// escaped (\u202e), and a long value is cut.
+func shorten(s string) string {
+	q := strconv.QuoteToGraphic(truncate(s, 64))
+	return q[1 : len(q)-1]
 }
 
 // FoldName is the case-insensitive, Unicode-aware form of a name used for uniqueness and
