@@ -25,7 +25,8 @@ func samplePayloads() map[Type]Payload {
 	}
 	h1, h2 := HashSecret("kr_one"), HashSecret("kr_two")
 	return map[Type]Payload{
-		TypeWorkspaceCreated: &WorkspaceCreated{Name: "Acme Inc"},
+		TypeWorkspaceCreated:  &WorkspaceCreated{Name: "Acme Inc"},
+		TypePermissionDefined: &PermissionDefined{Name: "reports.weekly", Description: "Read the weekly reports"},
 		TypeKeyCreated: &KeyCreated{Name: "Prod server", Permissions: []Permission{"messages.send", "users.track"},
 			Allowlist: p("203.0.113.0/24", "2001:db8::/32"), SecretHash: h1, ExpiresAt: &t1},
 		TypeKeyRenamed: &KeyRenamed{Name: "Prod server (EU)", Previous: "Prod server"},
