@@ -48,11 +48,11 @@ func TestValidation(t *testing.T) {
 		{"CreateKey/name/control", func() error {
 			_, err := h.CreateKey(testCtx(t), CreateKey{Workspace: "acme", Name: "a\x00b"})
 			return err
-		}, "name", `a\x00b`},
+		}, "name", "a\x00b"},
 		{"CreateKey/name/utf8", func() error {
 			_, err := h.CreateKey(testCtx(t), CreateKey{Workspace: "acme", Name: "a\xffb"})
 			return err
-		}, "name", `a\xffb`},
+		}, "name", "a\xffb"},
 		{"CreateKey/name/long", func() error {
 			_, err := h.CreateKey(testCtx(t), CreateKey{Workspace: "acme", Name: long})
 			return err
@@ -180,7 +180,7 @@ func TestValidation(t *testing.T) {
 		{"RenameIdentifier/name", func() error {
 			_, err := h.RenameIdentifier(testCtx(t), RenameIdentifier{Workspace: "acme", IdentifierID: ident, Name: "a\nb"})
 			return err
-		}, "name", `a\nb`},
+		}, "name", "a\nb"},
 		{"RetireIdentifier/workspace", func() error {
 			_, err := h.RetireIdentifier(testCtx(t), RetireIdentifier{Workspace: "", IdentifierID: ident})
 			return err

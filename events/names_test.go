@@ -53,8 +53,8 @@ func TestParseNameRefusesHiddenCharacters(t *testing.T) {
 			if !strings.Contains(ve.Msg, tc.want) {
 				t.Fatalf("message %q does not say %q", ve.Msg, tc.want)
 			}
-			if strings.ContainsFunc(ve.Value, func(r rune) bool { return r == 0x202E || r == 0x200B || r == 0xFEFF || r < 0x20 }) {
-				t.Fatalf("value %q echoes the hidden character", ve.Value)
+			if ve.Value != tc.in || strings.ContainsFunc(ve.Error(), func(r rune) bool { return r == 0x202E || r == 0x200B || r == 0xFEFF || r < 0x20 }) {
+				t.Fatalf("value %q, message %q: want the input as value, and a message that shows no hidden character", ve.Value, ve.Error())
 			}
 		})
 	}

@@ -163,11 +163,12 @@ func codePoint(r rune) string {
 	return fmt.Sprintf("%U", r)
 }
 
-// shorten makes a refused value safe to echo: characters that are not graphic are
-// escaped (\u202e), and a long value is cut.
+// shorten cuts a long refused value to 64 bytes and marks the cut.
 func shorten(s string) string {
-	q := strconv.QuoteToGraphic(truncate(s, 64))
-	return q[1 : len(q)-1]
+	if len(s) <= 64 {
+		return s
+	}
+	return truncate(s, 64) + "..."
 }
 
 // FoldName is the case-insensitive, Unicode-aware form of a name used for uniqueness and

@@ -86,6 +86,7 @@ func New(d Deps) *API {
 	a.huma.UseMiddleware(a.callerMiddleware)
 	a.registerWorkspaces()
 	a.registerKeys()
+	a.registerPermissions()
 	a.registerIdentifiers()
 	a.registerVerify()
 	a.registerHealth()

@@ -64,8 +64,8 @@ func (a *API) registerKeys() {
 		WS             string `path:"ws"`
 		IdempotencyKey string `header:"Idempotency-Key" doc:"Retry-safe: the same key and body give the same response and no second change"`
 		Body           struct {
-			Name        string     `json:"name" doc:"1 to 255 bytes of UTF-8 without control characters"`
-			Permissions []string   `json:"permissions,omitempty" doc:"Endpoint permissions, [a-z0-9_.:-]+"`
+			Name        string     `json:"name" doc:"1 to 255 bytes of visible UTF-8, stored in NFC; no bidi controls, zero-width or other invisible characters"`
+			Permissions []string   `json:"permissions,omitempty" doc:"Permissions from the catalogue (GET /v1/permissions); keyreg.* ones only if the caller holds them"`
 			Allowlist   []string   `json:"allowlist,omitempty" doc:"IPv4/IPv6 addresses and CIDR prefixes, at most 1000"`
 			ExpiresAt   *time.Time `json:"expires_at,omitempty" doc:"When the key stops working; in the future"`
 		}
@@ -80,7 +80,7 @@ func (a *API) registerKeys() {
 		c := callerOf(ctx)
 		res, err := a.d.Commands.CreateKey(ctx, commands.CreateKey{
 			Workspace: in.WS, Name: in.Body.Name, Permissions: in.Body.Permissions, Allowlist: in.Body.Allowlist,
-			ExpiresAt: in.Body.ExpiresAt, EventID: c.eventID, Meta: c.meta(p),
+			ExpiresAt: in.Body.ExpiresAt, EventID: c.eventID, By: p.grantor(), Meta: c.meta(p),
 		})
 		a.d.Metrics.command("create_key", err)
 		if err != nil {
@@ -152,7 +152,7 @@ func (a *API) registerKeys() {
 			return nil, err
 		}
 		cmd := commands.UpdateKey{Workspace: in.WS, KeyID: in.ID, Name: in.Body.Name, Permissions: in.Body.Permissions,
-			ExpectedVersion: version, EventID: c.eventID, Meta: c.meta(p)}
+			ExpectedVersion: version, EventID: c.eventID, By: p.grantor(), Meta: c.meta(p)}
 		if in.Body.ExpiresAt.Set {
 			cmd.SetExpiry, cmd.ExpiresAt = true, in.Body.ExpiresAt.Time
 		}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -90,8 +92,30 @@ func problem(status int, code, detail string) *Problem {
 
 func invalid(field, value, detail string) *Problem {
 	p := problem(http.StatusBadRequest, CodeInvalid, detail)
-	p.Field, p.Value = field, value
+	p.Field, p.Value = field, visible(value)
 	return p
+}
+
+// visible escapes what would not show in a problem's value: characters that are not
+// graphic (controls, bidi and zero-width characters: \u202e) and bytes that are not
+// UTF-8 (\xff). So a value echoed back cannot reorder or hide the text around it.
+func visible(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == ' ' || unicode.IsGraphic(r) && !unicode.Is(unicode.Zs, r):
+			b.WriteString(s[i : i+size])
+		case r <= 0xFFFF:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			fmt.Fprintf(&b, `\U%08x`, r)
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // installErrors makes every error huma writes itself (bad JSON, schema validation, body
@@ -168,10 +192,15 @@ func toProblem(err error) *Problem {
 		pre   *commands.PreconditionError
 		taken *commands.NameTakenError
 		quota *commands.QuotaError
+		ge    *commands.GrantError
 	)
 	switch {
 	case errors.As(err, &ve):
 		return invalid(ve.Field, ve.Value, ve.Error())
+	case errors.As(err, &ge):
+		fp := problem(http.StatusForbidden, CodeForbidden, ge.Error())
+		fp.Field, fp.Value = "permissions", string(ge.Permission)
+		return fp
 	case errors.As(err, &pre):
 		p = problem(http.StatusPreconditionFailed, CodePrecondition,
 			fmt.Sprintf("the resource changed: its version is %d, not %d as in If-Match; read it again, or send If-Match: %s", pre.Current, pre.Expected, etag(pre.Current)))

@@ -26,6 +26,7 @@ func TestBadInputCatalogue(t *testing.T) {
 	f.json("POST", "/v1/workspaces/acme/identifiers", f.writer, map[string]any{"kind": "segment", "name": "Old"}, 201, &retired)
 	f.json("DELETE", "/v1/workspaces/acme/identifiers/"+retired.ID, f.writer, nil, 200, nil)
 	ipLimited := f.createKey(map[string]any{"name": "ip limited", "permissions": allWorkspacePerms, "allowlist": []string{"192.0.2.0/24"}})
+	writeOnly := f.createKey(map[string]any{"name": "write only", "permissions": []string{"keyreg.keys.write"}}).Secret
 
 	keys := "/v1/workspaces/acme/keys"
 	k := keys + "/" + key.Key.ID
@@ -55,8 +56,8 @@ func TestBadInputCatalogue(t *testing.T) {
 		{"AllowlistNotArray", "PUT", k + "/allowlist", f.writer, `{"allowlist":"10.0.0.0/8"}`, nil, 400, "invalid_input", "allowlist", ""},
 		{"AllowlistMissing", "PUT", k + "/allowlist", f.writer, `{}`, nil, 400, "invalid_input", "allowlist", ""},
 		// Names.
-		{"NameControlChar", "POST", keys, f.writer, `{"name":"a\u0001b"}`, nil, 400, "invalid_input", "name", "a\x01b"},
-		{"NameNewline", "PATCH", k, f.writer, `{"name":"a\nb"}`, nil, 400, "invalid_input", "name", "a\nb"},
+		{"NameControlChar", "POST", keys, f.writer, `{"name":"a\u0001b"}`, nil, 400, "invalid_input", "name", `a\u0001b`},
+		{"NameNewline", "PATCH", k, f.writer, `{"name":"a\nb"}`, nil, 400, "invalid_input", "name", `a\u000ab`},
 		{"NameNonUTF8", "POST", keys, f.writer, "{\"name\":\"a\xffb\"}", nil, 400, "invalid_input", "name", ""},
 		// Pages of the lists.
 		{"PageLimitZero", "GET", keys + "?limit=0", f.writer, "", nil, 400, "invalid_input", "limit", "0"},
@@ -72,7 +73,7 @@ func TestBadInputCatalogue(t *testing.T) {
 		{"NameTooLong", "POST", keys, f.writer, `{"name":"` + strings.Repeat("é", 128) + `"}`, nil, 400, "invalid_input", "name", ""},
 		{"NameMissing", "POST", keys, f.writer, `{"permissions":[]}`, nil, 400, "invalid_input", "name", ""},
 		{"NameNotString", "POST", keys, f.writer, `{"name":42}`, nil, 400, "invalid_input", "name", ""},
-		{"IdentifierNameControl", "POST", ids, f.writer, `{"kind":"segment","name":"x\u007f"}`, nil, 400, "invalid_input", "name", "x\x7f"},
+		{"IdentifierNameControl", "POST", ids, f.writer, `{"kind":"segment","name":"x\u007f"}`, nil, 400, "invalid_input", "name", `x\u007f`},
 		// Permissions and expiry.
 		{"PermissionUpperCase", "POST", keys, f.writer, `{"name":"x","permissions":["Users.Track"]}`, nil, 400, "invalid_input", "permissions", "Users.Track"},
 		{"PermissionSpace", "PATCH", k, f.writer, `{"permissions":["users track"]}`, nil, 400, "invalid_input", "permissions", "users track"},
@@ -87,6 +88,24 @@ func TestBadInputCatalogue(t *testing.T) {
 		{"NotJSON", "POST", keys, f.writer, `name=x`, nil, 400, "malformed_json", "body", ""},
 		{"BodyTooLarge", "POST", keys, f.writer, big, nil, 413, "body_too_large", "", ""},
 		{"BodyTooLargeIdempotent", "POST", keys, f.writer, big, []string{"Idempotency-Key", "big-1"}, 413, "body_too_large", "", ""},
+		// Least privilege and the permission catalogue.
+		{"GrantAuditRead", "POST", keys, writeOnly, `{"name":"x","permissions":["keyreg.audit.read"]}`, nil, 403, "forbidden", "permissions", "keyreg.audit.read"},
+		{"GrantEventsRead", "POST", keys, writeOnly, `{"name":"x","permissions":["keyreg.events.read"]}`, nil, 403, "forbidden", "permissions", "keyreg.events.read"},
+		{"GrantKeysReadPatch", "PATCH", k, writeOnly, `{"permissions":["keyreg.keys.read"]}`, nil, 403, "forbidden", "permissions", "keyreg.keys.read"},
+		{"AdminOutsideSystem", "POST", keys, n.root, `{"name":"x","permissions":["keyreg.admin"]}`, nil, 400, "invalid_input", "permissions", "keyreg.admin"},
+		{"PermissionTypo", "POST", keys, f.writer, `{"name":"x","permissions":["users.trak"]}`, nil, 400, "invalid_input", "permissions", "users.trak"},
+		{"PermissionTypoPatch", "PATCH", k, f.writer, `{"permissions":["users.track","keyreg.admn"]}`, nil, 400, "invalid_input", "permissions", "keyreg.admn"},
+		{"PermissionUnknown", "POST", keys, f.writer, `{"name":"x","permissions":["reports.weekly"]}`, nil, 400, "invalid_input", "permissions", "reports.weekly"},
+		{"DefineBuiltIn", "POST", "/v1/workspaces/acme/permissions", f.writer, `{"name":"users.track","description":"x"}`, nil, 400, "invalid_input", "name", "users.track"},
+		{"DefineRegistry", "POST", "/v1/workspaces/acme/permissions", f.writer, `{"name":"keyreg.reports","description":"x"}`, nil, 400, "invalid_input", "name", "keyreg.reports"},
+		{"DefineBadSyntax", "POST", "/v1/workspaces/acme/permissions", f.writer, `{"name":"Reports Weekly","description":"x"}`, nil, 400, "invalid_input", "name", "Reports Weekly"},
+		{"DefineHiddenDescription", "POST", "/v1/workspaces/acme/permissions", f.writer, `{"name":"reports.weekly","description":"x\u200by"}`, nil, 400, "invalid_input", "description", `x\u200by`},
+		{"DefineWithoutWrite", "POST", "/v1/workspaces/acme/permissions", key.Secret, `{"name":"reports.weekly","description":"x"}`, nil, 403, "forbidden", "", ""},
+		// Honest names.
+		{"NameRightToLeftOverride", "POST", keys, f.writer, `{"name":"txt.exe\u202egpj"}`, nil, 400, "invalid_input", "name", `txt.exe\u202egpj`},
+		{"NameZeroWidthSpace", "PATCH", k, f.writer, `{"name":"Prod\u200bkey"}`, nil, 400, "invalid_input", "name", `Prod\u200bkey`},
+		{"NameByteOrderMark", "POST", ids, f.writer, `{"kind":"segment","name":"\ufeffVIP"}`, nil, 400, "invalid_input", "name", `\ufeffVIP`},
+		{"WorkspaceNameBidi", "POST", "/v1/workspaces", n.root, `{"id":"beta","name":"Beta\u2067"}`, nil, 400, "invalid_input", "name", `Beta\u2067`},
 		// Kinds, platforms, slugs, ids.
 		{"UnknownKind", "POST", ids, f.writer, `{"kind":"widget","name":"x"}`, nil, 400, "invalid_input", "kind", "widget"},
 		{"AppWithoutPlatform", "POST", ids, f.writer, `{"kind":"app","name":"x"}`, nil, 400, "invalid_input", "platform", ""},
