@@ -102,6 +102,7 @@ Use it:         export KEYREG_ADDR=http://127.0.0.1:8080 KEYREG_TOKEN=kr_...
 	root.AddCommand(newReplayCmd(g), newBackupCmd(g), newRestoreCmd(g), newBenchCmd(g))
 	root.AddCommand(newWatchCmd(g))
 	root.AddCommand(newAuditCmd(g))
+	root.AddCommand(newPermissionsCmd(g), newPermissionCmd(g))
 	return root
 }
 

@@ -56,24 +56,24 @@ func TestKeyCommands(t *testing.T) {
 		"never again", "kr_")
 	expires := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
 	var created httpapi.KeyWithSecret
-	h.okJSON(&created, "key", "create", "--workspace", "acme", "--name", "CI", "--permission", "users.track,users.export",
+	h.okJSON(&created, "key", "create", "--workspace", "acme", "--name", "CI", "--permission", "users.track,users.export.ids",
 		"--expires-at", expires.Format(time.RFC3339))
 	k := created.Key
 	if !strings.HasPrefix(created.Secret, "kr_") || k.Name != "CI" || k.Status != "active" || len(k.Allowlist) != 0 ||
-		strings.Join(k.Permissions, " ") != "users.export users.track" || k.ExpiresAt == nil || !k.ExpiresAt.Equal(expires) {
+		strings.Join(k.Permissions, " ") != "users.export.ids users.track" || k.ExpiresAt == nil || !k.ExpiresAt.Equal(expires) {
 		t.Fatalf("key create --json = %+v", created)
 	}
 	id := k.ID
 
 	// list and show
 	contains(t, "key list", h.ok("key", "list", "-w", "acme"), "ID", "NAME", "STATUS", "PERMISSIONS", "ALLOWLIST", "VERSION",
-		id, "CI", "Prod server", "active", "users.export,users.track", "203.0.113.0/24,2001:db8::/32", "any")
+		id, "CI", "Prod server", "active", "users.export.ids,users.track", "203.0.113.0/24,2001:db8::/32", "any")
 	var keys struct{ Keys []httpapi.Key }
 	h.okJSON(&keys, "key", "list", "-w", "acme")
 	if len(keys.Keys) != 2 {
 		t.Errorf("key list --json = %+v, want 2 keys", keys)
 	}
-	contains(t, "key show", h.ok("key", "show", "-w", "acme", id), id, "CI", "users.export, users.track", "any address",
+	contains(t, "key show", h.ok("key", "show", "-w", "acme", id), id, "CI", "users.export.ids, users.track", "any address",
 		expires.Format(time.RFC3339))
 	var shown httpapi.Key
 	h.okJSON(&shown, "key", "show", "-w", "acme", id)

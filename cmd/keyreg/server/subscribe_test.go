@@ -30,7 +30,7 @@ func scenario(t *testing.T, f fixture) {
 	k := f.createKey(map[string]any{"name": "prod", "permissions": []string{"users.track"}, "allowlist": []string{"203.0.113.0/24"}})
 	path := "/v1/workspaces/" + f.ws + "/keys/" + k.Key.ID
 	f.json("PUT", path+"/allowlist", f.writer, map[string]any{"allowlist": []string{"198.51.100.0/24"}}, 200, nil, "Keyreg-Reason", "office moved")
-	f.json("PATCH", path, f.writer, map[string]any{"name": "prod-eu", "permissions": []string{"users.track", "users.export"}}, 200, nil)
+	f.json("PATCH", path, f.writer, map[string]any{"name": "prod-eu", "permissions": []string{"users.track", "users.export.ids"}}, 200, nil)
 	f.json("POST", path+"/rotate", f.writer, map[string]any{"grace_seconds": 60}, 200, nil)
 	f.json("DELETE", path, f.writer, nil, 200, nil)
 	var id httpapi.Identifier
