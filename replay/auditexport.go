@@ -460,6 +460,8 @@ func BeforeAfter(p events.Payload) (before, after string, err error) {
 	switch p := p.(type) {
 	case *events.WorkspaceCreated:
 		a = m{"name": p.Name}
+	case *events.PermissionDefined:
+		a = m{"permission": p.Name, "description": p.Description}
 	case *events.KeyCreated:
 		a = m{"name": p.Name, "permissions": nonNil(p.Permissions), "allowlist": nonNil(p.Allowlist), "expires_at": p.ExpiresAt,
 			"secret_sha256": short(p.SecretHash)}

@@ -280,6 +280,8 @@ func summarize(e events.Event) string {
 	switch p := p.(type) {
 	case *events.WorkspaceCreated:
 		return "created " + strconv.Quote(p.Name)
+	case *events.PermissionDefined:
+		return "defined permission " + string(p.Name) + " " + strconv.Quote(p.Description)
 	case *events.KeyCreated:
 		s := "created " + strconv.Quote(p.Name) + " permissions " + fmtPerms(p.Permissions) + " allowlist " + fmtPrefixes(p.Allowlist)
 		if p.ExpiresAt != nil {

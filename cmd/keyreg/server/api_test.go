@@ -71,6 +71,7 @@ func TestOpenAPI(t *testing.T) {
 		"GET /v1/workspaces/{ws}/events",
 		"POST /v1/admin/replay", "GET /v1/admin/replay",
 		"GET /v1/workspaces/{ws}/audit", "GET /v1/workspaces/{ws}/audit/export", "GET /v1/audit/pubkey",
+		"GET /v1/permissions", "POST /v1/workspaces/{ws}/permissions",
 	}
 	for _, r := range served {
 		if !slices.Contains(have, r) {
@@ -129,6 +130,9 @@ func TestOpenAPI(t *testing.T) {
 	check("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"?as_of="+fmt.Sprint(k.Key.Version), f.writer, nil)
 	check("GET", "/v1/workspaces/acme/keys?as_of=1", f.writer, nil)
 	check("GET", "/v1/audit/pubkey", "", nil)
+	check("POST", "/v1/workspaces/acme/permissions", f.writer, map[string]any{"name": "reports.weekly", "description": "Weekly reports"})
+	check("GET", "/v1/permissions?workspace=acme", f.writer, nil)
+	check("POST", "/v1/workspaces/acme/keys", f.writer, map[string]any{"name": "x", "permissions": []string{"users.trak"}})
 }
 
 // TestMetrics: the Prometheus endpoint reports commands, verifies, lag and append

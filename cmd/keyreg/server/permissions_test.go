@@ -90,6 +90,11 @@ func TestPermissionCatalogue(t *testing.T) {
 		t.Error("defining the same permission again appended")
 	}
 	n.json("POST", perms, writeOnly, map[string]any{"name": "reports.weekly", "description": "Something else"}, 409, nil)
+	// The definition is in the audit log, and its export.
+	if st, _, b := n.do("GET", "/v1/workspaces/acme/audit/export?format=csv", f.writer, nil); st != 200 ||
+		!strings.Contains(string(b), "workspace/acme,permission_defined") || !strings.Contains(string(b), "Read the weekly reports") {
+		t.Errorf("audit export: %d %s", st, b)
+	}
 	n.json("POST", "/v1/workspaces/acme/keys", writeOnly, key("reports.weekly", "users.track"), 201, nil)
 	refused("/v1/workspaces/beta/keys", n.root, key("reports.weekly"), "permissions", "reports.weekly", "unknown permission")
 	refused("/v1/workspaces/acme/keys", writeOnly, key("reports.weekyl"), "permissions", "reports.weekyl", "did you mean reports.weekly?")
