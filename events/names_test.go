@@ -155,3 +155,19 @@ func FuzzParseName(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseName(b *testing.B) {
+	for range b.N {
+		if _, err := events.ParseName("name", "  Prod server (EU) — Café ✓ "); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSuggestPermission(b *testing.B) {
+	for range b.N {
+		if _, ok := events.SuggestPermission("campaigns.trigger.schedule.updat", nil); !ok {
+			b.Fatal("no suggestion")
+		}
+	}
+}
