@@ -1,6 +1,7 @@
 package events
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -23,6 +24,9 @@ type ServerOptions struct {
 	// With a Listen address or any subscriber, the server requires a user: TCP clients
 	// must be one of Subscribers; keyreg's in-process connection keeps every right.
 	Subscribers []Subscriber
+	// TLS, when set, makes TCP clients on Listen speak TLS (required; the in-process
+	// connection needs none).
+	TLS *tls.Config
 }
 
 // StartServer starts an embedded NATS server with JetStream under opts.StoreDir. By
@@ -60,6 +64,9 @@ func StartServer(opts ServerOptions) (*server.Server, error) {
 			return nil, err // the server would only say "not ready" after 30s
 		}
 		so.Host, so.Port = host, p
+		if opts.TLS != nil {
+			so.TLS, so.TLSConfig, so.TLSTimeout = true, opts.TLS, 5
+		}
 	}
 	if opts.Listen != "" || len(opts.Subscribers) > 0 {
 		if err := configureAccess(so, opts.Subscribers); err != nil {

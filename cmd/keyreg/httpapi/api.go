@@ -47,6 +47,9 @@ type Deps struct {
 	Replayer Replayer
 	// Audit seals checkpoints for exports and names the sealer's public key.
 	Audit AuditDeps
+	// TrustedProxies are the peers whose X-Forwarded-For gives the client address (for
+	// allowlists, verify limits and actorip); from any other peer it is ignored.
+	TrustedProxies []netip.Prefix
 }
 
 // API serves the HTTP API.
@@ -178,7 +181,15 @@ func (a *API) callerMiddleware(ctx huma.Context, next func(huma.Context)) {
 	if h := ctx.Header("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
 		c.token = strings.TrimSpace(h[7:])
 	}
-	c.ip = remoteIP(ctx.RemoteAddr())
+	var xff []string
+	if len(a.d.TrustedProxies) > 0 {
+		ctx.EachHeader(func(name, value string) {
+			if strings.EqualFold(name, "X-Forwarded-For") {
+				xff = append(xff, value)
+			}
+		})
+	}
+	c.ip = clientIP(remoteIP(ctx.RemoteAddr()), xff, a.d.TrustedProxies)
 	ctx.SetHeader("X-Request-Id", c.requestID)
 	next(huma.WithValue(ctx, callerKey, c))
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
@@ -43,13 +44,19 @@ func startEmbedded(cfg Config) (*natsserver.Server, error) {
 		return nil, err
 	}
 	so.Listen = cfg.NATSListen
+	if so.TLS, err = loadTLS("--nats-tls-cert", cfg.NATSTLSCertFile, "--nats-tls-key", cfg.NATSTLSKeyFile); err != nil {
+		return nil, err
+	}
 	so.Subscribers = []events.Subscriber{{User: user, Password: password}}
 	s, err := events.StartServer(so)
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("NATS address %s: %w", cfg.NATSListen, listenErr(err))
+		}
 		return nil, err
 	}
 	if cfg.Logger != nil {
-		cfg.Logger.Info("nats subscribers (read-only)", "url", s.ClientURL(), "user", user, "password_file", file, "created", created)
+		cfg.Logger.Info("nats subscribers (read-only)", "url", s.ClientURL(), "tls", so.TLS != nil, "user", user, "password_file", file, "created", created)
 	}
 	return s, nil
 }
@@ -69,15 +76,7 @@ func subscriberPassword(file string) (string, bool, error) {
 		return "", false, fmt.Errorf("nats subscriber password: %w", err)
 	}
 	pw := rand.Text() + rand.Text() // 2 x 128 bits, base32
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", false, fmt.Errorf("nats subscriber password: %w", err)
-	}
-	if _, err := f.WriteString(pw + "\n"); err != nil {
-		f.Close()
-		return "", false, fmt.Errorf("nats subscriber password: %w", err)
-	}
-	if err := f.Close(); err != nil {
+	if err := writeSecretFile(file, []byte(pw+"\n")); err != nil {
 		return "", false, fmt.Errorf("nats subscriber password: %w", err)
 	}
 	return pw, true, nil

@@ -84,13 +84,8 @@ func createSigningKey(dir, path string) error {
 	if err != nil {
 		return err
 	}
-	// A hard link, unlike a rename, never replaces a key made meanwhile.
-	tmp := path + ".new"
-	if err := writeFileAtomic(tmp, []byte(skey+"\n"), 0o600); err != nil {
-		return err
-	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+	// A key made meanwhile (another process) is kept: the caller reads whichever is there.
+	if err := writeSecretFile(path, []byte(skey+"\n")); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
 	return nil

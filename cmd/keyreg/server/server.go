@@ -6,12 +6,14 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -63,7 +65,27 @@ type Config struct {
 	// and commands.DefaultMaxIdentifiersPerWorkspace; a negative value: no limit).
 	MaxKeysPerWorkspace        int
 	MaxIdentifiersPerWorkspace int
+	// TLSCertFile and TLSKeyFile (PEM), when set, make the HTTP API speak only TLS.
+	// NATSTLSCertFile and NATSTLSKeyFile do the same for the NATS listener; when empty,
+	// it uses the HTTP API's certificate, so a certificate secures both listeners.
+	TLSCertFile, TLSKeyFile         string
+	NATSTLSCertFile, NATSTLSKeyFile string
+	// TrustedProxies are the peers (such as a TLS-terminating proxy) whose
+	// X-Forwarded-For header gives the client address; see httpapi.Deps.TrustedProxies.
+	TrustedProxies []netip.Prefix
+	// HTTP timeouts (0: the defaults below). ReadTimeout bounds reading a request's
+	// headers and body, WriteTimeout answering it; event streams and exports clear both.
+	// IdleTimeout bounds a kept-alive connection between requests.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 }
+
+// Default HTTP timeouts.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultWriteTimeout      = 60 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+)
 
 func (cfg Config) withDefaults() Config {
 	if cfg.Stderr == nil {
@@ -74,6 +96,18 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout}, {&cfg.ReadTimeout, DefaultReadTimeout},
+		{&cfg.WriteTimeout, DefaultWriteTimeout}, {&cfg.IdleTimeout, DefaultIdleTimeout}} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.NATSTLSCertFile == "" && cfg.NATSTLSKeyFile == "" {
+		cfg.NATSTLSCertFile, cfg.NATSTLSKeyFile = cfg.TLSCertFile, cfg.TLSKeyFile
 	}
 	return cfg
 }
@@ -96,6 +130,9 @@ type Node struct {
 	caught  atomic.Bool
 	rebuild rebuilder
 	audit   *auditNode // the sealer; nil when read-only
+
+	ln     net.Listener // the HTTP listener, bound by Open before the root key is made
+	tlsCfg *tls.Config  // the HTTP API's TLS; nil: plain HTTP
 }
 
 // Store returns the serving generation's views.
@@ -118,8 +155,10 @@ func Run(ctx context.Context, cfg Config) error {
 	return n.Serve(ctx, cfg)
 }
 
-// Open starts NATS, opens the log and the current view generation, and bootstraps the
-// root key on an empty log.
+// Open binds the HTTP listener, starts NATS (and its listener), opens the log and the
+// current view generation, and bootstraps the root key on a data dir that has none. Every
+// listener is bound before the root key is made, so a busy port fails the start before a
+// secret exists and the next start makes it.
 func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	cfg = cfg.withDefaults()
 	n := &Node{cfg: cfg, projErr: make(chan error, 4)}
@@ -130,6 +169,15 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}()
 	n.metrics = httpapi.NewMetrics(n.lag)
 	n.rebuild.register(n.metrics)
+	if n.tlsCfg, err = loadTLS("--tls-cert", cfg.TLSCertFile, "--tls-key", cfg.TLSKeyFile); err != nil {
+		return nil, err
+	}
+	if _, err := loadTLS("--nats-tls-cert", cfg.NATSTLSCertFile, "--nats-tls-key", cfg.NATSTLSKeyFile); err != nil {
+		return nil, err
+	}
+	if n.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("serve: HTTP address %s: %w", cfg.HTTPAddr, listenErr(err))
+	}
 	if cfg.ReadOnly {
 		return n, n.openReadOnly(ctx)
 	}
@@ -233,6 +281,9 @@ func (n *Node) ready(ctx context.Context) error {
 
 // Close closes the views and stops NATS; it is safe after a failed Open.
 func (n *Node) Close() {
+	if n.ln != nil {
+		n.ln.Close()
+	}
 	if v := n.current.Load(); v != nil {
 		v.stop()
 	}
@@ -245,9 +296,9 @@ func (n *Node) Close() {
 // stops both: HTTP drained within cfg.ShutdownTimeout, projector stopped after its batch.
 func (n *Node) Serve(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("serve: listen %s: %w", cfg.HTTPAddr, err)
+	ln := n.ln
+	if ln == nil {
+		return errors.New("serve: the node has no HTTP listener (use Open)")
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -278,15 +329,20 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 		}, func(error) { cancel() })
 	}
 	{
-		srv := &http.Server{Handler: http.HandlerFunc(n.serveHTTP), ReadHeaderTimeout: 10 * time.Second,
+		srv := &http.Server{Handler: http.HandlerFunc(n.serveHTTP), TLSConfig: n.tlsCfg,
+			ReadHeaderTimeout: cfg.ReadHeaderTimeout, ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
 			ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn), BaseContext: func(net.Listener) context.Context { return ctx }}
 		srv.RegisterOnShutdown(func() { n.API().Close() }) // end event streams: Shutdown waits for handlers
 		g.Add(func() error {
-			cfg.Logger.Info("keyreg serving", "http", ln.Addr().String(), "data", cfg.DataDir, "checkpoint", n.Store().Checkpoint(), "read_only", cfg.ReadOnly)
+			cfg.Logger.Info("keyreg serving", "http", ln.Addr().String(), "tls", n.tlsCfg != nil, "data", cfg.DataDir, "checkpoint", n.Store().Checkpoint(), "read_only", cfg.ReadOnly)
 			if cfg.Ready != nil {
 				cfg.Ready(ln.Addr().String())
 			}
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			serve := srv.Serve
+			if n.tlsCfg != nil {
+				serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
+			}
+			if err := serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
@@ -307,44 +363,9 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return n.audit.sealer.Run(ctx) }, func(error) { cancel() })
 	}
-	err = g.Run()
+	err := g.Run()
 	n.rebuild.wait()
 	return err
-}
-
-// RootKeyName is the name of the key made on first start.
-const RootKeyName = "root"
-
-// bootstrap makes workspace system and a root key with keyreg.admin when the log is empty,
-// prints the root secret once to cfg.Stderr and writes it to cfg.BootstrapKeyFile (0600).
-// A later start finds the log non-empty and does nothing.
-func (n *Node) bootstrap(ctx context.Context, cfg Config) error {
-	last, err := n.Log.LastSeq(ctx)
-	if err != nil || last != 0 {
-		return err
-	}
-	_, err = n.Commands.CreateWorkspace(ctx, commands.CreateWorkspace{Workspace: string(events.SystemWorkspace), Name: "keyreg system"})
-	if errors.Is(err, commands.ErrAlreadyExists) {
-		return nil // another node bootstrapped first
-	}
-	if err != nil {
-		return fmt.Errorf("bootstrap: %w", err)
-	}
-	res, err := n.Commands.CreateKey(ctx, commands.CreateKey{
-		Workspace: string(events.SystemWorkspace), Name: RootKeyName, Permissions: []string{string(httpapi.PermAdmin)},
-		Meta: events.Meta{Reason: "bootstrap: first start on an empty data dir"},
-	})
-	if err != nil {
-		return fmt.Errorf("bootstrap: %w", err)
-	}
-	if cfg.BootstrapKeyFile != "" {
-		if err := os.WriteFile(cfg.BootstrapKeyFile, []byte(res.Secret+"\n"), 0o600); err != nil {
-			fmt.Fprintf(cfg.Stderr, "keyreg: could not write the root key to %s: %v\n", cfg.BootstrapKeyFile, err)
-		}
-	}
-	fmt.Fprintf(cfg.Stderr, "\nkeyreg: created workspace %q and its root key %s (keyreg.admin).\n"+
-		"Its secret is shown this once; keep it safe:\n\n    %s\n\n", events.SystemWorkspace, res.ID, res.Secret)
-	return nil
 }
 
 // quota returns a configured quota: def when 0, no limit (0) when negative.

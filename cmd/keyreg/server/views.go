@@ -1,9 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -33,7 +38,7 @@ type views struct {
 
 func (n *Node) newViews(gen string, store *projections.Store) *views {
 	v := &views{gen: gen, store: store}
-	deps := httpapi.Deps{Store: store, Log: n.js, Metrics: n.metrics, Logger: n.cfg.Logger, ReadyCheck: n.ready, Replayer: n}
+	deps := httpapi.Deps{Store: store, Log: n.js, Metrics: n.metrics, Logger: n.cfg.Logger, ReadyCheck: n.ready, Replayer: n, TrustedProxies: n.cfg.TrustedProxies}
 	deps.Audit = n.auditDeps()
 	if !n.cfg.ReadOnly {
 		v.projector = projections.NewProjector(store, n.js)
@@ -71,20 +76,83 @@ func (v *views) stop() {
 
 // serveHTTP hands a request to the serving generation. Requests hold swapMu shared, so a
 // swap waits for them and they wait for a swap: none fails, and a read after a write sees
-// it. Event streams and exports, which last, only count themselves in their generation,
-// which stays open until they end.
+// it. No client I/O happens under swapMu, so a slow client cannot hold a swap up (and,
+// with it, every request queued behind the swap): the body is read into memory first,
+// under the server's read deadline, and the response is buffered and written to the
+// client after the lock is released. Event streams and exports, which last, clear their
+// connection's deadlines and only count themselves in their generation, which stays open
+// until they end.
 func (n *Node) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	stream := strings.HasSuffix(r.URL.Path, "/events") || strings.HasSuffix(r.URL.Path, "/audit/export")
+	if strings.HasSuffix(r.URL.Path, "/events") || strings.HasSuffix(r.URL.Path, "/audit/export") {
+		rc := http.NewResponseController(w)
+		rc.SetReadDeadline(time.Time{})  // the stream outlives ReadTimeout and WriteTimeout;
+		rc.SetWriteDeadline(time.Time{}) // heartbeats find clients that left
+		n.swapMu.RLock()
+		v := n.current.Load()
+		v.inflight.Add(1)
+		n.swapMu.RUnlock()
+		defer v.inflight.Add(-1)
+		v.api.ServeHTTP(w, r)
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		// Up to one byte beyond the limit, so that the API still answers 413.
+		body, err := io.ReadAll(io.LimitReader(r.Body, httpapi.MaxBody+1))
+		if err != nil {
+			status, detail := http.StatusBadRequest, "cannot read the request body"
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				status, detail = http.StatusRequestTimeout, "the request body did not arrive in time"
+			}
+			w.Header().Set("Connection", "close")
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(status)
+			json.NewEncoder(w).Encode(&httpapi.Problem{Status: status, Title: http.StatusText(status), Code: "request_body_unread", Detail: detail})
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	buf := &bufferedResponse{header: http.Header{}}
 	n.swapMu.RLock()
 	v := n.current.Load()
 	v.inflight.Add(1)
-	defer v.inflight.Add(-1)
-	if stream {
-		n.swapMu.RUnlock()
-	} else {
+	func() {
 		defer n.swapMu.RUnlock()
+		defer v.inflight.Add(-1)
+		v.api.ServeHTTP(buf, r)
+	}()
+	buf.writeTo(w)
+}
+
+// bufferedResponse keeps a response in memory, to be written to the client later.
+type bufferedResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header { return b.header }
+
+func (b *bufferedResponse) WriteHeader(code int) {
+	if b.status == 0 && code >= 200 {
+		b.status = code
 	}
-	v.api.ServeHTTP(w, r)
+}
+
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	b.WriteHeader(http.StatusOK)
+	return b.body.Write(p)
+}
+
+// Flush does nothing: the response goes out whole, after the handler.
+func (b *bufferedResponse) Flush() {}
+
+func (b *bufferedResponse) writeTo(w http.ResponseWriter) {
+	maps.Copy(w.Header(), b.header)
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	w.WriteHeader(b.status)
+	w.Write(b.body.Bytes())
 }
 
 // rebuilder runs online rebuilds, one at a time, and reports their progress.
