@@ -103,6 +103,7 @@ Use it:         export KEYREG_ADDR=http://127.0.0.1:8080 KEYREG_TOKEN=kr_...
 	root.AddCommand(newWatchCmd(g))
 	root.AddCommand(newAuditCmd(g))
 	root.AddCommand(newPermissionsCmd(g), newPermissionCmd(g))
+	root.AddCommand(newAdminCmd(g))
 	return root
 }
 

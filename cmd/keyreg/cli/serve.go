@@ -2,6 +2,8 @@ package cli
 
 import (
 	"log/slog"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +15,7 @@ import (
 func newServeCmd(g *globals) *cobra.Command {
 	cfg := server.Config{}
 	var logLevel string
+	var trusted []string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a keyreg node: embedded NATS JetStream, Pebble views and the HTTP API",
@@ -47,6 +50,21 @@ last batch, NATS shut down.`,
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return usagef("--log-level %q: use debug, info, warn or error", logLevel)
 			}
+			for _, p := range []struct{ a, b, an, bn string }{
+				{cfg.TLSCertFile, cfg.TLSKeyFile, "--tls-cert", "--tls-key"},
+				{cfg.NATSTLSCertFile, cfg.NATSTLSKeyFile, "--nats-tls-cert", "--nats-tls-key"},
+			} {
+				if (p.a == "") != (p.b == "") {
+					return usagef("%s and %s go together", p.an, p.bn)
+				}
+			}
+			for _, t := range trusted {
+				p, err := parsePrefix(t)
+				if err != nil {
+					return usagef("--trusted-proxies %q: not an IP address or CIDR prefix (such as 10.0.0.0/8)", shorten(t))
+				}
+				cfg.TrustedProxies = append(cfg.TrustedProxies, p)
+			}
 			cfg.Logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
 			cfg.Stderr = g.stderr
 			return server.Run(cmd.Context(), cfg)
@@ -69,5 +87,36 @@ last batch, NATS shut down.`,
 	f.IntVar(&cfg.MaxIdentifiersPerWorkspace, "max-identifiers-per-workspace", commands.DefaultMaxIdentifiersPerWorkspace, "the most identifiers a workspace holds, retired ones included (-1: no limit)")
 	f.BoolVar(&cfg.ReadOnly, "read-only", false, "serve a copy of the views (--views) for inspection: reads only, writes answer 405")
 	f.StringVar(&cfg.ViewsDir, "views", "", "with --read-only: the views directory made by keyreg replay --into")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) of the HTTP API: it then speaks only HTTPS; also the NATS listener's unless --nats-tls-cert")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&cfg.NATSTLSCertFile, "nats-tls-cert", "", "PEM certificate of the NATS listener: subscribers must then use TLS (default: --tls-cert)")
+	f.StringVar(&cfg.NATSTLSKeyFile, "nats-tls-key", "", "PEM private key of --nats-tls-cert (default: --tls-key)")
+	f.StringSliceVar(&trusted, "trusted-proxies", nil, "addresses or CIDR prefixes of proxies whose X-Forwarded-For gives the client address (allowlists, verify limits, actorip); ignored from any other peer")
+	f.DurationVar(&cfg.ReadHeaderTimeout, "http-read-header-timeout", server.DefaultReadHeaderTimeout, "how long a client may take to send a request's headers")
+	f.DurationVar(&cfg.ReadTimeout, "http-read-timeout", server.DefaultReadTimeout, "how long a client may take to send a whole request (headers and body)")
+	f.DurationVar(&cfg.WriteTimeout, "http-write-timeout", server.DefaultWriteTimeout, "how long answering a request may take (event streams and exports excepted)")
+	f.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", server.DefaultIdleTimeout, "how long a kept-alive connection may wait for its next request")
 	return cmd
+}
+
+// parsePrefix parses a CIDR prefix or a single address (a /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// shorten cuts a long value for a message.
+func shorten(s string) string {
+	if len(s) > 64 {
+		return s[:61] + "..."
+	}
+	return s
 }
