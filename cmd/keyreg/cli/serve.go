@@ -24,7 +24,15 @@ stream under DATA/nats (fsync before every acknowledgement) and the views under
 DATA/projections. With --nats-url it uses an existing NATS cluster instead.
 
 On the first start on an empty data dir it creates workspace "system" and a root key with
-keyreg.admin, and prints the root key's secret once (and writes it to --bootstrap-key-file).
+keyreg.admin, and prints the root key's secret once (and writes it to --bootstrap-key-file,
+which must not exist yet: keyreg makes it, mode 0600). Every listener is bound before the
+root key is made, so a busy port fails the start without a secret and the next start makes
+it. On an initialised data dir --bootstrap-key-file is ignored (and said so); a lost root
+key is replaced with "keyreg admin recover-root" on the stopped server.
+
+With --tls-cert and --tls-key the HTTP API speaks only HTTPS, and the NATS listener only
+TLS (with the same certificate unless --nats-tls-cert and --nats-tls-key). Behind a proxy,
+--trusted-proxies names the peers whose X-Forwarded-For gives the client address.
 
 Services follow key changes over NATS: the embedded server listens on --nats-listen for
 subscribers, who log in as --nats-subscriber-user with the password in
@@ -43,7 +51,9 @@ last batch, NATS shut down.`,
   keyreg serve --data /var/lib/keyreg --http 127.0.0.1:8080 --bootstrap-key-file ./root.key
   keyreg serve --nats-url nats://n1:4222,nats://n2:4222 --replicas 3
   keyreg serve --nats-listen 0.0.0.0:4222 --nats-subscriber-password-file /etc/keyreg/nats.password
-  keyreg serve --read-only --views ./views-nov1 --http 127.0.0.1:8081`,
+  keyreg serve --read-only --views ./views-nov1 --http 127.0.0.1:8081
+  keyreg serve --http 0.0.0.0:8443 --tls-cert /etc/keyreg/tls.crt --tls-key /etc/keyreg/tls.key
+  keyreg serve --trusted-proxies 10.0.0.0/8,fd00::/8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var level slog.Level
