@@ -12,9 +12,10 @@ import (
 
 func newAdminCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "admin",
-		Short: "Operator commands that work on a stopped server's data dir",
-		Args:  cobra.NoArgs,
+		Use:     "admin",
+		Short:   "Operator commands that work on a stopped server's data dir",
+		Example: `  keyreg admin recover-root --data /var/lib/keyreg --reason "root key lost, INC-1234"`,
+		Args:    cobra.NoArgs,
 	}
 	cmd.AddCommand(newRecoverRootCmd(g))
 	return cmd
