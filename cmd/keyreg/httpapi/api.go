@@ -4,12 +4,16 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,9 +88,10 @@ func New(d Deps) *API {
 	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
 		"bearer": {Type: "http", Scheme: "bearer", Description: "The secret of a registry key (kr_...)."},
 	}
-	a := &API{d: d, mux: mux, limiter: newFailureLimiter(d.VerifyFailureRate, d.VerifyFailureBurst), idem: newIdempotency(time.Hour, 10000)}
+	a := &API{d: d, mux: mux, limiter: newFailureLimiter(d.VerifyFailureRate, d.VerifyFailureBurst),
+		idem: newIdempotency(idemTTL, idemMaxEntries, idemMaxBytes, idemMaxEntryBytes)}
 	a.huma = humago.New(mux, cfg)
-	a.huma.UseMiddleware(a.callerMiddleware)
+	a.huma.UseMiddleware(a.callerMiddleware, pathIDMiddleware, a.strictJSONMiddleware, a.idempotencyMiddleware)
 	a.registerWorkspaces()
 	a.registerKeys()
 	a.registerPermissions()
@@ -102,18 +107,63 @@ func New(d Deps) *API {
 // ServeHTTP implements http.Handler.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	method := r.Method
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(sw, r.Body, MaxBody)
 	}
-	if _, pattern := a.mux.Handler(r); pattern == "" {
+	_, pattern := a.mux.Handler(r)
+	switch {
+	case pattern == "":
 		a.noRoute(sw, r)
-	} else {
-		a.idem.wrap(a.mux).ServeHTTP(sw, r)
+	case isWrite(method):
+		if r = a.readBody(sw, r); r != nil {
+			a.mux.ServeHTTP(sw, r)
+		}
+	default:
+		a.mux.ServeHTTP(sw, r)
 	}
 	if a.d.Metrics != nil {
-		a.d.Metrics.observeHTTP(r, sw.status, time.Since(start))
+		a.d.Metrics.observeHTTP(method, pattern, sw.status, time.Since(start))
 	}
+}
+
+func isWrite(method string) bool {
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// bodyReadTimeout bounds the time to read a write's body.
+const bodyReadTimeout = 5 * time.Second
+
+// readBody reads the body of a write, at most MaxBody bytes within bodyReadTimeout. It
+// returns r with the body to be read again and kept for the strict JSON check and the
+// idempotency layer (requestBody), or nil when it has answered a problem.
+func (a *API) readBody(w http.ResponseWriter, r *http.Request) *http.Request {
+	if r.Body == nil {
+		return r
+	}
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		var netErr net.Error
+		switch {
+		case errors.As(err, &tooLarge):
+			writeProblem(w, problem(http.StatusRequestEntityTooLarge, CodeTooLarge, "request body is larger than "+strconv.Itoa(MaxBody)+" bytes"))
+		case errors.As(err, &netErr) && netErr.Timeout():
+			writeProblem(w, problem(http.StatusRequestTimeout, CodeTimeout, "the request body was not received in time"))
+		default:
+			writeProblem(w, problem(http.StatusBadRequest, CodeInvalid, "cannot read request body"))
+		}
+		return nil
+	}
+	r = r.WithContext(context.WithValue(r.Context(), bodyKey{}, body))
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return r
 }
 
 // noRoute answers a request that matches no route with a problem: 405 (with Allow) when
@@ -163,14 +213,13 @@ type caller struct {
 	ip        netip.Addr
 	requestID string
 	reason    string
-	eventID   string // from Idempotency-Key
+	eventID   string // from Idempotency-Key (idempotencyMiddleware)
 }
 
 func (a *API) callerMiddleware(ctx huma.Context, next func(huma.Context)) {
 	c := caller{
 		requestID: ctx.Header("X-Request-Id"),
 		reason:    ctx.Header("Keyreg-Reason"),
-		eventID:   eventIDFrom(ctx.Context()),
 	}
 	if c.requestID == "" || len(c.requestID) > 128 {
 		c.requestID = events.NewID()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,12 +43,12 @@ func NewMetrics(lag func() float64) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "keyreg_http_requests_total", Help: "HTTP requests, by method and status.",
-		}, []string{"method", "status"}),
+			Name: "keyreg_http_requests_total", Help: "HTTP requests, by method, route pattern and status.",
+		}, []string{"method", "route", "status"}),
 		reqTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "keyreg_http_request_seconds", Help: "HTTP request latency, by method.",
+			Name: "keyreg_http_request_seconds", Help: "HTTP request latency, by method and route pattern.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
-		}, []string{"method"}),
+		}, []string{"method", "route"}),
 	}
 	m.reg.MustRegister(m.commands, m.verifies, m.appendTime, m.requests, m.reqTime,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -98,9 +99,32 @@ func (m *Metrics) verify(code string) {
 	m.verifies.WithLabelValues(code).Inc()
 }
 
-func (m *Metrics) observeHTTP(r *http.Request, status int, d time.Duration) {
-	m.requests.WithLabelValues(r.Method, strconv.Itoa(status)).Inc()
-	m.reqTime.WithLabelValues(r.Method).Observe(d.Seconds())
+// observeHTTP counts and times a request. Its labels come from fixed sets, whatever a
+// client sends: a method outside them is "other"; the route is the pattern the request
+// matched (e.g. /v1/workspaces/{ws}/keys), "none" if it matched none, never the path.
+func (m *Metrics) observeHTTP(method, pattern string, status int, d time.Duration) {
+	method, route := methodLabel(method), routeLabel(pattern)
+	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	m.reqTime.WithLabelValues(method, route).Observe(d.Seconds())
+}
+
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return method
+	}
+	return "other"
+}
+
+// routeLabel is the path of a ServeMux pattern ("POST /v1/verify" -> "/v1/verify").
+func routeLabel(pattern string) string {
+	if pattern == "" {
+		return "none"
+	}
+	if _, path, ok := strings.Cut(pattern, " "); ok {
+		return path
+	}
+	return pattern
 }
 
 // InstrumentLog returns log with its appends timed into keyreg_append_seconds.

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -79,6 +80,7 @@ const (
 	CodeIdempotencyBusy  = "idempotency_key_in_use"
 	CodePrecondition     = "precondition_failed"
 	CodeTooLarge         = "body_too_large"
+	CodeTimeout          = "request_timeout"
 	CodeRateLimited      = "rate_limited"
 	CodeReadOnly         = "read_only"
 	CodeMethodNotAllowed = "method_not_allowed"
@@ -86,13 +88,46 @@ const (
 	CodeUnavailable      = "unavailable"
 )
 
-func problem(status int, code, detail string) *Problem {
-	return &Problem{Status: status, Title: http.StatusText(status), Code: code, Detail: detail}
+// Problems never echo much of what a client sent: a bad value is cut to maxEchoedValue
+// bytes and a detail to maxDetail bytes (with "…" added), so a huge bad input makes a
+// small answer. The constructors below apply the bounds; build problems only with them.
+const (
+	maxEchoedValue = 64
+	maxDetail      = 512
+)
+
+// shorten returns s cut to at most n bytes, on a character boundary, with "…" added when
+// anything was cut.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
+// echo shortens a bad value for a problem or one of its error details.
+func echo(v any) any {
+	switch v := v.(type) {
+	case nil, bool, int, int64, uint64, float64, json.Number:
+		return v
+	case string:
+		return shorten(v, maxEchoedValue)
+	default:
+		return shorten(fmt.Sprint(v), maxEchoedValue)
+	}
+}
+
+func problem(status int, code, detail string) *Problem {
+	return &Problem{Status: status, Title: http.StatusText(status), Code: code, Detail: shorten(detail, maxDetail)}
+}
+
+// invalid is a 400 invalid_input naming field and its bad value (shortened).
 func invalid(field, value, detail string) *Problem {
 	p := problem(http.StatusBadRequest, CodeInvalid, detail)
-	p.Field, p.Value = field, visible(value)
+	p.Field, p.Value = field, visible(shorten(value, maxEchoedValue))
 	return p
 }
 
@@ -121,8 +156,14 @@ func visible(s string) string {
 // installErrors makes every error huma writes itself (bad JSON, schema validation, body
 // too large) a *Problem. huma keeps its error constructor in a package variable; it is set
 // once and is the same for every API.
+//
+// It also makes lists non-nullable in every schema huma generates, so that null where a
+// list is expected is a 400 naming the field, in every body: {"allowlist":null} must not
+// read as [] (any address). A field that means something by null says so with a
+// nullable:"true" tag.
 var installErrors = sync.OnceFunc(func() {
 	huma.NewError = newHumaError
+	huma.DefaultArrayNullable = false
 })
 
 func newHumaError(status int, msg string, errs ...error) huma.StatusError {
@@ -140,6 +181,8 @@ func newHumaError(status int, msg string, errs ...error) huma.StatusError {
 		if d.Location == "body" || d.Location == "body.key" || strings.HasPrefix(d.Location, "header") {
 			d.Value = nil
 		}
+		d.Value = echo(d.Value)
+		d.Message, d.Location = shorten(d.Message, maxDetail), shorten(d.Location, maxDetail)
 	}
 	switch status {
 	case http.StatusUnprocessableEntity, http.StatusBadRequest:
@@ -160,6 +203,8 @@ func newHumaError(status int, msg string, errs ...error) huma.StatusError {
 			case d.Value != nil:
 				p.Value = fmt.Sprint(d.Value)
 			}
+			p.Field, p.Value = shorten(p.Field, maxEchoedValue), shorten(p.Value, maxEchoedValue)
+			p.Detail = shorten(p.Detail, maxDetail)
 		}
 	case http.StatusRequestEntityTooLarge:
 		p.Code = CodeTooLarge
@@ -196,10 +241,10 @@ func toProblem(err error) *Problem {
 	)
 	switch {
 	case errors.As(err, &ve):
-		return invalid(ve.Field, ve.Value, ve.Error())
+		return invalid(ve.Field, ve.Value, fmt.Sprintf("invalid %s %q: %s", ve.Field, shorten(ve.Value, maxEchoedValue), ve.Msg))
 	case errors.As(err, &ge):
 		fp := problem(http.StatusForbidden, CodeForbidden, ge.Error())
-		fp.Field, fp.Value = "permissions", string(ge.Permission)
+		fp.Field, fp.Value = "permissions", visible(shorten(string(ge.Permission), maxEchoedValue))
 		return fp
 	case errors.As(err, &pre):
 		p = problem(http.StatusPreconditionFailed, CodePrecondition,

@@ -150,7 +150,7 @@ func TestMetrics(t *testing.T) {
 		`keyreg_verifies_total{code="VALID"} 1`,
 		`keyreg_projector_lag_events 0`,
 		`keyreg_append_seconds_count`,
-		`keyreg_http_requests_total{method="POST",status="201"}`,
+		`keyreg_http_requests_total{method="POST",route="/v1/workspaces/{ws}/keys",status="201"}`,
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("metrics lack %s", want)

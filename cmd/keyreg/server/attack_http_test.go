@@ -24,7 +24,7 @@ import (
 
 // binNode is a `keyreg serve` process of the real binary.
 type binNode struct {
-	*node // url, root and the request helpers; no in-process Node
+	*node  // url, root and the request helpers; no in-process Node
 	pid    int
 	stderr *syncBuffer
 }
