@@ -259,8 +259,11 @@ func TestAttackMetricMethods(t *testing.T) {
 		_, _, body := b.do("GET", "/metrics", "", nil)
 		return string(body)
 	}
-	b.do("GET", "/v1/nothing", "", nil) // the series of a 404 exist before
+	// The series of every answer below exist before: a 404, a 405 and an invented method.
+	b.do("GET", "/v1/nothing", "", nil)
 	b.do("PUT", "/v1/workspaces", "", nil)
+	b.do("INVENTED", "/v1/workspaces", "", nil)
+	metrics()
 	before := strings.Count(metrics(), "\n")
 	for i := range 300 {
 		b.do(fmt.Sprintf("INVENTED%d", i), "/v1/workspaces", "", nil)
@@ -274,7 +277,7 @@ func TestAttackMetricMethods(t *testing.T) {
 	if strings.Contains(m, "INVENTED") || strings.Contains(m, "XXXX") {
 		t.Fatal("/metrics holds an invented method as a label value")
 	}
-	if after-before > 40 {
+	if after-before > 10 {
 		t.Fatalf("/metrics grew by %d lines", after-before)
 	}
 }

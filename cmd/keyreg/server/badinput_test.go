@@ -153,6 +153,28 @@ func TestBadInputCatalogue(t *testing.T) {
 		{"VerifyRevokedToken", "POST", "/v1/verify", revoked.Secret, `{"key":"kr_x","ip":"10.0.0.1"}`, nil, 401, "unauthorized", "", ""},
 		{"VerifyLacksPermission", "POST", "/v1/verify", key.Secret, `{"key":"kr_x","ip":"10.0.0.1"}`, nil, 403, "forbidden", "", ""},
 		{"MethodNotAllowed", "PUT", "/v1/workspaces", n.root, `{}`, nil, 405, "method_not_allowed", "", ""},
+		{"MethodInvented", "BREW", "/v1/workspaces", n.root, "", nil, 405, "method_not_allowed", "", ""},
+		// Strict JSON (issue 10 finding 6): null for a list, a key twice.
+		{"AllowlistNull", "PUT", k + "/allowlist", f.writer, `{"allowlist":null}`, nil, 400, "invalid_input", "allowlist", "null"},
+		{"AllowlistNullCreate", "POST", keys, f.writer, `{"name":"x","allowlist":null}`, nil, 400, "invalid_input", "allowlist", "null"},
+		{"PermissionsNullPatch", "PATCH", k, f.writer, `{"permissions":null}`, nil, 400, "invalid_input", "permissions", "null"},
+		{"AllowlistTwice", "PUT", k + "/allowlist", f.writer, `{"allowlist":["1.1.1.1"],"allowlist":[]}`, nil, 400, "invalid_input", "allowlist", "allowlist"},
+		{"NameTwice", "POST", keys, f.writer, `{"name":"x","name":"y"}`, nil, 400, "invalid_input", "name", "name"},
+		{"IdentifierKindTwice", "POST", ids, f.writer, `{"kind":"segment","name":"n","kind":"app"}`, nil, 400, "invalid_input", "kind", "kind"},
+		// Long bad values are echoed shortened (issue 10 finding 2).
+		{"VerifyHugeIP", "POST", "/v1/verify", n.root, `{"key":"kr_x","ip":"` + strings.Repeat("9", 100_000) + `"}`, nil, 400, "invalid_input", "ip", strings.Repeat("9", 64) + "…"},
+		{"UnknownFieldHuge", "POST", keys, f.writer, `{"name":"x","` + strings.Repeat("c", 10_000) + `":1}`, nil, 400, "unknown_field", strings.Repeat("c", 64) + "…", strings.Repeat("c", 64) + "…"},
+		{"IdempotencyKeyTooLong", "POST", keys, f.writer, `{"name":"x"}`, []string{"Idempotency-Key", strings.Repeat("i", 300)}, 400, "invalid_input", "Idempotency-Key", strings.Repeat("i", 64) + "…"},
+		// Path ids (issue 10 finding 12): parsed before use; a NATS wildcard is no id.
+		{"KeyIDWildcardAsOf", "GET", keys + "/*?as_of=99", f.writer, "", nil, 400, "invalid_input", "key_id", "*"},
+		{"KeyIDWildcardGet", "GET", keys + "/*", f.writer, "", nil, 400, "invalid_input", "key_id", "*"},
+		{"KeyIDGreaterHistory", "GET", keys + "/%3E/history", f.writer, "", nil, 400, "invalid_input", "key_id", ">"},
+		{"KeyIDWildcardRevoke", "DELETE", keys + "/*", f.writer, "", nil, 400, "invalid_input", "key_id", "*"},
+		{"IdentifierIDWildcardAsOf", "GET", ids + "/*?as_of=99", f.writer, "", nil, 400, "invalid_input", "identifier_id", "*"},
+		{"IdentifierIDLowerCase", "GET", ids + "/" + strings.ToLower(ident.ID), f.writer, "", nil, 400, "invalid_input", "identifier_id", strings.ToLower(ident.ID)},
+		{"WorkspaceWildcardAsOf", "GET", "/v1/workspaces/*/keys?as_of=99", n.root, "", nil, 400, "invalid_input", "workspace", "*"},
+		{"WorkspaceWildcardAudit", "GET", "/v1/workspaces/*/audit", n.root, "", nil, 400, "invalid_input", "workspace", "*"},
+		{"WorkspaceGreaterWrite", "POST", "/v1/workspaces/ac%3E/keys", n.root, `{"name":"x"}`, nil, 400, "invalid_input", "workspace", "ac>"},
 	}
 
 	if len(cases) < 40 {
