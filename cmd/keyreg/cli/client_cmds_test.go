@@ -146,7 +146,8 @@ func TestKeyCommands(t *testing.T) {
 		t.Errorf("key history --after %s: %d events, want 8", m[1], len(page.Events))
 	}
 
-	h.fails(1, []string{"404 not_found"}, "key", "show", "-w", "acme", "01JDX3NOSUCHKEY0000000000")
+	h.fails(1, []string{"404 not_found"}, "key", "show", "-w", "acme", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+	h.fails(1, []string{"400 invalid_input", "key_id"}, "key", "show", "-w", "acme", "01JDX3NOSUCHKEY0000000000") // not a ULID: O and U are not in its alphabet
 	h.fails(2, []string{`unknown command "bogus"`}, "key", "bogus")
 }
 
@@ -328,7 +329,7 @@ func TestIdentifierCommands(t *testing.T) {
 		t.Errorf("identifier list shows a retired identifier:\n%s", out)
 	}
 	h.fails(1, []string{"409 identifier_retired"}, "identifier", "rename", "-w", "acme", app.ID, "--name", "Again")
-	h.fails(1, []string{"404 not_found"}, "identifier", "show", "-w", "acme", "01JDX4NOSUCHID00000000000")
+	h.fails(1, []string{"404 not_found"}, "identifier", "show", "-w", "acme", "01ARZ3NDEKTSV4RRFFQ69G5FAW")
 }
 
 // TestHelpExamples checks that every command's --help shows examples.
