@@ -2,19 +2,27 @@ package events
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
+	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
 
 // Subscriber is a NATS user of the embedded server that may read the KEYREG stream and
-// nothing else (see SubscriberPermissions): the account services use to follow key
-// changes over TCP.
+// nothing else: the account a service uses to follow key changes over TCP.
+//
+// With MaxConsumers > 0 (what keyreg subscriber add makes) it is confined: it may create,
+// read, consume and delete only the consumers named ConsumerNames(User, MaxConsumers),
+// subscribe only to its own inboxes (InboxPrefix(User)), and never list consumers
+// (ConfinedPermissions). With MaxConsumers 0 it is the deprecated shared subscriber of
+// SubscriberPermissions, which may use (and delete) any consumer of the stream.
 type Subscriber struct {
-	User     string
-	Password string
+	User string
+	// Password is the password, or its bcrypt hash ("$2a$..."), which nats-server
+	// compares with bcrypt.
+	Password     string
+	MaxConsumers int
 }
 
 // InProcessUser is the NATS user of keyreg's own connection (ConnectInProcess). It has every
@@ -78,7 +86,8 @@ func SubscriberSubscribeAllow() []string {
 	return []string{SubjectPrefix + ".>", "_INBOX.>"}
 }
 
-// SubscriberPermissions returns the NATS permissions of a subscriber: publish only the
+// SubscriberPermissions returns the NATS permissions of the deprecated shared subscriber
+// (MaxConsumers 0), which may use and delete any consumer of the stream: publish only the
 // subjects of SubscriberPublishAllow minus SubscriberPublishDeny, subscribe only to
 // SubscriberSubscribeAllow. A refused publish is dropped by the server, which reports a
 // permissions violation to the client; it never reaches the stream.
@@ -89,18 +98,61 @@ func SubscriberPermissions() *server.Permissions {
 	}
 }
 
+// ConfinedPublishAllow lists the subjects a confined subscriber (see Subscriber) may
+// publish to: reads of the stream, and for each of its consumer names only, the JetStream
+// API requests that create, inspect, consume and delete that consumer, and its
+// acknowledgements and flow-control replies. NATS permissions match whole tokens, so no
+// request naming another consumer (keyreg's, another subscriber's) is allowed; neither is
+// the unnamed create (a server-chosen name) nor listing the stream's consumers.
+func ConfinedPublishAllow(user string, maxConsumers int) []string {
+	s := StreamName
+	allow := []string{
+		"$JS.API.INFO",
+		"$JS.API.STREAM.NAMES",
+		"$JS.API.STREAM.INFO." + s,
+		"$JS.API.STREAM.MSG.GET." + s,
+		"$JS.API.DIRECT.GET." + s,
+		"$JS.API.DIRECT.GET." + s + ".>",
+	}
+	for _, c := range ConsumerNames(user, maxConsumers) {
+		allow = append(allow,
+			"$JS.API.CONSUMER.CREATE."+s+"."+c,
+			"$JS.API.CONSUMER.CREATE."+s+"."+c+".>",
+			"$JS.API.CONSUMER.DURABLE.CREATE."+s+"."+c,
+			"$JS.API.CONSUMER.INFO."+s+"."+c,
+			"$JS.API.CONSUMER.DELETE."+s+"."+c,
+			"$JS.API.CONSUMER.MSG.NEXT."+s+"."+c,
+			"$JS.ACK."+s+"."+c+".>",
+			"$JS.ACK.*.*."+s+"."+c+".>",
+			"$JS.FC."+s+"."+c+".*",
+			"$JS.FC.*.*."+s+"."+c+".*",
+		)
+	}
+	return allow
+}
+
+// ConfinedPermissions returns the NATS permissions of a confined subscriber: publish only
+// ConfinedPublishAllow (minus SubscriberPublishDeny), subscribe only to the events
+// (keyreg.>) and its own inboxes (InboxPrefix(user).>).
+func ConfinedPermissions(user string, maxConsumers int) *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: ConfinedPublishAllow(user, maxConsumers), Deny: SubscriberPublishDeny()},
+		Subscribe: &server.SubjectPermission{Allow: []string{SubjectPrefix + ".>", InboxPrefix(user) + ".>"}},
+	}
+}
+
+// inProcessPassword is the password of InProcessUser: random, never written anywhere, and
+// the same for every server of this process so that reloading the users keeps it.
+var inProcessPassword = sync.OnceValue(func() string { return rand.Text() + rand.Text() })
+
 // configureAccess makes the embedded server require a user: InProcessUser for keyreg's own
 // in-process connection (it needs no credentials: it is the server's no-auth user, allowed
 // only in-process), and each of subs with SubscriberPermissions. Every user stays in the
 // global account, where the KEYREG stream lives.
 func configureAccess(so *server.Options, subs []Subscriber) error {
-	var pw [32]byte
-	if _, err := rand.Read(pw[:]); err != nil {
-		return fmt.Errorf("events: nats in-process password: %w", err)
-	}
 	users := []*server.User{{
 		Username:               InProcessUser,
-		Password:               hex.EncodeToString(pw[:]), // never written anywhere
+		Password:               inProcessPassword(),
 		AllowedConnectionTypes: map[string]struct{}{"IN_PROCESS": {}},
 	}}
 	seen := map[string]bool{InProcessUser: true}
@@ -112,10 +164,14 @@ func configureAccess(so *server.Options, subs []Subscriber) error {
 			return fmt.Errorf("events: nats subscriber %q: the name is taken", s.User)
 		}
 		seen[s.User] = true
+		perms := SubscriberPermissions()
+		if s.MaxConsumers > 0 {
+			perms = ConfinedPermissions(s.User, s.MaxConsumers)
+		}
 		users = append(users, &server.User{
 			Username:               s.User,
 			Password:               s.Password,
-			Permissions:            SubscriberPermissions(),
+			Permissions:            perms,
 			AllowedConnectionTypes: map[string]struct{}{"STANDARD": {}, "WEBSOCKET": {}},
 		})
 	}

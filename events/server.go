@@ -30,8 +30,51 @@ type ServerOptions struct {
 }
 
 // StartServer starts an embedded NATS server with JetStream under opts.StoreDir. By
-// default it fsyncs every message before acknowledging it (SyncAlways).
+// default it fsyncs every message before acknowledging it (SyncAlways). Its streams have
+// no limit on consumers (nats-server's default is 1,000 per stream): keyreg's own
+// followers must never be refused one, and each confined subscriber has a limit of its own
+// (Subscriber.MaxConsumers).
 func StartServer(opts ServerOptions) (*server.Server, error) {
+	so, err := serverOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if so.Port > 0 {
+		if err := checkListen(opts.Listen); err != nil {
+			return nil, err // the server would only say "not ready" after 30s
+		}
+	}
+	s, err := server.NewServer(so)
+	if err != nil {
+		return nil, fmt.Errorf("events: start nats: %w", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("events: start nats: not ready after 30s")
+	}
+	return s, nil
+}
+
+// ReloadSubscribers replaces the subscribers of s, a server started by StartServer(opts)
+// with the same options but for Subscribers, while it runs. Connections of users that are
+// gone are closed; new users may connect as soon as it returns.
+func ReloadSubscribers(s *server.Server, opts ServerOptions) error {
+	if opts.Listen != "" {
+		opts.Listen = s.Addr().String() // the port it got, when it asked for port 0
+	}
+	so, err := serverOptions(opts)
+	if err != nil {
+		return err
+	}
+	if err := s.ReloadOptions(so); err != nil {
+		return fmt.Errorf("events: reload nats subscribers: %w", err)
+	}
+	return nil
+}
+
+// serverOptions returns the nats-server options of opts.
+func serverOptions(opts ServerOptions) (*server.Options, error) {
 	if opts.StoreDir == "" {
 		return nil, fmt.Errorf("events: start nats: StoreDir is required")
 	}
@@ -46,6 +89,7 @@ func StartServer(opts ServerOptions) (*server.Server, error) {
 		// A big max_payload is not needed: an event is at most a few tens of KiB.
 		MaxPayload: 8 << 20,
 	}
+	so.JetStreamLimits.DefaultMaxConsumers = -1 // no limit per stream; see StartServer
 	if opts.NoSync {
 		so.SyncInterval = 2 * time.Minute
 	}
@@ -60,8 +104,6 @@ func StartServer(opts ServerOptions) (*server.Server, error) {
 		}
 		if p == 0 {
 			p = server.RANDOM_PORT
-		} else if err := checkListen(opts.Listen); err != nil {
-			return nil, err // the server would only say "not ready" after 30s
 		}
 		so.Host, so.Port = host, p
 		if opts.TLS != nil {
@@ -73,16 +115,7 @@ func StartServer(opts ServerOptions) (*server.Server, error) {
 			return nil, err
 		}
 	}
-	s, err := server.NewServer(so)
-	if err != nil {
-		return nil, fmt.Errorf("events: start nats: %w", err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(30 * time.Second) {
-		s.Shutdown()
-		return nil, fmt.Errorf("events: start nats: not ready after 30s")
-	}
-	return s, nil
+	return so, nil
 }
 
 // ConnectInProcess connects to an embedded server without a network socket, as

@@ -61,6 +61,8 @@ var Types = []struct {
 	{TypeNameClaimed, AggName, "claimed"},
 	{TypeNameReleased, AggName, "released"},
 	{TypeCheckpointSealed, AggCheckpoint, "sealed"},
+	{TypeSubscriberAdded, AggSubscriber, "added"},
+	{TypeSubscriberRemoved, AggSubscriber, "removed"},
 }
 
 // Payload is the data of an event. Every payload carries the new state of what changed
@@ -214,6 +216,10 @@ func newPayload(t Type) Payload {
 		return &NameReleased{}
 	case TypeCheckpointSealed:
 		return &CheckpointSealed{}
+	case TypeSubscriberAdded:
+		return &SubscriberAdded{}
+	case TypeSubscriberRemoved:
+		return &SubscriberRemoved{}
 	}
 	return nil
 }

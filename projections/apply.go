@@ -202,6 +202,8 @@ func (t *txn) apply(d events.Decoded) error {
 		if err := t.applyCheckpoint(d); err != nil {
 			return err
 		}
+	case events.AggSubscriber:
+		// NATS credentials: kept by keyreg serve's NATS users, not in the views (history only).
 	default:
 		return fmt.Errorf("unknown aggregate %q", agg)
 	}
