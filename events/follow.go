@@ -37,10 +37,17 @@ func FollowFilter(ctx context.Context, r Reader, filter string, from uint64, fn 
 	})
 }
 
+// FollowInactiveThreshold is how long the server keeps the consumer of a follower
+// (FollowSubject, Follow) whose client has gone without deleting it, say after a crash or
+// a lost connection; nats.go's default is five minutes. A follower that returns deletes
+// its consumer at once.
+const FollowInactiveThreshold = 5 * time.Second
+
 // FollowSubject implements SubjectFollower with an ordered consumer filtered on the
-// server, which recovers from gaps and reconnects by itself.
+// server, which recovers from gaps and reconnects by itself. The consumer is deleted when
+// it returns, and expires on the server FollowInactiveThreshold after its client is gone.
 func (l *JetStreamLog) FollowSubject(ctx context.Context, filter string, from uint64, fn func(Record) error) error {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: FollowInactiveThreshold}
 	if filter != "" && filter != ">" {
 		cfg.FilterSubjects = []string{filter}
 	}
@@ -57,7 +64,16 @@ func (l *JetStreamLog) FollowSubject(ctx context.Context, filter string, from ui
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	defer it.Stop()
+	defer func() {
+		it.Stop()
+		// Delete the consumer now rather than when it expires. Its name changes when it
+		// recreates itself; a name that is already gone is harmless.
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if info := cons.CachedInfo(); info != nil {
+			l.js.DeleteConsumer(dctx, StreamName, info.Name)
+		}
+	}()
 	for {
 		msg, err := it.Next()
 		if err != nil {

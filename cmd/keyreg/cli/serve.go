@@ -35,10 +35,12 @@ TLS (with the same certificate unless --nats-tls-cert and --nats-tls-key). Behin
 --trusted-proxies names the peers whose X-Forwarded-For gives the client address.
 
 Services follow key changes over NATS: the embedded server listens on --nats-listen for
-subscribers, who log in as --nats-subscriber-user with the password in
---nats-subscriber-password-file (made on first start) and may only read the KEYREG stream:
-subscribe to keyreg.>, create and consume consumers; never publish events, nor change,
-purge or delete the stream. keyreg itself uses an in-process connection.
+subscribers. Each service gets credentials of its own ("keyreg subscriber add NAME") and
+may only read the KEYREG stream through its own consumers, NAME-1 to NAME-N (N is
+--nats-subscriber-max-consumers unless given at add time): never publish events, touch
+another's consumers, nor change, purge or delete the stream. --nats-subscriber-user is a
+deprecated shared subscriber that may use any consumer. keyreg itself uses an in-process
+connection.
 
 Every event is a leaf of an audit Merkle tree. A sealer (one per stream, chosen by a NATS
 KV lock) appends a checkpoint of the tree, signed with the ed25519 key DATA/audit/signing.key
@@ -50,7 +52,7 @@ last batch, NATS shut down.`,
 		Example: `  keyreg serve
   keyreg serve --data /var/lib/keyreg --http 127.0.0.1:8080 --bootstrap-key-file ./root.key
   keyreg serve --nats-url nats://n1:4222,nats://n2:4222 --replicas 3
-  keyreg serve --nats-listen 0.0.0.0:4222 --nats-subscriber-password-file /etc/keyreg/nats.password
+  keyreg serve --nats-listen 0.0.0.0:4222 --nats-subscriber-max-consumers 20
   keyreg serve --read-only --views ./views-nov1 --http 127.0.0.1:8081
   keyreg serve --http 0.0.0.0:8443 --tls-cert /etc/keyreg/tls.crt --tls-key /etc/keyreg/tls.key
   keyreg serve --trusted-proxies 10.0.0.0/8,fd00::/8`,
@@ -85,8 +87,11 @@ last batch, NATS shut down.`,
 	f.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "HTTP listen address")
 	f.StringVar(&cfg.NATSURL, "nats-url", "", "use this NATS cluster instead of the embedded server")
 	f.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", `where the embedded NATS server listens for read-only subscribers ("" for none)`)
-	f.StringVar(&cfg.NATSSubscriberUser, "nats-subscriber-user", "subscriber", "NATS user name of subscribers")
-	f.StringVar(&cfg.NATSSubscriberPasswordFile, "nats-subscriber-password-file", "", "file holding the subscribers' NATS password; made with a random one (mode 0600) if absent (default DATA/nats-subscriber.password)")
+	f.IntVar(&cfg.NATSSubscriberMaxConsumers, "nats-subscriber-max-consumers", 10, "consumers a subscriber may have when added without a limit of its own")
+	f.StringVar(&cfg.NATSSubscriberUser, "nats-subscriber-user", "", "deprecated: also let a shared NATS user with this name subscribe, unconfined (any consumer)")
+	f.StringVar(&cfg.NATSSubscriberPasswordFile, "nats-subscriber-password-file", "", "deprecated: the shared subscriber's password file; made with a random one (mode 0600) if absent (default DATA/nats-subscriber.password)")
+	f.IntVar(&cfg.SSEMaxPerKey, "sse-max-per-key", 10, "open event streams (GET .../events, keyreg watch) one registry key may have (429 beyond)")
+	f.IntVar(&cfg.SSEMaxTotal, "sse-max-total", 1000, "open event streams the server serves in all (503 beyond)")
 	f.IntVar(&cfg.Replicas, "replicas", 3, "stream replicas when creating the stream on a cluster (--nats-url)")
 	f.StringVar(&cfg.BootstrapKeyFile, "bootstrap-key-file", "", "on first start, also write the root secret to this file (mode 0600)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain HTTP requests on shutdown")

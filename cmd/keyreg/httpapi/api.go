@@ -54,6 +54,13 @@ type Deps struct {
 	// TrustedProxies are the peers whose X-Forwarded-For gives the client address (for
 	// allowlists, verify limits and actorip); from any other peer it is ignored.
 	TrustedProxies []netip.Prefix
+	// Subscribers, when set, serves /v1/subscribers (NATS credentials of services);
+	// without it those answer 409 not_supported.
+	Subscribers Subscribers
+	// SSEMaxPerKey and SSEMaxTotal bound the open event streams per registry key (429
+	// beyond) and in all (503 beyond); 0 means DefaultSSEMaxPerKey, DefaultSSEMaxTotal.
+	SSEMaxPerKey int
+	SSEMaxTotal  int
 }
 
 // API serves the HTTP API.
@@ -64,6 +71,7 @@ type API struct {
 	limiter *failureLimiter
 	idem    *idempotency
 	closing closer // ends event streams at shutdown (Close)
+	streams streamCounts
 }
 
 // New builds the API and registers every operation.
@@ -101,6 +109,7 @@ func New(d Deps) *API {
 	a.registerEvents()
 	a.registerAdmin()
 	a.registerAudit()
+	a.registerSubscribers()
 	return a
 }
 

@@ -86,6 +86,8 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeInternal         = "internal"
 	CodeUnavailable      = "unavailable"
+	CodeNotSupported     = "not_supported"
+	CodeTooManyStreams   = "too_many_streams"
 )
 
 // Problems never echo much of what a client sent: a bad value is cut to maxEchoedValue

@@ -24,6 +24,55 @@ const StartSequenceHeader = "Keyreg-Start-Sequence"
 // proxies keep it open and clients notice a dead connection.
 const DefaultSSEHeartbeat = 15 * time.Second
 
+// Default bounds of the open event streams (Deps.SSEMaxPerKey, Deps.SSEMaxTotal). Each
+// stream holds a consumer on the NATS server until it ends.
+const (
+	DefaultSSEMaxPerKey = 10
+	DefaultSSEMaxTotal  = 1000
+)
+
+// streamCounts counts the open event streams, in all and per registry key. The zero value
+// is ready to use.
+type streamCounts struct {
+	mu    sync.Mutex
+	total int
+	byKey map[string]int
+}
+
+// acquire counts a new stream of key, or refuses it: 429 when the key has perKey open
+// streams, 503 when the server has total.
+func (c *streamCounts) acquire(key string, perKey, total int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byKey[key] >= perKey {
+		p := problem(http.StatusTooManyRequests, CodeTooManyStreams, "this key already has "+strconv.Itoa(perKey)+
+			" open event streams, the most it may have; close one, or use another key")
+		p.headers = http.Header{"Retry-After": {"10"}}
+		return p
+	}
+	if c.total >= total {
+		p := problem(http.StatusServiceUnavailable, CodeTooManyStreams, "the server has "+strconv.Itoa(total)+
+			" open event streams, the most it serves; retry later")
+		p.headers = http.Header{"Retry-After": {"10"}}
+		return p
+	}
+	if c.byKey == nil {
+		c.byKey = map[string]int{}
+	}
+	c.byKey[key]++
+	c.total++
+	return nil
+}
+
+func (c *streamCounts) release(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total--
+	if c.byKey[key]--; c.byKey[key] <= 0 {
+		delete(c.byKey, key)
+	}
+}
+
 // closer ends the API's event streams when the server shuts down: http.Server.Shutdown
 // waits for handlers to return and would otherwise wait for every open stream. The zero
 // value is ready to use.
@@ -94,7 +143,8 @@ func (a *API) registerEvents() {
 }
 
 func (a *API) followEvents(ctx context.Context, in *eventsInput) (*huma.StreamResponse, error) {
-	if _, err := a.authorize(ctx, in.WS, PermEventsRead); err != nil {
+	p, err := a.authorize(ctx, in.WS, PermEventsRead)
+	if err != nil {
 		return nil, err
 	}
 	ws := events.Workspace(in.WS)
@@ -116,7 +166,18 @@ func (a *API) followEvents(ctx context.Context, in *eventsInput) (*huma.StreamRe
 	if err != nil {
 		return nil, err
 	}
+	perKey, total := a.d.SSEMaxPerKey, a.d.SSEMaxTotal
+	if perKey <= 0 {
+		perKey = DefaultSSEMaxPerKey
+	}
+	if total <= 0 {
+		total = DefaultSSEMaxTotal
+	}
+	if err := a.streams.acquire(p.KeyID, perKey, total); err != nil {
+		return nil, err
+	}
 	return &huma.StreamResponse{Body: func(hctx huma.Context) {
+		defer a.streams.release(p.KeyID)
 		allowed := func() bool {
 			_, err := a.authorize(ctx, in.WS, PermEventsRead)
 			return err == nil

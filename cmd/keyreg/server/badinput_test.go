@@ -12,7 +12,7 @@ import (
 // and problem code (and field, for invalid input) as application/problem+json, and the
 // stream's last sequence is unchanged after it.
 func TestBadInputCatalogue(t *testing.T) {
-	n := startNode(t, "")
+	n := startNode(t, "", listenNATS)
 	f := newFixture(t, n, "acme")
 	newFixture(t, n, "other")
 	key := f.createKey(map[string]any{"name": "k", "permissions": []string{"users.track"}})
@@ -175,6 +175,21 @@ func TestBadInputCatalogue(t *testing.T) {
 		{"WorkspaceWildcardAsOf", "GET", "/v1/workspaces/*/keys?as_of=99", n.root, "", nil, 400, "invalid_input", "workspace", "*"},
 		{"WorkspaceWildcardAudit", "GET", "/v1/workspaces/*/audit", n.root, "", nil, 400, "invalid_input", "workspace", "*"},
 		{"WorkspaceGreaterWrite", "POST", "/v1/workspaces/ac%3E/keys", n.root, `{"name":"x"}`, nil, 400, "invalid_input", "workspace", "ac>"},
+		// NATS subscribers.
+		{"SubscriberNameUpper", "POST", "/v1/subscribers", n.root, `{"name":"Billing"}`, nil, 400, "invalid_input", "name", "Billing"},
+		{"SubscriberNameDot", "POST", "/v1/subscribers", n.root, `{"name":"a.b"}`, nil, 400, "invalid_input", "name", "a.b"},
+		{"SubscriberNameWildcard", "POST", "/v1/subscribers", n.root, `{"name":"a>"}`, nil, 400, "invalid_input", "name", "a>"},
+		{"SubscriberNameSpace", "POST", "/v1/subscribers", n.root, `{"name":"a b"}`, nil, 400, "invalid_input", "name", "a b"},
+		{"SubscriberNameEmpty", "POST", "/v1/subscribers", n.root, `{"name":""}`, nil, 400, "invalid_input", "name", ""},
+		{"SubscriberNameDigitFirst", "POST", "/v1/subscribers", n.root, `{"name":"1svc"}`, nil, 400, "invalid_input", "name", "1svc"},
+		{"SubscriberNameTooLong", "POST", "/v1/subscribers", n.root, `{"name":"` + strings.Repeat("a", 33) + `"}`, nil, 400, "invalid_input", "name", ""},
+		{"SubscriberNameKeyreg", "POST", "/v1/subscribers", n.root, `{"name":"keyreg"}`, nil, 400, "invalid_input", "name", "keyreg"},
+		{"SubscriberMaxConsumersTooMany", "POST", "/v1/subscribers", n.root, `{"name":"svc","max_consumers":101}`, nil, 400, "invalid_input", "max_consumers", "101"},
+		{"SubscriberMaxConsumersNegative", "POST", "/v1/subscribers", n.root, `{"name":"svc","max_consumers":-1}`, nil, 400, "invalid_input", "max_consumers", "-1"},
+		{"SubscriberUnknownField", "POST", "/v1/subscribers", n.root, `{"name":"svc","password":"x"}`, nil, 400, "unknown_field", "password", "password"},
+		{"SubscriberNotAdmin", "POST", "/v1/subscribers", f.writer, `{"name":"svc"}`, nil, 403, "forbidden", "", ""},
+		{"SubscriberRemoveUnknown", "DELETE", "/v1/subscribers/nobody", n.root, "", nil, 404, "not_found", "", ""},
+		{"SubscriberRemoveBadName", "DELETE", "/v1/subscribers/No_Such", n.root, "", nil, 400, "invalid_input", "name", "No_Such"},
 	}
 
 	if len(cases) < 40 {

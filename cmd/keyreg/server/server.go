@@ -47,13 +47,22 @@ type Config struct {
 	ReadOnly bool
 	ViewsDir string
 	// NATSListen is where the embedded server listens for subscribers over TCP
-	// ("host:port", port 0 picks a free one); empty: in-process only. Subscribers log in
-	// as NATSSubscriberUser (default "subscriber") with the password in
-	// NATSSubscriberPasswordFile (default <data>/nats-subscriber.password, made with a
-	// random password on first start), and may only read (events.SubscriberPermissions).
+	// ("host:port", port 0 picks a free one); empty: in-process only. Each service logs in
+	// with credentials of its own (POST /v1/subscribers), confined to its own consumers
+	// (events.ConfinedPermissions), at most NATSSubscriberMaxConsumers of them unless it
+	// was added with another limit (0: commands.DefaultSubscriberMaxConsumers).
 	NATSListen                 string
+	NATSSubscriberMaxConsumers int
+	// NATSSubscriberUser, when set, is a deprecated shared subscriber with the password
+	// in NATSSubscriberPasswordFile (default <data>/nats-subscriber.password, made with a
+	// random password on first start), which may read and use any consumer
+	// (events.SubscriberPermissions).
 	NATSSubscriberUser         string
 	NATSSubscriberPasswordFile string
+	// SSEMaxPerKey and SSEMaxTotal bound the open event streams (GET .../events) per
+	// registry key and in all (0: httpapi's defaults).
+	SSEMaxPerKey int
+	SSEMaxTotal  int
 	// SealEveryEvents and SealInterval say when the sealer appends a signed checkpoint
 	// of the audit tree: once this many events are not covered, or when the latest
 	// checkpoint is this old and events are not covered (0: 1000 events, 1 minute; a
@@ -133,6 +142,7 @@ type Node struct {
 
 	ln     net.Listener // the HTTP listener, bound by Open before the root key is made
 	tlsCfg *tls.Config  // the HTTP API's TLS; nil: plain HTTP
+	users  *natsUsers   // the NATS users of subscribers; nil without an embedded listener
 }
 
 // Store returns the serving generation's views.
@@ -209,6 +219,9 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.Commands = &commands.Handler{Log: n.Log,
 		MaxKeysPerWorkspace:        quota(cfg.MaxKeysPerWorkspace, commands.DefaultMaxKeysPerWorkspace),
 		MaxIdentifiersPerWorkspace: quota(cfg.MaxIdentifiersPerWorkspace, commands.DefaultMaxIdentifiersPerWorkspace)}
+	if n.stream.nats != nil && cfg.NATSListen != "" {
+		n.users = newNATSUsers(n.stream.nats, n.stream.opts, n.stream.Log, cfg.Logger)
+	}
 	if err := n.openAudit(ctx); err != nil {
 		return nil, err
 	}
@@ -219,6 +232,11 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.current.Store(n.newViews(cur, store))
 	if err := n.bootstrap(ctx, cfg); err != nil {
 		return nil, err
+	}
+	if n.users != nil {
+		if err := n.users.load(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return n, nil
 }
@@ -362,6 +380,10 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 	if n.audit != nil {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return n.audit.sealer.Run(ctx) }, func(error) { cancel() })
+	}
+	if n.users != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return n.users.run(ctx) }, func(error) { cancel() })
 	}
 	err := g.Run()
 	n.rebuild.wait()

@@ -14,7 +14,8 @@ import (
 // a listener unless the config asks for one) or a connection to a cluster.
 type Stream struct {
 	Log    *events.JetStreamLog
-	nats   *natsserver.Server // nil with --nats-url
+	nats   *natsserver.Server   // nil with --nats-url
+	opts   events.ServerOptions // the embedded server's
 	conn   *nats.Conn
 	unlock func()
 }
@@ -35,7 +36,7 @@ func OpenStream(ctx context.Context, cfg Config) (_ *Stream, err error) {
 		if s.unlock, err = lockDataDir(cfg.DataDir); err != nil {
 			return nil, err
 		}
-		s.nats, err = startEmbedded(cfg)
+		s.nats, s.opts, err = startEmbedded(cfg)
 		if err != nil {
 			return nil, err
 		}

@@ -23,6 +23,9 @@ import (
 
 func listenNATS(cfg *server.Config) { cfg.NATSListen = "127.0.0.1:0" }
 
+// sharedSubscriber turns on the deprecated shared subscriber.
+func sharedSubscriber(cfg *server.Config) { cfg.NATSSubscriberUser = server.DefaultNATSSubscriberUser }
+
 // scenario changes workspace acme through the HTTP API in every way a key and an
 // identifier can change.
 func scenario(t *testing.T, f fixture) {
@@ -54,14 +57,15 @@ func logRecords(t *testing.T, n *node, from uint64) []string {
 
 func recordLine(seq uint64, subject string) string { return fmt.Sprintf("%d %s", seq, subject) }
 
-// TestNATSSubscribers runs serve with a NATS listener: a service connects over TCP with
-// the subscriber password that the first start wrote, follows a scenario's events in order
+// TestNATSSubscribers runs serve with a NATS listener and the deprecated shared
+// subscriber: a service connects over TCP with the subscriber password that the first
+// start wrote, follows a scenario's events in order
 // (a core subscription and an ordered consumer from the start), reads them again with a
 // durable consumer that resumes after a restart, and cannot publish events nor delete or
 // purge the stream.
 func TestNATSSubscribers(t *testing.T) {
 	data := t.TempDir()
-	n := startNode(t, data, listenNATS)
+	n := startNode(t, data, listenNATS, sharedSubscriber)
 	pwFile := filepath.Join(data, server.NATSSubscriberPasswordFile)
 	info, err := os.Stat(pwFile)
 	if err != nil {
@@ -210,7 +214,7 @@ func TestNATSSubscribers(t *testing.T) {
 
 	// A restart keeps the password; the durable consumer resumes after what it acked.
 	n.stop()
-	n2 := startNode(t, data, listenNATS)
+	n2 := startNode(t, data, listenNATS, sharedSubscriber)
 	if pw2, _ := os.ReadFile(pwFile); string(pw2) != string(pw) {
 		t.Fatal("the restart changed the subscriber password")
 	}

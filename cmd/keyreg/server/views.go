@@ -40,6 +40,10 @@ func (n *Node) newViews(gen string, store *projections.Store) *views {
 	v := &views{gen: gen, store: store}
 	deps := httpapi.Deps{Store: store, Log: n.js, Metrics: n.metrics, Logger: n.cfg.Logger, ReadyCheck: n.ready, Replayer: n, TrustedProxies: n.cfg.TrustedProxies}
 	deps.Audit = n.auditDeps()
+	deps.SSEMaxPerKey, deps.SSEMaxTotal = n.cfg.SSEMaxPerKey, n.cfg.SSEMaxTotal
+	if n.users != nil {
+		deps.Subscribers = nodeSubscribers{n}
+	}
 	if !n.cfg.ReadOnly {
 		v.projector = projections.NewProjector(store, n.js)
 		deps.Commands, deps.Projector = n.Commands, v.projector
