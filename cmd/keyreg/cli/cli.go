@@ -104,6 +104,7 @@ Use it:         export KEYREG_ADDR=http://127.0.0.1:8080 KEYREG_TOKEN=kr_...
 	root.AddCommand(newAuditCmd(g))
 	root.AddCommand(newPermissionsCmd(g), newPermissionCmd(g))
 	root.AddCommand(newAdminCmd(g))
+	root.AddCommand(newSubscriberCmd(g))
 	return root
 }
 

@@ -24,7 +24,10 @@ type harness struct {
 
 // startServer starts a keyreg node on a fresh data dir and a free port, waits until its
 // views serve, and stops it at the end of the test.
-func startServer(t *testing.T) *harness {
+func startServer(t *testing.T) *harness { t.Helper(); return startServerWith(t, nil) }
+
+// startServerWith is startServer with the config changed by opt (if not nil).
+func startServerWith(t *testing.T, opt func(*server.Config)) *harness {
 	t.Helper()
 	keyFile := filepath.Join(t.TempDir(), "root.key")
 	ready := make(chan string, 1)
@@ -33,6 +36,9 @@ func startServer(t *testing.T) *harness {
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", BootstrapKeyFile: keyFile,
 		Logger: slog.New(slog.DiscardHandler), Stderr: io.Discard, ShutdownTimeout: 5 * time.Second,
 		Ready: func(addr string) { ready <- addr },
+	}
+	if opt != nil {
+		opt(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { done <- server.Run(ctx, cfg) }()
