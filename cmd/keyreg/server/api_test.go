@@ -72,6 +72,7 @@ func TestOpenAPI(t *testing.T) {
 		"POST /v1/admin/replay", "GET /v1/admin/replay",
 		"GET /v1/workspaces/{ws}/audit", "GET /v1/workspaces/{ws}/audit/export", "GET /v1/audit/pubkey",
 		"GET /v1/permissions", "POST /v1/workspaces/{ws}/permissions",
+		"POST /v1/subscribers", "GET /v1/subscribers", "DELETE /v1/subscribers/{name}",
 	}
 	for _, r := range served {
 		if !slices.Contains(have, r) {

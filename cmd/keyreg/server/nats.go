@@ -165,6 +165,7 @@ func (u *natsUsers) run(ctx context.Context) error {
 			return err
 		}
 		u.advance(r.Seq)
+		u.logger.Info("nats subscribers changed", "subject", r.Subject, "seq", r.Seq)
 		return nil
 	})
 	if ctx.Err() != nil {

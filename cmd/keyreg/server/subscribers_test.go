@@ -312,6 +312,8 @@ func TestSSEConsumersGone(t *testing.T) {
 func TestSSEStreamCaps(t *testing.T) {
 	n := startNode(t, "", func(c *server.Config) { c.SSEMaxPerKey, c.SSEMaxTotal = 2, 3 })
 	f := newFixture(t, n, "acme")
+	// Without a NATS listener there are no subscribers to manage.
+	n.json("POST", "/v1/subscribers", n.root, map[string]any{"name": "svc"}, 409, nil)
 	one := f.createKey(map[string]any{"name": "one", "permissions": []string{"keyreg.events.read"}})
 	other := f.createKey(map[string]any{"name": "other", "permissions": []string{"keyreg.events.read"}})
 	var mu sync.Mutex
