@@ -3,6 +3,7 @@ package events_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -208,5 +209,34 @@ func TestConfinedSubscribers(t *testing.T) {
 	}
 	if _, err := jsB.Stream(ctx, events.StreamName); err != nil {
 		t.Fatalf("fraud after billing's removal: %v", err)
+	}
+}
+
+// TestNoStreamConsumerCap: the embedded server does not cap the stream at nats-server's
+// default of 1,000 consumers, so keyreg's own followers are never refused one.
+func TestNoStreamConsumerCap(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := events.StartServer(events.ServerOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nc, err := events.ConnectInProcess(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if _, err := events.OpenJetStream(ctx, nc, events.JetStreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	for i := range 1001 {
+		_, err := js.CreateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+			Name: "c" + strconv.Itoa(i), AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, InactiveThreshold: time.Minute,
+		})
+		if err != nil {
+			t.Fatalf("consumer %d: %v", i+1, err)
+		}
 	}
 }
