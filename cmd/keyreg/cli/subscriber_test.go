@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -39,7 +40,7 @@ func TestSubscriberCommands(t *testing.T) {
 	}
 	connect := func() error {
 		nc, err := nats.Connect(env["NATS_URL"], nats.UserInfo(env["NATS_USER"], env["NATS_PASSWORD"]),
-			nats.CustomInboxPrefix(env["NATS_INBOX_PREFIX"]), nats.MaxReconnects(0))
+			nats.CustomInboxPrefix(env["NATS_INBOX_PREFIX"]), nats.MaxReconnects(0), nats.Timeout(30*time.Second))
 		if err == nil {
 			nc.Close()
 		}

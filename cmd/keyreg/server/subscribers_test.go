@@ -41,9 +41,9 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // returns its combined output and error.
 func cliAs(t *testing.T, bin, url string, s httpapi.NewSubscriber, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	args = append([]string{"--server", url, "--user", s.NATSUser, "--password", s.Password, "--inbox-prefix", s.InboxPrefix, "--timeout", "2s"}, args...)
+	args = append([]string{"--server", url, "--user", s.NATSUser, "--password", s.Password, "--inbox-prefix", s.InboxPrefix, "--timeout", "3s"}, args...)
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), "NATS_CONTEXT=", "HOME="+t.TempDir()) // no saved context
 	out, err := cmd.CombinedOutput()
