@@ -276,8 +276,8 @@ func TestSubscriberIsolation(t *testing.T) {
 // consumers are gone from the server within 10 seconds (polled with a deadline).
 func TestSSEConsumersGone(t *testing.T) {
 	n := startNode(t, "", listenNATS, sharedSubscriber, func(c *server.Config) { c.SSEMaxPerKey = 20 })
-	f := newFixture(t, n, "acme")
-	reader := f.createKey(map[string]any{"name": "reader", "permissions": []string{"keyreg.events.read"}})
+	newFixture(t, n, "acme")
+	reader := rootKey(t, n, "acme", "reader", "keyreg.events.read")
 	obs := observer(t, n)
 	base := consumerNames(t, obs)
 	var closers []func()
@@ -311,11 +311,11 @@ func TestSSEConsumersGone(t *testing.T) {
 // problem+json); the server SSEMaxTotal (503 beyond); a closed stream frees its place.
 func TestSSEStreamCaps(t *testing.T) {
 	n := startNode(t, "", func(c *server.Config) { c.SSEMaxPerKey, c.SSEMaxTotal = 2, 3 })
-	f := newFixture(t, n, "acme")
+	newFixture(t, n, "acme")
 	// Without a NATS listener there are no subscribers to manage.
 	n.json("POST", "/v1/subscribers", n.root, map[string]any{"name": "svc"}, 409, nil)
-	one := f.createKey(map[string]any{"name": "one", "permissions": []string{"keyreg.events.read"}})
-	other := f.createKey(map[string]any{"name": "other", "permissions": []string{"keyreg.events.read"}})
+	one := rootKey(t, n, "acme", "one", "keyreg.events.read")
+	other := rootKey(t, n, "acme", "other", "keyreg.events.read")
 	var mu sync.Mutex
 	var closers []func()
 	open := func(token string, want int, code string) {
@@ -358,4 +358,13 @@ func TestSSEStreamCaps(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// rootKey creates a key in ws with the root key, which may grant every keyreg.* permission
+// (a workspace's writer may grant only those it holds).
+func rootKey(t *testing.T, n *node, ws, name string, perms ...string) httpapi.KeyWithSecret {
+	t.Helper()
+	var k httpapi.KeyWithSecret
+	n.json("POST", "/v1/workspaces/"+ws+"/keys", n.root, map[string]any{"name": name, "permissions": perms}, 201, &k)
+	return k
 }

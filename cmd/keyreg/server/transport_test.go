@@ -179,7 +179,7 @@ func TestTLSListeners(t *testing.T) {
 	data := t.TempDir()
 	certFile, keyFile, pool := selfSigned(t, t.TempDir())
 	rootFile := filepath.Join(t.TempDir(), "root.key")
-	cfg := server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:0", BootstrapKeyFile: rootFile,
+	cfg := server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:0", NATSSubscriberUser: "subscriber", BootstrapKeyFile: rootFile,
 		TLSCertFile: certFile, TLSKeyFile: keyFile, Stderr: io.Discard, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		SealEveryEvents: -1, SealInterval: -1}
 	ready := make(chan string, 1)
