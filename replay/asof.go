@@ -15,8 +15,9 @@ import (
 )
 
 // Cut is a point in the log: the records up to stream sequence Seq, or, when Seq is 0,
-// the records the log stored at or before Time (events.Record.Time). The zero Cut is not
-// valid.
+// the changes made at or before Time. A change is made at its event's time (the time a
+// history shows), which is a little before the log stores it (events.Record.Time), so
+// an as_of time copied from a history includes that change. The zero Cut is not valid.
 type Cut struct {
 	Seq  uint64
 	Time time.Time
@@ -48,12 +49,21 @@ func (c Cut) String() string {
 	return c.Time.Format(time.RFC3339Nano)
 }
 
-// Includes reports whether record r is at or before the cut.
-func (c Cut) Includes(r events.Record) bool {
+// MaxStoreDelay bounds how long after its event's time a change reaches the log (the
+// command decides, then appends with retries). A time cut reads records stored up to this
+// long after it, to find changes made before it but stored after it.
+const MaxStoreDelay = time.Minute
+
+// includes reports whether the record is at or before the cut, and past whether it and
+// every later record are beyond it. d is the record decoded.
+func (c Cut) includes(r events.Record, d events.Decoded) (in, past bool) {
 	if c.Seq != 0 {
-		return r.Seq <= c.Seq
+		return r.Seq <= c.Seq, r.Seq > c.Seq
 	}
-	return !r.Time.After(c.Time)
+	if !r.Time.After(c.Time) {
+		return true, false // stored by then, so made by then
+	}
+	return !d.Event.Time.After(c.Time), r.Time.After(c.Time.Add(MaxStoreDelay))
 }
 
 // At returns the moment of the cut, at which expiry is judged: its Time, or for a
@@ -78,12 +88,19 @@ var errPastCut = errors.New("replay: past the cut")
 func foldUntil(ctx context.Context, log events.Reader, filter string, cut Cut,
 	apply func(r events.Record, d events.Decoded) error) error {
 	err := log.Read(ctx, filter, 1, func(r events.Record) error {
-		if !cut.Includes(r) {
-			return errPastCut
+		if cut.Seq != 0 && r.Seq > cut.Seq {
+			return errPastCut // without decoding it
 		}
 		d, err := events.DecodeRecord(r)
 		if err != nil {
 			return err
+		}
+		in, past := cut.includes(r, d)
+		if past {
+			return errPastCut
+		}
+		if !in {
+			return nil
 		}
 		return apply(r, d)
 	})

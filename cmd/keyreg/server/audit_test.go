@@ -389,3 +389,48 @@ func TestPeriodicCheckpointsOnlyGrow(t *testing.T) {
 		t.Fatalf("the sealer appended with no new event: %d -> %d", last, n.lastSeq())
 	}
 }
+
+// TestAsOfTimeFromHistory reads a key as of the time of each event its history shows: the
+// answer is the key right after that change (a reviewer copies times from histories), and
+// a nanosecond earlier it is the key right before it. The log stores an event a little
+// after its time, so a cut by stored time alone would miss the change at its own time.
+func TestAsOfTimeFromHistory(t *testing.T) {
+	n := startNode(t, "")
+	f := newFixture(t, n, "acme")
+	k := f.createKey(map[string]any{"name": "watched", "allowlist": []string{"10.0.0.0/8"}})
+	for _, allow := range []string{"192.0.2.0/24", "198.51.100.0/24"} {
+		f.json("PUT", "/v1/workspaces/acme/keys/"+k.Key.ID+"/allowlist", f.writer, map[string]any{"allowlist": []string{allow}}, 200, nil)
+	}
+	var hist struct {
+		Events []struct {
+			Sequence uint64
+			Event    struct{ Time time.Time }
+		}
+	}
+	f.json("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"/history", f.writer, nil, 200, &hist)
+	if len(hist.Events) != 3 {
+		t.Fatalf("history has %d events, want 3", len(hist.Events))
+	}
+	for i, e := range hist.Events {
+		at := url.QueryEscape(e.Event.Time.Format(time.RFC3339Nano))
+		var got httpapi.Key
+		f.json("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"?as_of="+at, f.writer, nil, 200, &got)
+		if got.Version != e.Sequence {
+			t.Errorf("as_of the time of event %d (%s): version %d, want %d", i, e.Event.Time.Format(time.RFC3339Nano), got.Version, e.Sequence)
+		}
+		var list struct{ Keys []httpapi.Key }
+		f.json("GET", "/v1/workspaces/acme/keys?as_of="+at, f.writer, nil, 200, &list)
+		if !slices.ContainsFunc(list.Keys, func(l httpapi.Key) bool { return l.ID == k.Key.ID && l.Version == e.Sequence }) {
+			t.Errorf("list as_of the time of event %d: %+v, want the key at version %d", i, list.Keys, e.Sequence)
+		}
+		before := url.QueryEscape(e.Event.Time.Add(-time.Nanosecond).Format(time.RFC3339Nano))
+		if i == 0 {
+			f.json("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"?as_of="+before, f.writer, nil, 404, nil)
+			continue
+		}
+		f.json("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"?as_of="+before, f.writer, nil, 200, &got)
+		if got.Version != hist.Events[i-1].Sequence {
+			t.Errorf("as_of just before event %d: version %d, want %d", i, got.Version, hist.Events[i-1].Sequence)
+		}
+	}
+}
