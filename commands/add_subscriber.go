@@ -45,7 +45,7 @@ func (c AddSubscriber) validate() (addSubscriber, error) {
 
 func (c addSubscriber) decide(st events.SubscriberState, hash string) ([]change, error) {
 	if st.Active {
-		return nil, fmt.Errorf("subscriber %s: %w", c.name, ErrAlreadyExists)
+		return nil, alreadyExists("subscriber %q", c.name)
 	}
 	return []change{{ws: events.SystemWorkspace, agg: events.AggSubscriber, id: c.name, expect: st.Version, prevHash: st.LastHash,
 		payload: events.SubscriberAdded{Name: c.name, PasswordHash: hash, MaxConsumers: c.max}}}, nil

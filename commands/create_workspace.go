@@ -38,7 +38,7 @@ func (c CreateWorkspace) validate() (createWorkspace, error) {
 
 func (c createWorkspace) decide(ws events.WorkspaceState) ([]change, error) {
 	if ws.Exists() {
-		return nil, fmt.Errorf("workspace %s: %w", c.ws, ErrAlreadyExists)
+		return nil, alreadyExists("workspace %q", c.ws)
 	}
 	return []change{{ws: c.ws, agg: events.AggWorkspace, id: string(c.ws), payload: events.WorkspaceCreated{Name: c.name}}}, nil
 }

@@ -61,7 +61,7 @@ func (c definePermission) decide(ws events.WorkspaceState) ([]change, error) {
 		if p.Description == c.description {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("permission %s of workspace %s: %w", c.name, c.ws, ErrAlreadyExists)
+		return nil, alreadyExists("permission %q of workspace %q, with another description,", c.name, c.ws)
 	}
 	return []change{{ws: c.ws, agg: events.AggWorkspace, id: string(c.ws), payload: events.PermissionDefined{
 		Name: c.name, Description: c.description,

@@ -76,3 +76,18 @@ func (e *QuotaError) Error() string {
 
 // Unwrap returns ErrQuotaExceeded.
 func (e *QuotaError) Unwrap() error { return ErrQuotaExceeded }
+
+// ExistsError says what already exists, e.g. `workspace "acme" already exists`. It
+// unwraps to ErrAlreadyExists.
+type ExistsError struct {
+	What string // e.g. `workspace "acme"`
+}
+
+func (e *ExistsError) Error() string { return e.What + " already exists" }
+
+// Unwrap returns ErrAlreadyExists.
+func (e *ExistsError) Unwrap() error { return ErrAlreadyExists }
+
+func alreadyExists(format string, args ...any) error {
+	return &ExistsError{What: fmt.Sprintf(format, args...)}
+}

@@ -32,7 +32,7 @@ func TestWorkspaceCommands(t *testing.T) {
 		t.Errorf("workspace list --json = %+v, want 3 workspaces", list)
 	}
 
-	h.fails(1, []string{"409 already_exists"}, "workspace", "create", "acme", "--name", "Again")
+	h.fails(1, []string{"409 already_exists", `workspace "acme" already exists`}, "workspace", "create", "acme", "--name", "Again")
 	h.fails(1, []string{"400 invalid_input", "workspace", `"Bad_ID"`}, "workspace", "create", "Bad_ID", "--name", "x")
 	h.fails(2, []string{`"name"`}, "workspace", "create", "initech")
 	h.fails(2, []string{"accepts 1 arg"}, "workspace", "create", "--name", "x")

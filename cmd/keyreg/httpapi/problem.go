@@ -234,12 +234,13 @@ func toProblem(err error) *Problem {
 		return p
 	}
 	var (
-		ve    *events.ValidationError
-		nf    *events.NotFoundError
-		pre   *commands.PreconditionError
-		taken *commands.NameTakenError
-		quota *commands.QuotaError
-		ge    *commands.GrantError
+		ve     *events.ValidationError
+		nf     *events.NotFoundError
+		pre    *commands.PreconditionError
+		taken  *commands.NameTakenError
+		quota  *commands.QuotaError
+		ge     *commands.GrantError
+		exists *commands.ExistsError
 	)
 	switch {
 	case errors.As(err, &ve):
@@ -269,8 +270,10 @@ func toProblem(err error) *Problem {
 		return p
 	case errors.As(err, &nf):
 		return problem(http.StatusNotFound, CodeNotFound, nf.Error())
+	case errors.As(err, &exists):
+		return problem(http.StatusConflict, CodeAlreadyExists, exists.Error())
 	case errors.Is(err, commands.ErrAlreadyExists):
-		return problem(http.StatusConflict, CodeAlreadyExists, "it already exists")
+		return problem(http.StatusConflict, CodeAlreadyExists, "the event id of this request was already used by another command (an Idempotency-Key reused for another request?)")
 	case errors.Is(err, commands.ErrRevoked):
 		return problem(http.StatusConflict, CodeKeyRevoked, "the key is revoked and accepts no further change")
 	case errors.Is(err, commands.ErrRetired):

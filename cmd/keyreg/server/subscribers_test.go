@@ -139,7 +139,11 @@ func TestSubscriberIsolation(t *testing.T) {
 	if a.NATSUser != "billing" || a.Password == "" || a.NATSURL != url || a.MaxConsumers != limit || a.InboxPrefix != "_INBOX.billing" {
 		t.Fatalf("new subscriber %+v", a)
 	}
-	n.json("POST", "/v1/subscribers", n.root, map[string]any{"name": "billing"}, 409, nil)
+	var dup problemBody
+	n.json("POST", "/v1/subscribers", n.root, map[string]any{"name": "billing"}, 409, &dup)
+	if dup.Code != "already_exists" || dup.Detail != `subscriber "billing" already exists` {
+		t.Errorf("second add of billing: %+v", dup)
+	}
 	var list struct{ Subscribers []httpapi.Subscriber }
 	n.json("GET", "/v1/subscribers", n.root, nil, 200, &list)
 	if len(list.Subscribers) != 2 || list.Subscribers[0].Name != "billing" || list.Subscribers[1].Name != "fraud" {
