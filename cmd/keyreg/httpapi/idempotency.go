@@ -14,6 +14,8 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/oklog/ulid/v2"
+
+	"github.com/keyreg/keyreg/events"
 )
 
 // Bounds of the idempotency cache.
@@ -164,7 +166,10 @@ func (a *API) idempotencyMiddleware(ctx huma.Context, next func(huma.Context)) {
 	}
 	body := requestBody(ctx.Context())
 	bodyHash := sha256.Sum256(body)
-	scope := p.KeyID + "\x00" + ctx.Method() + "\x00" + ctx.URL().Path + "\x00" + key
+	request := p.KeyID + "\x00" + ctx.Method() + "\x00" + ctx.URL().Path + "\x00" + key
+	// An answer is replayed only to the key as it was when the answer was kept: a key whose
+	// permissions changed since runs the request again, and is authorized anew.
+	scope := request + "\x00" + permissionsKey(p.Permissions)
 	e, found := a.idem.begin(scope, bodyHash, a.d.Now())
 	if found {
 		select {
@@ -188,7 +193,7 @@ func (a *API) idempotencyMiddleware(ctx huma.Context, next func(huma.Context)) {
 		return
 	}
 
-	idSeed := sha256.Sum256([]byte(scope + "\x00" + string(bodyHash[:])))
+	idSeed := sha256.Sum256([]byte(request + "\x00" + string(bodyHash[:])))
 	var id ulid.ULID
 	copy(id[:], idSeed[:16])
 	c := callerOf(ctx.Context())
@@ -274,4 +279,14 @@ func writeProblemTo(ctx huma.Context, p *Problem) {
 	ctx.SetHeader("Content-Type", "application/problem+json")
 	ctx.SetStatus(p.Status)
 	json.NewEncoder(ctx.BodyWriter()).Encode(p)
+}
+
+// permissionsKey is a principal's permissions as one string, for idempotency scopes.
+func permissionsKey(perms []events.Permission) string {
+	var b strings.Builder
+	for _, p := range perms {
+		b.WriteString(string(p))
+		b.WriteByte(',')
+	}
+	return b.String()
 }

@@ -306,3 +306,35 @@ func TestAttackPathIDs(t *testing.T) {
 		})
 	}
 }
+
+// Finding 3: a kept answer is not replayed to a key that has since lost the permission
+// the request needs: its retry is authorized anew (403), and the created key's secret is
+// not shown again.
+func TestAttackIdempotentReplayAfterPermissionLoss(t *testing.T) {
+	b := startBinary(t)
+	newFixture(t, b.node, "acme")
+	var writer httpapi.KeyWithSecret
+	b.json("POST", "/v1/workspaces/acme/keys", b.root, map[string]any{"name": "w", "permissions": []string{"keyreg.keys.write", "keyreg.keys.read"}}, 201, &writer)
+	req := map[string]any{"name": "child"}
+	var child httpapi.KeyWithSecret
+	b.json("POST", "/v1/workspaces/acme/keys", writer.Secret, req, 201, &child, "Idempotency-Key", "c1")
+	var again httpapi.KeyWithSecret
+	h := b.json("POST", "/v1/workspaces/acme/keys", writer.Secret, req, 201, &again, "Idempotency-Key", "c1")
+	if h.Get("Idempotent-Replayed") != "true" || again.Secret != child.Secret {
+		t.Fatalf("a retry while the key may write is not the kept answer: %s %+v", h.Get("Idempotent-Replayed"), again)
+	}
+	b.json("PATCH", "/v1/workspaces/acme/keys/"+writer.Key.ID, b.root, map[string]any{"permissions": []string{"keyreg.keys.read"}}, 200, nil)
+	keys := func() int {
+		var list struct{ Keys []httpapi.Key }
+		b.json("GET", "/v1/workspaces/acme/keys", b.root, nil, 200, &list)
+		return len(list.Keys)
+	}
+	before := keys()
+	st, h, body := b.do("POST", "/v1/workspaces/acme/keys", writer.Secret, req, "Idempotency-Key", "c1")
+	if st != http.StatusForbidden || strings.Contains(string(body), child.Secret) || h.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("a retry after the key lost keyreg.keys.write: %d %s", st, body)
+	}
+	if got := keys(); got != before {
+		t.Fatalf("the refused retry created a key: %d keys, were %d", got, before)
+	}
+}
