@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,10 +60,29 @@ type Options struct {
 	// without limit while the connection is down, until it closes).
 	MaxLag time.Duration
 	// OnError, when set, is called with the transient errors of the consumer (missed
-	// heartbeats, reconnects); the verifier recovers from them by itself. It must not
-	// block.
+	// heartbeats, reconnects, a consumer deleted from under it); the verifier recovers
+	// from them by itself. It must not block.
 	OnError func(error)
+	// ConsumerName, when set, makes the verifier follow through a consumer of exactly this
+	// name, which it creates itself, instead of an ordered consumer (whose server-chosen
+	// name changes on every reset). Set it to one of the names of a confined subscriber
+	// (keyreg subscriber add NAME: NAME-1 … NAME-N), which may create, consume and delete
+	// only those. The verifier deletes any consumer of that name, creates it anew from
+	// the first event it lacks (in memory, no acknowledgements, expiring
+	// ConsumerInactiveThreshold after its client is gone), and on a gap, a missed
+	// heartbeat or the consumer deleted from under it, deletes and recreates it from
+	// there again, so it applies every event once, in order. Close deletes it. Two
+	// verifiers must not share a name: each would delete the other's consumer.
+	ConsumerName string
 }
+
+// ConsumerInactiveThreshold is how long the server keeps the named consumer of
+// Options.ConsumerName after its verifier is gone without Close.
+const ConsumerInactiveThreshold = 30 * time.Second
+
+// consumerHeartbeat is how often the server confirms a named consumer's pull request is
+// alive; two missed in a row make the verifier recreate the consumer.
+const consumerHeartbeat = 2 * time.Second
 
 // Verifier is an in-memory verify view of a keyreg stream. Its methods are safe for
 // concurrent use.
@@ -74,8 +94,12 @@ type Verifier struct {
 	maxLag  time.Duration
 	stream  string
 	onError func(error)
-	cc      jetstream.ConsumeContext
-	cancel  context.CancelFunc // ends the freshness checks
+	cancel  context.CancelFunc // ends the freshness checks and the named consumer's loop
+
+	// halt stops the consumer without waiting, and done is closed once it has stopped
+	// (and, with Options.ConsumerName, deleted its consumer).
+	halt func()
+	done <-chan struct{}
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when applied advances or the verifier stops
@@ -109,27 +133,20 @@ func Start(ctx context.Context, nc *nats.Conn, opts Options) (*Verifier, error) 
 		return nil, fmt.Errorf("verifier: stream %s: %w", v.stream, err)
 	}
 	last := s.CachedInfo().State.LastSeq
-	cons, err := js.OrderedConsumer(ctx, v.stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
+	if opts.ConsumerName != "" {
+		n := &named{v: v, js: js, name: opts.ConsumerName, done: make(chan struct{})}
+		it, err := n.open(ctx)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		n.setIter(it)
+		v.follow(n.halt, n.done)
+		go n.run(wctx, it)
+	} else if err := v.followOrdered(ctx, js); err != nil {
 		cancel()
-		return nil, fmt.Errorf("verifier: follow %s: %w", v.stream, err)
+		return nil, err
 	}
-	cc, err := cons.Consume(v.handle, jetstream.ConsumeErrHandler(v.consumeError), jetstream.PullMaxMessages(1024))
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("verifier: follow %s: %w", v.stream, err)
-	}
-	v.mu.Lock()
-	v.cc = cc
-	stopped := v.err != nil // the first events failed already
-	v.mu.Unlock()
-	if stopped {
-		cc.Stop()
-	}
-	go func() {
-		<-cc.Closed() // Close, an apply error, or the connection closed
-		v.stop(ErrClosed)
-	}()
 	if err := v.WaitFor(ctx, last); err != nil {
 		v.Close()
 		return nil, err
@@ -139,6 +156,46 @@ func Start(ctx context.Context, nc *nats.Conn, opts Options) (*Verifier, error) 
 		go v.checkFreshness(wctx, s, v.maxLag/4)
 	}
 	return v, nil
+}
+
+// follow records how to stop the consumer that now follows the stream, stops it at once if
+// the verifier stopped already (its first events failed), and stops the verifier once
+// the consumer has stopped (Close, an apply error, or the connection closed).
+func (v *Verifier) follow(halt func(), done <-chan struct{}) {
+	v.mu.Lock()
+	v.halt, v.done = halt, done
+	stopped := v.err != nil
+	v.mu.Unlock()
+	if stopped {
+		halt()
+	}
+	go func() {
+		<-done
+		v.stop(ErrClosed)
+	}()
+}
+
+// followOrdered follows the stream with an ordered consumer from its first event.
+func (v *Verifier) followOrdered(ctx context.Context, js jetstream.JetStream) error {
+	cons, err := js.OrderedConsumer(ctx, v.stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return fmt.Errorf("verifier: follow %s: %w%s", v.stream, err, orderedHint(js.Conn()))
+	}
+	cc, err := cons.Consume(v.handle, jetstream.ConsumeErrHandler(v.consumeError), jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("verifier: follow %s: %w%s", v.stream, err, orderedHint(js.Conn()))
+	}
+	v.follow(func() { go cc.Stop() }, cc.Closed()) // not from the message handler's goroutine
+	return nil
+}
+
+// orderedHint explains a failure to create an ordered consumer that the server refused
+// for want of permission: a confined subscriber must set Options.ConsumerName.
+func orderedHint(nc *nats.Conn) string {
+	if last := nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) && strings.Contains(last.Error(), "$JS.API.CONSUMER.") {
+		return fmt.Sprintf(" (%v: a confined subscriber must set Options.ConsumerName to one of its consumer names)", last)
+	}
+	return ""
 }
 
 // checkFreshness asks the stream for its last sequence every interval, and once the
@@ -178,6 +235,11 @@ func (v *Verifier) handle(m jetstream.Msg) {
 		v.stop(fmt.Errorf("verifier: %w", err))
 		return
 	}
+	v.apply(m, md)
+}
+
+// apply applies one message with its metadata, unless it was applied already.
+func (v *Verifier) apply(m jetstream.Msg, md *jetstream.MsgMetadata) {
 	seq := md.Sequence.Stream
 	if seq <= v.applied.Load() {
 		return // a redelivery after the consumer was recreated
@@ -213,10 +275,10 @@ func (v *Verifier) stop(err error) {
 		close(v.changed)
 		v.changed = make(chan struct{})
 	}
-	cc := v.cc
+	halt := v.halt
 	v.mu.Unlock()
-	if cc != nil {
-		go cc.Stop() // not from the message handler's goroutine
+	if halt != nil {
+		halt()
 	}
 }
 
@@ -294,11 +356,10 @@ func (v *Verifier) WaitFor(ctx context.Context, seq uint64) error {
 func (v *Verifier) Close() error {
 	v.stop(ErrClosed)
 	v.mu.Lock()
-	cc := v.cc
+	done := v.done
 	v.mu.Unlock()
-	if cc != nil {
-		cc.Stop()
-		<-cc.Closed()
+	if done != nil {
+		<-done
 	}
 	return nil
 }

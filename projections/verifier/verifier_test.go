@@ -35,7 +35,8 @@ type env struct {
 func startEnv(t testing.TB, dir, listen string) *env {
 	t.Helper()
 	s, err := events.StartServer(events.ServerOptions{
-		StoreDir: dir, Listen: listen, Subscribers: []events.Subscriber{{User: "svc", Password: "pw"}},
+		StoreDir: dir, Listen: listen, Subscribers: []events.Subscriber{{User: "svc", Password: "pw"},
+			{User: "billing", Password: "pw-billing", MaxConsumers: 2}, {User: "fraud", Password: "pw-fraud", MaxConsumers: 2}},
 	})
 	if err != nil {
 		t.Fatal(err)
