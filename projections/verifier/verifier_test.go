@@ -226,35 +226,45 @@ func TestVerifierFollowsChanges(t *testing.T) {
 }
 
 // TestVerifierSurvivesRestart: the NATS server goes away and comes back on the same
-// address; the verifier reconnects, its ordered consumer recreates itself after the last
-// event it applied, and a revocation made meanwhile reaches it.
+// address; the verifier reconnects, its consumer (ordered, or named billing-1 with a
+// confined subscriber's credentials) is recreated after the last event it applied, and a
+// revocation made meanwhile reaches it.
 func TestVerifierSurvivesRestart(t *testing.T) {
-	dir := t.TempDir()
-	e := startEnv(t, dir, freeAddr(t))
-	e.createKey("K1")
-	var mu sync.Mutex
-	var transient []error
-	nc := e.subscriber()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	v, err := verifier.Start(ctx, nc, verifier.Options{OnError: func(err error) { mu.Lock(); transient = append(transient, err); mu.Unlock() }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	expect(t, v, "K1", inside, "", projections.CodeValid)
+	for _, name := range []string{"", "billing-1"} {
+		t.Run("consumer="+name, func(t *testing.T) {
+			dir := t.TempDir()
+			e := startEnv(t, dir, freeAddr(t))
+			e.createKey("K1")
+			var mu sync.Mutex
+			var transient []error
+			nc := e.subscriber()
+			if name != "" {
+				nc = e.confined("billing", "pw-billing")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			v, err := verifier.Start(ctx, nc, verifier.Options{ConsumerName: name, OnError: func(err error) { mu.Lock(); transient = append(transient, err); mu.Unlock() }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			expect(t, v, "K1", inside, "", projections.CodeValid)
 
-	e.stop()
-	e2 := startEnv(t, dir, e.addr)
-	seq := e2.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
-	if err := v.WaitFor(ctx, seq); err != nil {
-		t.Fatalf("after the restart: %v (transient errors %v)", err, transient)
-	}
-	expect(t, v, "K1", inside, "", projections.CodeRevoked)
-	waitFor(t, v, e2.createKey("K2"))
-	expect(t, v, "K2", inside, "", projections.CodeValid)
-	if v.Err() != nil || v.Keys() != 2 {
-		t.Fatalf("err %v, %d keys", v.Err(), v.Keys())
+			e.stop()
+			e2 := startEnv(t, dir, e.addr)
+			seq := e2.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
+			if err := v.WaitFor(ctx, seq); err != nil {
+				mu.Lock()
+				defer mu.Unlock()
+				t.Fatalf("after the restart: %v (transient errors %v)", err, transient)
+			}
+			expect(t, v, "K1", inside, "", projections.CodeRevoked)
+			waitFor(t, v, e2.createKey("K2"))
+			expect(t, v, "K2", inside, "", projections.CodeValid)
+			if v.Err() != nil || v.Keys() != 2 {
+				t.Fatalf("err %v, %d keys", v.Err(), v.Keys())
+			}
+		})
 	}
 }
 
