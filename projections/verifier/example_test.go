@@ -14,11 +14,13 @@ import (
 )
 
 // A service verifies the keys its callers present without asking keyreg: the verifier
-// follows the KEYREG stream over the subscriber connection of keyreg serve --nats-listen.
+// follows the KEYREG stream of keyreg serve --nats-listen as the confined subscriber
+// billing (keyreg subscriber add billing), through its consumer billing-1.
 func ExampleStart() {
 	nc, err := nats.Connect("nats://127.0.0.1:4222",
-		nats.UserInfo("subscriber", os.Getenv("KEYREG_NATS_PASSWORD")),
-		nats.MaxReconnects(-1)) // the verifier resumes by itself after a reconnect
+		nats.UserInfo("billing", os.Getenv("KEYREG_NATS_PASSWORD")),
+		nats.CustomInboxPrefix("_INBOX.billing"), // the only inboxes billing may subscribe to
+		nats.MaxReconnects(-1))                   // the verifier resumes by itself after a reconnect
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -27,7 +29,9 @@ func ExampleStart() {
 	defer cancel()
 	// Returns once caught up. Answers turn UNAVAILABLE when it cannot vouch for being at
 	// most MaxLag behind the stream (0: verifier.DefaultMaxLag), or after it stopped.
-	v, err := verifier.Start(ctx, nc, verifier.Options{MaxLag: 2 * time.Second})
+	// ConsumerName is one of billing's consumer names, a different one per running
+	// verifier; a name billing may not use fails with a permissions violation.
+	v, err := verifier.Start(ctx, nc, verifier.Options{ConsumerName: "billing-1", MaxLag: 2 * time.Second})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -1,15 +1,24 @@
 // Package verifier lets a service verify keyreg keys locally, with no network call per
-// request. A Verifier follows keyreg's KEYREG stream over a NATS connection (an ordered
-// consumer from the first event, which recreates itself after reconnects and gaps), folds
-// every key event into an in-memory index, and answers Verify as keyreg's own
+// request. A Verifier follows keyreg's KEYREG stream over a NATS connection from the first
+// event, folds every key event into an in-memory index, and answers Verify as keyreg's own
 // POST /v1/verify does: the same projections.KeyIndex, fed by the same fold
 // (events.KeyState.Apply), so the same codes in the same order, for every workspace.
 //
-//	nc, _ := nats.Connect("nats://keyreg.internal:4222", nats.UserInfo("subscriber", password))
-//	v, err := verifier.Start(ctx, nc, verifier.Options{}) // returns once caught up
+// It connects as a confined subscriber (keyreg subscriber add billing: NATS user billing,
+// inbox prefix _INBOX.billing, consumer names billing-1 … billing-N) and follows through
+// the consumer named Options.ConsumerName, which it creates, recreates from the first event
+// it lacks after a gap, a missed heartbeat or the consumer's loss, and deletes on Close:
+//
+//	nc, _ := nats.Connect("nats://keyreg.internal:4222", nats.UserInfo("billing", password),
+//		nats.CustomInboxPrefix("_INBOX.billing"), nats.MaxReconnects(-1))
+//	v, err := verifier.Start(ctx, nc, verifier.Options{ConsumerName: "billing-1"}) // returns once caught up
 //	defer v.Close()
 //	r := v.Verify(secret, clientIP, "users.track", time.Now())
 //	if !r.Valid { ... r.Code ... }
+//
+// Without ConsumerName it follows with a nats.go ordered consumer, whose server-chosen
+// names a confined subscriber may not use: that needs a NATS user with unconfined consumer
+// rights.
 //
 // It fails closed: once it has stopped following the stream (Close, a closed connection,
 // an event it cannot apply), or when it has not confirmed for longer than Options.MaxLag
@@ -17,8 +26,8 @@
 // Verify answers UNAVAILABLE (Valid false) instead of answering from a state that may have
 // been revoked since. Lag, CaughtUpAt, Applied and Err say how far behind it is and why.
 //
-// The subscriber rights of keyreg serve --nats-listen (events.SubscriberPermissions) are
-// enough: stream info and consumers on KEYREG.
+// With ConsumerName, a confined subscriber's rights (events.ConfinedPermissions) are
+// enough: stream info, and create, info, delete and next of its own consumer names.
 //
 // It imports events, projections and nats.go; never commands, replay or cmd.
 package verifier
