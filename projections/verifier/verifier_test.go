@@ -472,10 +472,20 @@ func BenchmarkVerify(b *testing.B) {
 // connection that gives the new answer; and the part of it after the append was
 // acknowledged. It reports the p50, p99 and max of each over b.N changes (run with
 // -benchtime=3000x or more for a stable p99).
-func BenchmarkPropagation(b *testing.B) {
+func BenchmarkPropagation(b *testing.B) { benchPropagation(b, "") }
+
+// BenchmarkPropagationNamed is BenchmarkPropagation for a verifier of the confined
+// subscriber billing following through its named consumer billing-1.
+func BenchmarkPropagationNamed(b *testing.B) { benchPropagation(b, "billing-1") }
+
+func benchPropagation(b *testing.B, consumerName string) {
 	e := startEnv(b, b.TempDir(), "127.0.0.1:0")
 	e.createKey("K1", "10.0.0.0/8")
-	v := start(b, e.subscriber())
+	nc := e.subscriber()
+	if consumerName != "" {
+		nc = e.confined("billing", "pw-billing")
+	}
+	v := start(b, nc, verifier.Options{MaxLag: time.Minute, ConsumerName: consumerName})
 	ctx := context.Background()
 	total := make([]time.Duration, 0, b.N)
 	afterAck := make([]time.Duration, 0, b.N)
