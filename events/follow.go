@@ -15,16 +15,39 @@ import (
 type SubjectFollower interface {
 	// FollowSubject is Follow restricted to the messages on filter (a NATS subject
 	// filter; "" or ">" for all).
-	FollowSubject(ctx context.Context, filter string, from uint64, fn func(Record) error) error
+	FollowSubject(ctx context.Context, filter string, from uint64, fn func(Record) error, opts ...FollowOption) error
+}
+
+// FollowOption changes how a follower reads (FollowSubject, FollowFilter).
+type FollowOption func(*followConfig)
+
+type followConfig struct {
+	maxMsgs int // messages fetched ahead of fn
+}
+
+// DefaultFollowBuffer is how many messages a follower fetches ahead of fn by default:
+// many, for throughput (the projector, a rebuild).
+const DefaultFollowBuffer = 1024
+
+// SmallFollowBuffer is how many messages a follower given FollowSmallBuffer fetches ahead.
+const SmallFollowBuffer = 64
+
+// FollowSmallBuffer makes a follower fetch at most SmallFollowBuffer messages ahead of fn.
+// It is for followers that many clients open and that go at a client's pace (event
+// streams): with the default buffer, each one from an old sequence holds 1,024 messages
+// in memory. (No byte limit: one below the largest message would stall the follower.)
+func FollowSmallBuffer() FollowOption {
+	return func(c *followConfig) { c.maxMsgs = SmallFollowBuffer }
 }
 
 // FollowFilter calls fn for every message on filter with sequence from `from` on, waiting
 // for new ones, like Reader.Follow: until ctx is done (it then returns ctx.Err()) or fn
 // returns an error. It uses r's FollowSubject when r is a SubjectFollower, and otherwise
 // follows everything and skips the messages filter does not match.
-func FollowFilter(ctx context.Context, r Reader, filter string, from uint64, fn func(Record) error) error {
+// The options apply to a SubjectFollower only.
+func FollowFilter(ctx context.Context, r Reader, filter string, from uint64, fn func(Record) error, opts ...FollowOption) error {
 	if sf, ok := r.(SubjectFollower); ok {
-		return sf.FollowSubject(ctx, filter, from, fn)
+		return sf.FollowSubject(ctx, filter, from, fn, opts...)
 	}
 	if filter == "" || filter == ">" {
 		return r.Follow(ctx, from, fn)
@@ -46,7 +69,11 @@ const FollowInactiveThreshold = 5 * time.Second
 // FollowSubject implements SubjectFollower with an ordered consumer filtered on the
 // server, which recovers from gaps and reconnects by itself. The consumer is deleted when
 // it returns, and expires on the server FollowInactiveThreshold after its client is gone.
-func (l *JetStreamLog) FollowSubject(ctx context.Context, filter string, from uint64, fn func(Record) error) error {
+func (l *JetStreamLog) FollowSubject(ctx context.Context, filter string, from uint64, fn func(Record) error, opts ...FollowOption) error {
+	fc := followConfig{maxMsgs: DefaultFollowBuffer}
+	for _, o := range opts {
+		o(&fc)
+	}
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: FollowInactiveThreshold}
 	if filter != "" && filter != ">" {
 		cfg.FilterSubjects = []string{filter}
@@ -58,7 +85,7 @@ func (l *JetStreamLog) FollowSubject(ctx context.Context, filter string, from ui
 	if err != nil {
 		return fmt.Errorf("events: follow from %d: %w", from, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	it, err := cons.Messages(jetstream.PullMaxMessages(fc.maxMsgs))
 	if err != nil {
 		return fmt.Errorf("events: follow from %d: %w", from, err)
 	}

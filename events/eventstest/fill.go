@@ -14,6 +14,13 @@ import (
 // tests that need a long stream.
 func Fill(t testing.TB, log events.Log, ws events.Workspace, n int) {
 	t.Helper()
+	FillLarge(t, log, ws, n, 1)
+}
+
+// FillLarge is Fill with allowlists of `entries` addresses (1 to events.MaxAllowlist): each
+// allowlist update then holds 2×entries of them, about 40 bytes each in the event.
+func FillLarge(t testing.TB, log events.Log, ws events.Workspace, n, entries int) {
+	t.Helper()
 	ctx := context.Background()
 	var msgs []events.Message
 	flush := func() {
@@ -42,7 +49,14 @@ func Fill(t testing.TB, log events.Log, ws events.Workspace, n int) {
 	add(events.AggWorkspace, string(ws), events.WorkspaceCreated{Name: string(ws)}, "")
 	for i := 1; i < n; {
 		id := events.NewID()
-		allow, _ := events.ParseAllowlist([]string{fmt.Sprintf("10.%d.%d.0/24", i%256, (i/256)%256)})
+		nets := []string{fmt.Sprintf("10.%d.%d.0/24", i%256, (i/256)%256)}
+		for j := 1; j < entries; j++ {
+			nets = append(nets, fmt.Sprintf("172.16.%d.%d/32", j/256, j%256))
+		}
+		allow, err := events.ParseAllowlist(nets)
+		if err != nil {
+			t.Fatal(err)
+		}
 		prev := add(events.AggKey, id, events.KeyCreated{Name: "k", Permissions: []events.Permission{"users.track"},
 			Allowlist: allow, SecretHash: events.HashSecret(fmt.Sprint(i))}, "")
 		i++

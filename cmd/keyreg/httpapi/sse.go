@@ -271,7 +271,9 @@ func (a *API) streamEvents(hctx huma.Context, filter string, types map[events.Ty
 
 	ctx, cancel := context.WithCancel(hctx.Context())
 	defer cancel()
-	recs := make(chan events.Record, 256)
+	// Small buffers: many streams may be open, each going at its client's pace, and
+	// what one holds ahead of its client is memory held for as long as it is open.
+	recs := make(chan events.Record, 16)
 	followErr := make(chan error, 1)
 	go func() {
 		followErr <- events.FollowFilter(ctx, a.d.Log, filter, from, func(r events.Record) error {
@@ -281,7 +283,7 @@ func (a *API) streamEvents(hctx huma.Context, filter string, types map[events.Ty
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-		})
+		}, events.FollowSmallBuffer())
 	}()
 	defer func() {
 		cancel()

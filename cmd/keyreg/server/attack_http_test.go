@@ -3,6 +3,8 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,17 +29,34 @@ type binNode struct {
 	*node  // url, root and the request helpers; no in-process Node
 	pid    int
 	stderr *syncBuffer
+	addr   string       // the HTTP listener's host:port
+	client *http.Client // trusts the certificate of a TLS node
+}
+
+// binOptions changes how startBinaryWith runs `keyreg serve`.
+type binOptions struct {
+	data string         // the data dir; a fresh one when ""
+	root string         // the root secret, when data was initialised before
+	args []string       // more flags for serve; later ones win over the defaults
+	tls  *x509.CertPool // trusts the --tls-cert given in args: the node speaks HTTPS
 }
 
 // startBinary runs `keyreg serve` on a fresh data dir and waits until it is ready. The
 // process is killed at the end of the test.
-func startBinary(t *testing.T) *binNode {
+func startBinary(t *testing.T) *binNode { return startBinaryWith(t, binOptions{}) }
+
+// startBinaryWith runs `keyreg serve` as o says and waits until it is ready. The process
+// is stopped at the end of the test.
+func startBinaryWith(t *testing.T, o binOptions) *binNode {
 	t.Helper()
 	bin := keyregBinary(t)
+	if o.data == "" {
+		o.data = t.TempDir()
+	}
 	keyFile := filepath.Join(t.TempDir(), "root.key")
 	stderr := &syncBuffer{}
-	cmd := exec.Command(bin, "serve", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "",
-		"--bootstrap-key-file", keyFile, "--seal-every-events", "-1", "--seal-interval", "-1s")
+	cmd := exec.Command(bin, append([]string{"serve", "--data", o.data, "--http", "127.0.0.1:0", "--nats-listen", "",
+		"--bootstrap-key-file", keyFile, "--seal-every-events", "-1", "--seal-interval", "-1s"}, o.args...)...)
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -53,24 +72,51 @@ func startBinary(t *testing.T) *binNode {
 			<-done
 		}
 	})
-	var url string
-	for deadline := time.Now().Add(30 * time.Second); url == "" && time.Now().Before(deadline); {
+	var addr string
+	for deadline := time.Now().Add(30 * time.Second); addr == "" && time.Now().Before(deadline); {
 		if _, after, ok := strings.Cut(stderr.String(), "http="); ok {
-			addr, _, _ := strings.Cut(after, " ")
-			url = "http://" + addr
+			addr, _, _ = strings.Cut(after, " ")
 		} else {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	if url == "" {
+	if addr == "" {
 		t.Fatalf("the server did not start: %s", stderr.String())
 	}
-	waitReadyURL(t, url)
-	root, err := os.ReadFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
+	b := &binNode{pid: cmd.Process.Pid, stderr: stderr, addr: addr, client: http.DefaultClient}
+	url := "http://" + addr
+	if o.tls != nil {
+		url = "https://" + addr
+		b.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: o.tls}}}
 	}
-	return &binNode{node: &node{t: t, url: url, root: strings.TrimSpace(string(root))}, pid: cmd.Process.Pid, stderr: stderr}
+	b.waitReady(t, url)
+	if o.root == "" {
+		root, err := os.ReadFile(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.root = strings.TrimSpace(string(root))
+	}
+	b.node = &node{t: t, url: url, root: o.root}
+	return b
+}
+
+// waitReady waits until url answers /readyz with 200 (at most 30 s).
+func (b *binNode) waitReady(t *testing.T, url string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, "GET", url+"/readyz", nil)
+		resp, err := b.client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+		if err == nil && resp.StatusCode == 200 {
+			return
+		}
+	}
+	t.Fatalf("%s not ready after 30s: %s", url, b.stderr.String())
 }
 
 // rssKB reads the process's resident set size from /proc.
