@@ -86,6 +86,7 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeInternal         = "internal"
 	CodeUnavailable      = "unavailable"
+	CodeBodyUnread       = "request_body_unread" // 408: the body did not arrive in time
 	CodeNotSupported     = "not_supported"
 	CodeTooManyStreams   = "too_many_streams"
 )

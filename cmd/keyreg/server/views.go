@@ -110,7 +110,7 @@ func (n *Node) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Connection", "close")
 			w.Header().Set("Content-Type", "application/problem+json")
 			w.WriteHeader(status)
-			json.NewEncoder(w).Encode(&httpapi.Problem{Status: status, Title: http.StatusText(status), Code: "request_body_unread", Detail: detail})
+			json.NewEncoder(w).Encode(&httpapi.Problem{Status: status, Title: http.StatusText(status), Code: httpapi.CodeBodyUnread, Detail: detail})
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
