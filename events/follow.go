@@ -2,12 +2,8 @@ package events
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // SubjectFollower is a Reader that can follow only the messages on a subject filter, so
@@ -19,10 +15,22 @@ type SubjectFollower interface {
 }
 
 // FollowOption changes how a follower reads (FollowSubject, FollowFilter).
-type FollowOption func(*followConfig)
+type FollowOption func(*FollowConfig)
 
-type followConfig struct {
-	maxMsgs int // messages fetched ahead of fn
+// FollowConfig is what FollowOptions set. A SubjectFollower reads it with
+// NewFollowConfig.
+type FollowConfig struct {
+	MaxMsgs int // messages fetched ahead of fn
+}
+
+// NewFollowConfig returns the configuration of a follower given opts: DefaultFollowBuffer
+// changed by each option in turn.
+func NewFollowConfig(opts ...FollowOption) FollowConfig {
+	fc := FollowConfig{MaxMsgs: DefaultFollowBuffer}
+	for _, o := range opts {
+		o(&fc)
+	}
+	return fc
 }
 
 // DefaultFollowBuffer is how many messages a follower fetches ahead of fn by default:
@@ -37,7 +45,7 @@ const SmallFollowBuffer = 64
 // streams): with the default buffer, each one from an old sequence holds 1,024 messages
 // in memory. (No byte limit: one below the largest message would stall the follower.)
 func FollowSmallBuffer() FollowOption {
-	return func(c *followConfig) { c.maxMsgs = SmallFollowBuffer }
+	return func(c *FollowConfig) { c.MaxMsgs = SmallFollowBuffer }
 }
 
 // FollowFilter calls fn for every message on filter with sequence from `from` on, waiting
@@ -58,69 +66,6 @@ func FollowFilter(ctx context.Context, r Reader, filter string, from uint64, fn 
 		}
 		return fn(rec)
 	})
-}
-
-// FollowInactiveThreshold is how long the server keeps the consumer of a follower
-// (FollowSubject, Follow) whose client has gone without deleting it, say after a crash or
-// a lost connection; nats.go's default is five minutes. A follower that returns deletes
-// its consumer at once.
-const FollowInactiveThreshold = 5 * time.Second
-
-// FollowSubject implements SubjectFollower with an ordered consumer filtered on the
-// server, which recovers from gaps and reconnects by itself. The consumer is deleted when
-// it returns, and expires on the server FollowInactiveThreshold after its client is gone.
-func (l *JetStreamLog) FollowSubject(ctx context.Context, filter string, from uint64, fn func(Record) error, opts ...FollowOption) error {
-	fc := followConfig{maxMsgs: DefaultFollowBuffer}
-	for _, o := range opts {
-		o(&fc)
-	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: FollowInactiveThreshold}
-	if filter != "" && filter != ">" {
-		cfg.FilterSubjects = []string{filter}
-	}
-	if from > 1 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
-	}
-	cons, err := l.js.OrderedConsumer(ctx, StreamName, cfg)
-	if err != nil {
-		return fmt.Errorf("events: follow from %d: %w", from, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(fc.maxMsgs))
-	if err != nil {
-		return fmt.Errorf("events: follow from %d: %w", from, err)
-	}
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	defer func() {
-		it.Stop()
-		// Delete the consumer now rather than when it expires. Its name changes when it
-		// recreates itself; a name that is already gone is harmless.
-		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if info := cons.CachedInfo(); info != nil {
-			l.js.DeleteConsumer(dctx, StreamName, info.Name)
-		}
-	}()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, nats.ErrConnectionClosed) {
-				return ErrClosed
-			}
-			return fmt.Errorf("events: follow: %w", err)
-		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return fmt.Errorf("events: follow: %w", err)
-		}
-		r := Record{Seq: meta.Sequence.Stream, Subject: msg.Subject(), MsgID: msg.Headers().Get(jetstream.MsgIDHeader), Time: meta.Timestamp.UTC(), Data: msg.Data()}
-		if err := fn(r); err != nil {
-			return err
-		}
-	}
 }
 
 // SeqAtTime returns the sequence of the first message the log stored at or after t, or

@@ -21,16 +21,20 @@ const (
 // MaxSubscriberConsumers bounds a subscriber's MaxConsumers.
 const MaxSubscriberConsumers = 100
 
+// ReservedSubscriberName is the one name no subscriber may take: the NATS user of keyreg's
+// own in-process connection (natsserver.InProcessUser).
+const ReservedSubscriberName = "keyreg"
+
 var subscriberNameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 
 // ParseSubscriberName checks a subscriber name: 1 to 32 lowercase letters, digits and '-',
-// starting with a letter, and not InProcessUser. The name is the subscriber's NATS user,
+// starting with a letter, and not ReservedSubscriberName. The name is the subscriber's NATS user,
 // a subject token, and the stem of its consumer names (ConsumerNames).
 func ParseSubscriberName(s string) (string, error) {
 	switch {
 	case !subscriberNameRE.MatchString(s):
 		return "", Invalid("name", s, "must be 1 to 32 lowercase letters, digits or '-', starting with a letter")
-	case s == InProcessUser:
+	case s == ReservedSubscriberName:
 		return "", Invalid("name", s, "%q is keyreg's own NATS user", s)
 	}
 	return s, nil

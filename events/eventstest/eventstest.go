@@ -10,13 +10,15 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/events/natslog"
+	"github.com/keyreg/keyreg/events/natslog/natsserver"
 )
 
 // Embedded is a running embedded server with an in-process connection and the log on it.
 type Embedded struct {
 	Server *server.Server
 	Conn   *nats.Conn
-	Log    *events.JetStreamLog
+	Log    *natslog.Log
 	Dir    string
 }
 
@@ -24,16 +26,16 @@ type Embedded struct {
 // production) under dir, connects in-process and opens the log. Cleanup is registered.
 func StartEmbedded(t testing.TB, dir string) *Embedded {
 	t.Helper()
-	s, err := events.StartServer(events.ServerOptions{StoreDir: dir})
+	s, err := natsserver.Start(natsserver.Options{StoreDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := events.ConnectInProcess(s)
+	nc, err := natsserver.ConnectInProcess(s)
 	if err != nil {
 		s.Shutdown()
 		t.Fatal(err)
 	}
-	log, err := events.OpenJetStream(context.Background(), nc, events.JetStreamOptions{})
+	log, err := natslog.Open(context.Background(), nc, natslog.Options{})
 	if err != nil {
 		nc.Close()
 		s.Shutdown()

@@ -275,8 +275,19 @@ func testAtomicBatchDedupe(t *testing.T, l events.Log) {
 	}
 }
 
+// collect follows l from sequence from until it has n records.
 func collect(t *testing.T, l events.Log, from uint64, n int) []events.Record {
 	t.Helper()
+	got, err := follow(l, from, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// follow follows l from sequence from until it has n records, for 20 seconds at most. It
+// reports a failure as an error, so that it may run on a goroutine other than the test's.
+func follow(l events.Log, from uint64, n int) ([]events.Record, error) {
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var got []events.Record
@@ -289,9 +300,9 @@ func collect(t *testing.T, l events.Log, from uint64, n int) []events.Record {
 		return nil
 	})
 	if !errors.Is(err, done) {
-		t.Fatalf("follow from %d: %v after %d records, want %d", from, err, len(got), n)
+		return got, fmt.Errorf("follow from %d: %v after %d records, want %d", from, err, len(got), n)
 	}
-	return got
+	return got, nil
 }
 
 func testFollow(t *testing.T, l events.Log) {
@@ -299,15 +310,19 @@ func testFollow(t *testing.T, l events.Log) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	var got []events.Record
+	var err error
 	go func() {
 		defer wg.Done()
-		got = collect(t, l, 1, 6)
+		got, err = follow(l, 1, 6)
 	}()
 	for range 5 {
 		time.Sleep(5 * time.Millisecond)
 		mustAppend(t, l, msg("key", "A", "renamed"))
 	}
 	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, r := range got {
 		if r.Seq != uint64(i+1) {
 			t.Fatalf("followed record %d has sequence %d", i, r.Seq)

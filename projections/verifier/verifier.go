@@ -26,7 +26,7 @@
 // Verify answers UNAVAILABLE (Valid false) instead of answering from a state that may have
 // been revoked since. Lag, CaughtUpAt, Applied and Err say how far behind it is and why.
 //
-// With ConsumerName, a confined subscriber's rights (events.ConfinedPermissions) are
+// With ConsumerName, a confined subscriber's rights (natsserver.ConfinedPermissions) are
 // enough: stream info, and create, info, delete and next of its own consumer names.
 //
 // It imports events, projections and nats.go; never commands, replay or cmd.

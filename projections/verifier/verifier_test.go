@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/events/natslog"
+	"github.com/keyreg/keyreg/events/natslog/natsserver"
 	"github.com/keyreg/keyreg/projections"
 	"github.com/keyreg/keyreg/projections/verifier"
 )
@@ -29,23 +30,23 @@ type env struct {
 	addr string
 	srv  *natsserver.Server
 	conn *nats.Conn
-	log  *events.JetStreamLog
+	log  *natslog.Log
 }
 
 func startEnv(t testing.TB, dir, listen string) *env {
 	t.Helper()
-	s, err := events.StartServer(events.ServerOptions{
-		StoreDir: dir, Listen: listen, Subscribers: []events.Subscriber{{User: "svc", Password: "pw"},
+	s, err := natsserver.Start(natsserver.Options{
+		StoreDir: dir, Listen: listen, Subscribers: []natsserver.Subscriber{{User: "svc", Password: "pw"},
 			{User: "billing", Password: "pw-billing", MaxConsumers: 2}, {User: "fraud", Password: "pw-fraud", MaxConsumers: 2}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := events.ConnectInProcess(s)
+	nc, err := natsserver.ConnectInProcess(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, err := events.OpenJetStream(context.Background(), nc, events.JetStreamOptions{})
+	log, err := natslog.Open(context.Background(), nc, natslog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/events/eventstest"
+	"github.com/keyreg/keyreg/events/natslog"
 	"github.com/keyreg/keyreg/projections"
 )
 
@@ -28,7 +29,7 @@ import (
 // one without ("keys").
 type sseEnv struct {
 	t      *testing.T
-	log    *events.JetStreamLog
+	log    *natslog.Log
 	cmds   *commands.Handler
 	proj   *projections.Projector
 	api    *httpapi.API

@@ -16,11 +16,10 @@ import (
 	"syscall"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/events/natslog/natsserver"
 )
 
 // DefaultNATSSubscriberUser is the conventional name of the deprecated shared subscriber
@@ -36,10 +35,10 @@ const NATSSubscriberPasswordFile = "nats-subscriber.password"
 // keyreg subscriber add (see natsUsers), and, if cfg.NATSSubscriberUser is set, the
 // deprecated shared subscriber with the password of the subscriber password file. It
 // returns the options it started the server with, for natsUsers to reload.
-func startEmbedded(cfg Config) (*natsserver.Server, events.ServerOptions, error) {
-	so := events.ServerOptions{StoreDir: filepath.Join(cfg.DataDir, "nats")}
+func startEmbedded(cfg Config) (*natsserver.Server, natsserver.Options, error) {
+	so := natsserver.Options{StoreDir: filepath.Join(cfg.DataDir, "nats")}
 	if cfg.NATSListen == "" || cfg.ReadOnly {
-		s, err := events.StartServer(so)
+		s, err := natsserver.Start(so)
 		return s, so, err
 	}
 	so.Listen = cfg.NATSListen
@@ -58,9 +57,9 @@ func startEmbedded(cfg Config) (*natsserver.Server, events.ServerOptions, error)
 			return nil, so, err
 		}
 		created = made
-		so.Subscribers = []events.Subscriber{{User: user, Password: password}}
+		so.Subscribers = []natsserver.Subscriber{{User: user, Password: password}}
 	}
-	s, err := events.StartServer(so)
+	s, err := natsserver.Start(so)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return nil, so, fmt.Errorf("NATS address %s: %w", cfg.NATSListen, listenErr(err))
@@ -113,7 +112,7 @@ func (n *Node) NATSURL() string {
 // and load adds them before the node serves.
 type natsUsers struct {
 	server *natsserver.Server
-	base   events.ServerOptions // the options it started with (the shared subscriber, if any)
+	base   natsserver.Options // the options it started with (the shared subscriber, if any)
 	log    events.Log
 	logger *slog.Logger
 
@@ -123,7 +122,7 @@ type natsUsers struct {
 	changed chan struct{} // closed and replaced when applied advances
 }
 
-func newNATSUsers(s *natsserver.Server, base events.ServerOptions, log events.Log, logger *slog.Logger) *natsUsers {
+func newNATSUsers(s *natsserver.Server, base natsserver.Options, log events.Log, logger *slog.Logger) *natsUsers {
 	return &natsUsers{server: s, base: base, log: log, logger: logger, subs: map[string]*events.SubscriberState{}, changed: make(chan struct{})}
 }
 
@@ -197,13 +196,13 @@ func (u *natsUsers) reload() error {
 	opts.Subscribers = slices.Clone(u.base.Subscribers)
 	for _, name := range slices.Sorted(maps.Keys(u.subs)) {
 		st := u.subs[name]
-		if !st.Active || slices.ContainsFunc(opts.Subscribers, func(s events.Subscriber) bool { return s.User == name }) {
+		if !st.Active || slices.ContainsFunc(opts.Subscribers, func(s natsserver.Subscriber) bool { return s.User == name }) {
 			continue // removed, or the shared subscriber's name (which wins)
 		}
-		opts.Subscribers = append(opts.Subscribers, events.Subscriber{User: name, Password: st.PasswordHash, MaxConsumers: st.MaxConsumers})
+		opts.Subscribers = append(opts.Subscribers, natsserver.Subscriber{User: name, Password: st.PasswordHash, MaxConsumers: st.MaxConsumers})
 	}
 	u.mu.Unlock()
-	return events.ReloadSubscribers(u.server, opts)
+	return natsserver.ReloadSubscribers(u.server, opts)
 }
 
 func (u *natsUsers) advance(seq uint64) {
@@ -259,7 +258,7 @@ type nodeSubscribers struct{ n *Node }
 // AddSubscriber implements httpapi.Subscribers.
 func (s nodeSubscribers) AddSubscriber(ctx context.Context, name string, maxConsumers int, meta events.Meta) (httpapi.NewSubscriber, error) {
 	u := s.n.users
-	if slices.ContainsFunc(u.base.Subscribers, func(x events.Subscriber) bool { return x.User == name }) {
+	if slices.ContainsFunc(u.base.Subscribers, func(x natsserver.Subscriber) bool { return x.User == name }) {
 		return httpapi.NewSubscriber{}, events.Invalid("name", name, "%q is the shared subscriber's NATS user (--nats-subscriber-user)", name)
 	}
 	max := maxConsumers

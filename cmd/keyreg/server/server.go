@@ -49,14 +49,14 @@ type Config struct {
 	// NATSListen is where the embedded server listens for subscribers over TCP
 	// ("host:port", port 0 picks a free one); empty: in-process only. Each service logs in
 	// with credentials of its own (POST /v1/subscribers), confined to its own consumers
-	// (events.ConfinedPermissions), at most NATSSubscriberMaxConsumers of them unless it
+	// (natsserver.ConfinedPermissions), at most NATSSubscriberMaxConsumers of them unless it
 	// was added with another limit (0: commands.DefaultSubscriberMaxConsumers).
 	NATSListen                 string
 	NATSSubscriberMaxConsumers int
 	// NATSSubscriberUser, when set, is a deprecated shared subscriber with the password
 	// in NATSSubscriberPasswordFile (default <data>/nats-subscriber.password, made with a
 	// random password on first start), which may read and use any consumer
-	// (events.SubscriberPermissions).
+	// (natsserver.SubscriberPermissions).
 	NATSSubscriberUser         string
 	NATSSubscriberPasswordFile string
 	// SSEMaxPerKey and SSEMaxTotal bound the open event streams (GET .../events) per

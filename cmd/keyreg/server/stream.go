@@ -4,18 +4,18 @@ import (
 	"context"
 	"fmt"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/events/natslog"
+	"github.com/keyreg/keyreg/events/natslog/natsserver"
 )
 
 // Stream is an open keyreg stream: the embedded NATS server of a data dir (started without
 // a listener unless the config asks for one) or a connection to a cluster.
 type Stream struct {
-	Log    *events.JetStreamLog
-	nats   *natsserver.Server   // nil with --nats-url
-	opts   events.ServerOptions // the embedded server's
+	Log    *natslog.Log
+	nats   *natsserver.Server // nil with --nats-url
+	opts   natsserver.Options // the embedded server's
 	conn   *nats.Conn
 	unlock func()
 }
@@ -40,10 +40,10 @@ func OpenStream(ctx context.Context, cfg Config) (_ *Stream, err error) {
 		if err != nil {
 			return nil, err
 		}
-		s.conn, err = events.ConnectInProcess(s.nats)
+		s.conn, err = natsserver.ConnectInProcess(s.nats)
 	} else {
 		s.conn, err = nats.Connect(cfg.NATSURL, nats.Name("keyreg"), nats.MaxReconnects(-1),
-			nats.CustomInboxPrefix(events.InProcessInboxPrefix)) // replies to keyreg stay out of subscribers' _INBOX.>
+			nats.CustomInboxPrefix(natsserver.InProcessInboxPrefix)) // replies to keyreg stay out of subscribers' _INBOX.>
 	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats: %w", err)
@@ -52,7 +52,7 @@ func OpenStream(ctx context.Context, cfg Config) (_ *Stream, err error) {
 	if cfg.NATSURL == "" {
 		replicas = 1 // one embedded server
 	}
-	s.Log, err = events.OpenJetStream(ctx, s.conn, events.JetStreamOptions{Replicas: replicas})
+	s.Log, err = natslog.Open(ctx, s.conn, natslog.Options{Replicas: replicas})
 	return s, err
 }
 

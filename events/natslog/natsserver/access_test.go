@@ -1,4 +1,4 @@
-package events_test
+package natsserver_test
 
 import (
 	"context"
@@ -9,31 +9,32 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/events/natslog"
+	"github.com/keyreg/keyreg/events/natslog/natsserver"
 )
 
 // listeningServer starts an embedded server listening on a free port of 127.0.0.1 with one
 // subscriber "svc"/"s3cret", opens the log in-process and appends n events.
-func listeningServer(t *testing.T, n int) (*natsserver.Server, *events.JetStreamLog) {
+func listeningServer(t *testing.T, n int) (*natsserver.Server, *natslog.Log) {
 	t.Helper()
-	s, err := events.StartServer(events.ServerOptions{
+	s, err := natsserver.Start(natsserver.Options{
 		StoreDir: t.TempDir(), Listen: "127.0.0.1:0",
-		Subscribers: []events.Subscriber{{User: "svc", Password: "s3cret"}},
+		Subscribers: []natsserver.Subscriber{{User: "svc", Password: "s3cret"}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := events.ConnectInProcess(s)
+	nc, err := natsserver.ConnectInProcess(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	log, err := events.OpenJetStream(context.Background(), nc, events.JetStreamOptions{})
+	log, err := natslog.Open(context.Background(), nc, natslog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func listeningServer(t *testing.T, n int) (*natsserver.Server, *events.JetStream
 	return s, log
 }
 
-func appendEvent(t *testing.T, log *events.JetStreamLog, i int) uint64 {
+func appendEvent(t *testing.T, log *natslog.Log, i int) uint64 {
 	t.Helper()
 	seqs, err := log.Append(context.Background(), []events.Message{{
 		Subject: fmt.Sprintf("keyreg.acme.key.K%d.created", i), ID: events.NewID(), Data: []byte(fmt.Sprintf(`{"n":%d}`, i)),
@@ -135,7 +136,7 @@ func TestSubscriberCannotWrite(t *testing.T) {
 		{"DeleteMsg", "$JS.API.STREAM.MSG.DELETE.KEYREG", func(c context.Context) error { return stream.DeleteMsg(c, 1) }},
 		{"SecureDeleteMsg", "$JS.API.STREAM.MSG.DELETE.KEYREG", func(c context.Context) error { return stream.SecureDeleteMsg(c, 2) }},
 		{"UpdateStream", "$JS.API.STREAM.UPDATE.KEYREG", func(c context.Context) error {
-			cfg := events.StreamConfig(1)
+			cfg := natslog.StreamConfig(1)
 			cfg.DenyPurge, cfg.DenyDelete = false, false
 			_, err := js.UpdateStream(c, cfg)
 			return err
@@ -181,8 +182,8 @@ func TestSubscriberAuthentication(t *testing.T) {
 	for name, opts := range map[string][]nats.Option{
 		"NoCredentials":  nil,
 		"WrongPassword":  {nats.UserInfo("svc", "guess")},
-		"InProcessUser":  {nats.UserInfo(events.InProcessUser, "")},
-		"InProcessGuess": {nats.UserInfo(events.InProcessUser, "guess")},
+		"InProcessUser":  {nats.UserInfo(natsserver.InProcessUser, "")},
+		"InProcessGuess": {nats.UserInfo(natsserver.InProcessUser, "guess")},
 	} {
 		t.Run(name, func(t *testing.T) {
 			nc, err := nats.Connect(s.ClientURL(), append(opts, nats.MaxReconnects(0))...)
@@ -195,7 +196,7 @@ func TestSubscriberAuthentication(t *testing.T) {
 			}
 		})
 	}
-	if _, err := events.StartServer(events.ServerOptions{StoreDir: t.TempDir(), Subscribers: []events.Subscriber{{User: events.InProcessUser, Password: "x"}}}); err == nil {
+	if _, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir(), Subscribers: []natsserver.Subscriber{{User: natsserver.InProcessUser, Password: "x"}}}); err == nil {
 		t.Error("a subscriber named like the in-process user was accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package events_test
+package natsserver_test
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/events/natslog"
+	"github.com/keyreg/keyreg/events/natslog/natsserver"
 )
 
 // connectConfined connects over TCP as a confined subscriber, with its inbox prefix.
@@ -38,18 +40,18 @@ func connectConfined(t *testing.T, url, user, password string) (*nats.Conn, jets
 func TestConfinedSubscribers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	opts := events.ServerOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"}
-	s, err := events.StartServer(opts)
+	opts := natsserver.Options{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	s, err := natsserver.Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	own, err := events.ConnectInProcess(s)
+	own, err := natsserver.ConnectInProcess(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(own.Close)
-	log, err := events.OpenJetStream(ctx, own, events.JetStreamOptions{})
+	log, err := natslog.Open(ctx, own, natslog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,11 +74,11 @@ func TestConfinedSubscribers(t *testing.T) {
 		return string(h)
 	}
 	const limit = 3
-	opts.Subscribers = []events.Subscriber{
+	opts.Subscribers = []natsserver.Subscriber{
 		{User: "billing", Password: hash("pw-a"), MaxConsumers: limit},
 		{User: "fraud", Password: hash("pw-b"), MaxConsumers: limit},
 	}
-	if err := events.ReloadSubscribers(s, opts); err != nil {
+	if err := natsserver.ReloadSubscribers(s, opts); err != nil {
 		t.Fatal(err)
 	}
 	ncA, jsA := connectConfined(t, s.ClientURL(), "billing", "pw-a")
@@ -193,7 +195,7 @@ func TestConfinedSubscribers(t *testing.T) {
 	ncA.SetClosedHandler(func(*nats.Conn) { close(closed) })
 	ncA.SetReconnectHandler(func(*nats.Conn) {})
 	opts.Subscribers = opts.Subscribers[1:]
-	if err := events.ReloadSubscribers(s, opts); err != nil {
+	if err := natsserver.ReloadSubscribers(s, opts); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := nats.Connect(s.ClientURL(), nats.UserInfo("billing", "pw-a"), nats.MaxReconnects(0)); err == nil {
@@ -217,17 +219,17 @@ func TestConfinedSubscribers(t *testing.T) {
 func TestNoStreamConsumerCap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := events.StartServer(events.ServerOptions{StoreDir: t.TempDir()})
+	s, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := events.ConnectInProcess(s)
+	nc, err := natsserver.ConnectInProcess(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	if _, err := events.OpenJetStream(ctx, nc, events.JetStreamOptions{}); err != nil {
+	if _, err := natslog.Open(ctx, nc, natslog.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)

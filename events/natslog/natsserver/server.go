@@ -1,4 +1,4 @@
-package events
+package natsserver
 
 import (
 	"crypto/tls"
@@ -11,8 +11,12 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// ServerOptions configure the embedded NATS server.
-type ServerOptions struct {
+// Server is a running embedded NATS server: nats-server's own type, named here so that
+// its users need not import nats-server.
+type Server = server.Server
+
+// Options configure the embedded NATS server (Start).
+type Options struct {
 	// StoreDir holds JetStream's files. Required.
 	StoreDir string
 	// Listen is "host:port" for clients over TCP; empty means in-process only.
@@ -29,12 +33,12 @@ type ServerOptions struct {
 	TLS *tls.Config
 }
 
-// StartServer starts an embedded NATS server with JetStream under opts.StoreDir. By
+// Start starts an embedded NATS server with JetStream under opts.StoreDir. By
 // default it fsyncs every message before acknowledging it (SyncAlways). Its streams have
 // no limit on consumers (nats-server's default is 1,000 per stream): keyreg's own
 // followers must never be refused one, and each confined subscriber has a limit of its own
 // (Subscriber.MaxConsumers).
-func StartServer(opts ServerOptions) (*server.Server, error) {
+func Start(opts Options) (*Server, error) {
 	so, err := serverOptions(opts)
 	if err != nil {
 		return nil, err
@@ -46,20 +50,20 @@ func StartServer(opts ServerOptions) (*server.Server, error) {
 	}
 	s, err := server.NewServer(so)
 	if err != nil {
-		return nil, fmt.Errorf("events: start nats: %w", err)
+		return nil, fmt.Errorf("natsserver: start nats: %w", err)
 	}
 	s.Start()
 	if !s.ReadyForConnections(30 * time.Second) {
 		s.Shutdown()
-		return nil, fmt.Errorf("events: start nats: not ready after 30s")
+		return nil, fmt.Errorf("natsserver: start nats: not ready after 30s")
 	}
 	return s, nil
 }
 
-// ReloadSubscribers replaces the subscribers of s, a server started by StartServer(opts)
+// ReloadSubscribers replaces the subscribers of s, a server started by Start(opts)
 // with the same options but for Subscribers, while it runs. Connections of users that are
 // gone are closed; new users may connect as soon as it returns.
-func ReloadSubscribers(s *server.Server, opts ServerOptions) error {
+func ReloadSubscribers(s *Server, opts Options) error {
 	if opts.Listen != "" {
 		opts.Listen = s.Addr().String() // the port it got, when it asked for port 0
 	}
@@ -68,15 +72,15 @@ func ReloadSubscribers(s *server.Server, opts ServerOptions) error {
 		return err
 	}
 	if err := s.ReloadOptions(so); err != nil {
-		return fmt.Errorf("events: reload nats subscribers: %w", err)
+		return fmt.Errorf("natsserver: reload nats subscribers: %w", err)
 	}
 	return nil
 }
 
 // serverOptions returns the nats-server options of opts.
-func serverOptions(opts ServerOptions) (*server.Options, error) {
+func serverOptions(opts Options) (*server.Options, error) {
 	if opts.StoreDir == "" {
-		return nil, fmt.Errorf("events: start nats: StoreDir is required")
+		return nil, fmt.Errorf("natsserver: start nats: StoreDir is required")
 	}
 	so := &server.Options{
 		ServerName: "keyreg",
@@ -89,18 +93,18 @@ func serverOptions(opts ServerOptions) (*server.Options, error) {
 		// A big max_payload is not needed: an event is at most a few tens of KiB.
 		MaxPayload: 8 << 20,
 	}
-	so.JetStreamLimits.DefaultMaxConsumers = -1 // no limit per stream; see StartServer
+	so.JetStreamLimits.DefaultMaxConsumers = -1 // no limit per stream; see Start
 	if opts.NoSync {
 		so.SyncInterval = 2 * time.Minute
 	}
 	if opts.Listen != "" {
 		host, port, err := net.SplitHostPort(opts.Listen)
 		if err != nil {
-			return nil, fmt.Errorf("events: nats listen %q: %w", opts.Listen, err)
+			return nil, fmt.Errorf("natsserver: nats listen %q: %w", opts.Listen, err)
 		}
 		p, err := strconv.Atoi(port)
 		if err != nil {
-			return nil, fmt.Errorf("events: nats listen %q: bad port", opts.Listen)
+			return nil, fmt.Errorf("natsserver: nats listen %q: bad port", opts.Listen)
 		}
 		if p == 0 {
 			p = server.RANDOM_PORT
@@ -120,11 +124,11 @@ func serverOptions(opts ServerOptions) (*server.Options, error) {
 
 // ConnectInProcess connects to an embedded server without a network socket, as
 // InProcessUser (every right), with inboxes under InProcessInboxPrefix.
-func ConnectInProcess(s *server.Server) (*nats.Conn, error) {
+func ConnectInProcess(s *Server) (*nats.Conn, error) {
 	nc, err := nats.Connect("", nats.InProcessServer(s), nats.Name("keyreg"), nats.MaxReconnects(-1),
 		nats.CustomInboxPrefix(InProcessInboxPrefix))
 	if err != nil {
-		return nil, fmt.Errorf("events: connect in-process: %w", err)
+		return nil, fmt.Errorf("natsserver: connect in-process: %w", err)
 	}
 	return nc, nil
 }

@@ -1,4 +1,4 @@
-package events
+package natslog
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/keyreg/keyreg/events"
 )
 
 // JetStream error codes that mean an expected last sequence did not hold.
@@ -28,9 +30,9 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 		replicas = 1
 	}
 	return jetstream.StreamConfig{
-		Name:               StreamName,
+		Name:               events.StreamName,
 		Description:        "keyreg events: the only source of truth",
-		Subjects:           []string{SubjectPrefix + ".>"},
+		Subjects:           []string{events.SubjectPrefix + ".>"},
 		Storage:            jetstream.FileStorage,
 		Retention:          jetstream.LimitsPolicy,
 		Discard:            jetstream.DiscardNew,
@@ -48,51 +50,51 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 	}
 }
 
-// JetStreamLog is the event log on a NATS JetStream stream.
-type JetStreamLog struct {
+// Log is the event log (events.Log) on a NATS JetStream stream.
+type Log struct {
 	nc            *nats.Conn
 	js            jetstream.JetStream
 	stream        jetstream.Stream
 	directSubject string
 }
 
-// JetStreamOptions configure OpenJetStream.
-type JetStreamOptions struct {
+// Options configure Open.
+type Options struct {
 	Replicas int // 1 for the embedded server, 3 on a cluster
 }
 
-// OpenJetStream creates the KEYREG stream, or checks an existing one and updates the
+// Open creates the KEYREG stream, or checks an existing one and updates the
 // settings that may change. It does not own nc: Close leaves it open.
-func OpenJetStream(ctx context.Context, nc *nats.Conn, opts JetStreamOptions) (*JetStreamLog, error) {
+func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, fmt.Errorf("events: jetstream: %w", err)
+		return nil, fmt.Errorf("natslog: jetstream: %w", err)
 	}
 	want := StreamConfig(opts.Replicas)
-	stream, err := js.Stream(ctx, StreamName)
+	stream, err := js.Stream(ctx, events.StreamName)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		stream, err = js.CreateStream(ctx, want)
 		if err != nil {
-			return nil, fmt.Errorf("events: create stream %s: %w", StreamName, err)
+			return nil, fmt.Errorf("natslog: create stream %s: %w", events.StreamName, err)
 		}
 	case err != nil:
-		return nil, fmt.Errorf("events: stream %s: %w", StreamName, err)
+		return nil, fmt.Errorf("natslog: stream %s: %w", events.StreamName, err)
 	default:
 		have := stream.CachedInfo().Config
 		if have.Storage != want.Storage || !reflect.DeepEqual(have.Subjects, want.Subjects) ||
 			have.Retention != want.Retention {
-			return nil, fmt.Errorf("events: stream %s exists with storage %s, subjects %v, retention %s; keyreg needs file storage, %v, limits",
-				StreamName, have.Storage, have.Subjects, have.Retention, want.Subjects)
+			return nil, fmt.Errorf("natslog: stream %s exists with storage %s, subjects %v, retention %s; keyreg needs file storage, %v, limits",
+				events.StreamName, have.Storage, have.Subjects, have.Retention, want.Subjects)
 		}
 		if !sameMutable(have, want) {
 			want.Replicas = have.Replicas // changing replicas is an operator's decision
 			if stream, err = js.UpdateStream(ctx, want); err != nil {
-				return nil, fmt.Errorf("events: update stream %s: %w", StreamName, err)
+				return nil, fmt.Errorf("natslog: update stream %s: %w", events.StreamName, err)
 			}
 		}
 	}
-	return &JetStreamLog{nc: nc, js: js, stream: stream, directSubject: "$JS.API.DIRECT.GET." + StreamName}, nil
+	return &Log{nc: nc, js: js, stream: stream, directSubject: "$JS.API.DIRECT.GET." + events.StreamName}, nil
 }
 
 func sameMutable(have, want jetstream.StreamConfig) bool {
@@ -103,21 +105,21 @@ func sameMutable(have, want jetstream.StreamConfig) bool {
 }
 
 // JetStream returns the JetStream context, for tools that need more than the Log.
-func (l *JetStreamLog) JetStream() jetstream.JetStream { return l.js }
+func (l *Log) JetStream() jetstream.JetStream { return l.js }
 
-// Close implements Log. The connection stays open: its owner closes it.
-func (l *JetStreamLog) Close() error { return nil }
+// Close implements events.Log. The connection stays open: its owner closes it.
+func (l *Log) Close() error { return nil }
 
-// Append implements Appender. One message is published with a plain JetStream publish;
+// Append implements events.Appender. One message is published with a plain JetStream publish;
 // several go in one atomic batch (all or none, one fsync).
-func (l *JetStreamLog) Append(ctx context.Context, msgs []Message) ([]uint64, error) {
+func (l *Log) Append(ctx context.Context, msgs []events.Message) ([]uint64, error) {
 	if len(msgs) == 0 {
-		return nil, fmt.Errorf("events: append: no messages")
+		return nil, fmt.Errorf("natslog: append: no messages")
 	}
 	nmsgs := make([]*nats.Msg, len(msgs))
 	for i, m := range msgs {
 		if m.ID == "" {
-			return nil, fmt.Errorf("events: append: message %d has no id", i)
+			return nil, fmt.Errorf("natslog: append: message %d has no id", i)
 		}
 		nm := nats.NewMsg(m.Subject)
 		nm.Data = m.Data
@@ -152,9 +154,9 @@ func (l *JetStreamLog) Append(ctx context.Context, msgs []Message) ([]uint64, er
 		return seqs, nil
 	}
 	if isConflict(err) {
-		return nil, fmt.Errorf("%w: append %s: %v", ErrConflict, msgs[0].Subject, err)
+		return nil, fmt.Errorf("%w: append %s: %v", events.ErrConflict, msgs[0].Subject, err)
 	}
-	return nil, fmt.Errorf("events: append %s: %w", msgs[0].Subject, err)
+	return nil, fmt.Errorf("natslog: append %s: %w", msgs[0].Subject, err)
 }
 
 func consecutive(first uint64, n int) []uint64 {
@@ -167,12 +169,12 @@ func consecutive(first uint64, n int) []uint64 {
 
 // findStored looks for msgs already in the stream, as after a retry of an append whose
 // acknowledgement was lost. Atomic batches are stored at consecutive sequences.
-func (l *JetStreamLog) findStored(ctx context.Context, msgs []Message) ([]uint64, bool) {
+func (l *Log) findStored(ctx context.Context, msgs []events.Message) ([]uint64, bool) {
 	first := msgs[0]
 	var found uint64
 	if first.ExpectFilter != "" {
 		// It is on the filter after the expected sequence, if anywhere.
-		_ = l.Read(ctx, first.ExpectFilter, first.ExpectSeq+1, func(r Record) error {
+		_ = l.Read(ctx, first.ExpectFilter, first.ExpectSeq+1, func(r events.Record) error {
 			if r.MsgID == first.ID {
 				found = r.Seq
 				return errStop
@@ -213,33 +215,33 @@ func isConflict(err error) bool {
 	return false
 }
 
-// LastSeq implements Reader.
-func (l *JetStreamLog) LastSeq(ctx context.Context) (uint64, error) {
+// LastSeq implements events.Reader.
+func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
 	info, err := l.stream.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("events: stream info: %w", err)
+		return 0, fmt.Errorf("natslog: stream info: %w", err)
 	}
 	return info.State.LastSeq, nil
 }
 
-// Get implements Reader.
-func (l *JetStreamLog) Get(ctx context.Context, seq uint64) (Record, error) {
+// Get implements events.Reader.
+func (l *Log) Get(ctx context.Context, seq uint64) (events.Record, error) {
 	raw, err := l.stream.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Record{}, fmt.Errorf("%w: sequence %d", ErrNotFound, seq)
+		return events.Record{}, fmt.Errorf("%w: sequence %d", events.ErrNotFound, seq)
 	}
 	if err != nil {
-		return Record{}, fmt.Errorf("events: get %d: %w", seq, err)
+		return events.Record{}, fmt.Errorf("natslog: get %d: %w", seq, err)
 	}
-	return Record{Seq: raw.Sequence, Subject: raw.Subject, MsgID: raw.Header.Get(jetstream.MsgIDHeader), Time: raw.Time.UTC(), Data: raw.Data}, nil
+	return events.Record{Seq: raw.Sequence, Subject: raw.Subject, MsgID: raw.Header.Get(jetstream.MsgIDHeader), Time: raw.Time.UTC(), Data: raw.Data}, nil
 }
 
 // readBatch is how many messages one direct batch get asks for.
 const readBatch = 256
 
-// Read implements Reader with direct batch gets, so reading one aggregate costs no
+// Read implements events.Reader with direct batch gets, so reading one aggregate costs no
 // consumer and no stream info request. Messages stored while Read runs may be included.
-func (l *JetStreamLog) Read(ctx context.Context, filter string, from uint64, fn func(Record) error) error {
+func (l *Log) Read(ctx context.Context, filter string, from uint64, fn func(events.Record) error) error {
 	if from == 0 {
 		from = 1
 	}
@@ -258,12 +260,12 @@ func (l *JetStreamLog) Read(ctx context.Context, filter string, from uint64, fn 
 // directBatch asks the stream for up to batch messages on filter from sequence from (a
 // JetStream direct batch get) and calls fn for each. It returns how many came and the
 // sequence after the last one.
-func (l *JetStreamLog) directBatch(ctx context.Context, filter string, from uint64, batch int, fn func(Record) error) (int, uint64, error) {
+func (l *Log) directBatch(ctx context.Context, filter string, from uint64, batch int, fn func(events.Record) error) (int, uint64, error) {
 	inbox := l.nc.NewInbox()
 	ch := make(chan *nats.Msg, batch+1)
 	sub, err := l.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
-		return 0, from, fmt.Errorf("events: read %s: %w", filter, err)
+		return 0, from, fmt.Errorf("natslog: read %s: %w", filter, err)
 	}
 	defer sub.Unsubscribe()
 	req, _ := json.Marshal(struct {
@@ -272,7 +274,7 @@ func (l *JetStreamLog) directBatch(ctx context.Context, filter string, from uint
 		Batch int    `json:"batch"`
 	}{from, filter, batch})
 	if err := l.nc.PublishRequest(l.directSubject, inbox, req); err != nil {
-		return 0, from, fmt.Errorf("events: read %s: %w", filter, err)
+		return 0, from, fmt.Errorf("natslog: read %s: %w", filter, err)
 	}
 	timeout := time.NewTimer(30 * time.Second)
 	defer timeout.Stop()
@@ -284,34 +286,34 @@ func (l *JetStreamLog) directBatch(ctx context.Context, filter string, from uint
 		case <-ctx.Done():
 			return n, from, ctx.Err()
 		case <-timeout.C:
-			return n, from, fmt.Errorf("events: read %s from %d: no answer", filter, from)
+			return n, from, fmt.Errorf("natslog: read %s from %d: no answer", filter, from)
 		}
 		if len(m.Data) == 0 && m.Header.Get("Status") != "" {
 			switch m.Header.Get("Status") {
 			case "204", "404": // end of batch; no (more) messages
 				return n, from, nil
 			}
-			return n, from, fmt.Errorf("events: read %s from %d: %s %s", filter, from, m.Header.Get("Status"), m.Header.Get("Description"))
+			return n, from, fmt.Errorf("natslog: read %s from %d: %s %s", filter, from, m.Header.Get("Status"), m.Header.Get("Description"))
 		}
 		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 		if err != nil {
-			return n, from, fmt.Errorf("events: read %s: bad sequence header: %w", filter, err)
+			return n, from, fmt.Errorf("natslog: read %s: bad sequence header: %w", filter, err)
 		}
 		ts, err := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
 		if err != nil {
-			return n, from, fmt.Errorf("events: read %s: bad time header: %w", filter, err)
+			return n, from, fmt.Errorf("natslog: read %s: bad time header: %w", filter, err)
 		}
 		n++
 		from = seq + 1
-		r := Record{Seq: seq, Subject: m.Header.Get(jetstream.SubjectHeader), MsgID: m.Header.Get(jetstream.MsgIDHeader), Time: ts.UTC(), Data: m.Data}
+		r := events.Record{Seq: seq, Subject: m.Header.Get(jetstream.SubjectHeader), MsgID: m.Header.Get(jetstream.MsgIDHeader), Time: ts.UTC(), Data: m.Data}
 		if err := fn(r); err != nil {
 			return n, from, err
 		}
 	}
 }
 
-// Follow implements Reader with an ordered consumer, which recovers from gaps and
+// Follow implements events.Reader with an ordered consumer, which recovers from gaps and
 // reconnects by itself.
-func (l *JetStreamLog) Follow(ctx context.Context, from uint64, fn func(Record) error) error {
+func (l *Log) Follow(ctx context.Context, from uint64, fn func(events.Record) error) error {
 	return l.FollowSubject(ctx, "", from, fn)
 }

@@ -1,14 +1,17 @@
-package events_test
+package natslog_test
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/events/eventstest"
+	"github.com/keyreg/keyreg/events/natslog"
 )
 
 // TestFollowConsumerCleanup checks a follower's consumer on the server: it carries
@@ -17,13 +20,15 @@ import (
 func TestFollowConsumerCleanup(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, log := listeningServer(t, 3)
-	own, err := events.ConnectInProcess(s)
-	if err != nil {
-		t.Fatal(err)
+	e := eventstest.StartEmbedded(t, t.TempDir())
+	log := e.Log
+	for i := range 3 {
+		subject := fmt.Sprintf("keyreg.acme.key.K%d.created", i)
+		if _, err := log.Append(ctx, []events.Message{{Subject: subject, ID: events.NewID(), Data: []byte("{}")}}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	defer own.Close()
-	js, _ := jetstream.New(own)
+	js, _ := jetstream.New(e.Conn)
 	stream, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
@@ -55,8 +60,8 @@ func TestFollowConsumerCleanup(t *testing.T) {
 	}()
 	<-started
 	cs := consumers()
-	if len(cs) != 1 || cs[0].Config.InactiveThreshold != events.FollowInactiveThreshold {
-		t.Fatalf("consumers while following: %d, threshold %v; want 1 with %v", len(cs), cs[0].Config.InactiveThreshold, events.FollowInactiveThreshold)
+	if len(cs) != 1 || cs[0].Config.InactiveThreshold != natslog.FollowInactiveThreshold {
+		t.Fatalf("consumers while following: %d, threshold %v; want 1 with %v", len(cs), cs[0].Config.InactiveThreshold, natslog.FollowInactiveThreshold)
 	}
 	stop()
 	if err := <-done; !errors.Is(err, context.Canceled) {

@@ -1,4 +1,4 @@
-package events
+package natsserver
 
 import (
 	"crypto/rand"
@@ -7,14 +7,16 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/keyreg/keyreg/events"
 )
 
 // Subscriber is a NATS user of the embedded server that may read the KEYREG stream and
 // nothing else: the account a service uses to follow key changes over TCP.
 //
 // With MaxConsumers > 0 (what keyreg subscriber add makes) it is confined: it may create,
-// read, consume and delete only the consumers named ConsumerNames(User, MaxConsumers),
-// subscribe only to its own inboxes (InboxPrefix(User)), and never list consumers
+// read, consume and delete only the consumers named events.ConsumerNames(User, MaxConsumers),
+// subscribe only to its own inboxes (events.InboxPrefix(User)), and never list consumers
 // (ConfinedPermissions). With MaxConsumers 0 it is the deprecated shared subscriber of
 // SubscriberPermissions, which may use (and delete) any consumer of the stream.
 type Subscriber struct {
@@ -27,8 +29,8 @@ type Subscriber struct {
 
 // InProcessUser is the NATS user of keyreg's own connection (ConnectInProcess). It has every
 // right and may connect only in-process: a TCP client naming it, or naming no user at all,
-// is refused.
-const InProcessUser = "keyreg"
+// is refused. No subscriber may take its name (events.ParseSubscriberName).
+const InProcessUser = events.ReservedSubscriberName
 
 // InProcessInboxPrefix is the inbox prefix of ConnectInProcess, apart from the _INBOX.>
 // that subscribers may subscribe to, so that no subscriber sees keyreg's own replies.
@@ -39,7 +41,7 @@ const InProcessInboxPrefix = "_KEYREG_INBOX"
 // inspect, consume and delete consumers on it (ordered, ephemeral and durable), and the
 // acknowledgements and flow-control replies of those consumers. Nothing else.
 func SubscriberPublishAllow() []string {
-	s := StreamName
+	s := events.StreamName
 	return []string{
 		"$JS.API.INFO",
 		"$JS.API.STREAM.NAMES",
@@ -69,7 +71,7 @@ func SubscriberPublishAllow() []string {
 // messages.
 func SubscriberPublishDeny() []string {
 	return []string{
-		SubjectPrefix + ".>",
+		events.SubjectPrefix + ".>",
 		"$JS.API.STREAM.CREATE.>",
 		"$JS.API.STREAM.UPDATE.>",
 		"$JS.API.STREAM.DELETE.>",
@@ -83,7 +85,7 @@ func SubscriberPublishDeny() []string {
 // SubscriberSubscribeAllow lists the subjects a subscriber may subscribe to: the events
 // (keyreg.>) and its own inboxes (_INBOX.>), where JetStream answers and consumers deliver.
 func SubscriberSubscribeAllow() []string {
-	return []string{SubjectPrefix + ".>", "_INBOX.>"}
+	return []string{events.SubjectPrefix + ".>", "_INBOX.>"}
 }
 
 // SubscriberPermissions returns the NATS permissions of the deprecated shared subscriber
@@ -105,7 +107,7 @@ func SubscriberPermissions() *server.Permissions {
 // request naming another consumer (keyreg's, another subscriber's) is allowed; neither is
 // the unnamed create (a server-chosen name) nor listing the stream's consumers.
 func ConfinedPublishAllow(user string, maxConsumers int) []string {
-	s := StreamName
+	s := events.StreamName
 	allow := []string{
 		"$JS.API.INFO",
 		"$JS.API.STREAM.NAMES",
@@ -114,7 +116,7 @@ func ConfinedPublishAllow(user string, maxConsumers int) []string {
 		"$JS.API.DIRECT.GET." + s,
 		"$JS.API.DIRECT.GET." + s + ".>",
 	}
-	for _, c := range ConsumerNames(user, maxConsumers) {
+	for _, c := range events.ConsumerNames(user, maxConsumers) {
 		allow = append(allow,
 			"$JS.API.CONSUMER.CREATE."+s+"."+c,
 			"$JS.API.CONSUMER.CREATE."+s+"."+c+".>",
@@ -133,11 +135,11 @@ func ConfinedPublishAllow(user string, maxConsumers int) []string {
 
 // ConfinedPermissions returns the NATS permissions of a confined subscriber: publish only
 // ConfinedPublishAllow (minus SubscriberPublishDeny), subscribe only to the events
-// (keyreg.>) and its own inboxes (InboxPrefix(user).>).
+// (keyreg.>) and its own inboxes (events.InboxPrefix(user).>).
 func ConfinedPermissions(user string, maxConsumers int) *server.Permissions {
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: ConfinedPublishAllow(user, maxConsumers), Deny: SubscriberPublishDeny()},
-		Subscribe: &server.SubjectPermission{Allow: []string{SubjectPrefix + ".>", InboxPrefix(user) + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{events.SubjectPrefix + ".>", events.InboxPrefix(user) + ".>"}},
 	}
 }
 
@@ -159,9 +161,9 @@ func configureAccess(so *server.Options, subs []Subscriber) error {
 	for _, s := range subs {
 		switch {
 		case s.User == "" || s.Password == "":
-			return fmt.Errorf("events: nats subscriber: user and password are required")
+			return fmt.Errorf("natsserver: nats subscriber: user and password are required")
 		case seen[s.User]:
-			return fmt.Errorf("events: nats subscriber %q: the name is taken", s.User)
+			return fmt.Errorf("natsserver: nats subscriber %q: the name is taken", s.User)
 		}
 		seen[s.User] = true
 		perms := SubscriberPermissions()
@@ -184,7 +186,7 @@ func configureAccess(so *server.Options, subs []Subscriber) error {
 func checkListen(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("events: nats listen: %w", err)
+		return fmt.Errorf("natsserver: nats listen: %w", err)
 	}
 	return ln.Close()
 }

@@ -1,0 +1,73 @@
+package natslog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyreg/keyreg/events"
+)
+
+// FollowInactiveThreshold is how long the server keeps the consumer of a follower
+// (FollowSubject, Follow) whose client has gone without deleting it, say after a crash or
+// a lost connection; nats.go's default is five minutes. A follower that returns deletes
+// its consumer at once.
+const FollowInactiveThreshold = 5 * time.Second
+
+// FollowSubject implements events.SubjectFollower with an ordered consumer filtered on the
+// server, which recovers from gaps and reconnects by itself. The consumer is deleted when
+// it returns, and expires on the server FollowInactiveThreshold after its client is gone.
+func (l *Log) FollowSubject(ctx context.Context, filter string, from uint64, fn func(events.Record) error, opts ...events.FollowOption) error {
+	fc := events.NewFollowConfig(opts...)
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: FollowInactiveThreshold}
+	if filter != "" && filter != ">" {
+		cfg.FilterSubjects = []string{filter}
+	}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := l.js.OrderedConsumer(ctx, events.StreamName, cfg)
+	if err != nil {
+		return fmt.Errorf("natslog: follow from %d: %w", from, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(fc.MaxMsgs))
+	if err != nil {
+		return fmt.Errorf("natslog: follow from %d: %w", from, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer func() {
+		it.Stop()
+		// Delete the consumer now rather than when it expires. Its name changes when it
+		// recreates itself; a name that is already gone is harmless.
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if info := cons.CachedInfo(); info != nil {
+			l.js.DeleteConsumer(dctx, events.StreamName, info.Name)
+		}
+	}()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, nats.ErrConnectionClosed) {
+				return events.ErrClosed
+			}
+			return fmt.Errorf("natslog: follow: %w", err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("natslog: follow: %w", err)
+		}
+		r := events.Record{Seq: meta.Sequence.Stream, Subject: msg.Subject(), MsgID: msg.Headers().Get(jetstream.MsgIDHeader), Time: meta.Timestamp.UTC(), Data: msg.Data()}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+}
