@@ -56,3 +56,38 @@ func TestDependencyDirection(t *testing.T) {
 		t.Fatal("go list found no keyreg packages")
 	}
 }
+
+// forbiddenDeps lists, for a keyreg package, import path prefixes that must not be among
+// its dependencies (go list -deps, tests excluded): what it must never link. One line per
+// rule.
+var forbiddenDeps = map[string][]string{
+	"events":         {"github.com/nats-io/", "github.com/cockroachdb/pebble"},
+	"events/natslog": {"github.com/nats-io/nats-server"},
+}
+
+// TestForbiddenDependencies checks forbiddenDeps: events is the domain, with no NATS and
+// no Pebble; the JetStream log uses nats.go but not the server.
+func TestForbiddenDependencies(t *testing.T) {
+	const mod = "github.com/keyreg/keyreg/"
+	for pkg, forbidden := range forbiddenDeps {
+		out, err := exec.Command("go", "list", "-deps", "-test=false", "../"+pkg).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", pkg, err)
+		}
+		deps := strings.Fields(string(out))
+		if !slices.Contains(deps, mod+pkg) {
+			t.Fatalf("go list -deps %s does not list the package itself: %q", pkg, out)
+		}
+		for _, f := range forbidden {
+			var bad []string
+			for _, d := range deps {
+				if strings.HasPrefix(d, f) {
+					bad = append(bad, d)
+				}
+			}
+			if len(bad) > 0 {
+				t.Errorf("%s links %s (%d packages: %s ...): it must not", pkg, f, len(bad), bad[0])
+			}
+		}
+	}
+}
