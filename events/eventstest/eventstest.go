@@ -6,7 +6,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/keyreg/keyreg/events"
@@ -16,7 +15,7 @@ import (
 
 // Embedded is a running embedded server with an in-process connection and the log on it.
 type Embedded struct {
-	Server *server.Server
+	Server *natsserver.Server
 	Conn   *nats.Conn
 	Log    *natslog.Log
 	Dir    string
