@@ -16,13 +16,13 @@ var (
 		ID: "01JDX3KEY0000000000000000A", Workspace: "acme", Name: "Backend",
 		Permissions: []events.Permission{"campaigns.list", "users.track"},
 		Allowlist:   []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32")},
-		Status:      events.StatusActive, SecretHash: "hash-0", Version: 7, LastHash: "last-7",
+		Status:      events.StatusActive, SecretHash: "hash-0", Head: events.Head{Version: 7, LastHash: "last-7"},
 	}
 	testIdent = events.IdentifierState{
 		ID: "01JDX3SEGM0000000000000000", Workspace: "acme", Kind: events.KindSegment, Name: "Summer Sale",
-		Status: events.StatusActive, Version: 9, LastHash: "last-9",
+		Status: events.StatusActive, Head: events.Head{Version: 9, LastHash: "last-9"},
 	}
-	testWorkspace = events.WorkspaceState{ID: "acme", Name: "Acme", Version: 1, LastHash: "last-1"}
+	testWorkspace = events.WorkspaceState{ID: "acme", Name: "Acme", Head: events.Head{Version: 1, LastHash: "last-1"}}
 )
 
 func wantChanges(t *testing.T, got []change, err error, want ...change) {
@@ -207,14 +207,14 @@ func TestDecideRevokeKey(t *testing.T) {
 
 func TestDecideRegisterIdentifier(t *testing.T) {
 	c := registerIdentifier{ws: "acme", id: "01JDX3APP00000000000000001", kind: events.KindApp, name: "Shop", platform: "ios"}
-	claim := events.NameClaimState{Version: 12, LastHash: "last-12"} // claimed and released before
+	claim := events.NameClaimState{Head: events.Head{Version: 12, LastHash: "last-12"}} // claimed and released before
 	changes, err := c.decide(testWorkspace, claim)
 	wantChanges(t, changes, err,
 		change{ws: "acme", agg: events.AggIdentifier, id: c.id, payload: events.IdentifierRegistered{Kind: "app", Name: "Shop", Platform: "ios"}},
 		change{ws: "acme", agg: events.AggName, id: events.NameClaimID("app", "shop"), expect: 12, prevHash: "last-12",
 			payload: events.NameClaimed{IdentifierID: c.id, Kind: "app", Name: "Shop"}},
 	)
-	_, err = c.decide(testWorkspace, events.NameClaimState{Holder: testIdent.ID, Version: 13})
+	_, err = c.decide(testWorkspace, events.NameClaimState{Holder: testIdent.ID, Head: events.Head{Version: 13}})
 	wantErr(t, err, ErrNameTaken)
 	_, err = c.decide(events.WorkspaceState{}, events.NameClaimState{})
 	wantErr(t, err, ErrNotFound)
@@ -222,8 +222,8 @@ func TestDecideRegisterIdentifier(t *testing.T) {
 
 func TestDecideRenameIdentifier(t *testing.T) {
 	id := testIdent.ID
-	oldClaim := events.NameClaimState{Holder: id, Version: 10, LastHash: "claim-10"}
-	newClaim := events.NameClaimState{Version: 3, LastHash: "claim-3"} // released earlier
+	oldClaim := events.NameClaimState{Holder: id, Head: events.Head{Version: 10, LastHash: "claim-10"}}
+	newClaim := events.NameClaimState{Head: events.Head{Version: 3, LastHash: "claim-3"}} // released earlier
 	rename := func(name string) change {
 		return identifierChange(testIdent, events.IdentifierRenamed{Name: name, Previous: "Summer Sale"})
 	}
@@ -247,11 +247,11 @@ func TestDecideRenameIdentifier(t *testing.T) {
 		wantChanges(t, changes, err)
 	})
 	t.Run("ErrNameTaken", func(t *testing.T) {
-		_, err := renameIdentifier{id: id, name: "Winter Sale"}.decide(testIdent, events.NameClaimState{Holder: "other", Version: 4}, oldClaim)
+		_, err := renameIdentifier{id: id, name: "Winter Sale"}.decide(testIdent, events.NameClaimState{Holder: "other", Head: events.Head{Version: 4}}, oldClaim)
 		wantErr(t, err, ErrNameTaken)
 	})
 	t.Run("OldNameNotHeld", func(t *testing.T) {
-		changes, err := renameIdentifier{id: id, name: "Winter Sale"}.decide(testIdent, newClaim, events.NameClaimState{Holder: "other", Version: 5})
+		changes, err := renameIdentifier{id: id, name: "Winter Sale"}.decide(testIdent, newClaim, events.NameClaimState{Holder: "other", Head: events.Head{Version: 5}})
 		if err != nil || len(changes) != 2 {
 			t.Fatalf("got %v, %v; want rename and claim only", changes, err)
 		}
@@ -270,14 +270,14 @@ func TestDecideRenameIdentifier(t *testing.T) {
 
 func TestDecideRetireIdentifier(t *testing.T) {
 	id := testIdent.ID
-	claim := events.NameClaimState{Holder: id, Version: 10, LastHash: "claim-10"}
+	claim := events.NameClaimState{Holder: id, Head: events.Head{Version: 10, LastHash: "claim-10"}}
 	changes, err := retireIdentifier{id: id}.decide(testIdent, claim)
 	wantChanges(t, changes, err,
 		identifierChange(testIdent, events.IdentifierRetired{Kind: "segment", Name: "Summer Sale"}),
 		change{ws: "acme", agg: events.AggName, id: events.NameClaimID("segment", "summer sale"), expect: 10, prevHash: "claim-10",
 			payload: events.NameReleased{IdentifierID: id, Kind: "segment", Name: "Summer Sale"}},
 	)
-	changes, err = retireIdentifier{id: id}.decide(testIdent, events.NameClaimState{Holder: "other", Version: 11})
+	changes, err = retireIdentifier{id: id}.decide(testIdent, events.NameClaimState{Holder: "other", Head: events.Head{Version: 11}})
 	wantChanges(t, changes, err, identifierChange(testIdent, events.IdentifierRetired{Kind: "segment", Name: "Summer Sale"}))
 
 	retired := testIdent

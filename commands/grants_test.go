@@ -9,10 +9,10 @@ import (
 )
 
 func TestCheckGrants(t *testing.T) {
-	acme := events.WorkspaceState{ID: "acme", Version: 2, Permissions: []events.PermissionInfo{
+	acme := events.WorkspaceState{ID: "acme", Head: events.Head{Version: 2}, Permissions: []events.PermissionInfo{
 		{Name: "reports.weekly", Description: "Weekly reports", Group: events.GroupWorkspace, Workspace: "acme"},
 	}}
-	system := events.WorkspaceState{ID: events.SystemWorkspace, Version: 1}
+	system := events.WorkspaceState{ID: events.SystemWorkspace, Head: events.Head{Version: 1}}
 	keysWrite := &Grantor{Permissions: []events.Permission{events.PermKeysWrite}}
 	admin := &Grantor{Admin: true, Permissions: []events.Permission{events.PermAdmin}}
 	perms := func(s ...events.Permission) []events.Permission { return s }

@@ -41,6 +41,16 @@ type CheckpointSealed struct {
 // EventType implements Payload.
 func (CheckpointSealed) EventType() Type { return TypeCheckpointSealed }
 
+// Change implements Payload: the tree size and root (the note repeats them).
+func (p CheckpointSealed) Change() Change {
+	return Change{After: fields{"tree_size": p.TreeSize, "root_hash": p.RootHash}}
+}
+
+// Summary implements Payload.
+func (p CheckpointSealed) Summary(time.Time) string {
+	return "sealed a checkpoint of " + strconv.FormatUint(p.TreeSize, 10) + " events, root " + p.RootHash
+}
+
 // CheckpointState is the latest checkpoint sealed: its tree size, root, signed note, when
 // it was sealed, and the stream sequence (Version) and hash (LastHash) of its event.
 type CheckpointState struct {

@@ -11,8 +11,8 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 )
 
-// samplePayloads holds a realistic payload per event type. A type missing here is still
-// checked, with its zero payload.
+// samplePayloads holds a realistic payload per event type; TestEventTypeUnits checks every
+// type in Types has one.
 func samplePayloads() map[Type]Payload {
 	t0 := time.Date(2026, 11, 27, 17, 11, 24, 120596000, time.UTC)
 	t1 := t0.Add(30 * 24 * time.Hour)
@@ -42,6 +42,11 @@ func samplePayloads() map[Type]Payload {
 		TypeIdentifierRetired:    &IdentifierRetired{Kind: "segment", Name: "Lapsed users"},
 		TypeNameClaimed:          &NameClaimed{IdentifierID: NewID(), Kind: "segment", Name: "Lapsed users"},
 		TypeNameReleased:         &NameReleased{IdentifierID: NewID(), Kind: "segment", Name: "Lapsed users"},
+		TypeCheckpointSealed: &CheckpointSealed{TreeSize: 42, RootHash: "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+			Note: "keyreg KEYREG\n42\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n\u2014 keyreg-test AAAA\n"},
+		TypeSubscriberAdded: &SubscriberAdded{Name: "billing", MaxConsumers: 3,
+			PasswordHash: "$2a$04$Jq1S8cK3tQ5yqf8sH0sG1eQ2m8b7O6k9r3x4y5z6A7B8C9D0E1F2G"},
+		TypeSubscriberRemoved: &SubscriberRemoved{Name: "billing"},
 	}
 }
 

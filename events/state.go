@@ -16,9 +16,23 @@ const (
 	StatusRetired = "retired"
 )
 
-// KeyState is the current state of a key aggregate, folded from its events. Version is
-// the stream sequence of its last event; LastHash the hash of that event as stored (the
-// next event's prevhash).
+// Head is where an aggregate's state stands in the log: Version is the stream sequence of
+// its last event (0 before the first); LastHash the hash of that event as stored, which the
+// next event of the aggregate carries as its prevhash. The states of the aggregates embed
+// it, last, so their JSON ends with "version" and "last_hash".
+type Head struct {
+	Version  uint64 `json:"version"`
+	LastHash string `json:"last_hash"`
+}
+
+// Exists reports whether the aggregate has an event: a key or workspace created, an
+// identifier registered, a name claimed (and maybe released since).
+func (h *Head) Exists() bool { return h.Version != 0 }
+
+// advance moves the head to the event stored at seq as data.
+func (h *Head) advance(seq uint64, data []byte) { h.Version, h.LastHash = seq, Hash(data) }
+
+// KeyState is the current state of a key aggregate, folded from its events.
 type KeyState struct {
 	ID                 string         `json:"id"`
 	Workspace          Workspace      `json:"workspace"`
@@ -33,12 +47,8 @@ type KeyState struct {
 	CreatedAt          time.Time      `json:"created_at"`
 	CreatedBy          string         `json:"created_by"`
 	UpdatedAt          time.Time      `json:"updated_at"`
-	Version            uint64         `json:"version"`
-	LastHash           string         `json:"last_hash"`
+	Head
 }
-
-// Exists reports whether the key has been created.
-func (k *KeyState) Exists() bool { return k.Version != 0 }
 
 // StatusAt returns revoked, expired (active but past ExpiresAt at t) or active.
 func (k *KeyState) StatusAt(t time.Time) string {
@@ -80,7 +90,8 @@ func (k *KeyState) Apply(seq uint64, data []byte, e Event, p Payload) error {
 	if k.Allowlist == nil {
 		k.Allowlist = []netip.Prefix{}
 	}
-	k.UpdatedAt, k.Version, k.LastHash = e.Time, seq, Hash(data)
+	k.UpdatedAt = e.Time
+	k.advance(seq, data)
 	return nil
 }
 
@@ -95,12 +106,8 @@ type IdentifierState struct {
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by"`
 	UpdatedAt time.Time `json:"updated_at"`
-	Version   uint64    `json:"version"`
-	LastHash  string    `json:"last_hash"`
+	Head
 }
-
-// Exists reports whether the identifier has been registered.
-func (s *IdentifierState) Exists() bool { return s.Version != 0 }
 
 // Apply folds one event of this identifier into the state.
 func (s *IdentifierState) Apply(seq uint64, data []byte, e Event, p Payload) error {
@@ -118,7 +125,8 @@ func (s *IdentifierState) Apply(seq uint64, data []byte, e Event, p Payload) err
 	default:
 		return fmt.Errorf("events: identifier %s: cannot apply %s", s.ID, e.Type)
 	}
-	s.UpdatedAt, s.Version, s.LastHash = e.Time, seq, Hash(data)
+	s.UpdatedAt = e.Time
+	s.advance(seq, data)
 	return nil
 }
 
@@ -130,12 +138,8 @@ type WorkspaceState struct {
 	Permissions []PermissionInfo `json:"permissions,omitempty"`
 	CreatedAt   time.Time        `json:"created_at"`
 	CreatedBy   string           `json:"created_by"`
-	Version     uint64           `json:"version"`
-	LastHash    string           `json:"last_hash"`
+	Head
 }
-
-// Exists reports whether the workspace has been created.
-func (s *WorkspaceState) Exists() bool { return s.Version != 0 }
 
 // Apply folds one event of this workspace into the state.
 func (s *WorkspaceState) Apply(seq uint64, data []byte, e Event, p Payload) error {
@@ -150,15 +154,14 @@ func (s *WorkspaceState) Apply(seq uint64, data []byte, e Event, p Payload) erro
 	default:
 		return fmt.Errorf("events: workspace %s: cannot apply %s", s.ID, e.Type)
 	}
-	s.Version, s.LastHash = seq, Hash(data)
+	s.advance(seq, data)
 	return nil
 }
 
 // NameClaimState is the state of a name claim: who holds the name, if anyone.
 type NameClaimState struct {
-	Holder   string `json:"holder"` // identifier id; empty when released
-	Version  uint64 `json:"version"`
-	LastHash string `json:"last_hash"`
+	Holder string `json:"holder"` // identifier id; empty when released
+	Head
 }
 
 // Apply folds one claim or release into the state.
@@ -171,7 +174,7 @@ func (s *NameClaimState) Apply(seq uint64, data []byte, e Event, p Payload) erro
 	default:
 		return fmt.Errorf("events: name claim: cannot apply %s", e.Type)
 	}
-	s.Version, s.LastHash = seq, Hash(data)
+	s.advance(seq, data)
 	return nil
 }
 

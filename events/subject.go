@@ -15,7 +15,7 @@ const SubjectPrefix = "keyreg"
 
 // Subject returns the NATS subject "keyreg.<ws>.<aggregate>.<id>.<event>" of an event.
 func Subject(ws Workspace, agg Aggregate, id string, t Type) string {
-	return SubjectPrefix + "." + string(ws) + "." + string(agg) + "." + id + "." + eventName(t)
+	return SubjectPrefix + "." + string(ws) + "." + string(agg) + "." + id + "." + t.Name()
 }
 
 // AggregateFilter returns "keyreg.<ws>.<aggregate>.<id>.*", the subject filter of every
@@ -49,18 +49,4 @@ func ParseSubject(s string) (ParsedSubject, error) {
 func NameClaimID(kind Kind, foldedName string) string {
 	h := sha256.Sum256([]byte(foldedName))
 	return string(kind) + "-" + hex.EncodeToString(h[:16])
-}
-
-func eventName(t Type) string {
-	for _, x := range Types {
-		if x.Type == t {
-			return x.Name
-		}
-	}
-	// keyreg.<aggregate>.<name>.vN
-	parts := strings.Split(string(t), ".")
-	if len(parts) == 4 {
-		return parts[2]
-	}
-	return "unknown"
 }

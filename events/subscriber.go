@@ -59,8 +59,26 @@ type SubscriberRemoved struct {
 // EventType implements Payload.
 func (SubscriberAdded) EventType() Type { return TypeSubscriberAdded }
 
+// Change implements Payload. The password hash is left out.
+func (p SubscriberAdded) Change() Change {
+	return Change{After: fields{"name": p.Name, "max_consumers": p.MaxConsumers}}
+}
+
+// Summary implements Payload.
+func (p SubscriberAdded) Summary(time.Time) string {
+	return "added subscriber " + p.Name + " with up to " + strconv.Itoa(p.MaxConsumers) + " consumers"
+}
+
 // EventType implements Payload.
 func (SubscriberRemoved) EventType() Type { return TypeSubscriberRemoved }
+
+// Change implements Payload.
+func (p SubscriberRemoved) Change() Change {
+	return Change{Before: fields{"name": p.Name, "active": true}, After: fields{"name": p.Name, "active": false}}
+}
+
+// Summary implements Payload.
+func (p SubscriberRemoved) Summary(time.Time) string { return "removed subscriber " + p.Name }
 
 // SubscriberState is a subscriber's current state, folded from its events. A removed
 // subscriber keeps its name and Version, with Active false; adding it again gives it a

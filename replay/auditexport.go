@@ -406,14 +406,14 @@ func (x Exporter) exportCSV(ctx context.Context, w *flushWriter, q ExportQuery) 
 		if err != nil {
 			return err
 		}
-		before, after, err := BeforeAfter(d.Payload)
+		before, after, err := d.Payload.Change().JSON()
 		if err != nil {
 			return fmt.Errorf("replay: export: event %d: %w", r.Seq, err)
 		}
 		ev := d.Event
 		row[0] = ev.Time.Format(time.RFC3339Nano)
 		row[1], row[2], row[3] = ev.Actor, ev.ActorIP, ev.Subject
-		row[4] = ChangeName(ev.Type)
+		row[4] = ev.Type.Name()
 		row[5], row[6] = before, after
 		row[7], row[8], row[9] = strconv.FormatUint(r.Seq, 10), ev.ID, csvSafe(ev.Reason)
 		stats.Events++
@@ -439,95 +439,6 @@ func csvSafe(s string) string {
 		return "'" + s
 	}
 	return s
-}
-
-// ChangeName returns the name of an event type: "allowlist_updated" for
-// "keyreg.key.allowlist_updated.v1".
-func ChangeName(t events.Type) string {
-	parts := strings.Split(string(t), ".")
-	if len(parts) == 4 {
-		return parts[2]
-	}
-	return string(t)
-}
-
-// BeforeAfter returns, as compact JSON, the values an event's payload changed: before it
-// ("" for a creation) and after it ("" for a release). Secret hashes are shortened to
-// their first 12 hex digits, enough to follow rotations.
-func BeforeAfter(p events.Payload) (before, after string, err error) {
-	type m = map[string]any
-	var b, a any
-	switch p := p.(type) {
-	case *events.WorkspaceCreated:
-		a = m{"name": p.Name}
-	case *events.PermissionDefined:
-		a = m{"permission": p.Name, "description": p.Description}
-	case *events.KeyCreated:
-		a = m{"name": p.Name, "permissions": nonNil(p.Permissions), "allowlist": nonNil(p.Allowlist), "expires_at": p.ExpiresAt,
-			"secret_sha256": short(p.SecretHash)}
-	case *events.KeyRenamed:
-		b, a = m{"name": p.Previous}, m{"name": p.Name}
-	case *events.KeyPermissionsUpdated:
-		b, a = m{"permissions": nonNil(p.Previous)}, m{"permissions": nonNil(p.Permissions)}
-	case *events.AllowlistUpdated:
-		b, a = m{"allowlist": nonNil(p.Previous)}, m{"allowlist": nonNil(p.Allowlist)}
-	case *events.KeySecretRotated:
-		b = m{"secret_sha256": short(p.PreviousHash)}
-		a = m{"secret_sha256": short(p.SecretHash), "previous_valid_until": p.PreviousValidUntil}
-	case *events.KeyExpiryChanged:
-		b, a = m{"expires_at": p.Previous}, m{"expires_at": p.ExpiresAt}
-	case *events.KeyRevoked:
-		b, a = m{"status": p.PreviousStatus}, m{"status": events.StatusRevoked}
-	case *events.IdentifierRegistered:
-		a = m{"kind": p.Kind, "name": p.Name}
-		if p.Platform != "" {
-			a.(m)["platform"] = p.Platform
-		}
-	case *events.IdentifierRenamed:
-		b, a = m{"name": p.Previous}, m{"name": p.Name}
-	case *events.IdentifierRetired:
-		b, a = m{"status": events.StatusActive}, m{"status": events.StatusRetired}
-	case *events.NameClaimed:
-		a = m{"holder": p.IdentifierID, "kind": p.Kind, "name": p.Name}
-	case *events.NameReleased:
-		b = m{"holder": p.IdentifierID, "kind": p.Kind, "name": p.Name}
-	case *events.CheckpointSealed:
-		a = m{"tree_size": p.TreeSize, "root_hash": p.RootHash}
-	default:
-		return "", "", fmt.Errorf("no before/after for %T", p)
-	}
-	if before, err = compactJSON(b); err != nil {
-		return "", "", err
-	}
-	after, err = compactJSON(a)
-	return before, after, err
-}
-
-func compactJSON(v any) (string, error) {
-	if v == nil {
-		return "", nil
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return "", err
-	}
-	return strings.TrimSuffix(buf.String(), "\n"), nil
-}
-
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
-}
-
-func short(hash string) string {
-	if len(hash) > 12 {
-		return hash[:12]
-	}
-	return hash
 }
 
 // StatementOrigin is the first line of the text of every export statement.

@@ -151,11 +151,11 @@ func printAudit(w io.Writer, entries []httpapi.HistoryEntry) error {
 		}
 		before, after := "", string(ev.Data)
 		if p, err := ev.Payload(); err == nil {
-			if b, a, err := replay.BeforeAfter(p); err == nil {
+			if b, a, err := p.Change().JSON(); err == nil {
 				before, after = b, a
 			}
 		}
-		t.row(fmtVersion(e.Sequence), fmtTime(ev.Time), ev.Subject, replay.ChangeName(ev.Type), firstNonEmpty(ev.Actor, "-"),
+		t.row(fmtVersion(e.Sequence), fmtTime(ev.Time), ev.Subject, ev.Type.Name(), firstNonEmpty(ev.Actor, "-"),
 			firstNonEmpty(ev.ActorIP, "-"), firstNonEmpty(ev.Reason, "-"), firstNonEmpty(before, "-"), firstNonEmpty(after, "-"))
 	}
 	return t.flush()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -271,87 +270,11 @@ func eventLine(ev client.StreamEvent) string {
 	}, strings.TrimSpace(line))
 }
 
-// summarize says in a few words what an event changed.
+// summarize says in a few words what an event changed: its payload's summary.
 func summarize(e events.Event) string {
 	p, err := e.Payload()
 	if err != nil {
 		return "(" + err.Error() + ")"
 	}
-	switch p := p.(type) {
-	case *events.WorkspaceCreated:
-		return "created " + strconv.Quote(p.Name)
-	case *events.PermissionDefined:
-		return "defined permission " + string(p.Name) + " " + strconv.Quote(p.Description)
-	case *events.KeyCreated:
-		s := "created " + strconv.Quote(p.Name) + " permissions " + fmtPerms(p.Permissions) + " allowlist " + fmtPrefixes(p.Allowlist)
-		if p.ExpiresAt != nil {
-			s += " expires " + fmtTime(*p.ExpiresAt)
-		}
-		return s
-	case *events.KeyRenamed:
-		return "renamed " + strconv.Quote(p.Previous) + " -> " + strconv.Quote(p.Name)
-	case *events.KeyPermissionsUpdated:
-		return "permissions " + fmtPerms(p.Permissions) + changes(len(p.Added), fmtPerms(p.Added), len(p.Removed), fmtPerms(p.Removed))
-	case *events.AllowlistUpdated:
-		return "allowlist " + fmtPrefixes(p.Allowlist) + changes(len(p.Added), fmtPrefixes(p.Added), len(p.Removed), fmtPrefixes(p.Removed))
-	case *events.KeySecretRotated:
-		if !p.PreviousValidUntil.After(e.Time) {
-			return "secret rotated; the old one stopped at once"
-		}
-		return "secret rotated; the old one works until " + fmtTime(p.PreviousValidUntil)
-	case *events.KeyExpiryChanged:
-		return "expires " + fmtTimePtr(p.ExpiresAt, "never") + " (was " + fmtTimePtr(p.Previous, "never") + ")"
-	case *events.KeyRevoked:
-		return "revoked (was " + p.PreviousStatus + ")"
-	case *events.IdentifierRegistered:
-		s := "registered " + string(p.Kind) + " " + strconv.Quote(p.Name)
-		if p.Platform != "" {
-			s += " platform " + p.Platform
-		}
-		return s
-	case *events.IdentifierRenamed:
-		return "renamed " + strconv.Quote(p.Previous) + " -> " + strconv.Quote(p.Name)
-	case *events.IdentifierRetired:
-		return "retired " + string(p.Kind) + " " + strconv.Quote(p.Name)
-	case *events.NameClaimed:
-		return "name " + string(p.Kind) + " " + strconv.Quote(p.Name) + " claimed by " + p.IdentifierID
-	case *events.NameReleased:
-		return "name " + string(p.Kind) + " " + strconv.Quote(p.Name) + " released by " + p.IdentifierID
-	}
-	s := string(e.Data)
-	if len(s) > 100 {
-		s = strings.ToValidUTF8(s[:100], "") + "..."
-	}
-	return s
-}
-
-func fmtPerms(ps []events.Permission) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = string(p)
-	}
-	return fmtList(s, ",", "none")
-}
-
-func fmtPrefixes(ps []netip.Prefix) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	return fmtList(s, ",", "any")
-}
-
-// changes formats what was added and removed: " (+a,b -c)".
-func changes(nAdded int, added string, nRemoved int, removed string) string {
-	var parts []string
-	if nAdded > 0 {
-		parts = append(parts, "+"+added)
-	}
-	if nRemoved > 0 {
-		parts = append(parts, "-"+removed)
-	}
-	if len(parts) == 0 {
-		return ""
-	}
-	return " (" + strings.Join(parts, " ") + ")"
+	return p.Summary(e.Time)
 }
