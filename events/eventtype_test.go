@@ -37,6 +37,11 @@ func TestEventTypeUnits(t *testing.T) {
 	samples := samplePayloads()
 	at := time.Date(2026, 11, 27, 17, 11, 24, 120596000, time.UTC)
 	seen := map[Type]bool{}
+	for typ := range samples {
+		if newPayload(typ) == nil {
+			t.Errorf("%s has a sample payload but no row in Types", typ)
+		}
+	}
 	for _, x := range Types {
 		t.Run(string(x.Type), func(t *testing.T) {
 			if seen[x.Type] {
