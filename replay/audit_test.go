@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -365,7 +366,7 @@ func TestExportCSV(t *testing.T) {
 	if len(rows) != len(want)+1 {
 		t.Fatalf("%d rows, want %d:\n%s", len(rows), len(want)+1, b)
 	}
-	var prevSeq string
+	var prevSeq uint64
 	for i, w := range want {
 		r := rows[i+1]
 		col := func(name string) string { return r[slices.Index(replay.CSVHeader, name)] }
@@ -377,10 +378,23 @@ func TestExportCSV(t *testing.T) {
 		if !slices.Equal(got, w) {
 			t.Errorf("row %d:\n got %q\nwant %q", i+1, got, w)
 		}
-		if _, err := time.Parse(time.RFC3339Nano, col("time")); err != nil || col("event_id") == "" || col("sequence") <= prevSeq && len(col("sequence")) <= len(prevSeq) {
-			t.Errorf("row %d: time %q event id %q sequence %q", i+1, col("time"), col("event_id"), col("sequence"))
+		if _, err := time.Parse(time.RFC3339Nano, col("time")); err != nil || col("event_id") == "" {
+			t.Errorf("row %d: time %q event id %q", i+1, col("time"), col("event_id"))
 		}
-		prevSeq = col("sequence")
+		// The rows are in stream order, and each sequence is its event's in the log.
+		seq, err := strconv.ParseUint(col("sequence"), 10, 64)
+		if err != nil || seq <= prevSeq {
+			t.Errorf("row %d: sequence %q after %d, want a larger number", i+1, col("sequence"), prevSeq)
+			continue
+		}
+		prevSeq = seq
+		rec, err := log.Get(context.Background(), seq)
+		if err != nil {
+			t.Fatalf("row %d: event %d: %v", i+1, seq, err)
+		}
+		if ev, err := events.Decode(rec.Data); err != nil || ev.ID != col("event_id") {
+			t.Errorf("row %d: event %d of the log is %s (%v), not %s", i+1, seq, ev.ID, err, col("event_id"))
+		}
 	}
 }
 
