@@ -54,8 +54,9 @@ type TypeInfo struct {
 
 // Types lists every event type, in a fixed order: it is the one list of them. The decoder
 // (Event.Payload), the subject scheme and the type filters of the API all read it. To add
-// an event type, add its payload (a struct with the methods of Payload) and a row here;
-// see the package documentation for the rest.
+// an event type: its Type constant, its payload (a struct with the methods of Payload) and
+// a row here, its fold in its aggregate's state (state.go), and a sample payload in
+// cloudevents_test.go; TestEventTypeUnits checks all of them (README: Adding an event type).
 var Types = []TypeInfo{
 	eventType(AggWorkspace, func() Payload { return &WorkspaceCreated{} }),
 	eventType(AggWorkspace, func() Payload { return &PermissionDefined{} }),
