@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections/keyindex"
 )
 
 // Apply applies log records in order and writes every view change, index change and the
@@ -88,7 +88,7 @@ func (s *Store) ApplyDecoded(recs []events.Decoded) error {
 	if err := t.b.Commit(wo); err != nil {
 		return fmt.Errorf("apply up to seq %d: commit: %w", last, err)
 	}
-	s.verify.update(t.keys)
+	s.updateIndex(t.keys)
 	s.setCheckpoint(last)
 	return nil
 }
@@ -146,7 +146,7 @@ func (t *txn) apply(d events.Decoded) error {
 	e := d.Event
 	ws := e.Workspace()
 	agg, id := e.Aggregate()
-	if err := checkSubject(r.Subject, ws, agg, id); err != nil {
+	if err := keyindex.CheckSubject(r.Subject, ws, agg, id); err != nil {
 		return err
 	}
 	switch agg {
@@ -208,22 +208,6 @@ func (t *txn) apply(d events.Decoded) error {
 		return fmt.Errorf("unknown aggregate %q", agg)
 	}
 	return t.indexHistory(r.Seq, e, ws, agg, id)
-}
-
-// checkSubject checks that the record's subject names the envelope's aggregate and that
-// workspace and id are safe to use in view keys.
-func checkSubject(subject string, ws events.Workspace, agg events.Aggregate, id string) error {
-	ps, err := events.ParseSubject(subject)
-	if err != nil {
-		return err
-	}
-	if ps.Workspace != ws || ps.Aggregate != agg || ps.ID != id {
-		return fmt.Errorf("subject %s does not match event source and subject %s/%s/%s", subject, ws, agg, id)
-	}
-	if !ws.IsValid() || id == "" || strings.ContainsAny(id, "/\x00") {
-		return fmt.Errorf("subject %s: bad workspace or id", subject)
-	}
-	return nil
 }
 
 // secretHashes returns a key's current and previous secret hashes ("" when unset).

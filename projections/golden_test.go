@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,18 +18,11 @@ import (
 // verifyDump renders the Verify index: one line per secret digest, sorted.
 func verifyDump(t testing.TB, s *Store) string {
 	t.Helper()
-	s.verify.mu.RLock()
-	defer s.verify.mu.RUnlock()
-	var lines []string
-	for d, e := range s.verify.byHash {
-		b, err := json.Marshal(e.state)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines = append(lines, fmt.Sprintf("%x %x %x %s %s", d, e.current, e.previous, e.previousUntil, b))
+	d, err := s.verify.Dump()
+	if err != nil {
+		t.Fatal(err)
 	}
-	slices.Sort(lines)
-	return strings.Join(lines, "\n")
+	return d
 }
 
 func checkSame(t *testing.T, name string, want, got *Store) {

@@ -12,6 +12,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections/keyindex"
 )
 
 // Sentinel errors, checked with errors.Is.
@@ -56,7 +57,7 @@ type Store struct {
 	opts    Options
 	applyMu sync.Mutex
 	cp      atomic.Uint64
-	verify  KeyIndex
+	verify  keyindex.Index
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when the checkpoint advances
@@ -101,7 +102,7 @@ func (s *Store) load() error {
 		}
 		s.cp.Store(cp)
 	}
-	return s.verify.load(s)
+	return s.loadIndex()
 }
 
 // Checkpoint returns the stream sequence of the last applied record, 0 for an empty store.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/projections/keyindex"
 	"github.com/keyreg/keyreg/projections/verifier"
 )
 
@@ -42,7 +42,7 @@ func ExampleStart() {
 	if !r.Valid {
 		log.Printf("refused: %s", r.Code) // MALFORMED, NOT_FOUND, REVOKED, EXPIRED, IP_NOT_ALLOWED, PERMISSION_DENIED, UNAVAILABLE
 	}
-	if r.Code == projections.CodeUnavailable {
+	if r.Code == keyindex.CodeUnavailable {
 		log.Printf("verifier behind by %s (applied sequence %d): %v", v.Lag(time.Now()), v.Applied(), v.Err())
 	}
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/projections/keyindex"
 	"github.com/keyreg/keyreg/projections/verifier"
 )
 
@@ -74,20 +75,20 @@ func TestVerifierConfinedConsumer(t *testing.T) {
 	if info.Config.AckPolicy != jetstream.AckNonePolicy || !info.Config.MemoryStorage || info.Config.InactiveThreshold != verifier.ConsumerInactiveThreshold {
 		t.Errorf("consumer config %+v", info.Config)
 	}
-	expect(t, v, "K1", inside, "users.track", projections.CodeValid)
-	expect(t, v, "K1", outside, "users.track", projections.CodeIPNotAllowed)
+	expect(t, v, "K1", inside, "users.track", keyindex.CodeValid)
+	expect(t, v, "K1", outside, "users.track", keyindex.CodeIPNotAllowed)
 
 	waitFor(t, v, e.add("acme", events.AggKey, "K1", &events.AllowlistUpdated{Allowlist: prefixes("192.0.2.0/24"), Previous: prefixes("10.0.0.0/8")}))
-	expect(t, v, "K1", outside, "users.track", projections.CodeValid)
-	expect(t, v, "K1", inside, "users.track", projections.CodeIPNotAllowed)
+	expect(t, v, "K1", outside, "users.track", keyindex.CodeValid)
+	expect(t, v, "K1", inside, "users.track", keyindex.CodeIPNotAllowed)
 	until := time.Now().Add(time.Hour)
 	waitFor(t, v, e.add("acme", events.AggKey, "K2", &events.KeySecretRotated{
 		SecretHash: events.HashSecret(secret("K2b")), PreviousHash: events.HashSecret(secret("K2")), PreviousValidUntil: until,
 	}))
-	expect(t, v, "K2", inside, "", projections.CodeValid)
-	expect(t, v, "K2b", inside, "", projections.CodeValid)
+	expect(t, v, "K2", inside, "", keyindex.CodeValid)
+	expect(t, v, "K2b", inside, "", keyindex.CodeValid)
 	waitFor(t, v, e.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive}))
-	expect(t, v, "K1", outside, "users.track", projections.CodeRevoked)
+	expect(t, v, "K1", outside, "users.track", keyindex.CodeRevoked)
 
 	// keyreg deletes the consumer; events written right after reach the verifier through
 	// the consumer it recreates under the same name.
@@ -103,12 +104,12 @@ func TestVerifierConfinedConsumer(t *testing.T) {
 	}
 	seq := e.add("acme", events.AggKey, "K2", &events.KeyRevoked{PreviousStatus: events.StatusActive})
 	waitFor(t, v, seq)
-	expect(t, v, "K2b", inside, "", projections.CodeRevoked)
+	expect(t, v, "K2b", inside, "", keyindex.CodeRevoked)
 	for i, s := range after {
 		if k, ok := v.Key("acme", fmt.Sprintf("N%d", i)); !ok || k.Version != s {
 			t.Errorf("key N%d written after the delete: %+v, %v (want version %d)", i, k, ok, s)
 		}
-		expect(t, v, fmt.Sprintf("N%d", i), inside, "users.track", projections.CodeValid)
+		expect(t, v, fmt.Sprintf("N%d", i), inside, "users.track", keyindex.CodeValid)
 	}
 	if v.Keys() != 22 || v.Err() != nil {
 		t.Errorf("after the recreation: %d keys (want 22), err %v", v.Keys(), v.Err())
@@ -149,7 +150,7 @@ func TestVerifierConfinedConsumer(t *testing.T) {
 	if _, err := e.consumer("billing-1"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Errorf("after Close the consumer billing-1: %v, want not found", err)
 	}
-	if r := v.Verify(secret("N0"), inside, "", time.Now()); r.Code != projections.CodeUnavailable {
+	if r := v.Verify(secret("N0"), inside, "", time.Now()); r.Code != keyindex.CodeUnavailable {
 		t.Errorf("after Close: %s", r.Code)
 	}
 }

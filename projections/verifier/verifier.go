@@ -1,7 +1,7 @@
 // Package verifier lets a service verify keyreg keys locally, with no network call per
 // request. A Verifier follows keyreg's KEYREG stream over a NATS connection from the first
 // event, folds every key event into an in-memory index, and answers Verify as keyreg's own
-// POST /v1/verify does: the same projections.KeyIndex, fed by the same fold
+// POST /v1/verify does: the same keyindex.Index, fed by the same fold
 // (events.KeyState.Apply), so the same codes in the same order, for every workspace.
 //
 // It connects as a confined subscriber (keyreg subscriber add billing: NATS user billing,
@@ -29,7 +29,8 @@
 // With ConsumerName, a confined subscriber's rights (natsserver.ConfinedPermissions) are
 // enough: stream info, and create, info, delete and next of its own consumer names.
 //
-// It imports events, projections and nats.go; never commands, replay or cmd.
+// It imports events, projections/keyindex and nats.go; never Pebble, the NATS server,
+// commands, replay or cmd.
 package verifier
 
 import (
@@ -46,7 +47,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyreg/keyreg/events"
-	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/projections/keyindex"
 )
 
 // ErrClosed is returned by WaitFor and Err after Close, and after the NATS connection
@@ -96,7 +97,7 @@ const consumerHeartbeat = 2 * time.Second
 // Verifier is an in-memory verify view of a keyreg stream. Its methods are safe for
 // concurrent use.
 type Verifier struct {
-	index   projections.KeyIndex
+	index   keyindex.Index
 	applied atomic.Uint64
 	stopped atomic.Bool  // set once it stops following: Verify answers UNAVAILABLE
 	caught  atomic.Int64 // CaughtUpAt in Unix nanoseconds
@@ -293,13 +294,13 @@ func (v *Verifier) stop(err error) {
 
 // Verify checks a presented secret for a request from ip that needs permission (""
 // checks none), at time now, against the events applied so far: the same checks, order
-// and codes as keyreg's POST /v1/verify (see projections.Store.Verify). It answers
-// projections.CodeUnavailable (Valid false) instead once the verifier has stopped
+// and codes as keyreg's POST /v1/verify (see keyindex.Index.Verify). It answers
+// keyindex.CodeUnavailable (Valid false) instead once the verifier has stopped
 // following the stream, or when now is more than Options.MaxLag after CaughtUpAt. It
 // makes no network call and does not allocate.
-func (v *Verifier) Verify(secret string, ip netip.Addr, permission events.Permission, now time.Time) projections.VerifyResult {
+func (v *Verifier) Verify(secret string, ip netip.Addr, permission events.Permission, now time.Time) keyindex.VerifyResult {
 	if v.stopped.Load() || (v.maxLag > 0 && now.UnixNano()-v.caught.Load() > int64(v.maxLag)) {
-		return projections.VerifyResult{Code: projections.CodeUnavailable}
+		return keyindex.VerifyResult{Code: keyindex.CodeUnavailable}
 	}
 	return v.index.Verify(secret, ip, permission, now)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/keyreg/keyreg/events/natslog"
 	"github.com/keyreg/keyreg/events/natslog/natsserver"
 	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/projections/keyindex"
 	"github.com/keyreg/keyreg/projections/verifier"
 )
 
@@ -158,37 +159,37 @@ func TestVerifierFollowsChanges(t *testing.T) {
 	if v.Applied() != last || v.Keys() != 2 || v.Err() != nil {
 		t.Fatalf("after Start: applied %d (want %d), %d keys, err %v", v.Applied(), last, v.Keys(), v.Err())
 	}
-	expect(t, v, "K1", inside, "users.track", projections.CodeValid)
-	expect(t, v, "K1", outside, "users.track", projections.CodeIPNotAllowed)
-	expect(t, v, "K1", inside, "users.export", projections.CodePermissionDenied)
-	expect(t, v, "K1", inside, "", projections.CodeValid)
-	expect(t, v, "nobody", inside, "", projections.CodeNotFound)
-	if r := v.Verify("kr_short", inside, "", time.Now()); r.Code != projections.CodeMalformed {
+	expect(t, v, "K1", inside, "users.track", keyindex.CodeValid)
+	expect(t, v, "K1", outside, "users.track", keyindex.CodeIPNotAllowed)
+	expect(t, v, "K1", inside, "users.export", keyindex.CodePermissionDenied)
+	expect(t, v, "K1", inside, "", keyindex.CodeValid)
+	expect(t, v, "nobody", inside, "", keyindex.CodeNotFound)
+	if r := v.Verify("kr_short", inside, "", time.Now()); r.Code != keyindex.CodeMalformed {
 		t.Errorf("malformed secret: %s", r.Code)
 	}
 
 	// The allowlist moves: the answers follow.
 	waitFor(t, v, e.add("acme", events.AggKey, "K1", &events.AllowlistUpdated{Allowlist: prefixes("192.0.2.0/24"), Previous: prefixes("10.0.0.0/8")}))
-	expect(t, v, "K1", outside, "users.track", projections.CodeValid)
-	expect(t, v, "K1", inside, "users.track", projections.CodeIPNotAllowed)
+	expect(t, v, "K1", outside, "users.track", keyindex.CodeValid)
+	expect(t, v, "K1", inside, "users.track", keyindex.CodeIPNotAllowed)
 
 	// Permissions change.
 	waitFor(t, v, e.add("acme", events.AggKey, "K1", &events.KeyPermissionsUpdated{Permissions: []events.Permission{"users.export"}}))
-	expect(t, v, "K1", outside, "users.export", projections.CodeValid)
-	expect(t, v, "K1", outside, "users.track", projections.CodePermissionDenied)
+	expect(t, v, "K1", outside, "users.export", keyindex.CodeValid)
+	expect(t, v, "K1", outside, "users.track", keyindex.CodePermissionDenied)
 
 	// A rotation with grace: both secrets work until the old one's time is up.
 	until := time.Now().Add(time.Hour)
 	waitFor(t, v, e.add("acme", events.AggKey, "K2", &events.KeySecretRotated{
 		SecretHash: events.HashSecret(secret("K2b")), PreviousHash: events.HashSecret(secret("K2")), PreviousValidUntil: until,
 	}))
-	expect(t, v, "K2", inside, "", projections.CodeValid)
-	expect(t, v, "K2b", inside, "", projections.CodeValid)
+	expect(t, v, "K2", inside, "", keyindex.CodeValid)
+	expect(t, v, "K2b", inside, "", keyindex.CodeValid)
 	unbounded := start(t, e.subscriber(), verifier.Options{MaxLag: -1}) // asked about an hour ahead
-	if r := unbounded.Verify(secret("K2"), inside, "", until); r.Code != projections.CodeNotFound {
+	if r := unbounded.Verify(secret("K2"), inside, "", until); r.Code != keyindex.CodeNotFound {
 		t.Errorf("old secret after its grace: %s", r.Code)
 	}
-	if r := v.Verify(secret("K2"), inside, "", until); r.Code != projections.CodeUnavailable {
+	if r := v.Verify(secret("K2"), inside, "", until); r.Code != keyindex.CodeUnavailable {
 		t.Errorf("asked an hour ahead, a verifier bounded to a minute's lag answered %s", r.Code)
 	}
 
@@ -198,7 +199,7 @@ func TestVerifierFollowsChanges(t *testing.T) {
 	// A revocation.
 	seq := e.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
 	waitFor(t, v, seq)
-	expect(t, v, "K1", outside, "users.export", projections.CodeRevoked)
+	expect(t, v, "K1", outside, "users.export", keyindex.CodeRevoked)
 	if k, ok := v.Key("acme", "K1"); !ok || k.Status != events.StatusRevoked || k.Version != seq {
 		t.Errorf("Key(acme, K1) = %+v", k)
 	}
@@ -249,7 +250,7 @@ func TestVerifierSurvivesRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer v.Close()
-			expect(t, v, "K1", inside, "", projections.CodeValid)
+			expect(t, v, "K1", inside, "", keyindex.CodeValid)
 
 			e.stop()
 			e2 := startEnv(t, dir, e.addr)
@@ -259,9 +260,9 @@ func TestVerifierSurvivesRestart(t *testing.T) {
 				defer mu.Unlock()
 				t.Fatalf("after the restart: %v (transient errors %v)", err, transient)
 			}
-			expect(t, v, "K1", inside, "", projections.CodeRevoked)
+			expect(t, v, "K1", inside, "", keyindex.CodeRevoked)
 			waitFor(t, v, e2.createKey("K2"))
-			expect(t, v, "K2", inside, "", projections.CodeValid)
+			expect(t, v, "K2", inside, "", keyindex.CodeValid)
 			if v.Err() != nil || v.Keys() != 2 {
 				t.Fatalf("err %v, %d keys", v.Err(), v.Keys())
 			}
@@ -292,7 +293,7 @@ func TestVerifierStops(t *testing.T) {
 	if !errors.Is(closed.Err(), verifier.ErrClosed) || !errors.Is(closed.WaitFor(ctx, 1_000_000), verifier.ErrClosed) {
 		t.Fatalf("after Close: %v", closed.Err())
 	}
-	expect(t, closed, "K1", inside, "", projections.CodeUnavailable)
+	expect(t, closed, "K1", inside, "", keyindex.CodeUnavailable)
 
 	v := start(t, e.subscriber())
 	bad, err := e.log.Append(context.Background(), []events.Message{{
@@ -308,7 +309,7 @@ func TestVerifierStops(t *testing.T) {
 	if v.Err() == nil || v.Applied() != good {
 		t.Fatalf("after a bad event: err %v, applied %d (want %d)", v.Err(), v.Applied(), good)
 	}
-	expect(t, v, "K1", inside, "", projections.CodeUnavailable)
+	expect(t, v, "K1", inside, "", keyindex.CodeUnavailable)
 
 	nc := e.subscriber()
 	if _, err := verifier.Start(ctx, nc, verifier.Options{}); err == nil {
@@ -350,10 +351,10 @@ func TestVerifierFailsClosed(t *testing.T) {
 		e := startEnv(t, t.TempDir(), "127.0.0.1:0")
 		created := e.createKey("K1")
 		v := start(t, e.subscriber())
-		expect(t, v, "K1", inside, "", projections.CodeValid)
+		expect(t, v, "K1", inside, "", keyindex.CodeValid)
 		v.Close()
 		revoked := e.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
-		if r := v.Verify(secret("K1"), inside, "", time.Now()); r.Valid || r.Code != projections.CodeUnavailable || r.KeyID != "" {
+		if r := v.Verify(secret("K1"), inside, "", time.Now()); r.Valid || r.Code != keyindex.CodeUnavailable || r.KeyID != "" {
 			t.Fatalf("after Close, a key revoked since: %+v", r)
 		}
 		if v.Applied() != created || v.Lag(v.CaughtUpAt().Add(time.Minute)) != time.Minute {
@@ -361,7 +362,7 @@ func TestVerifierFailsClosed(t *testing.T) {
 		}
 		fresh := start(t, e.subscriber())
 		waitFor(t, fresh, revoked)
-		expect(t, fresh, "K1", inside, "", projections.CodeRevoked) // the revocation is real
+		expect(t, fresh, "K1", inside, "", keyindex.CodeRevoked) // the revocation is real
 	})
 
 	t.Run("ServerGone", func(t *testing.T) {
@@ -374,14 +375,14 @@ func TestVerifierFailsClosed(t *testing.T) {
 		}
 		defer nc.Close()
 		v := start(t, nc)
-		expect(t, v, "K1", inside, "", projections.CodeValid)
+		expect(t, v, "K1", inside, "", keyindex.CodeValid)
 		e.stop()
 		if err := v.WaitFor(ctx, 1_000_000); !errors.Is(err, verifier.ErrClosed) {
 			t.Fatalf("after the server went away: %v", err)
 		}
 		e2 := startEnv(t, dir, e.addr)
 		e2.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
-		expect(t, v, "K1", inside, "", projections.CodeUnavailable)
+		expect(t, v, "K1", inside, "", keyindex.CodeUnavailable)
 	})
 }
 
@@ -396,10 +397,10 @@ func TestVerifierMaxLag(t *testing.T) {
 	e.createKey("K1")
 	v := start(t, e.subscriber(), verifier.Options{MaxLag: maxLag})
 	at := v.CaughtUpAt()
-	if r := v.Verify(secret("K1"), inside, "", at); r.Code != projections.CodeValid {
+	if r := v.Verify(secret("K1"), inside, "", at); r.Code != keyindex.CodeValid {
 		t.Fatalf("at CaughtUpAt: %s", r.Code)
 	}
-	if r := v.Verify(secret("K1"), inside, "", at.Add(maxLag+time.Millisecond)); r.Code != projections.CodeUnavailable {
+	if r := v.Verify(secret("K1"), inside, "", at.Add(maxLag+time.Millisecond)); r.Code != keyindex.CodeUnavailable {
 		t.Fatalf("MaxLag after CaughtUpAt: %s", r.Code)
 	}
 
@@ -407,7 +408,7 @@ func TestVerifierMaxLag(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	code := func() string { return v.Verify(secret("K1"), inside, "", time.Now()).Code }
-	for code() != projections.CodeUnavailable {
+	for code() != keyindex.CodeUnavailable {
 		if ctx.Err() != nil {
 			t.Fatalf("the server is gone, and after 30s the verifier still answers %s (lag %s)", code(), v.Lag(time.Now()))
 		}
@@ -423,14 +424,14 @@ func TestVerifierMaxLag(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := code()
-	for c == projections.CodeUnavailable {
+	for c == keyindex.CodeUnavailable {
 		if ctx.Err() != nil {
 			t.Fatalf("back with the server, the verifier still answers UNAVAILABLE (lag %s)", v.Lag(time.Now()))
 		}
 		time.Sleep(10 * time.Millisecond)
 		c = code()
 	}
-	if c != projections.CodeRevoked {
+	if c != keyindex.CodeRevoked {
 		t.Fatalf("after catching up: %s, want REVOKED", c)
 	}
 }

@@ -3,22 +3,24 @@ package projections
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections/keyindex"
 )
 
-// indexDump renders a KeyIndex like verifyDump renders a Store's.
-func indexDump(t testing.TB, x *KeyIndex) string {
+// indexDump renders an index like verifyDump renders a Store's.
+func indexDump(t testing.TB, x *keyindex.Index) string {
 	t.Helper()
-	s := &Store{}
-	s.verify.byHash, s.verify.byKey = x.byHash, x.byKey
-	return verifyDump(t, s)
+	d, err := x.Dump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
-// TestKeyIndexApplyMatchesStore: a KeyIndex fed the log record by record (as a service's
+// TestKeyIndexApplyMatchesStore: a keyindex.Index fed the log record by record (as a service's
 // verifier is) holds exactly the Store's Verify index, re-applying changes nothing, and
 // both answer every probe alike.
 func TestKeyIndexApplyMatchesStore(t *testing.T) {
@@ -29,7 +31,7 @@ func TestKeyIndexApplyMatchesStore(t *testing.T) {
 	if err := s.Apply(recs); err != nil {
 		t.Fatal(err)
 	}
-	var x KeyIndex
+	var x keyindex.Index
 	for _, r := range recs {
 		if err := x.Apply(r); err != nil {
 			t.Fatal(err)
@@ -75,47 +77,12 @@ func TestKeyIndexApplyMatchesStore(t *testing.T) {
 	}
 }
 
-func TestKeyIndexApplyErrors(t *testing.T) {
-	rec := func(seq uint64, ws events.Workspace, agg events.Aggregate, id string, p events.Payload) events.Record {
-		e, err := events.NewEvent(ws, agg, id, p, events.Meta{}, "", t0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := e.Encode()
-		return events.Record{Seq: seq, Subject: events.Subject(ws, agg, id, p.EventType()), MsgID: e.ID, Data: b}
-	}
-	var x KeyIndex
-	// Records of other aggregates are not even decoded.
-	if err := x.Apply(events.Record{Seq: 1, Subject: "keyreg.acme.identifier.I1.registered", Data: []byte("not json")}); err != nil {
-		t.Errorf("a non-key record: %v", err)
-	}
-	for name, r := range map[string]events.Record{
-		"RenameBeforeCreate": rec(2, "acme", events.AggKey, "K9", &events.KeyRenamed{Name: "x"}),
-		"NotJSON":            {Seq: 3, Subject: "keyreg.acme.key.K1.created", Data: []byte("{")},
-		"SubjectMismatch": func() events.Record {
-			r := rec(4, "acme", events.AggKey, "K1", &events.KeyCreated{Name: "k", SecretHash: events.HashSecret(testSecret("k"))})
-			r.Subject = "keyreg.acme.key.K2.created"
-			return r
-		}(),
-	} {
-		t.Run(name, func(t *testing.T) {
-			err := x.Apply(r)
-			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("seq %d", r.Seq)) {
-				t.Fatalf("Apply = %v, want an error naming seq %d", err, r.Seq)
-			}
-			if x.Len() != 0 {
-				t.Fatal("a failed Apply changed the index")
-			}
-		})
-	}
-}
-
 // BenchmarkKeyIndexVerify checks a valid secret against an index of about 250 keys fed by
 // Apply, as an embedded verifier holds it.
 func BenchmarkKeyIndexVerify(b *testing.B) {
 	log := events.NewMemLog()
 	scenario(b, newWriter(log), 1000)
-	var x KeyIndex
+	var x keyindex.Index
 	for _, r := range allRecords(b, log) {
 		if err := x.Apply(r); err != nil {
 			b.Fatal(err)
