@@ -23,13 +23,8 @@ import (
 // inbox prefix, reconnecting for ever.
 func (e *env) confined(user, password string) *nats.Conn {
 	e.t.Helper()
-	nc, err := nats.Connect(e.srv.ClientURL(), nats.UserInfo(user, password), nats.CustomInboxPrefix(events.InboxPrefix(user)),
+	return e.connect(nats.UserInfo(user, password), nats.CustomInboxPrefix(events.InboxPrefix(user)),
 		nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(nc.Close)
-	return nc
 }
 
 // consumer returns the info of consumer name on the stream, as keyreg sees it.
@@ -53,7 +48,7 @@ func (e *env) consumer(name string) (*jetstream.ConsumerInfo, error) {
 // deletes its consumer from under it, it recreates it under the same name and misses
 // nothing written meanwhile; Close deletes the consumer.
 func TestVerifierConfinedConsumer(t *testing.T) {
-	e := startEnv(t, t.TempDir(), "127.0.0.1:0")
+	e := startEnv(t, t.TempDir())
 	e.add("acme", events.AggWorkspace, "acme", &events.WorkspaceCreated{Name: "Acme"})
 	e.createKey("K1", "10.0.0.0/8")
 	last := e.createKey("K2")
@@ -159,7 +154,7 @@ func TestVerifierConfinedConsumer(t *testing.T) {
 // name nor an ordered consumer (no ConsumerName): Start fails with an error naming the
 // consumer and the permission, and no consumer is left behind.
 func TestVerifierConfinedNameRefused(t *testing.T) {
-	e := startEnv(t, t.TempDir(), "127.0.0.1:0")
+	e := startEnv(t, t.TempDir())
 	e.createKey("K1")
 	nc := e.confined("billing", "pw-billing")
 	for _, name := range []string{"fraud-1", "billing-3", ""} {

@@ -24,49 +24,108 @@ import (
 )
 
 // env is an embedded keyreg stream listening on 127.0.0.1 for subscribers, with keyreg's
-// in-process log to append to.
+// in-process log to append to. Subscribers reach it through its front.
 type env struct {
-	t    testing.TB
-	dir  string
-	addr string
-	srv  *natsserver.Server
-	conn *nats.Conn
-	log  *natslog.Log
+	t     testing.TB
+	dir   string
+	addr  string // where the server listens
+	front *front
+	srv   *natsserver.Server
+	conn  *nats.Conn
+	log   *natslog.Log
 }
 
-func startEnv(t testing.TB, dir, listen string) *env {
+// front is what the subscribers of a test dial: a dialer that reaches the server of the
+// test that runs now, whatever port it chose. A server that restarts on a new port (port
+// 0: no port is freed and bound again, which another process could take meanwhile) is
+// reached again by a connection made before, through the URL it knows, as a service
+// reaches keyreg again behind a fixed name. While no server runs, dialing fails at once.
+type front struct {
+	url  string // the URL subscribers connect to: the first server's
+	mu   sync.Mutex
+	addr string // the server's address now; "" while no server runs
+}
+
+func (f *front) set(addr string) {
+	f.mu.Lock()
+	f.addr = addr
+	f.mu.Unlock()
+}
+
+// Dial implements nats.CustomDialer: it ignores the address asked for.
+func (f *front) Dial(network, _ string) (net.Conn, error) {
+	f.mu.Lock()
+	addr := f.addr
+	f.mu.Unlock()
+	if addr == "" {
+		return nil, errors.New("test front: no server running")
+	}
+	return (&net.Dialer{Timeout: 2 * time.Second}).Dial(network, addr)
+}
+
+// testSubscribers are the NATS users of the tests' streams.
+var testSubscribers = []natsserver.Subscriber{{User: "svc", Password: "pw"},
+	{User: "billing", Password: "pw-billing", MaxConsumers: 2}, {User: "fraud", Password: "pw-fraud", MaxConsumers: 2}}
+
+// startEnv starts a stream with its data in dir, on a port of its choosing.
+func startEnv(t testing.TB, dir string) *env { return startBehind(t, dir, &front{}) }
+
+// restart starts the stream again on e's data, behind e's front, after e.stop.
+func (e *env) restart() *env { return startBehind(e.t, e.dir, e.front) }
+
+func startBehind(t testing.TB, dir string, f *front) *env {
 	t.Helper()
-	s, err := natsserver.Start(natsserver.Options{
-		StoreDir: dir, Listen: listen, Subscribers: []natsserver.Subscriber{{User: "svc", Password: "pw"},
-			{User: "billing", Password: "pw-billing", MaxConsumers: 2}, {User: "fraud", Password: "pw-fraud", MaxConsumers: 2}},
-	})
+	e, err := newEnv(dir, f, testSubscribers...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := natsserver.ConnectInProcess(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, err := natslog.Open(context.Background(), nc, natslog.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, dir: dir, addr: s.Addr().String(), srv: s, conn: nc, log: log}
+	e.t = t
 	t.Cleanup(e.stop)
 	return e
 }
 
+// newEnv starts a stream with its data in dir and subscribers subs, behind f. Its caller
+// stops it.
+func newEnv(dir string, f *front, subs ...natsserver.Subscriber) (*env, error) {
+	s, err := natsserver.Start(natsserver.Options{StoreDir: dir, Listen: "127.0.0.1:0", Subscribers: subs})
+	if err != nil {
+		return nil, err
+	}
+	nc, err := natsserver.ConnectInProcess(s)
+	if err != nil {
+		s.Shutdown()
+		return nil, err
+	}
+	log, err := natslog.Open(context.Background(), nc, natslog.Options{})
+	if err != nil {
+		nc.Close()
+		s.Shutdown()
+		return nil, err
+	}
+	e := &env{dir: dir, addr: s.Addr().String(), front: f, srv: s, conn: nc, log: log}
+	f.set(e.addr)
+	if f.url == "" {
+		f.url = s.ClientURL()
+	}
+	return e, nil
+}
+
+// stop shuts the server down; its front then fails to dial until a restart.
 func (e *env) stop() {
+	e.front.mu.Lock()
+	if e.front.addr == e.addr {
+		e.front.addr = ""
+	}
+	e.front.mu.Unlock()
 	e.conn.Close()
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 }
 
-// subscriber connects over TCP as the read-only subscriber, reconnecting for ever.
-func (e *env) subscriber() *nats.Conn {
+// connect connects over TCP through the front with opts.
+func (e *env) connect(opts ...nats.Option) *nats.Conn {
 	e.t.Helper()
-	nc, err := nats.Connect(e.srv.ClientURL(), nats.UserInfo("svc", "pw"), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
-		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	nc, err := nats.Connect(e.front.url, append([]nats.Option{nats.SetCustomDialer(e.front)}, opts...)...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -74,22 +133,41 @@ func (e *env) subscriber() *nats.Conn {
 	return nc
 }
 
+// subscriber connects as the read-only subscriber, reconnecting for ever.
+func (e *env) subscriber() *nats.Conn {
+	e.t.Helper()
+	return e.connect(nats.UserInfo("svc", "pw"), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+}
+
 // add appends one event of aggregate agg/id in workspace ws and returns its sequence.
 func (e *env) add(ws events.Workspace, agg events.Aggregate, id string, p events.Payload) uint64 {
 	e.t.Helper()
-	ev, err := events.NewEvent(ws, agg, id, p, events.Meta{}, "", time.Now())
+	seq, err := e.append(ws, agg, id, p)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	return seq
+}
+
+// append appends one event of aggregate agg/id in workspace ws, as keyreg's commands do,
+// and returns its sequence.
+func (e *env) append(ws events.Workspace, agg events.Aggregate, id string, p events.Payload) (uint64, error) {
+	ev, err := events.NewEvent(ws, agg, id, p, events.Meta{}, "", time.Now())
+	if err != nil {
+		return 0, err
 	}
 	b, err := ev.Encode()
 	if err != nil {
-		e.t.Fatal(err)
+		return 0, err
 	}
-	seqs, err := e.log.Append(context.Background(), []events.Message{{Subject: events.Subject(ws, agg, id, p.EventType()), ID: ev.ID, Data: b}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	seqs, err := e.log.Append(ctx, []events.Message{{Subject: events.Subject(ws, agg, id, p.EventType()), ID: ev.ID, Data: b}})
 	if err != nil {
-		e.t.Fatal(err)
+		return 0, err
 	}
-	return seqs[0]
+	return seqs[0], nil
 }
 
 func secret(name string) string { return events.FormatSecret(sha256.Sum256([]byte(name))) }
@@ -151,7 +229,7 @@ func expect(t *testing.T, v *verifier.Verifier, key string, ip netip.Addr, perm 
 // caught up, and an allowlist change, a rotation, a permission change and a revocation
 // each reach it and change its answer; events of other aggregates are ignored.
 func TestVerifierFollowsChanges(t *testing.T) {
-	e := startEnv(t, t.TempDir(), "127.0.0.1:0")
+	e := startEnv(t, t.TempDir())
 	e.add("acme", events.AggWorkspace, "acme", &events.WorkspaceCreated{Name: "Acme"})
 	e.createKey("K1", "10.0.0.0/8")
 	last := e.createKey("K2")
@@ -227,15 +305,15 @@ func TestVerifierFollowsChanges(t *testing.T) {
 	}
 }
 
-// TestVerifierSurvivesRestart: the NATS server goes away and comes back on the same
-// address; the verifier reconnects, its consumer (ordered, or named billing-1 with a
+// TestVerifierSurvivesRestart: the NATS server goes away and comes back (on the same
+// data, reached through the same URL); the verifier reconnects, its consumer (ordered, or named billing-1 with a
 // confined subscriber's credentials) is recreated after the last event it applied, and a
 // revocation made meanwhile reaches it.
 func TestVerifierSurvivesRestart(t *testing.T) {
 	for _, name := range []string{"", "billing-1"} {
 		t.Run("consumer="+name, func(t *testing.T) {
 			dir := t.TempDir()
-			e := startEnv(t, dir, freeAddr(t))
+			e := startEnv(t, dir)
 			e.createKey("K1")
 			var mu sync.Mutex
 			var transient []error
@@ -253,7 +331,7 @@ func TestVerifierSurvivesRestart(t *testing.T) {
 			expect(t, v, "K1", inside, "", keyindex.CodeValid)
 
 			e.stop()
-			e2 := startEnv(t, dir, e.addr)
+			e2 := e.restart()
 			seq := e2.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
 			if err := v.WaitFor(ctx, seq); err != nil {
 				mu.Lock()
@@ -270,21 +348,10 @@ func TestVerifierSurvivesRestart(t *testing.T) {
 	}
 }
 
-// freeAddr returns a 127.0.0.1 address with a port free right now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestVerifierStops: an event it cannot apply stops the verifier where it was (Err and
 // WaitFor say why, Verify answers UNAVAILABLE); Close and a closed connection stop it too.
 func TestVerifierStops(t *testing.T) {
-	e := startEnv(t, t.TempDir(), "127.0.0.1:0")
+	e := startEnv(t, t.TempDir())
 	good := e.createKey("K1")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -328,7 +395,7 @@ func TestVerifierStops(t *testing.T) {
 
 // TestVerifierConnectionClosed: closing the service's connection stops the verifier.
 func TestVerifierConnectionClosed(t *testing.T) {
-	e := startEnv(t, t.TempDir(), "127.0.0.1:0")
+	e := startEnv(t, t.TempDir())
 	e.createKey("K1")
 	nc := e.subscriber()
 	v := start(t, nc)
@@ -348,7 +415,7 @@ func TestVerifierFailsClosed(t *testing.T) {
 	defer cancel()
 
 	t.Run("Close", func(t *testing.T) {
-		e := startEnv(t, t.TempDir(), "127.0.0.1:0")
+		e := startEnv(t, t.TempDir())
 		created := e.createKey("K1")
 		v := start(t, e.subscriber())
 		expect(t, v, "K1", inside, "", keyindex.CodeValid)
@@ -367,20 +434,15 @@ func TestVerifierFailsClosed(t *testing.T) {
 
 	t.Run("ServerGone", func(t *testing.T) {
 		dir := t.TempDir()
-		e := startEnv(t, dir, freeAddr(t))
+		e := startEnv(t, dir)
 		e.createKey("K1")
-		nc, err := nats.Connect(e.srv.ClientURL(), nats.UserInfo("svc", "pw"), nats.NoReconnect())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		v := start(t, nc)
+		v := start(t, e.connect(nats.UserInfo("svc", "pw"), nats.NoReconnect()))
 		expect(t, v, "K1", inside, "", keyindex.CodeValid)
 		e.stop()
 		if err := v.WaitFor(ctx, 1_000_000); !errors.Is(err, verifier.ErrClosed) {
 			t.Fatalf("after the server went away: %v", err)
 		}
-		e2 := startEnv(t, dir, e.addr)
+		e2 := e.restart()
 		e2.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
 		expect(t, v, "K1", inside, "", keyindex.CodeUnavailable)
 	})
@@ -393,7 +455,7 @@ func TestVerifierFailsClosed(t *testing.T) {
 func TestVerifierMaxLag(t *testing.T) {
 	const maxLag = 300 * time.Millisecond
 	dir := t.TempDir()
-	e := startEnv(t, dir, freeAddr(t))
+	e := startEnv(t, dir)
 	e.createKey("K1")
 	v := start(t, e.subscriber(), verifier.Options{MaxLag: maxLag})
 	at := v.CaughtUpAt()
@@ -418,7 +480,7 @@ func TestVerifierMaxLag(t *testing.T) {
 		t.Fatalf("UNAVAILABLE with lag %s (bound %s), err %v", lag, maxLag, v.Err())
 	}
 
-	e2 := startEnv(t, dir, e.addr)
+	e2 := e.restart()
 	seq := e2.add("acme", events.AggKey, "K1", &events.KeyRevoked{PreviousStatus: events.StatusActive})
 	if err := v.WaitFor(ctx, seq); err != nil {
 		t.Fatal(err)
@@ -439,7 +501,7 @@ func TestVerifierMaxLag(t *testing.T) {
 // BenchmarkVerify checks a valid secret against a verifier holding 1000 keys, from one
 // goroutine and from all.
 func BenchmarkVerify(b *testing.B) {
-	e := startEnv(b, b.TempDir(), "127.0.0.1:0")
+	e := startEnv(b, b.TempDir())
 	var last uint64
 	for i := range 1000 {
 		last = e.createKey("K"+strconv.Itoa(i), "10.0.0.0/8", "2001:db8::/32")
@@ -481,7 +543,7 @@ func BenchmarkPropagation(b *testing.B) { benchPropagation(b, "") }
 func BenchmarkPropagationNamed(b *testing.B) { benchPropagation(b, "billing-1") }
 
 func benchPropagation(b *testing.B, consumerName string) {
-	e := startEnv(b, b.TempDir(), "127.0.0.1:0")
+	e := startEnv(b, b.TempDir())
 	e.createKey("K1", "10.0.0.0/8")
 	nc := e.subscriber()
 	if consumerName != "" {
