@@ -13,8 +13,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/replay"
 )
@@ -112,7 +112,7 @@ before and after the change. --json prints the stored CloudEvents.`,
 			q.Limit = 1000
 		}
 		var page client.History
-		var entries []httpapi.HistoryEntry
+		var entries []wire.HistoryEntry
 		for {
 			page, err = g.client().AuditLog(cmd.Context(), wsID, q)
 			if err != nil {
@@ -142,7 +142,7 @@ before and after the change. --json prints the stored CloudEvents.`,
 }
 
 // printAudit prints events as a table, with the values before and after each change.
-func printAudit(w io.Writer, entries []httpapi.HistoryEntry) error {
+func printAudit(w io.Writer, entries []wire.HistoryEntry) error {
 	t := newTable(w, "SEQ", "TIME", "AGGREGATE", "CHANGE", "ACTOR", "FROM", "REASON", "BEFORE", "AFTER")
 	for _, e := range entries {
 		ev, err := events.Decode(e.Event)

@@ -10,12 +10,12 @@ import (
 	"testing"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 func TestAuditCommands(t *testing.T) {
 	h := keyFixture(t)
-	var k httpapi.KeyWithSecret
+	var k wire.KeyWithSecret
 	h.okJSON(&k, "key", "create", "-w", "acme", "--name", "Prod", "--allow", "203.0.113.0/24")
 	h.ok("key", "allowlist", "-w", "acme", k.Key.ID, "--allow", "198.51.100.0/24", "--reason", "office moved")
 	h.ok("key", "revoke", "-w", "acme", k.Key.ID, "--reason", "leaked")
@@ -45,9 +45,9 @@ func TestAuditCommands(t *testing.T) {
 		t.Fatalf("audit log --all: %d events", len(page.Events))
 	}
 	// The key as of before its revocation: active, old allowlist gone.
-	var revokedAt httpapi.Key
+	var revokedAt wire.Key
 	h.okJSON(&revokedAt, "key", "show", "-w", "acme", k.Key.ID)
-	var then httpapi.Key
+	var then wire.Key
 	h.okJSON(&then, "key", "show", "-w", "acme", k.Key.ID, "--as-of", fmtVersion(revokedAt.Version-1))
 	if then.Status != "active" || strings.Join(then.Allowlist, " ") != "198.51.100.0/24" {
 		t.Fatalf("key show --as-of: %+v", then)
@@ -107,7 +107,7 @@ func TestAuditCommands(t *testing.T) {
 // @) hints at @FILE.
 func TestAuditVerifyCompleteness(t *testing.T) {
 	h := keyFixture(t)
-	var k httpapi.KeyWithSecret
+	var k wire.KeyWithSecret
 	h.okJSON(&k, "key", "create", "-w", "acme", "--name", "Prod")
 	h.ok("key", "allowlist", "-w", "acme", k.Key.ID, "--allow", "198.51.100.0/24")
 	h.ok("key", "revoke", "-w", "acme", k.Key.ID, "--reason", "leaked")

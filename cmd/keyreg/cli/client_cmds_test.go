@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 func TestWorkspaceCommands(t *testing.T) {
@@ -19,14 +19,14 @@ func TestWorkspaceCommands(t *testing.T) {
 	out := h.ok("workspace", "create", "acme", "--name", "Acme Inc", "--reason", "new customer")
 	contains(t, "workspace create", out, "Created workspace acme", "Acme Inc")
 
-	var ws httpapi.Workspace
+	var ws wire.Workspace
 	h.okJSON(&ws, "workspace", "create", "globex", "--name", "Globex")
 	if ws.ID != "globex" || ws.Name != "Globex" || ws.Version == 0 {
 		t.Errorf("workspace create --json = %+v", ws)
 	}
 
 	contains(t, "workspace list", h.ok("workspace", "list"), "ID", "NAME", "acme", "Acme Inc", "globex", "system")
-	var list struct{ Workspaces []httpapi.Workspace }
+	var list struct{ Workspaces []wire.Workspace }
 	h.okJSON(&list, "workspace", "list")
 	if len(list.Workspaces) != 3 {
 		t.Errorf("workspace list --json = %+v, want 3 workspaces", list)
@@ -55,7 +55,7 @@ func TestKeyCommands(t *testing.T) {
 	contains(t, "key create", out, "Created key", "Prod server", "users.track", "203.0.113.0/24", "2001:db8::/32",
 		"never again", "kr_")
 	expires := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
-	var created httpapi.KeyWithSecret
+	var created wire.KeyWithSecret
 	h.okJSON(&created, "key", "create", "--workspace", "acme", "--name", "CI", "--permission", "users.track,users.export.ids",
 		"--expires-at", expires.Format(time.RFC3339))
 	k := created.Key
@@ -68,21 +68,21 @@ func TestKeyCommands(t *testing.T) {
 	// list and show
 	contains(t, "key list", h.ok("key", "list", "-w", "acme"), "ID", "NAME", "STATUS", "PERMISSIONS", "ALLOWLIST", "VERSION",
 		id, "CI", "Prod server", "active", "users.export.ids,users.track", "203.0.113.0/24,2001:db8::/32", "any")
-	var keys struct{ Keys []httpapi.Key }
+	var keys struct{ Keys []wire.Key }
 	h.okJSON(&keys, "key", "list", "-w", "acme")
 	if len(keys.Keys) != 2 {
 		t.Errorf("key list --json = %+v, want 2 keys", keys)
 	}
 	contains(t, "key show", h.ok("key", "show", "-w", "acme", id), id, "CI", "users.export.ids, users.track", "any address",
 		expires.Format(time.RFC3339))
-	var shown httpapi.Key
+	var shown wire.Key
 	h.okJSON(&shown, "key", "show", "-w", "acme", id)
 	if shown.ID != id || shown.Version != k.Version {
 		t.Errorf("key show --json = %+v, want %+v", shown, k)
 	}
 
 	// update: only the given fields; If-Match
-	var updated httpapi.Key
+	var updated wire.Key
 	h.okJSON(&updated, "key", "update", "-w", "acme", id, "--name", "CI runner", "--no-expiry", "--if-match", fmtVersion(k.Version))
 	if updated.Name != "CI runner" || updated.ExpiresAt != nil || len(updated.Permissions) != 2 || updated.Version <= k.Version {
 		t.Errorf("key update --name --no-expiry = %+v", updated)
@@ -107,7 +107,7 @@ func TestKeyCommands(t *testing.T) {
 	h.fails(2, []string{"--allow", "--any"}, "key", "allowlist", "-w", "acme", id)
 
 	// rotate: a new secret, shown once; the old one kept for the grace period
-	var rotated httpapi.KeyWithSecret
+	var rotated wire.KeyWithSecret
 	h.okJSON(&rotated, "key", "rotate", "-w", "acme", id, "--grace", "24h")
 	if !strings.HasPrefix(rotated.Secret, "kr_") || rotated.Secret == created.Secret || rotated.Key.PreviousSecretValidUntil == nil {
 		t.Errorf("key rotate --grace 24h = %+v", rotated)
@@ -153,7 +153,7 @@ func TestKeyCommands(t *testing.T) {
 
 func TestKeyCreateIdempotencyKey(t *testing.T) {
 	h := keyFixture(t)
-	var a, b httpapi.KeyWithSecret
+	var a, b wire.KeyWithSecret
 	h.okJSON(&a, "key", "create", "-w", "acme", "--name", "once", "--idempotency-key", "req-1")
 	h.okJSON(&b, "key", "create", "-w", "acme", "--name", "once", "--idempotency-key", "req-1")
 	if a.Key.ID != b.Key.ID {
@@ -166,7 +166,7 @@ func TestBadAllowlist(t *testing.T) {
 	h := keyFixture(t)
 	want := []string{"400 invalid_input", "allowlist", `"10.0.0.0/33"`}
 	h.fails(1, want, "key", "create", "-w", "acme", "--name", "bad", "--allow", "10.0.0.0/33")
-	var k httpapi.KeyWithSecret
+	var k wire.KeyWithSecret
 	h.okJSON(&k, "key", "create", "-w", "acme", "--name", "good")
 	h.fails(1, want, "key", "allowlist", "-w", "acme", k.Key.ID, "--allow", "203.0.113.0/24", "--allow", "10.0.0.0/33")
 }
@@ -196,7 +196,7 @@ func TestWorkspaceFlag(t *testing.T) {
 
 func TestVerify(t *testing.T) {
 	h := keyFixture(t)
-	var k httpapi.KeyWithSecret
+	var k wire.KeyWithSecret
 	h.okJSON(&k, "key", "create", "-w", "acme", "--name", "edge", "--permission", "users.track", "--allow", "203.0.113.0/24")
 	secret := k.Secret + "\n"
 	keyFile := filepath.Join(t.TempDir(), "edge.key")
@@ -219,7 +219,7 @@ func TestVerify(t *testing.T) {
 	if r := h.run("verify", "--ip", "203.0.113.7", "--key", k.Secret); r.code != 0 {
 		t.Errorf("verify --key: %+v", r)
 	}
-	var v httpapi.VerifyResponse
+	var v wire.VerifyResponse
 	h.okJSON(&v, "verify", "--ip", "203.0.113.9", "--key-file", keyFile)
 	if !v.Valid || v.Code != "VALID" || v.KeyID != k.Key.ID || v.Workspace != "acme" || len(v.Permissions) != 1 {
 		t.Errorf("verify --json = %+v", v)
@@ -229,7 +229,7 @@ func TestVerify(t *testing.T) {
 	}
 	// verify needs a registry key with keyreg.verify, and answers for its workspace only.
 	h.check(h.runWith(map[string]string{"KEYREG_ADDR": h.env["KEYREG_ADDR"]}, secret, "verify", "--ip", "203.0.113.7"), 1, []string{"401 unauthorized"}, nil)
-	var gw, other, plain httpapi.KeyWithSecret
+	var gw, other, plain wire.KeyWithSecret
 	h.okJSON(&plain, "key", "create", "-w", "acme", "--name", "plain", "--permission", "users.track")
 	h.okJSON(&gw, "key", "create", "-w", "acme", "--name", "gateway", "--permission", "keyreg.verify")
 	h.ok("workspace", "create", "beta", "--name", "Beta")
@@ -270,7 +270,7 @@ func TestTokens(t *testing.T) {
 	}
 
 	// A key of workspace acme that may only read keys.
-	var reader httpapi.KeyWithSecret
+	var reader wire.KeyWithSecret
 	h.okJSON(&reader, "key", "create", "-w", "acme", "--name", "auditor", "--permission", "keyreg.keys.read")
 	r := h.runWith(with(reader.Secret), "", "workspace", "list")
 	if r.code != 0 || !strings.Contains(r.stdout, "acme") || strings.Contains(r.stdout, "system") {
@@ -297,7 +297,7 @@ func TestIdentifierCommands(t *testing.T) {
 	h := keyFixture(t)
 	out := h.ok("identifier", "register", "-w", "acme", "--kind", "segment", "--name", "Summer Sale")
 	contains(t, "identifier register", out, "Registered segment", "Summer Sale")
-	var app httpapi.Identifier
+	var app wire.Identifier
 	h.okJSON(&app, "identifier", "register", "-w", "acme", "--kind", "app", "--name", "Acme iOS", "--platform", "ios")
 	if app.Kind != "app" || app.Platform != "ios" || app.Status != "active" {
 		t.Errorf("identifier register --json = %+v", app)
@@ -309,14 +309,14 @@ func TestIdentifierCommands(t *testing.T) {
 
 	contains(t, "identifier list", h.ok("identifier", "list", "-w", "acme"), "ID", "KIND", "NAME", "PLATFORM",
 		app.ID, "Acme iOS", "ios", "Summer Sale", "Winter Sale")
-	var list struct{ Identifiers []httpapi.Identifier }
+	var list struct{ Identifiers []wire.Identifier }
 	h.okJSON(&list, "identifier", "list", "-w", "acme", "--kind", "segment", "--q", "SUM")
 	if len(list.Identifiers) != 1 || list.Identifiers[0].Name != "Summer Sale" {
 		t.Errorf("identifier list --kind segment --q SUM = %+v", list)
 	}
 
 	contains(t, "identifier show", h.ok("identifier", "show", "-w", "acme", app.ID), app.ID, "Acme iOS", "Platform:", "ios")
-	var renamed httpapi.Identifier
+	var renamed wire.Identifier
 	h.okJSON(&renamed, "identifier", "rename", "-w", "acme", app.ID, "--name", "Acme iPhone", "--if-match", fmtVersion(app.Version))
 	if renamed.Name != "Acme iPhone" || renamed.Version <= app.Version {
 		t.Errorf("identifier rename = %+v", renamed)

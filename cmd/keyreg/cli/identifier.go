@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 func newIdentifierCmd(g *globals) *cobra.Command {
@@ -28,7 +28,7 @@ The workspace is -w/--workspace, else $KEYREG_WORKSPACE.`,
 
 // printIdentifierResult prints an identifier after a write (summary then the
 // identifier) or a read.
-func (g *globals) printIdentifierResult(s httpapi.Identifier, summary string) error {
+func (g *globals) printIdentifierResult(s wire.Identifier, summary string) error {
 	if g.json {
 		return g.printJSON(s)
 	}
@@ -89,7 +89,7 @@ func newIdentifierListCmd(g *globals, ws *string) *cobra.Command {
 				return err
 			}
 			if paged {
-				p, err := g.client().IdentifiersPage(cmd.Context(), wsID, client.IdentifierQuery{Kind: kind, Q: q, AsOf: asOf, Page: page})
+				p, err := g.client().IdentifiersPage(cmd.Context(), wsID, client.IdentifierQuery{Kind: kind, Q: q, Page: page}, client.AsOf(asOf))
 				if err != nil {
 					return err
 				}
@@ -102,7 +102,7 @@ func newIdentifierListCmd(g *globals, ws *string) *cobra.Command {
 				g.printNext(cmd, p.Next)
 				return nil
 			}
-			ids, err := g.client().ListIdentifiersAsOf(cmd.Context(), wsID, kind, q, asOf)
+			ids, err := g.client().ListIdentifiers(cmd.Context(), wsID, kind, q, client.AsOf(asOf))
 			if err != nil {
 				return err
 			}
@@ -132,7 +132,7 @@ func newIdentifierShowCmd(g *globals, ws *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := g.client().GetIdentifierAsOf(cmd.Context(), wsID, args[0], asOf)
+			s, err := g.client().GetIdentifier(cmd.Context(), wsID, args[0], client.AsOf(asOf))
 			if err != nil {
 				return err
 			}

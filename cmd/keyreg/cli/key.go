@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 )
 
@@ -93,7 +93,7 @@ func newKeyListCmd(g *globals, ws *string) *cobra.Command {
 				return err
 			}
 			if paged {
-				p, err := g.client().KeysPage(cmd.Context(), wsID, client.KeyQuery{Status: status, AsOf: asOf, Page: page})
+				p, err := g.client().KeysPage(cmd.Context(), wsID, client.KeyQuery{Status: status, Page: page}, client.AsOf(asOf))
 				if err != nil {
 					return err
 				}
@@ -106,7 +106,7 @@ func newKeyListCmd(g *globals, ws *string) *cobra.Command {
 				g.printNext(cmd, p.Next)
 				return nil
 			}
-			keys, err := g.client().ListKeysAsOf(cmd.Context(), wsID, status, asOf)
+			keys, err := g.client().ListKeys(cmd.Context(), wsID, status, client.AsOf(asOf))
 			if err != nil {
 				return err
 			}
@@ -136,7 +136,7 @@ func newKeyShowCmd(g *globals, ws *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			k, err := g.client().GetKeyAsOf(cmd.Context(), wsID, args[0], asOf)
+			k, err := g.client().GetKey(cmd.Context(), wsID, args[0], client.AsOf(asOf))
 			if err != nil {
 				return err
 			}
@@ -148,7 +148,7 @@ func newKeyShowCmd(g *globals, ws *string) *cobra.Command {
 }
 
 // printKeyResult prints a key after a write (summary then the key) or a read.
-func (g *globals) printKeyResult(k httpapi.Key, summary string) error {
+func (g *globals) printKeyResult(k wire.Key, summary string) error {
 	if g.json {
 		return g.printJSON(k)
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // printJSON prints v as indented JSON: the API's bodies, for scripts.
@@ -81,7 +81,7 @@ func byWho(at time.Time, by string) string {
 }
 
 // printKeys prints keys as a table, one row per key.
-func printKeys(w io.Writer, keys []httpapi.Key) error {
+func printKeys(w io.Writer, keys []wire.Key) error {
 	t := newTable(w, "ID", "NAME", "STATUS", "PERMISSIONS", "ALLOWLIST", "EXPIRES", "VERSION")
 	for _, k := range keys {
 		t.row(k.ID, k.Name, k.Status, fmtList(k.Permissions, ",", "-"), fmtList(k.Allowlist, ",", "any"),
@@ -91,7 +91,7 @@ func printKeys(w io.Writer, keys []httpapi.Key) error {
 }
 
 // printKey prints one key, a field a line.
-func printKey(w io.Writer, k httpapi.Key) error {
+func printKey(w io.Writer, k wire.Key) error {
 	t := newTable(w)
 	t.row("ID:", k.ID)
 	t.row("Workspace:", k.Workspace)
@@ -110,7 +110,7 @@ func printKey(w io.Writer, k httpapi.Key) error {
 }
 
 // printSecret prints a key and its new secret, once, with a warning.
-func printSecret(w io.Writer, verb string, ks httpapi.KeyWithSecret) error {
+func printSecret(w io.Writer, verb string, ks wire.KeyWithSecret) error {
 	fmt.Fprintf(w, "%s key %s in workspace %s.\n\n", verb, ks.Key.ID, ks.Key.Workspace)
 	if err := printKey(w, ks.Key); err != nil {
 		return err
@@ -124,7 +124,7 @@ func printSecret(w io.Writer, verb string, ks httpapi.KeyWithSecret) error {
 }
 
 // printIdentifiers prints identifiers as a table.
-func printIdentifiers(w io.Writer, ids []httpapi.Identifier) error {
+func printIdentifiers(w io.Writer, ids []wire.Identifier) error {
 	t := newTable(w, "ID", "KIND", "NAME", "PLATFORM", "STATUS", "VERSION")
 	for _, s := range ids {
 		t.row(s.ID, s.Kind, s.Name, firstNonEmpty(s.Platform, "-"), s.Status, fmtVersion(s.Version))
@@ -133,7 +133,7 @@ func printIdentifiers(w io.Writer, ids []httpapi.Identifier) error {
 }
 
 // printIdentifier prints one identifier, a field a line.
-func printIdentifier(w io.Writer, s httpapi.Identifier) error {
+func printIdentifier(w io.Writer, s wire.Identifier) error {
 	t := newTable(w)
 	t.row("ID:", s.ID)
 	t.row("Workspace:", s.Workspace)
@@ -150,7 +150,7 @@ func printIdentifier(w io.Writer, s httpapi.Identifier) error {
 }
 
 // printWorkspaces prints workspaces as a table.
-func printWorkspaces(w io.Writer, wss []httpapi.Workspace) error {
+func printWorkspaces(w io.Writer, wss []wire.Workspace) error {
 	t := newTable(w, "ID", "NAME", "CREATED", "VERSION")
 	for _, ws := range wss {
 		t.row(ws.ID, ws.Name, fmtTime(ws.CreatedAt), fmtVersion(ws.Version))

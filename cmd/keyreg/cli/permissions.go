@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 const permissionsLong = `Keys are granted permissions from a catalogue: the platform's REST endpoint permissions
@@ -74,7 +74,7 @@ Permissions are never removed; adding one again with the same description change
 			return g.printJSON(p)
 		}
 		fmt.Fprintf(g.stdout, "Defined permission %s in workspace %s.\n", p.Name, wsID)
-		return printPermissions(g.stdout, []httpapi.Permission{p})
+		return printPermissions(g.stdout, []wire.Permission{p})
 	}
 	return cmd
 }
@@ -86,12 +86,12 @@ func listPermissions(cmd *cobra.Command, g *globals, wsFlag string) error {
 		return err
 	}
 	if g.json {
-		return g.printJSON(httpapi.PermissionList{Permissions: ps})
+		return g.printJSON(wire.PermissionList{Permissions: ps})
 	}
 	return printPermissions(g.stdout, ps)
 }
 
-func printPermissions(w io.Writer, ps []httpapi.Permission) error {
+func printPermissions(w io.Writer, ps []wire.Permission) error {
 	t := newTable(w, "PERMISSION", "GROUP", "DESCRIPTION")
 	for _, p := range ps {
 		group := p.Group

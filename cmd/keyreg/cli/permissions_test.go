@@ -4,7 +4,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 func TestPermissionCommands(t *testing.T) {
@@ -13,9 +13,9 @@ func TestPermissionCommands(t *testing.T) {
 	contains(t, "permissions", out, "PERMISSION", "GROUP", "DESCRIPTION", "users.track", "Record user attributes",
 		"kpi.dau.data_series", "keyreg.keys.write", "keyreg.verify")
 
-	var list httpapi.PermissionList
+	var list wire.PermissionList
 	h.okJSON(&list, "permissions")
-	names := func(l httpapi.PermissionList) []string {
+	names := func(l wire.PermissionList) []string {
 		var out []string
 		for _, p := range l.Permissions {
 			out = append(out, p.Name)

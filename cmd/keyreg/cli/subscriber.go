@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 func newSubscriberCmd(g *globals) *cobra.Command {
@@ -112,7 +112,7 @@ func newSubscriberListCmd(g *globals) *cobra.Command {
 	}
 }
 
-func printSubscribers(g *globals, subs []httpapi.Subscriber) error {
+func printSubscribers(g *globals, subs []wire.Subscriber) error {
 	t := newTable(g.stdout, "NAME", "MAX CONSUMERS", "INBOX PREFIX", "ADDED", "ADDED BY")
 	for _, s := range subs {
 		t.row(s.Name, strconv.Itoa(s.MaxConsumers), s.InboxPrefix, fmtTime(s.AddedAt), s.AddedBy)

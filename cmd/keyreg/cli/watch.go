@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 )
 
@@ -235,7 +235,7 @@ func (g *globals) watch(ctx context.Context, cmd *cobra.Command, o *watchOptions
 // printEvent prints one event: a line, or with --json {"sequence", "event"}.
 func (g *globals) printEvent(ev client.StreamEvent) error {
 	if g.json {
-		b, err := json.Marshal(httpapi.HistoryEntry{Sequence: ev.Seq, Event: ev.Data})
+		b, err := json.Marshal(wire.HistoryEntry{Sequence: ev.Seq, Event: ev.Data})
 		if err != nil {
 			return err
 		}

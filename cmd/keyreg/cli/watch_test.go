@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 )
 
@@ -21,7 +21,7 @@ import (
 func watchFixture(t *testing.T) (*harness, string) {
 	t.Helper()
 	h := keyFixture(t)
-	var k httpapi.KeyWithSecret
+	var k wire.KeyWithSecret
 	h.okJSON(&k, "key", "create", "-w", "acme", "--name", "Prod server", "--permission", "users.track", "--allow", "203.0.113.0/24")
 	h.ok("key", "allowlist", "-w", "acme", k.Key.ID, "--allow", "198.51.100.0/24", "--reason", "office moved")
 	h.ok("key", "create", "-w", "acme", "--name", "other")
@@ -39,7 +39,7 @@ func (h *harness) watchJSON(args ...string) ([]uint64, []string) {
 		if line == "" {
 			continue
 		}
-		var e httpapi.HistoryEntry
+		var e wire.HistoryEntry
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			h.t.Fatalf("watch --json line %q: %v", line, err)
 		}
@@ -123,7 +123,7 @@ func TestWatchDurable(t *testing.T) {
 	if code != 0 || stdout.Len() != 0 {
 		t.Fatalf("interrupted watch: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}
-	var k httpapi.KeyWithSecret
+	var k wire.KeyWithSecret
 	h.okJSON(&k, "key", "create", "-w", "acme", "--name", "while away")
 	seqs, types := h.watchJSON("--durable", "fresh", "--state-dir", state, "--count", "1")
 	if len(seqs) != 1 || seqs[0] != k.Key.Version || types[0] != "keyreg.key.created.v1" {
@@ -137,7 +137,7 @@ func TestWatchFromNow(t *testing.T) {
 	done := make(chan result, 1)
 	go func() { done <- h.run("watch", "-w", "acme", "--count", "1") }()
 	time.Sleep(300 * time.Millisecond) // let it connect
-	var k httpapi.KeyWithSecret
+	var k wire.KeyWithSecret
 	h.okJSON(&k, "key", "create", "-w", "acme", "--name", "new one")
 	r := <-done
 	if r.code != 0 || !strings.Contains(r.stdout, "key/"+k.Key.ID) || strings.Count(r.stdout, "\n") != 1 {

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 func newWorkspaceCmd(g *globals) *cobra.Command {
@@ -39,7 +39,7 @@ func newWorkspaceCreateCmd(g *globals) *cobra.Command {
 			return g.printJSON(ws)
 		}
 		fmt.Fprintf(g.stdout, "Created workspace %s.\n", ws.ID)
-		return printWorkspaces(g.stdout, []httpapi.Workspace{ws})
+		return printWorkspaces(g.stdout, []wire.Workspace{ws})
 	}
 	return cmd
 }

@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 )
 
 // AuditQuery selects events of a workspace's audit log. The zero value selects all.
@@ -120,29 +118,4 @@ func (c *Client) AuditPubkey(ctx context.Context) (string, error) {
 	}
 	err := c.do(ctx, http.MethodGet, "/v1/audit/pubkey", nil, nil, WriteOptions{}, &out)
 	return strings.TrimSpace(out.VerifierKey), err
-}
-
-func asOfValues(asOf string, v url.Values) url.Values {
-	if v == nil {
-		v = url.Values{}
-	}
-	if asOf != "" {
-		v.Set("as_of", asOf)
-	}
-	return v
-}
-
-// GetKeyAsOf returns key id of workspace ws as it was at asOf (an RFC 3339 time or a
-// stream sequence); a 404 *Error when it did not exist yet.
-func (c *Client) GetKeyAsOf(ctx context.Context, ws, id, asOf string) (httpapi.Key, error) {
-	var out httpapi.Key
-	err := c.do(ctx, http.MethodGet, keyPath(ws, id), asOfValues(asOf, nil), nil, WriteOptions{}, &out)
-	return out, err
-}
-
-// GetIdentifierAsOf returns identifier id of workspace ws as it was at asOf.
-func (c *Client) GetIdentifierAsOf(ctx context.Context, ws, id, asOf string) (httpapi.Identifier, error) {
-	var out httpapi.Identifier
-	err := c.do(ctx, http.MethodGet, identifierPath(ws, id), asOfValues(asOf, nil), nil, WriteOptions{}, &out)
-	return out, err
 }

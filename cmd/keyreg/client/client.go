@@ -1,7 +1,10 @@
 // Package client is a small typed Go client of keyreg's HTTP API (/v1). It speaks JSON,
 // sends the registry key as a bearer token, and turns problem answers (RFC 9457) into
-// *Error. It uses the API's own response types from package httpapi and imports nothing
-// else of keyreg's server side.
+// *Error. It decodes the API's bodies into package wire's types, which httpapi answers
+// with, and links nothing of keyreg's server side (no NATS, Pebble, huma or Prometheus).
+//
+// A read of keys or identifiers takes ReadOptions: AsOf (or AsOfSeq, AsOfTime) reads the
+// state as it was at a past moment.
 package client
 
 import (
@@ -18,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // Client calls one keyreg server. It is safe for concurrent use.
@@ -61,7 +64,7 @@ type WriteOptions struct {
 // Error is a non-2xx answer of the server.
 type Error struct {
 	Status  int
-	Problem httpapi.Problem
+	Problem wire.Problem
 }
 
 // Error returns one line: the status, the problem code and the detail, e.g.
@@ -121,13 +124,13 @@ type RegisterIdentifierRequest struct {
 // History is a page of a key's history, oldest first. Next, when not 0, is the after
 // value of the next page.
 type History struct {
-	Events []httpapi.HistoryEntry `json:"events"`
-	Next   uint64                 `json:"next,omitempty"`
+	Events []wire.HistoryEntry `json:"events"`
+	Next   uint64              `json:"next,omitempty"`
 }
 
 // CreateWorkspace creates workspace id (a slug) named name. It needs keyreg.admin.
-func (c *Client) CreateWorkspace(ctx context.Context, id, name string, o WriteOptions) (httpapi.Workspace, error) {
-	var out httpapi.Workspace
+func (c *Client) CreateWorkspace(ctx context.Context, id, name string, o WriteOptions) (wire.Workspace, error) {
+	var out wire.Workspace
 	body := struct {
 		ID   string `json:"id"`
 		Name string `json:"name"`
@@ -139,23 +142,23 @@ func (c *Client) CreateWorkspace(ctx context.Context, id, name string, o WriteOp
 // CreateKey creates a key in workspace ws. The answer holds its secret, the only time
 // it is shown (empty when an Idempotency-Key retry finds a key created before a server
 // restart).
-func (c *Client) CreateKey(ctx context.Context, ws string, req CreateKeyRequest, o WriteOptions) (httpapi.KeyWithSecret, error) {
-	var out httpapi.KeyWithSecret
+func (c *Client) CreateKey(ctx context.Context, ws string, req CreateKeyRequest, o WriteOptions) (wire.KeyWithSecret, error) {
+	var out wire.KeyWithSecret
 	err := c.do(ctx, http.MethodPost, keysPath(ws), nil, req, o, &out)
 	return out, err
 }
 
-// GetKey returns key id of workspace ws.
-func (c *Client) GetKey(ctx context.Context, ws, id string) (httpapi.Key, error) {
-	var out httpapi.Key
-	err := c.do(ctx, http.MethodGet, keyPath(ws, id), nil, nil, WriteOptions{}, &out)
+// GetKey returns key id of workspace ws (as it was at a moment, with AsOf).
+func (c *Client) GetKey(ctx context.Context, ws, id string, opts ...ReadOption) (wire.Key, error) {
+	var out wire.Key
+	err := c.do(ctx, http.MethodGet, keyPath(ws, id), readValues(nil, opts), nil, WriteOptions{}, &out)
 	return out, err
 }
 
 // UpdateKey changes the fields of u that are set, together or not at all.
-func (c *Client) UpdateKey(ctx context.Context, ws, id string, u KeyUpdate, o WriteOptions) (httpapi.Key, error) {
+func (c *Client) UpdateKey(ctx context.Context, ws, id string, u KeyUpdate, o WriteOptions) (wire.Key, error) {
 	if u.ClearExpiry && u.ExpiresAt != nil {
-		return httpapi.Key{}, errors.New("client: KeyUpdate sets both ExpiresAt and ClearExpiry")
+		return wire.Key{}, errors.New("client: KeyUpdate sets both ExpiresAt and ClearExpiry")
 	}
 	body := map[string]any{}
 	if u.Name != nil {
@@ -174,42 +177,42 @@ func (c *Client) UpdateKey(ctx context.Context, ws, id string, u KeyUpdate, o Wr
 	case u.ExpiresAt != nil:
 		body["expires_at"] = u.ExpiresAt
 	}
-	var out httpapi.Key
+	var out wire.Key
 	err := c.do(ctx, http.MethodPatch, keyPath(ws, id), nil, body, o, &out)
 	return out, err
 }
 
 // PutAllowlist replaces key id's IP allowlist (addresses and CIDR prefixes); an empty
 // list allows any address.
-func (c *Client) PutAllowlist(ctx context.Context, ws, id string, allowlist []string, o WriteOptions) (httpapi.Key, error) {
+func (c *Client) PutAllowlist(ctx context.Context, ws, id string, allowlist []string, o WriteOptions) (wire.Key, error) {
 	if allowlist == nil {
 		allowlist = []string{}
 	}
 	body := struct {
 		Allowlist []string `json:"allowlist"`
 	}{allowlist}
-	var out httpapi.Key
+	var out wire.Key
 	err := c.do(ctx, http.MethodPut, keyPath(ws, id)+"/allowlist", nil, body, o, &out)
 	return out, err
 }
 
 // RotateKey issues a new secret for key id, shown in this answer only; the old secret
 // keeps working for grace (whole seconds; 0: it stops at once).
-func (c *Client) RotateKey(ctx context.Context, ws, id string, grace time.Duration, o WriteOptions) (httpapi.KeyWithSecret, error) {
+func (c *Client) RotateKey(ctx context.Context, ws, id string, grace time.Duration, o WriteOptions) (wire.KeyWithSecret, error) {
 	if grace < 0 || grace%time.Second != 0 {
-		return httpapi.KeyWithSecret{}, fmt.Errorf("client: grace %s is not a whole number of seconds >= 0", grace)
+		return wire.KeyWithSecret{}, fmt.Errorf("client: grace %s is not a whole number of seconds >= 0", grace)
 	}
 	body := struct {
 		GraceSeconds int64 `json:"grace_seconds"`
 	}{int64(grace / time.Second)}
-	var out httpapi.KeyWithSecret
+	var out wire.KeyWithSecret
 	err := c.do(ctx, http.MethodPost, keyPath(ws, id)+"/rotate", nil, body, o, &out)
 	return out, err
 }
 
 // RevokeKey revokes key id for good; its history is kept.
-func (c *Client) RevokeKey(ctx context.Context, ws, id string, o WriteOptions) (httpapi.Key, error) {
-	var out httpapi.Key
+func (c *Client) RevokeKey(ctx context.Context, ws, id string, o WriteOptions) (wire.Key, error) {
+	var out wire.Key
 	err := c.do(ctx, http.MethodDelete, keyPath(ws, id), nil, nil, o, &out)
 	return out, err
 }
@@ -231,32 +234,32 @@ func (c *Client) KeyHistory(ctx context.Context, ws, id string, after uint64, li
 
 // RegisterIdentifier registers an identifier in workspace ws. Names are unique per
 // workspace and kind among active identifiers, ignoring case (409 name_taken).
-func (c *Client) RegisterIdentifier(ctx context.Context, ws string, req RegisterIdentifierRequest, o WriteOptions) (httpapi.Identifier, error) {
-	var out httpapi.Identifier
+func (c *Client) RegisterIdentifier(ctx context.Context, ws string, req RegisterIdentifierRequest, o WriteOptions) (wire.Identifier, error) {
+	var out wire.Identifier
 	err := c.do(ctx, http.MethodPost, identifiersPath(ws), nil, req, o, &out)
 	return out, err
 }
 
-// GetIdentifier returns identifier id of workspace ws.
-func (c *Client) GetIdentifier(ctx context.Context, ws, id string) (httpapi.Identifier, error) {
-	var out httpapi.Identifier
-	err := c.do(ctx, http.MethodGet, identifierPath(ws, id), nil, nil, WriteOptions{}, &out)
+// GetIdentifier returns identifier id of workspace ws (as it was at a moment, with AsOf).
+func (c *Client) GetIdentifier(ctx context.Context, ws, id string, opts ...ReadOption) (wire.Identifier, error) {
+	var out wire.Identifier
+	err := c.do(ctx, http.MethodGet, identifierPath(ws, id), readValues(nil, opts), nil, WriteOptions{}, &out)
 	return out, err
 }
 
 // RenameIdentifier renames identifier id.
-func (c *Client) RenameIdentifier(ctx context.Context, ws, id, name string, o WriteOptions) (httpapi.Identifier, error) {
+func (c *Client) RenameIdentifier(ctx context.Context, ws, id, name string, o WriteOptions) (wire.Identifier, error) {
 	body := struct {
 		Name string `json:"name"`
 	}{name}
-	var out httpapi.Identifier
+	var out wire.Identifier
 	err := c.do(ctx, http.MethodPatch, identifierPath(ws, id), nil, body, o, &out)
 	return out, err
 }
 
 // RetireIdentifier retires identifier id; its name becomes free again.
-func (c *Client) RetireIdentifier(ctx context.Context, ws, id string, o WriteOptions) (httpapi.Identifier, error) {
-	var out httpapi.Identifier
+func (c *Client) RetireIdentifier(ctx context.Context, ws, id string, o WriteOptions) (wire.Identifier, error) {
+	var out wire.Identifier
 	err := c.do(ctx, http.MethodDelete, identifierPath(ws, id), nil, nil, o, &out)
 	return out, err
 }
@@ -268,13 +271,9 @@ func (c *Client) RetireIdentifier(ctx context.Context, ws, id string, o WriteOpt
 // (keyreg.admin: every workspace): another workspace's key answers NOT_FOUND. Answers
 // that find no key are rate-limited per end-user address and per token (an *Error with
 // Status 429).
-func (c *Client) Verify(ctx context.Context, key, ip, permission string) (httpapi.VerifyResponse, error) {
-	body := struct {
-		Key        string `json:"key"`
-		IP         string `json:"ip"`
-		Permission string `json:"permission,omitempty"`
-	}{key, ip, permission}
-	var out httpapi.VerifyResponse
+func (c *Client) Verify(ctx context.Context, key, ip, permission string) (wire.VerifyResponse, error) {
+	body := wire.VerifyRequest{Key: key, IP: ip, Permission: permission}
+	var out wire.VerifyResponse
 	err := c.do(ctx, http.MethodPost, "/v1/verify", nil, body, WriteOptions{}, &out)
 	return out, err
 }
@@ -374,7 +373,7 @@ func problemError(resp *http.Response, data []byte) *Error {
 	if strings.HasSuffix(ct, "json") && json.Unmarshal(data, &e.Problem) == nil && (e.Problem.Code != "" || e.Problem.Detail != "") {
 		return e
 	}
-	e.Problem = httpapi.Problem{Status: resp.StatusCode, Title: http.StatusText(resp.StatusCode)}
+	e.Problem = wire.Problem{Status: resp.StatusCode, Title: http.StatusText(resp.StatusCode)}
 	if text := strings.Join(strings.Fields(string(data)), " "); text != "" {
 		if len(text) > 200 {
 			text = strings.ToValidUTF8(text[:200], "") + "..."

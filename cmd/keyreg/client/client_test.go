@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // recorded is one request a test server saw.
@@ -96,10 +96,11 @@ func TestRequests(t *testing.T) {
 // TestListFollowsPages lists from a server that answers in pages of two: the client
 // asks for each page after the previous one's next and returns every item once.
 func TestListFollowsPages(t *testing.T) {
-	var afters []string
+	var afters, asOfs []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		after := r.URL.Query().Get("after")
 		afters = append(afters, after)
+		asOfs = append(asOfs, r.URL.Query().Get("as_of"))
 		w.Header().Set("Content-Type", "application/json")
 		switch after {
 		case "":
@@ -111,7 +112,7 @@ func TestListFollowsPages(t *testing.T) {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	ids, err := client.New(srv.URL, "kr_token", nil).ListIdentifiers(context.Background(), "acme", "segment", "")
+	ids, err := client.New(srv.URL, "kr_token", nil).ListIdentifiers(context.Background(), "acme", "segment", "", client.AsOfSeq(9))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,6 +122,55 @@ func TestListFollowsPages(t *testing.T) {
 	}
 	if strings.Join(got, ",") != "I1,I2,I3,I4,I5" || strings.Join(afters, ",") != ",c2,c4" {
 		t.Fatalf("listed %v with after= %q", got, afters)
+	}
+	if strings.Join(asOfs, ",") != "9,9,9" {
+		t.Fatalf("as_of= %q on the pages of a list as of sequence 9", asOfs)
+	}
+}
+
+// TestReadOptions: AsOf, AsOfSeq and AsOfTime send as_of on the reads of keys and
+// identifiers, and a read without them sends none.
+func TestReadOptions(t *testing.T) {
+	srv, seen := serve(t, http.StatusOK, "application/json", `{}`)
+	c := client.New(srv.URL, "kr_token", nil)
+	ctx := context.Background()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 500, time.FixedZone("", 3600))
+	for _, read := range []func() error{
+		func() error { _, err := c.GetKey(ctx, "acme", "K1", client.AsOfSeq(42)); return err },
+		func() error { _, err := c.GetKey(ctx, "acme", "K1", client.AsOf("")); return err },
+		func() error { _, err := c.GetIdentifier(ctx, "acme", "I1", client.AsOfTime(at)); return err },
+		func() error {
+			_, err := c.ListKeys(ctx, "acme", "active", client.AsOf("2026-03-01T11:00:00Z"))
+			return err
+		},
+		func() error {
+			_, err := c.KeysPage(ctx, "acme", client.KeyQuery{Page: client.Page{After: "K1", Limit: 2}}, client.AsOfSeq(7))
+			return err
+		},
+		func() error {
+			_, err := c.IdentifiersPage(ctx, "acme", client.IdentifierQuery{Kind: "app"}, client.AsOfSeq(1), client.AsOfSeq(8))
+			return err
+		},
+	} {
+		if err := read(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{
+		"/v1/workspaces/acme/keys/K1?as_of=42",
+		"/v1/workspaces/acme/keys/K1",
+		"/v1/workspaces/acme/identifiers/I1?as_of=2026-03-01T12%3A00%3A00.0000005%2B01%3A00",
+		"/v1/workspaces/acme/keys?as_of=2026-03-01T11%3A00%3A00Z&limit=1000&status=active",
+		"/v1/workspaces/acme/keys?after=K1&as_of=7&limit=2",
+		"/v1/workspaces/acme/identifiers?as_of=8&kind=app",
+	}
+	if len(*seen) != len(want) {
+		t.Fatalf("%d requests, want %d", len(*seen), len(want))
+	}
+	for i, w := range want {
+		if got := (*seen)[i].uri; got != w {
+			t.Errorf("request %d = %s, want %s", i, got, w)
+		}
 	}
 }
 
@@ -161,11 +211,11 @@ func TestErrorText(t *testing.T) {
 		err  client.Error
 		want string
 	}{
-		{"FieldNotInDetail", client.Error{Status: 400, Problem: httpapi.Problem{Code: "invalid_input", Detail: "expected one of a, b", Field: "status", Value: "x"}},
+		{"FieldNotInDetail", client.Error{Status: 400, Problem: wire.Problem{Code: "invalid_input", Detail: "expected one of a, b", Field: "status", Value: "x"}},
 			`400 invalid_input: expected one of a, b (field status "x")`},
-		{"NoCode", client.Error{Status: 502, Problem: httpapi.Problem{Detail: "<html>\n<b>Bad gateway</b>\n</html>"}},
+		{"NoCode", client.Error{Status: 502, Problem: wire.Problem{Detail: "<html>\n<b>Bad gateway</b>\n</html>"}},
 			"502 bad_gateway: <html> <b>Bad gateway</b> </html>"},
-		{"RetryIn", client.Error{Status: 429, Problem: httpapi.Problem{Code: "rate_limited", Detail: "too many failed verifies", RetryIn: 3}},
+		{"RetryIn", client.Error{Status: 429, Problem: wire.Problem{Code: "rate_limited", Detail: "too many failed verifies", RetryIn: 3}},
 			"429 rate_limited: too many failed verifies (retry in 3s)"},
 		{"Empty", client.Error{Status: 503}, "503 service_unavailable: Service Unavailable"},
 	} {
@@ -196,7 +246,7 @@ func TestUnreachable(t *testing.T) {
 }
 
 func TestDecode(t *testing.T) {
-	body, _ := json.Marshal(httpapi.KeyWithSecret{Key: httpapi.Key{ID: "K1", Allowlist: []string{"203.0.113.0/24"}}, Secret: "kr_s"})
+	body, _ := json.Marshal(wire.KeyWithSecret{Key: wire.Key{ID: "K1", Allowlist: []string{"203.0.113.0/24"}}, Secret: "kr_s"})
 	srv, _ := serve(t, http.StatusCreated, "application/json", string(body))
 	ks, err := client.New(srv.URL, "kr_token", nil).CreateKey(context.Background(), "acme", client.CreateKeyRequest{Name: "n"}, client.WriteOptions{})
 	if err != nil || ks.Key.ID != "K1" || ks.Secret != "kr_s" || ks.Key.Allowlist[0] != "203.0.113.0/24" {
@@ -205,7 +255,7 @@ func TestDecode(t *testing.T) {
 }
 
 func ExampleError() {
-	err := &client.Error{Status: 400, Problem: httpapi.Problem{
+	err := &client.Error{Status: 400, Problem: wire.Problem{
 		Code: "invalid_input", Detail: `invalid allowlist "10.0.0.0/33": not an IP address or CIDR prefix`,
 		Field: "allowlist", Value: "10.0.0.0/33",
 	}}

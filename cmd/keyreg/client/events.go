@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // Errors of FollowEvents after which following again, from the last sequence received,
@@ -111,9 +111,9 @@ func (c *Client) FollowEvents(ctx context.Context, ws string, o EventsOptions, f
 		return problemError(resp, data)
 	}
 	if o.OnOpen != nil {
-		start, err := strconv.ParseUint(resp.Header.Get(httpapi.StartSequenceHeader), 10, 64)
+		start, err := strconv.ParseUint(resp.Header.Get(wire.StartSequenceHeader), 10, 64)
 		if err != nil {
-			return fmt.Errorf("client: event stream: bad %s header", httpapi.StartSequenceHeader)
+			return fmt.Errorf("client: event stream: bad %s header", wire.StartSequenceHeader)
 		}
 		o.OnOpen(start)
 	}

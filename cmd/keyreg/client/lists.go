@@ -6,7 +6,7 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // Page selects one page of a list: at most Limit items (0: the server's default, 100;
@@ -29,67 +29,60 @@ func (p Page) values(v url.Values) url.Values {
 	return v
 }
 
-// KeyQuery selects keys: of Status (active, revoked or expired; "": all), as they were
-// at AsOf (an RFC 3339 time or a stream sequence; "": now), one Page of them.
+// KeyQuery selects keys: of Status (active, revoked or expired; "": all), one Page of
+// them.
 type KeyQuery struct {
 	Status string
-	AsOf   string
 	Page
 }
 
 // KeyPage is a page of keys, ordered by id. Next, when set, is the After of the next
 // page; it is empty on the last page.
 type KeyPage struct {
-	Keys []httpapi.Key `json:"keys"`
-	Next string        `json:"next,omitempty"`
+	Keys []wire.Key `json:"keys"`
+	Next string     `json:"next,omitempty"`
 }
 
-// KeysPage returns one page of workspace ws's keys.
-func (c *Client) KeysPage(ctx context.Context, ws string, q KeyQuery) (KeyPage, error) {
+// KeysPage returns one page of workspace ws's keys (as they were at a moment, with AsOf).
+func (c *Client) KeysPage(ctx context.Context, ws string, q KeyQuery, opts ...ReadOption) (KeyPage, error) {
 	v := url.Values{}
 	if q.Status != "" {
 		v.Set("status", q.Status)
 	}
 	var out KeyPage
-	err := c.do(ctx, http.MethodGet, keysPath(ws), q.values(asOfValues(q.AsOf, v)), nil, WriteOptions{}, &out)
+	err := c.do(ctx, http.MethodGet, keysPath(ws), q.values(readValues(v, opts)), nil, WriteOptions{}, &out)
 	return out, err
 }
 
-// ListKeys returns all of workspace ws's keys, only those with status status unless it
-// is "", following every page.
-func (c *Client) ListKeys(ctx context.Context, ws, status string) ([]httpapi.Key, error) {
-	return c.ListKeysAsOf(ctx, ws, status, "")
-}
-
-// ListKeysAsOf returns all of workspace ws's keys as they were at asOf ("": now), only
-// those with status status then unless it is "", following every page.
-func (c *Client) ListKeysAsOf(ctx context.Context, ws, status, asOf string) ([]httpapi.Key, error) {
-	q := KeyQuery{Status: status, AsOf: asOf, Page: Page{Limit: httpapi.MaxPageSize}}
-	return all(ctx, func(ctx context.Context, after string) ([]httpapi.Key, string, error) {
+// ListKeys returns all of workspace ws's keys (as they were at a moment, with AsOf),
+// only those with status status (then) unless it is "", following every page.
+func (c *Client) ListKeys(ctx context.Context, ws, status string, opts ...ReadOption) ([]wire.Key, error) {
+	q := KeyQuery{Status: status, Page: Page{Limit: wire.MaxPageSize}}
+	return all(ctx, func(ctx context.Context, after string) ([]wire.Key, string, error) {
 		q.After = after
-		p, err := c.KeysPage(ctx, ws, q)
+		p, err := c.KeysPage(ctx, ws, q, opts...)
 		return p.Keys, p.Next, err
 	})
 }
 
 // IdentifierQuery selects active identifiers: of Kind and with a name starting with Q
-// (ignoring case) when they are set, as they were at AsOf ("": now), one Page of them.
+// (ignoring case) when they are set, one Page of them.
 type IdentifierQuery struct {
 	Kind string
 	Q    string
-	AsOf string
 	Page
 }
 
 // IdentifierPage is a page of identifiers, ordered by kind and name. Next, when set, is
 // the After of the next page (an opaque cursor); it is empty on the last page.
 type IdentifierPage struct {
-	Identifiers []httpapi.Identifier `json:"identifiers"`
-	Next        string               `json:"next,omitempty"`
+	Identifiers []wire.Identifier `json:"identifiers"`
+	Next        string            `json:"next,omitempty"`
 }
 
-// IdentifiersPage returns one page of workspace ws's active identifiers.
-func (c *Client) IdentifiersPage(ctx context.Context, ws string, q IdentifierQuery) (IdentifierPage, error) {
+// IdentifiersPage returns one page of workspace ws's active identifiers (those active at
+// a moment, with AsOf).
+func (c *Client) IdentifiersPage(ctx context.Context, ws string, q IdentifierQuery, opts ...ReadOption) (IdentifierPage, error) {
 	v := url.Values{}
 	if q.Kind != "" {
 		v.Set("kind", q.Kind)
@@ -98,23 +91,18 @@ func (c *Client) IdentifiersPage(ctx context.Context, ws string, q IdentifierQue
 		v.Set("q", q.Q)
 	}
 	var out IdentifierPage
-	err := c.do(ctx, http.MethodGet, identifiersPath(ws), q.values(asOfValues(q.AsOf, v)), nil, WriteOptions{}, &out)
+	err := c.do(ctx, http.MethodGet, identifiersPath(ws), q.values(readValues(v, opts)), nil, WriteOptions{}, &out)
 	return out, err
 }
 
 // ListIdentifiers returns all of workspace ws's active identifiers ordered by kind and
 // name, only of kind kind and with a name starting with prefix q (ignoring case) when
-// they are not "", following every page.
-func (c *Client) ListIdentifiers(ctx context.Context, ws, kind, q string) ([]httpapi.Identifier, error) {
-	return c.ListIdentifiersAsOf(ctx, ws, kind, q, "")
-}
-
-// ListIdentifiersAsOf is ListIdentifiers for the identifiers active at asOf ("": now).
-func (c *Client) ListIdentifiersAsOf(ctx context.Context, ws, kind, q, asOf string) ([]httpapi.Identifier, error) {
-	iq := IdentifierQuery{Kind: kind, Q: q, AsOf: asOf, Page: Page{Limit: httpapi.MaxPageSize}}
-	return all(ctx, func(ctx context.Context, after string) ([]httpapi.Identifier, string, error) {
+// they are not "", following every page; with AsOf, those active at that moment.
+func (c *Client) ListIdentifiers(ctx context.Context, ws, kind, q string, opts ...ReadOption) ([]wire.Identifier, error) {
+	iq := IdentifierQuery{Kind: kind, Q: q, Page: Page{Limit: wire.MaxPageSize}}
+	return all(ctx, func(ctx context.Context, after string) ([]wire.Identifier, string, error) {
 		iq.After = after
-		p, err := c.IdentifiersPage(ctx, ws, iq)
+		p, err := c.IdentifiersPage(ctx, ws, iq, opts...)
 		return p.Identifiers, p.Next, err
 	})
 }
@@ -122,8 +110,8 @@ func (c *Client) ListIdentifiersAsOf(ctx context.Context, ws, kind, q, asOf stri
 // WorkspacePage is a page of workspaces, ordered by id. Next, when set, is the After of
 // the next page; it is empty on the last page.
 type WorkspacePage struct {
-	Workspaces []httpapi.Workspace `json:"workspaces"`
-	Next       string              `json:"next,omitempty"`
+	Workspaces []wire.Workspace `json:"workspaces"`
+	Next       string           `json:"next,omitempty"`
 }
 
 // WorkspacesPage returns one page of the workspaces the token may see: all of them for
@@ -135,9 +123,9 @@ func (c *Client) WorkspacesPage(ctx context.Context, p Page) (WorkspacePage, err
 }
 
 // ListWorkspaces returns every workspace the token may see, following every page.
-func (c *Client) ListWorkspaces(ctx context.Context) ([]httpapi.Workspace, error) {
-	return all(ctx, func(ctx context.Context, after string) ([]httpapi.Workspace, string, error) {
-		p, err := c.WorkspacesPage(ctx, Page{After: after, Limit: httpapi.MaxPageSize})
+func (c *Client) ListWorkspaces(ctx context.Context) ([]wire.Workspace, error) {
+	return all(ctx, func(ctx context.Context, after string) ([]wire.Workspace, string, error) {
+		p, err := c.WorkspacesPage(ctx, Page{After: after, Limit: wire.MaxPageSize})
 		return p.Workspaces, p.Next, err
 	})
 }

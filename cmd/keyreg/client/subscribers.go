@@ -5,14 +5,14 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // AddSubscriber gives a service NATS credentials of its own (POST /v1/subscribers, needs
 // keyreg.admin). maxConsumers 0 takes the server's default. The answer holds the password,
 // shown this once.
-func (c *Client) AddSubscriber(ctx context.Context, name string, maxConsumers int, o WriteOptions) (httpapi.NewSubscriber, error) {
-	var out httpapi.NewSubscriber
+func (c *Client) AddSubscriber(ctx context.Context, name string, maxConsumers int, o WriteOptions) (wire.NewSubscriber, error) {
+	var out wire.NewSubscriber
 	body := struct {
 		Name         string `json:"name"`
 		MaxConsumers int    `json:"max_consumers,omitempty"`
@@ -22,9 +22,9 @@ func (c *Client) AddSubscriber(ctx context.Context, name string, maxConsumers in
 }
 
 // ListSubscribers lists the services' NATS users (GET /v1/subscribers, needs keyreg.admin).
-func (c *Client) ListSubscribers(ctx context.Context) ([]httpapi.Subscriber, error) {
+func (c *Client) ListSubscribers(ctx context.Context) ([]wire.Subscriber, error) {
 	var out struct {
-		Subscribers []httpapi.Subscriber `json:"subscribers"`
+		Subscribers []wire.Subscriber `json:"subscribers"`
 	}
 	err := c.do(ctx, http.MethodGet, "/v1/subscribers", nil, nil, WriteOptions{}, &out)
 	return out.Subscribers, err

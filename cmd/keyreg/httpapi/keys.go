@@ -24,12 +24,6 @@ type keyOutput struct {
 	Body     Key
 }
 
-// KeyWithSecret is a key with its new secret, shown once: at creation and rotation.
-type KeyWithSecret struct {
-	Key    Key    `json:"key"`
-	Secret string `json:"secret,omitempty" doc:"The key's secret (kr_...), shown only in this response. Empty when an Idempotency-Key replay finds the key created before a restart."`
-}
-
 type keyWithSecretOutput struct {
 	ETag     string `header:"ETag"`
 	Location string `header:"Location"`

@@ -7,11 +7,9 @@ import (
 	"github.com/keyreg/keyreg/projections"
 )
 
-// Page sizes of the lists (keys, identifiers, workspaces, audit, history).
-const (
-	DefaultPageSize = 100
-	MaxPageSize     = 1000
-)
+// DefaultPageSize is the page size of the lists (keys, identifiers, workspaces, audit,
+// history) when a request sets none; MaxPageSize is the most.
+const DefaultPageSize = 100
 
 // PageParams are the paging parameters of the keys, identifiers and workspaces lists:
 // at most Limit items, after the item named by After (the previous page's next).

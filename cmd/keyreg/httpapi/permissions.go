@@ -11,20 +11,6 @@ import (
 	"github.com/keyreg/keyreg/events"
 )
 
-// Permission is an entry of the permission catalogue as the API shows it. Workspace is
-// set for a workspace's own permissions.
-type Permission struct {
-	Name        string `json:"name" doc:"The permission, e.g. users.track"`
-	Description string `json:"description" doc:"What it allows"`
-	Group       string `json:"group" doc:"The group it is listed under; keyreg for the registry's own, workspace for a workspace's own"`
-	Workspace   string `json:"workspace,omitempty" doc:"The workspace that defined it; absent for built-in permissions"`
-}
-
-// PermissionList is the catalogue: built-in permissions, then a workspace's own.
-type PermissionList struct {
-	Permissions []Permission `json:"permissions"`
-}
-
 type permissionsOutput struct {
 	Body PermissionList
 }

@@ -15,11 +15,6 @@ import (
 	"github.com/keyreg/keyreg/events"
 )
 
-// StartSequenceHeader is the response header of GET .../events that gives the sequence of
-// the first event the stream can send (with neither after, since nor Last-Event-ID: the
-// next one stored), so a client can resume from it after a dropped connection.
-const StartSequenceHeader = "Keyreg-Start-Sequence"
-
 // DefaultSSEHeartbeat is how often an idle event stream gets a comment line, so that
 // proxies keep it open and clients notice a dead connection.
 const DefaultSSEHeartbeat = 15 * time.Second

@@ -3,31 +3,11 @@ package httpapi
 import (
 	"context"
 	"net/http"
-	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/keyreg/keyreg/events"
 )
-
-// Subscriber is a service's NATS credentials, without the password.
-type Subscriber struct {
-	Name         string    `json:"name"`
-	NATSUser     string    `json:"nats_user" doc:"The NATS user name (the subscriber's name)"`
-	InboxPrefix  string    `json:"inbox_prefix" doc:"Connect with this inbox prefix (nats.CustomInboxPrefix, nats --inbox-prefix): the subscriber may subscribe to its own inboxes only"`
-	MaxConsumers int       `json:"max_consumers"`
-	Consumers    []string  `json:"consumers" doc:"The only consumer names the subscriber may use on the KEYREG stream"`
-	AddedAt      time.Time `json:"added_at"`
-	AddedBy      string    `json:"added_by"`
-	Version      uint64    `json:"version"`
-}
-
-// NewSubscriber is a subscriber just added, with its password: shown this once.
-type NewSubscriber struct {
-	Subscriber
-	Password string `json:"password" doc:"The NATS password, shown this once; keyreg keeps only its bcrypt hash"`
-	NATSURL  string `json:"nats_url" doc:"Where to connect"`
-}
 
 // Subscribers manages the NATS credentials of subscribing services (the node that serves
 // the API, with an embedded NATS server that listens for them).

@@ -7,36 +7,34 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 )
 
-// Workspace is a workspace as the API shows it.
-type Workspace struct {
-	ID        string    `json:"id" doc:"Slug [a-z0-9][a-z0-9-]{0,62}"`
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
-	CreatedBy string    `json:"created_by,omitempty" doc:"Key id of the creator"`
-	Version   uint64    `json:"version" doc:"Stream sequence of the workspace's last event"`
-}
+// The bodies the API answers with (and the verify request) are package wire's, which the
+// client shares; these are their names here.
+type (
+	Workspace      = wire.Workspace
+	Key            = wire.Key
+	KeyWithSecret  = wire.KeyWithSecret
+	Identifier     = wire.Identifier
+	HistoryEntry   = wire.HistoryEntry
+	Permission     = wire.Permission
+	PermissionList = wire.PermissionList
+	Subscriber     = wire.Subscriber
+	NewSubscriber  = wire.NewSubscriber
+	VerifyRequest  = wire.VerifyRequest
+	VerifyResponse = wire.VerifyResponse
+)
+
+// MaxPageSize and StartSequenceHeader are package wire's.
+const (
+	MaxPageSize         = wire.MaxPageSize
+	StartSequenceHeader = wire.StartSequenceHeader
+)
 
 func workspaceOut(s events.WorkspaceState) Workspace {
 	return Workspace{ID: string(s.ID), Name: s.Name, CreatedAt: s.CreatedAt, CreatedBy: s.CreatedBy, Version: s.Version}
-}
-
-// Key is a REST API key as the API shows it; never its secret or the secret's hash.
-type Key struct {
-	ID                       string     `json:"id"`
-	Workspace                string     `json:"workspace"`
-	Name                     string     `json:"name"`
-	Permissions              []string   `json:"permissions"`
-	Allowlist                []string   `json:"allowlist" doc:"IP addresses and CIDR prefixes allowed to use the key; empty: any"`
-	Status                   string     `json:"status" enum:"active,revoked,expired"`
-	ExpiresAt                *time.Time `json:"expires_at,omitempty"`
-	PreviousSecretValidUntil *time.Time `json:"previous_secret_valid_until,omitempty" doc:"After a rotation with grace: until when the old secret still works"`
-	CreatedAt                time.Time  `json:"created_at"`
-	CreatedBy                string     `json:"created_by,omitempty" doc:"Key id of the creator"`
-	UpdatedAt                time.Time  `json:"updated_at"`
-	Version                  uint64     `json:"version" doc:"Stream sequence of the key's last event; its ETag"`
 }
 
 func keyOut(k events.KeyState, now time.Time) Key {
@@ -57,30 +55,9 @@ func keyOut(k events.KeyState, now time.Time) Key {
 	return out
 }
 
-// Identifier is an app identifier or an additional API identifier.
-type Identifier struct {
-	ID        string    `json:"id"`
-	Workspace string    `json:"workspace"`
-	Kind      string    `json:"kind" enum:"app,segment,campaign,canvas,content_card,template,subscription_group,send"`
-	Name      string    `json:"name"`
-	Platform  string    `json:"platform,omitempty" doc:"For apps: ios, android, web, ..."`
-	Status    string    `json:"status" enum:"active,retired"`
-	CreatedAt time.Time `json:"created_at"`
-	CreatedBy string    `json:"created_by,omitempty"`
-	UpdatedAt time.Time `json:"updated_at"`
-	Version   uint64    `json:"version"`
-}
-
 func identifierOut(s events.IdentifierState) Identifier {
 	return Identifier{ID: s.ID, Workspace: string(s.Workspace), Kind: string(s.Kind), Name: s.Name, Platform: s.Platform,
 		Status: s.Status, CreatedAt: s.CreatedAt, CreatedBy: s.CreatedBy, UpdatedAt: s.UpdatedAt, Version: s.Version}
-}
-
-// HistoryEntry is one event of a history: the CloudEvent as stored, with its stream
-// sequence.
-type HistoryEntry struct {
-	Sequence uint64          `json:"sequence"`
-	Event    json.RawMessage `json:"event" doc:"The CloudEvent 1.0 (structured JSON) as stored in the log"`
 }
 
 // NullableTime is a JSON time that tells an absent field (Set false) from null (Set true,

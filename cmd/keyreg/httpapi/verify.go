@@ -18,23 +18,6 @@ import (
 	"github.com/keyreg/keyreg/projections"
 )
 
-// VerifyResponse is the answer to a verify request.
-type VerifyResponse struct {
-	Valid       bool     `json:"valid"`
-	Code        string   `json:"code" enum:"VALID,MALFORMED,NOT_FOUND,REVOKED,EXPIRED,IP_NOT_ALLOWED,PERMISSION_DENIED"`
-	KeyID       string   `json:"key_id,omitempty"`
-	Workspace   string   `json:"workspace,omitempty"`
-	Permissions []string `json:"permissions,omitempty" doc:"The key's permissions, when valid"`
-	AppliedSeq  uint64   `json:"applied_seq" doc:"The stream sequence the views had applied when they answered: every change up to it is in the answer (a key's version is the sequence of its last change)"`
-}
-
-// VerifyRequest is the body of a verify request.
-type VerifyRequest struct {
-	Key        string `json:"key" doc:"The presented secret (kr_...)"`
-	IP         string `json:"ip" doc:"The end user's address: the address the request to verify came from"`
-	Permission string `json:"permission,omitempty" doc:"The permission the request needs; empty: none checked"`
-}
-
 func (a *API) registerVerify() {
 	huma.Register(a.huma, huma.Operation{
 		OperationID: "verify", Method: http.MethodPost, Path: "/v1/verify", Tags: []string{"verify"},
