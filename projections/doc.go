@@ -3,14 +3,16 @@
 // name claims, per-aggregate and per-workspace history indexes, the audit Merkle tree over
 // every stream message and its signed checkpoints), the checkpoint that says
 // how far they are, the Projector that follows the log and applies its records, the
-// queries over the views, and Verify, the hot path that checks a secret, with its
-// in-memory KeyIndex (which package projections/verifier keeps inside a service).
+// queries over the views, and Verify, the hot path that checks a secret against the
+// in-memory index of package projections/keyindex (which package projections/verifier
+// keeps inside a service).
 //
 // Every view can be deleted and rebuilt from the log: the views depend only on the records
 // applied, never on when or in which batches they were applied, so views built live one
 // event at a time are byte-identical to views rebuilt in one big batch.
 //
-// It imports only events (and Pebble). It must never import commands, replay or cmd.
+// It imports only events and projections/keyindex (and Pebble). It must never import
+// commands, replay or cmd.
 //
 // # Pebble key layout
 //
