@@ -61,12 +61,16 @@ func TestDependencyDirection(t *testing.T) {
 // its dependencies (go list -deps, tests excluded): what it must never link. One line per
 // rule.
 var forbiddenDeps = map[string][]string{
-	"events":         {"github.com/nats-io/", "github.com/cockroachdb/pebble"},
-	"events/natslog": {"github.com/nats-io/nats-server"},
+	"events":               {"github.com/nats-io/", "github.com/cockroachdb/pebble"},
+	"events/natslog":       {"github.com/nats-io/nats-server"},
+	"projections/keyindex": {"github.com/nats-io/", "github.com/cockroachdb/pebble"},
+	"projections/verifier": {"github.com/nats-io/nats-server", "github.com/cockroachdb/pebble"},
+	"cmd/keyreg/client":    {"github.com/nats-io/nats-server", "github.com/cockroachdb/pebble", "github.com/danielgtaylor/huma", "github.com/prometheus/"},
 }
 
 // TestForbiddenDependencies checks forbiddenDeps: events is the domain, with no NATS and
-// no Pebble; the JetStream log uses nats.go but not the server.
+// no Pebble; the JetStream log uses nats.go but not the server; the verifier a service
+// embeds links no NATS server and no Pebble, and the Go client nothing of the server side.
 func TestForbiddenDependencies(t *testing.T) {
 	const mod = "github.com/keyreg/keyreg/"
 	for pkg, forbidden := range forbiddenDeps {
