@@ -113,9 +113,10 @@ func (x *Index) Len() int {
 }
 
 // Apply folds one log record into the index, as projections.Store.Apply folds it into
-// the key views: an event of a key aggregate updates that key's entry with events.KeyState.Apply;
-// a record of any other aggregate is ignored without being decoded. A key event at or
-// below the key's version is skipped, so re-applying is harmless. It returns an error
+// the key views: an event of a key aggregate updates that key's entry with
+// events.KeyState.Apply; a record of any other aggregate is ignored without being
+// decoded. A key event at or below the key's version is skipped, so re-applying is
+// harmless. It returns an error
 // naming the sequence for a record that cannot be decoded or folded (an unknown key event
 // type, a subject that does not match the envelope, an event of a key never created); the
 // index is then unchanged.
