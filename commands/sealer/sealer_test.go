@@ -1,4 +1,4 @@
-package server
+package sealer_test
 
 import (
 	"context"
@@ -6,136 +6,112 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/commands/sealer"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/events/eventstest"
+	"github.com/keyreg/keyreg/events/natslog"
 	"github.com/keyreg/keyreg/projections"
 )
 
-// TestKVLock: one owner at a time; renewal keeps it; release or expiry hands it over;
-// a holder that lost it cannot renew.
-func TestKVLock(t *testing.T) {
-	e := eventstest.StartEmbedded(t, t.TempDir())
-	ctx := context.Background()
-	ttl := time.Second
-	a, err := OpenKVLock(ctx, e.Log.JetStream(), SealerLockKey, "a", ttl, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := OpenKVLock(ctx, e.Log.JetStream(), SealerLockKey, "b", ttl, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustAcquire := func(l *KVLock, want bool) {
-		t.Helper()
-		ok, err := l.TryAcquire(ctx)
-		if err != nil || ok != want {
-			t.Fatalf("%s TryAcquire = %t, %v; want %t", l.owner, ok, err, want)
-		}
-	}
-	mustAcquire(a, true)
-	mustAcquire(b, false)
-	if h, _ := b.Holder(ctx); h != "a" {
-		t.Fatalf("holder %q, want a", h)
-	}
-	// Renewals keep it past the TTL.
-	for range 4 {
-		time.Sleep(ttl / 3)
-		if err := a.Renew(ctx); err != nil {
-			t.Fatal(err)
-		}
-		mustAcquire(b, false)
-	}
-	// Release hands it over at once.
-	if err := a.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	mustAcquire(b, true)
-	mustAcquire(a, false)
-	if err := a.Renew(ctx); err == nil {
-		t.Fatal("a renewed a lock it does not hold")
-	}
-	// b stops renewing: after the TTL the lock is free, a takes it, and b cannot renew.
-	deadline := time.Now().Add(10 * ttl)
-	for {
-		ok, err := a.TryAcquire(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the lock did not expire")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err := b.Renew(ctx); err == nil {
-		t.Fatal("b renewed a lock that expired and was taken by a")
+// logs are the event logs every sealing test runs on.
+var logs = []struct {
+	name string
+	open func(t *testing.T) events.Log
+}{
+	{"MemLog", func(*testing.T) events.Log { return events.NewMemLog() }},
+	{"JetStream", func(t *testing.T) events.Log { return eventstest.NewJetStreamLog(t) }},
+}
+
+// forEachLog runs test on each log of logs, as a subtest.
+func forEachLog(t *testing.T, test func(t *testing.T, log events.Log)) {
+	for _, l := range logs {
+		t.Run(l.name, func(t *testing.T) { test(t, l.open(t)) })
 	}
 }
 
-// sealerEnv is a log with live views and its projector.
-type sealerEnv struct {
-	e     *eventstest.Embedded
+// env is a log with live views (a real Pebble store and its projector) and workspace
+// acme in it.
+type env struct {
+	log   events.Log
 	store *projections.Store
 	proj  *projections.Projector
 	h     *commands.Handler
 }
 
-func newSealerEnv(t *testing.T) *sealerEnv {
+func newEnv(t *testing.T, log events.Log) *env {
 	t.Helper()
-	e := eventstest.StartEmbedded(t, t.TempDir())
-	s, err := projections.Open(t.TempDir(), projections.Options{})
+	s, err := projections.Open("views", projections.Options{FS: vfs.NewMem()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := projections.NewProjector(s, e.Log)
+	p := projections.NewProjector(s, log)
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; s.Close() })
-	h := &commands.Handler{Log: e.Log}
-	if _, err := h.CreateWorkspace(ctx, commands.CreateWorkspace{Workspace: "acme", Name: "Acme"}); err != nil {
+	e := &env{log: log, store: s, proj: p, h: &commands.Handler{Log: log}}
+	if _, err := e.h.CreateWorkspace(ctx, commands.CreateWorkspace{Workspace: "acme", Name: "Acme"}); err != nil {
 		t.Fatal(err)
 	}
-	return &sealerEnv{e: e, store: s, proj: p, h: h}
+	return e
 }
 
-func (se *sealerEnv) views() (*projections.Store, *projections.Projector) { return se.store, se.proj }
+func (e *env) views() (sealer.Tree, sealer.Waiter) { return e.store, e.proj }
 
-func (se *sealerEnv) sealer(t *testing.T, cfg SealerConfig, lock *KVLock) (*Sealer, string) {
+// sealer returns a sealer of the env's views with a key of its own, and its verifier key.
+func (e *env) sealer(t *testing.T, cfg sealer.Config, lease sealer.Lease) (*sealer.Sealer, string) {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, AuditSignerName)
+	skey, vkey, err := note.GenerateKey(rand.Reader, sealer.SignerName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	signer, _ := note.NewSigner(skey)
-	return NewSealer(cfg, se.e.Log, se.views, signer, lock, slog.New(slog.NewTextHandler(io.Discard, nil))), vkey
+	return sealer.New(cfg, e.log, e.views, signer, lease, slog.New(slog.NewTextHandler(io.Discard, nil))), vkey
 }
 
-func (se *sealerEnv) addKeys(t *testing.T, n int) {
+// addKeys creates n keys and waits until the views applied them; it returns the last
+// stream sequence.
+func (e *env) addKeys(t *testing.T, n int) uint64 {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var last uint64
 	for i := range n {
-		if _, err := se.h.CreateKey(context.Background(), commands.CreateKey{Workspace: "acme", Name: fmt.Sprint("k", i)}); err != nil {
+		r, err := e.h.CreateKey(ctx, commands.CreateKey{Workspace: "acme", Name: fmt.Sprint("k", i)})
+		if err != nil {
 			t.Fatal(err)
 		}
+		last = r.Seq
 	}
+	if err := e.proj.WaitFor(ctx, last); err != nil {
+		t.Fatalf("the views did not apply sequence %d: %v", last, err)
+	}
+	return last
+}
+
+// lastSeq is the log's last sequence.
+func (e *env) lastSeq(t *testing.T) uint64 {
+	t.Helper()
+	seq, err := e.log.LastSeq(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
 }
 
 // checkpoints returns every checkpoint event of the log, in order.
-func (se *sealerEnv) checkpoints(t *testing.T) []events.CheckpointSealed {
+func (e *env) checkpoints(t *testing.T) []events.CheckpointSealed {
 	t.Helper()
 	var out []events.CheckpointSealed
-	err := se.e.Log.Read(context.Background(), events.AggregateFilter(events.SystemWorkspace, events.AggCheckpoint, events.CheckpointID), 1, func(r events.Record) error {
+	err := e.log.Read(context.Background(), events.AggregateFilter(events.SystemWorkspace, events.AggCheckpoint, events.CheckpointID), 1, func(r events.Record) error {
 		d, err := events.DecodeRecord(r)
 		if err != nil {
 			return err
@@ -149,207 +125,375 @@ func (se *sealerEnv) checkpoints(t *testing.T) []events.CheckpointSealed {
 	return out
 }
 
+// signedBy reports whether checkpoint c's note carries a valid signature of vkey.
+func signedBy(c events.CheckpointSealed, vkey string) bool {
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return false
+	}
+	_, err = note.Open([]byte(c.Note), note.VerifierList(v))
+	return err == nil
+}
+
+// waitFor polls cond until it holds, failing the test after 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// run starts s.Run; stop cancels it and waits for it to return, failing the test on an
+// error. stop may be called more than once.
+func run(t *testing.T, s *sealer.Sealer) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Run did not return within 10s of its context's end")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
 // TestConcurrentSealsAppendOnce: sealers on several nodes sealing the same round at once
 // append one checkpoint; the others find it and append nothing.
 func TestConcurrentSealsAppendOnce(t *testing.T) {
-	se := newSealerEnv(t)
-	se.addKeys(t, 5)
-	ctx := context.Background()
-	last, _ := se.e.Log.LastSeq(ctx)
-	var wg sync.WaitGroup
-	errs := make(chan error, 6)
-	for range 6 {
-		s, _ := se.sealer(t, SealerConfig{}, nil)
-		wg.Go(func() {
-			cp, err := s.Seal(ctx, last)
-			if err == nil && cp.TreeSize < last {
-				err = fmt.Errorf("sealed %d, want at least %d", cp.TreeSize, last)
-			}
-			errs <- err
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if cps := se.checkpoints(t); len(cps) != 1 || cps[0].TreeSize != last {
-		t.Fatalf("checkpoints %+v; want one of %d leaves", cps, last)
-	}
-}
-
-// TestSealerRounds: the sealer seals every EveryEvents events and, with events not
-// covered, every Interval; not when only its own checkpoint is new.
-func TestSealerRounds(t *testing.T) {
-	se := newSealerEnv(t)
-	s, vkey := se.sealer(t, SealerConfig{EveryEvents: 10, Interval: time.Hour, Poll: 20 * time.Millisecond}, nil)
-	run := func(s *Sealer) (stop func()) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Run(ctx) }()
-		return func() { cancel(); <-done }
-	}
-	stop := run(s)
-	defer func() { stop() }()
-
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-		}
-	}
-	se.addKeys(t, 5)
-	time.Sleep(200 * time.Millisecond)
-	if n := len(se.checkpoints(t)); n != 0 {
-		t.Fatalf("%d checkpoints after 6 events, want none before 10 (interval 1h)", n)
-	}
-	// The sealer is stopped while events are added, so that each round sees them all at
-	// once (a slow machine could otherwise seal in the middle of a burst).
-	stop()
-	se.addKeys(t, 6)
-	stop = run(s)
-	waitFor("a checkpoint after 12 events", func() bool { return len(se.checkpoints(t)) == 1 })
-	stop()
-	se.addKeys(t, 9) // 9 new events + the checkpoint's own: not yet 10
-	stop = run(s)
-	time.Sleep(200 * time.Millisecond)
-	if n := len(se.checkpoints(t)); n != 1 {
-		t.Fatalf("%d checkpoints; the checkpoint's own event counted", n)
-	}
-	se.addKeys(t, 1)
-	waitFor("a second checkpoint", func() bool { return len(se.checkpoints(t)) == 2 })
-
-	// By time: a short interval seals the few events not covered, then nothing more.
-	stop()
-	s.cfg.Interval = 100 * time.Millisecond
-	stop = run(s)
-	se.addKeys(t, 2)
-	waitFor("a checkpoint by time", func() bool { return len(se.checkpoints(t)) == 3 })
-	time.Sleep(400 * time.Millisecond)
-	cps := se.checkpoints(t)
-	if len(cps) != 3 {
-		t.Fatalf("%d checkpoints: the sealer sealed with no new event", len(cps))
-	}
-	v, _ := note.NewVerifier(vkey)
-	for i, c := range cps {
-		n, err := note.Open([]byte(c.Note), note.VerifierList(v))
-		if err != nil {
-			t.Fatalf("checkpoint %d: %v", i, err)
-		}
-		size, root, err := events.ParseCheckpoint([]byte(n.Text))
-		want, _ := se.store.TreeHash(int64(size))
-		if err != nil || size != c.TreeSize || root != want {
-			t.Fatalf("checkpoint %d: size %d root %s; want %d %s (%v)", i, size, root, c.TreeSize, want, err)
-		}
-		if i > 0 && c.TreeSize <= cps[i-1].TreeSize {
-			t.Fatalf("checkpoint sizes %d then %d", cps[i-1].TreeSize, c.TreeSize)
-		}
-	}
-}
-
-// TestOneSealerPerStream runs two sealers with the KV lock on one stream: only the lock
-// holder seals; when it stops, the other takes over.
-func TestOneSealerPerStream(t *testing.T) {
-	se := newSealerEnv(t)
-	ctx := context.Background()
-	cfg := SealerConfig{EveryEvents: 3, Interval: -1, Poll: 20 * time.Millisecond}
-	var sealers []*Sealer
-	var vkeys []string
-	var stops []func()
-	for _, owner := range []string{"node-a", "node-b"} {
-		lock, err := OpenKVLock(ctx, se.e.Log.JetStream(), SealerLockKey, owner, time.Second, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, vkey := se.sealer(t, cfg, lock)
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- s.Run(rctx) }()
-		sealers, vkeys = append(sealers, s), append(vkeys, vkey)
-		stops = append(stops, func() { cancel(); <-done })
-	}
-	defer func() {
-		for _, stop := range stops {
-			stop()
-		}
-	}()
-	signers := func() map[string]int {
-		out := map[string]int{}
-		for _, c := range se.checkpoints(t) {
-			for i, vk := range vkeys {
-				v, _ := note.NewVerifier(vk)
-				if _, err := note.Open([]byte(c.Note), note.VerifierList(v)); err == nil {
-					out[fmt.Sprint("sealer", i)]++
+	forEachLog(t, func(t *testing.T, log events.Log) {
+		e := newEnv(t, log)
+		last := e.addKeys(t, 5)
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		errs := make(chan error, 6)
+		for range 6 {
+			s, _ := e.sealer(t, sealer.Config{}, nil)
+			wg.Go(func() {
+				cp, err := s.Seal(ctx, last)
+				if err == nil && cp.TreeSize < last {
+					err = fmt.Errorf("sealed %d, want at least %d", cp.TreeSize, last)
 				}
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
 			}
 		}
-		return out
-	}
-	for range 5 {
-		se.addKeys(t, 4)
-		time.Sleep(100 * time.Millisecond)
-	}
-	got := signers()
-	if len(got) != 1 || len(se.checkpoints(t)) < 3 {
-		t.Fatalf("checkpoints by signer: %v; want several, all by one sealer", got)
-	}
-	var leader int
-	for k := range got {
-		fmt.Sscanf(k, "sealer%d", &leader)
-	}
-	holder, _ := sealers[leader].lock.Holder(ctx)
-	t.Logf("sealer%d (%s) sealed %v", leader, holder, got)
-	stops[leader]()
-	stops[leader] = func() {}
-	before := len(se.checkpoints(t))
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		se.addKeys(t, 4)
-		time.Sleep(100 * time.Millisecond)
-		if len(signers()) == 2 {
-			break
+		if cps := e.checkpoints(t); len(cps) != 1 || cps[0].TreeSize != last {
+			t.Fatalf("checkpoints %+v; want one of %d leaves", cps, last)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the other sealer did not take over (%d checkpoints, %d before)", len(se.checkpoints(t)), before)
+	})
+}
+
+// clock is a settable clock for Config.Now.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+// TestStepRounds drives the sealer one round at a time: it seals every EveryEvents events
+// and, with events not covered, every Interval; not when only its own checkpoint is new,
+// and not by time with nothing new. Each checkpoint's note verifies and signs the root of
+// the tree it names.
+func TestStepRounds(t *testing.T) {
+	forEachLog(t, func(t *testing.T, log events.Log) {
+		e := newEnv(t, log)
+		ctx := context.Background()
+		clk := &clock{now: time.Now()}
+		s, vkey := e.sealer(t, sealer.Config{EveryEvents: 10, Interval: time.Hour, Now: clk.Now}, nil)
+		step := func(wantDue bool, wantUncovered uint64, wantCheckpoints int) {
+			t.Helper()
+			r, err := s.Step(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Due != wantDue || r.Uncovered != wantUncovered || r.Applied != e.lastSeq(t)-boolInt(r.Due) {
+				t.Fatalf("round %+v; want due %t with %d uncovered of %d applied", r, wantDue, wantUncovered, e.lastSeq(t))
+			}
+			if r.Due && (r.Sealed.TreeSize != r.Applied || r.Sealed.Version != e.lastSeq(t)) {
+				t.Fatalf("round sealed %+v; want a checkpoint of %d leaves at sequence %d", r.Sealed, r.Applied, e.lastSeq(t))
+			}
+			if n := len(e.checkpoints(t)); n != wantCheckpoints {
+				t.Fatalf("%d checkpoints after the round %+v, want %d", n, r, wantCheckpoints)
+			}
 		}
+		e.addKeys(t, 5)
+		step(false, 6, 0) // 6 events, fewer than 10, and the interval has not passed
+		e.addKeys(t, 6)
+		step(true, 12, 1)
+		e.addKeys(t, 9)
+		step(false, 9, 1) // 9 new events and the checkpoint's own: not yet 10
+		e.addKeys(t, 1)
+		step(true, 10, 2)
+
+		// By time: once the interval has passed, the few events not covered are sealed;
+		// then, with nothing new, nothing more however long it waits.
+		e.addKeys(t, 2)
+		step(false, 2, 2)
+		clk.Add(time.Hour + time.Minute) // past the interval, counted from the last checkpoint's time
+		step(true, 2, 3)
+		clk.Add(2 * time.Hour)
+		step(false, 0, 3)
+		if n, last := s.Rounds(); n != 7 || last.Due || last.Uncovered != 0 {
+			t.Fatalf("Rounds = %d, %+v; want 7, the last one sealing nothing", n, last)
+		}
+
+		cps := e.checkpoints(t)
+		for i, c := range cps {
+			v, _ := note.NewVerifier(vkey)
+			n, err := note.Open([]byte(c.Note), note.VerifierList(v))
+			if err != nil {
+				t.Fatalf("checkpoint %d: %v", i, err)
+			}
+			size, root, err := events.ParseCheckpoint([]byte(n.Text))
+			want, _ := e.store.TreeHash(int64(size))
+			if err != nil || size != c.TreeSize || root != want {
+				t.Fatalf("checkpoint %d: size %d root %s; want %d %s (%v)", i, size, root, c.TreeSize, want, err)
+			}
+			if i > 0 && c.TreeSize <= cps[i-1].TreeSize {
+				t.Fatalf("checkpoint sizes %d then %d", cps[i-1].TreeSize, c.TreeSize)
+			}
+		}
+	})
+}
+
+func boolInt(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestRunSealsUntilStopped: Run seals by itself at its polls and returns nil when its
+// context ends; once everything is covered, its later rounds seal nothing.
+func TestRunSealsUntilStopped(t *testing.T) {
+	e := newEnv(t, events.NewMemLog())
+	s, _ := e.sealer(t, sealer.Config{EveryEvents: 3, Interval: -1, Poll: 5 * time.Millisecond}, nil)
+	last := e.addKeys(t, 5)
+	stop := run(t, s)
+	waitFor(t, "a checkpoint", func() bool { return len(e.checkpoints(t)) == 1 })
+	if cp := e.checkpoints(t)[0]; cp.TreeSize != last {
+		t.Fatalf("checkpoint of %d leaves, want %d", cp.TreeSize, last)
+	}
+	// Rounds that saw the checkpoint applied decide nothing is due.
+	if err := e.proj.WaitFor(context.Background(), e.lastSeq(t)); err != nil {
+		t.Fatal(err)
+	}
+	n0, _ := s.Rounds()
+	waitFor(t, "two more rounds", func() bool { n, _ := s.Rounds(); return n >= n0+2 })
+	stop()
+	if _, r := s.Rounds(); r.Due || r.Uncovered != 0 || len(e.checkpoints(t)) != 1 || e.lastSeq(t) != last+1 {
+		t.Fatalf("after the checkpoint: round %+v, %d checkpoints, last sequence %d; want nothing more", r, len(e.checkpoints(t)), e.lastSeq(t))
 	}
 }
 
-// TestSigningKeyFiles: the key pair is made on first use, private key 0600 in a 0700
-// directory, and the same key is read back later.
-func TestSigningKeyFiles(t *testing.T) {
-	data := t.TempDir()
-	s1, vkey, err := LoadOrCreateSigningKey(data)
-	if err != nil {
-		t.Fatal(err)
+// TestRunNotPeriodic: with neither EveryEvents nor Interval, Run never looks and seals
+// nothing; it returns when its context ends.
+func TestRunNotPeriodic(t *testing.T) {
+	e := newEnv(t, events.NewMemLog())
+	s, _ := e.sealer(t, sealer.Config{EveryEvents: -1, Interval: -1, Poll: time.Millisecond}, nil)
+	stop := run(t, s)
+	e.addKeys(t, 5)
+	stop()
+	if n, _ := s.Rounds(); n != 0 || len(e.checkpoints(t)) != 0 {
+		t.Fatalf("%d rounds, %d checkpoints; want none", n, len(e.checkpoints(t)))
 	}
-	for path, mode := range map[string]os.FileMode{
-		filepath.Join(data, "audit"):                 0o700 | os.ModeDir,
-		filepath.Join(data, "audit", "signing.key"):  0o600,
-		filepath.Join(data, "audit", "verifier.key"): 0o644,
-	} {
-		fi, err := os.Stat(path)
-		if err != nil || fi.Mode() != mode {
-			t.Errorf("%s: mode %v, %v; want %v", path, fi.Mode(), err, mode)
+}
+
+// leases is a fake lease service: one holder at a time, no expiry. It counts each
+// owner's TryAcquire calls; steal hands the lease to an owner that is no sealer, so the
+// holder's next Renew fails.
+type leases struct {
+	mu     sync.Mutex
+	holder string
+	tries  map[string]int
+}
+
+func (ls *leases) lease(owner string, ttl time.Duration) *fakeLease {
+	return &fakeLease{ls: ls, owner: owner, ttl: ttl}
+}
+
+func (ls *leases) state(owner string) (holder string, tries int) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.holder, ls.tries[owner]
+}
+
+func (ls *leases) steal() { ls.mu.Lock(); ls.holder = "thief"; ls.mu.Unlock() }
+
+type fakeLease struct {
+	ls    *leases
+	owner string
+	ttl   time.Duration
+}
+
+func (l *fakeLease) TTL() time.Duration { return l.ttl }
+
+func (l *fakeLease) TryAcquire(context.Context) (bool, error) {
+	l.ls.mu.Lock()
+	defer l.ls.mu.Unlock()
+	if l.ls.tries == nil {
+		l.ls.tries = map[string]int{}
+	}
+	l.ls.tries[l.owner]++
+	if l.ls.holder != "" {
+		return false, nil
+	}
+	l.ls.holder = l.owner
+	return true, nil
+}
+
+func (l *fakeLease) Renew(context.Context) error {
+	l.ls.mu.Lock()
+	defer l.ls.mu.Unlock()
+	if l.ls.holder != l.owner {
+		return fmt.Errorf("%s lost the lease to %q", l.owner, l.ls.holder)
+	}
+	return nil
+}
+
+func (l *fakeLease) Release(context.Context) error {
+	l.ls.mu.Lock()
+	defer l.ls.mu.Unlock()
+	if l.ls.holder == l.owner {
+		l.ls.holder = ""
+	}
+	return nil
+}
+
+// TestOnlyTheLeaseHolderSeals runs two sealers with a fake lease: only the holder looks
+// and seals; when it stops, it releases the lease and the other takes over; a sealer
+// that loses the lease stops sealing.
+func TestOnlyTheLeaseHolderSeals(t *testing.T) {
+	e := newEnv(t, events.NewMemLog())
+	ls := &leases{}
+	cfg := sealer.Config{EveryEvents: 3, Interval: -1, Poll: 5 * time.Millisecond}
+	owners := []string{"a", "b"}
+	sealers := map[string]*sealer.Sealer{}
+	vkeys := map[string]string{}
+	stops := map[string]func(){}
+	for _, o := range owners {
+		sealers[o], vkeys[o] = e.sealer(t, cfg, ls.lease(o, 60*time.Millisecond))
+		stops[o] = run(t, sealers[o])
+	}
+	waitFor(t, "a lease holder", func() bool { h, _ := ls.state(""); return h != "" })
+	leader, _ := ls.state("")
+	other := owners[0]
+	if other == leader {
+		other = owners[1]
+	}
+	for i := 1; i <= 3; i++ {
+		e.addKeys(t, 3)
+		waitFor(t, fmt.Sprint("checkpoint ", i), func() bool { return len(e.checkpoints(t)) >= i })
+	}
+	for i, c := range e.checkpoints(t) {
+		if !signedBy(c, vkeys[leader]) {
+			t.Fatalf("checkpoint %d is not signed by the lease holder %s", i, leader)
 		}
 	}
-	s2, vkey2, err := LoadOrCreateSigningKey(data)
-	if err != nil || vkey2 != vkey || s2.KeyHash() != s1.KeyHash() {
-		t.Fatalf("second load: %s, %v; want %s", vkey2, err, vkey)
+	if n, _ := sealers[other].Rounds(); n != 0 {
+		t.Fatalf("%s, not holding the lease, looked %d times", other, n)
 	}
-	if got, err := ReadVerifierKey(data); err != nil || got != vkey {
-		t.Fatalf("ReadVerifierKey = %q, %v", got, err)
+
+	// The holder stops: it releases the lease, and the other seals from then on.
+	stops[leader]()
+	waitFor(t, other+" to take the lease", func() bool { h, _ := ls.state(""); return h == other })
+	before := len(e.checkpoints(t))
+	e.addKeys(t, 3)
+	waitFor(t, "a checkpoint by "+other, func() bool {
+		cps := e.checkpoints(t)
+		return len(cps) > before && signedBy(cps[len(cps)-1], vkeys[other])
+	})
+
+	// The lease is lost (taken elsewhere): the sealer stops at its next renewal and only
+	// tries to take the lease again.
+	_, tries := ls.state(other)
+	ls.steal()
+	waitFor(t, other+" to try the lease again", func() bool { _, n := ls.state(other); return n > tries })
+	rounds, _ := sealers[other].Rounds()
+	cps := len(e.checkpoints(t))
+	_, tries = ls.state(other)
+	e.addKeys(t, 6)
+	waitFor(t, other+" to try the lease once more", func() bool { _, n := ls.state(other); return n > tries })
+	if n, _ := sealers[other].Rounds(); n != rounds || len(e.checkpoints(t)) != cps {
+		t.Fatalf("after losing the lease: %d rounds (had %d), %d checkpoints (had %d)", n, rounds, len(e.checkpoints(t)), cps)
 	}
-	msg, _ := note.Sign(&note.Note{Text: "hello\n"}, s1)
-	v, _ := note.NewVerifier(vkey)
-	if _, err := note.Open(msg, note.VerifierList(v)); err != nil {
-		t.Fatal(err)
+}
+
+// TestOneSealerPerStream runs two sealers on one JetStream stream with the NATS KV lease:
+// only the lease holder seals; when it stops, the other takes over.
+func TestOneSealerPerStream(t *testing.T) {
+	js := eventstest.StartEmbedded(t, t.TempDir())
+	e := newEnv(t, js.Log)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := sealer.Config{EveryEvents: 3, Interval: -1, Poll: 10 * time.Millisecond}
+	owners := []string{"node-a", "node-b"}
+	sealers := map[string]*sealer.Sealer{}
+	vkeys := map[string]string{}
+	stops := map[string]func(){}
+	var lease *natslog.KVLease
+	for _, o := range owners {
+		l, err := natslog.OpenKVLease(ctx, js.Log.JetStream(), sealer.LeaseKey, o, 3*time.Second, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lease = l
+		sealers[o], vkeys[o] = e.sealer(t, cfg, l)
+		stops[o] = run(t, sealers[o])
 	}
-	b, _ := os.ReadFile(filepath.Join(data, "audit", "verifier.key"))
-	if string(b) != vkey+"\n" {
-		t.Fatalf("verifier.key holds %q", b)
+	holder := func() string {
+		h, err := lease.Holder(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
 	}
+	waitFor(t, "a lease holder", func() bool { return holder() != "" })
+	leader := holder()
+	other := owners[0]
+	if other == leader {
+		other = owners[1]
+	}
+	for i := 1; i <= 3; i++ {
+		e.addKeys(t, 3)
+		waitFor(t, fmt.Sprint("checkpoint ", i), func() bool { return len(e.checkpoints(t)) >= i })
+	}
+	for i, c := range e.checkpoints(t) {
+		if !signedBy(c, vkeys[leader]) {
+			t.Fatalf("checkpoint %d is not signed by the lease holder %s", i, leader)
+		}
+	}
+	if n, _ := sealers[other].Rounds(); n != 0 || holder() != leader {
+		t.Fatalf("%s looked %d times; holder %s, want %s all along", other, n, holder(), leader)
+	}
+	stops[leader]()
+	waitFor(t, other+" to take the lease", func() bool { return holder() == other })
+	before := len(e.checkpoints(t))
+	e.addKeys(t, 3)
+	waitFor(t, "a checkpoint by "+other, func() bool {
+		cps := e.checkpoints(t)
+		return len(cps) > before && signedBy(cps[len(cps)-1], vkeys[other])
+	})
 }

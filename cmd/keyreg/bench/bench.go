@@ -1,4 +1,7 @@
-package server
+// Package bench is `keyreg bench`: it measures keyreg's parts on this machine (appends
+// with fsync, commands, a drain and a replay of the stream, Verify) on a throwaway
+// embedded server, and reports one figure per measurement.
+package bench
 
 import (
 	"context"
@@ -12,21 +15,22 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/server"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
 	"github.com/keyreg/keyreg/replay"
 )
 
-// BenchOptions size `keyreg bench`.
-type BenchOptions struct {
-	Events     int // events appended by each append measurement
-	Publishers int // concurrent publishers
+// Options size a run.
+type Options struct {
+	Events     int // events appended by each append measurement; 0 means 2000
+	Publishers int // concurrent publishers; 0 means 16
 	Dir        string
 }
 
-// BenchResult is one measured figure.
-type BenchResult struct {
+// Result is one measured figure.
+type Result struct {
 	Name  string
 	Count int
 	Took  time.Duration
@@ -34,116 +38,155 @@ type BenchResult struct {
 }
 
 // Rate is Count per second.
-func (r BenchResult) Rate() float64 { return float64(r.Count) / r.Took.Seconds() }
+func (r Result) Rate() float64 { return float64(r.Count) / r.Took.Seconds() }
 
-// Bench measures this machine on a fresh embedded server under opts.Dir (fsync on, as in
+// Run measures this machine on a fresh embedded server under opts.Dir (fsync on, as in
 // production): appends one at a time, from concurrent publishers and in atomic batches;
 // commands end to end; Verify; and a full replay beside a plain drain of the stream. It
 // reports each result to report as it is measured.
-func Bench(ctx context.Context, opts BenchOptions, report func(BenchResult)) error {
+func Run(ctx context.Context, opts Options, report func(Result)) error {
 	if opts.Events <= 0 {
 		opts.Events = 2000
 	}
 	if opts.Publishers <= 0 {
 		opts.Publishers = 16
 	}
-	s, err := OpenStream(ctx, Config{DataDir: opts.Dir})
+	s, err := server.OpenStream(ctx, server.Config{DataDir: opts.Dir})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	log := s.Log
-	msg := func(ws events.Workspace) events.Message {
-		id := events.NewID()
-		e, _ := events.NewEvent(ws, events.AggWorkspace, id, events.WorkspaceCreated{Name: "bench"}, events.Meta{}, "", time.Now())
-		data, _ := e.Encode()
-		return events.Message{Subject: events.Subject(ws, events.AggWorkspace, id, e.Type), ID: e.ID, Data: data}
-	}
-	timed := func(name, unit string, count int, f func() error) error {
-		start := time.Now()
-		if err := f(); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		report(BenchResult{Name: name, Count: count, Took: time.Since(start), Unit: unit})
-		return nil
-	}
-	parallel := func(n, workers int, f func(i int) error) error {
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		errs := make([]error, workers)
-		for w := range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-					if err := f(i); err != nil {
-						errs[w] = err
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		return errors.Join(errs...)
-	}
-	n := opts.Events
-	if err := timed("append, one at a time", "events", n, func() error {
-		for range n {
-			if _, err := log.Append(ctx, []events.Message{msg("bench-a")}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	r := &runner{ctx: ctx, log: s.Log, opts: opts, report: report}
+	if err := r.appends(); err != nil {
 		return err
 	}
-	if err := timed(fmt.Sprintf("append, %d publishers", opts.Publishers), "events", n, func() error {
-		return parallel(n, opts.Publishers, func(int) error {
-			_, err := log.Append(ctx, []events.Message{msg("bench-b")})
-			return err
-		})
-	}); err != nil {
-		return err
-	}
-	if err := timed("append, atomic batches of 100", "events", n*10, func() error {
-		for i := 0; i < n*10; i += 100 {
-			batch := make([]events.Message, 100)
-			for j := range batch {
-				batch[j] = msg("bench-c")
-			}
-			if _, err := log.Append(ctx, batch); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-
-	h := &commands.Handler{Log: log}
-	if _, err := h.CreateWorkspace(ctx, commands.CreateWorkspace{Workspace: "bench", Name: "bench"}); err != nil && !errors.Is(err, commands.ErrAlreadyExists) {
-		return err
-	}
-	secrets := make([]string, n)
-	if err := timed(fmt.Sprintf("CreateKey commands, %d clients", opts.Publishers), "commands", n, func() error {
-		return parallel(n, opts.Publishers, func(i int) error {
-			r, err := h.CreateKey(ctx, commands.CreateKey{Workspace: "bench", Name: fmt.Sprint("key ", i),
-				Permissions: []string{"users.track"}, Allowlist: []string{"10.0.0.0/8"}})
-			secrets[i] = r.Secret
-			return err
-		})
-	}); err != nil {
-		return err
-	}
-
-	last, err := log.LastSeq(ctx)
+	secrets, err := r.commands()
 	if err != nil {
 		return err
 	}
-	if err := timed("drain the stream (ordered consumer)", "events", int(last), func() error {
+	last, err := r.log.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.drain(last); err != nil {
+		return err
+	}
+	store, err := r.replay(last)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	return r.verify(store, secrets)
+}
+
+// runner runs the measurements of one Run.
+type runner struct {
+	ctx    context.Context
+	log    events.Log
+	opts   Options
+	report func(Result)
+}
+
+// timed runs f and reports how long it took to do count units.
+func (r *runner) timed(name, unit string, count int, f func() error) error {
+	start := time.Now()
+	if err := f(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	r.report(Result{Name: name, Count: count, Took: time.Since(start), Unit: unit})
+	return nil
+}
+
+// parallel calls f(i) for i in [0, n) from workers goroutines; a worker stops at its
+// first error.
+func parallel(n, workers int, f func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				if err := f(i); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// message is a workspace.created event of a new workspace id in ws, ready to append.
+func message(ws events.Workspace) events.Message {
+	id := events.NewID()
+	e, _ := events.NewEvent(ws, events.AggWorkspace, id, events.WorkspaceCreated{Name: "bench"}, events.Meta{}, "", time.Now())
+	data, _ := e.Encode()
+	return events.Message{Subject: events.Subject(ws, events.AggWorkspace, id, e.Type), ID: e.ID, Data: data}
+}
+
+// appends measures appends one at a time, from concurrent publishers, and in atomic
+// batches of 100.
+func (r *runner) appends() error {
+	ctx, n := r.ctx, r.opts.Events
+	if err := r.timed("append, one at a time", "events", n, func() error {
+		for range n {
+			if _, err := r.log.Append(ctx, []events.Message{message("bench-a")}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := r.timed(fmt.Sprintf("append, %d publishers", r.opts.Publishers), "events", n, func() error {
+		return parallel(n, r.opts.Publishers, func(int) error {
+			_, err := r.log.Append(ctx, []events.Message{message("bench-b")})
+			return err
+		})
+	}); err != nil {
+		return err
+	}
+	return r.timed("append, atomic batches of 100", "events", n*10, func() error {
+		for i := 0; i < n*10; i += 100 {
+			batch := make([]events.Message, 100)
+			for j := range batch {
+				batch[j] = message("bench-c")
+			}
+			if _, err := r.log.Append(ctx, batch); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// commands measures CreateKey commands from concurrent clients and returns the secrets
+// of the keys made.
+func (r *runner) commands() ([]string, error) {
+	ctx, n := r.ctx, r.opts.Events
+	h := &commands.Handler{Log: r.log}
+	if _, err := h.CreateWorkspace(ctx, commands.CreateWorkspace{Workspace: "bench", Name: "bench"}); err != nil && !errors.Is(err, commands.ErrAlreadyExists) {
+		return nil, err
+	}
+	secrets := make([]string, n)
+	err := r.timed(fmt.Sprintf("CreateKey commands, %d clients", r.opts.Publishers), "commands", n, func() error {
+		return parallel(n, r.opts.Publishers, func(i int) error {
+			res, err := h.CreateKey(ctx, commands.CreateKey{Workspace: "bench", Name: fmt.Sprint("key ", i),
+				Permissions: []string{"users.track"}, Allowlist: []string{"10.0.0.0/8"}})
+			secrets[i] = res.Secret
+			return err
+		})
+	})
+	return secrets, err
+}
+
+// drain measures an ordered consumer reading the stream up to last.
+func (r *runner) drain(last uint64) error {
+	return r.timed("drain the stream (ordered consumer)", "events", int(last), func() error {
 		stop := errors.New("stop")
-		err := log.Follow(ctx, 1, func(r events.Record) error {
-			if r.Seq >= last {
+		err := r.log.Follow(r.ctx, 1, func(rec events.Record) error {
+			if rec.Seq >= last {
 				return stop
 			}
 			return nil
@@ -152,41 +195,44 @@ func Bench(ctx context.Context, opts BenchOptions, report func(BenchResult)) err
 			return nil
 		}
 		return err
+	})
+}
+
+// replay measures a rebuild of the views up to last, and opens them.
+func (r *runner) replay(last uint64) (*projections.Store, error) {
+	dir := filepath.Join(r.opts.Dir, "bench-views")
+	if err := r.timed("replay into Pebble views", "events", int(last), func() error {
+		_, err := replay.Rebuild(r.ctx, r.log, dir, replay.Options{UntilSeq: last})
+		return err
 	}); err != nil {
-		return err
+		return nil, err
 	}
-	dir := filepath.Join(opts.Dir, "bench-views")
-	if err := timed("replay into Pebble views", "events", int(last), func() error {
-		_, err := replay.Rebuild(ctx, log, dir, replay.Options{UntilSeq: last})
-		return err
-	}); err != nil {
-		return err
-	}
-	store, err := projections.Open(dir, projections.Options{ReadOnly: true})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
+	return projections.Open(dir, projections.Options{ReadOnly: true})
+}
+
+// verify measures a million Verify calls on one core, cycling through secrets.
+func (r *runner) verify(store *projections.Store, secrets []string) error {
 	ip, now := netip.MustParseAddr("10.1.2.3"), time.Now()
 	const verifies = 1_000_000
-	return timed("Verify (in-process, one core)", "verifies", verifies, func() error {
+	return r.timed("Verify (in-process, one core)", "verifies", verifies, func() error {
 		for i := range verifies {
-			if r := store.Verify(secrets[i%len(secrets)], ip, "users.track", now); !r.Valid {
-				return fmt.Errorf("verify answered %s", r.Code)
+			if v := store.Verify(secrets[i%len(secrets)], ip, "users.track", now); !v.Valid {
+				return fmt.Errorf("verify answered %s", v.Code)
 			}
 		}
 		return nil
 	})
 }
 
-// PrintBench writes a result as one aligned line.
-func PrintBench(w io.Writer, r BenchResult) {
+// Print writes a result as one aligned line.
+func Print(w io.Writer, r Result) {
 	per := r.Took / time.Duration(max(r.Count, 1))
 	fmt.Fprintf(w, "%-40s %9d %-9s in %9s  %12.0f/s  %10s each\n", r.Name, r.Count, r.Unit, r.Took.Round(time.Millisecond), r.Rate(), per)
 }
 
-// BenchDir makes a temporary directory for Bench when none is given.
-func BenchDir() (string, func(), error) {
+// TempDir makes a temporary directory for Run when none is given, and returns it with
+// the function that removes it.
+func TempDir() (string, func(), error) {
 	dir, err := os.MkdirTemp("", "keyreg-bench-")
 	if err != nil {
 		return "", nil, err

@@ -13,8 +13,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
-	"github.com/keyreg/keyreg/cmd/keyreg/server"
 	"github.com/keyreg/keyreg/cmd/keyreg/wire"
+	"github.com/keyreg/keyreg/commands/sealer"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/replay"
 )
@@ -394,7 +394,7 @@ copy obtained out of band: a key fetched from the server proves only that the se
 			var vkey string
 			var err error
 			if data != "" {
-				vkey, err = server.ReadVerifierKey(data)
+				vkey, err = sealer.ReadVerifierKey(data)
 			} else {
 				vkey, err = g.client().AuditPubkey(cmd.Context())
 			}

@@ -5,11 +5,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/cmd/keyreg/bench"
 )
 
 func newBenchCmd(g *globals) *cobra.Command {
-	opts := server.BenchOptions{}
+	opts := bench.Options{}
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure this machine: appends (fsync on), commands, replay and verify",
@@ -23,7 +23,7 @@ and Verify in process. The figures are this machine's, at this moment.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.Dir == "" {
-				dir, cleanup, err := server.BenchDir()
+				dir, cleanup, err := bench.TempDir()
 				if err != nil {
 					return err
 				}
@@ -31,7 +31,7 @@ and Verify in process. The figures are this machine's, at this moment.`,
 				opts.Dir = dir
 			}
 			fmt.Fprintf(g.stdout, "keyreg bench: %d events per append measurement, %d publishers, in %s\n", opts.Events, opts.Publishers, opts.Dir)
-			return server.Bench(cmd.Context(), opts, func(r server.BenchResult) { server.PrintBench(g.stdout, r) })
+			return bench.Run(cmd.Context(), opts, func(r bench.Result) { bench.Print(g.stdout, r) })
 		},
 	}
 	cmd.Flags().IntVar(&opts.Events, "events", 2000, "events per append measurement (batches append ten times as many)")

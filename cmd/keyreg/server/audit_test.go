@@ -17,6 +17,7 @@ import (
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/commands/sealer"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/replay"
 )
@@ -289,7 +290,7 @@ func TestAuditExportOverHTTP(t *testing.T) {
 		VerifierKey string `json:"verifier_key"`
 	}
 	n.json("GET", "/v1/audit/pubkey", "", nil, 200, &pk)
-	if vk, err := server.ReadVerifierKey(n.dataDir); err != nil || vk != pk.VerifierKey {
+	if vk, err := sealer.ReadVerifierKey(n.dataDir); err != nil || vk != pk.VerifierKey {
 		t.Fatalf("pubkey endpoint %q, data dir %q (%v)", pk.VerifierKey, vk, err)
 	}
 	var all auditPage
@@ -338,7 +339,7 @@ func TestAuditExportOverHTTP(t *testing.T) {
 func TestPeriodicCheckpointsOnlyGrow(t *testing.T) {
 	n := startNode(t, "", withSealer(4, 100*time.Millisecond))
 	f := newFixture(t, n, "acme")
-	vkey, err := server.ReadVerifierKey(n.dataDir)
+	vkey, err := sealer.ReadVerifierKey(n.dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}

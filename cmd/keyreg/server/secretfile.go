@@ -19,8 +19,9 @@ var ErrSecretFileExists = errors.New("secret file already exists")
 // O_CREATE|O_EXCL|O_NOFOLLOW) beside its final path, moved into place by commit with a
 // hard link, which, unlike a rename, never replaces a file that appeared meanwhile.
 //
-// Every secret file keyreg writes goes through it: the root key (--bootstrap-key-file,
-// keyreg admin recover-root), the audit signing key and the NATS subscriber password.
+// The root key (--bootstrap-key-file, keyreg admin recover-root) and the NATS subscriber
+// password go through it; the audit signing key is written the same way (a new 0600 file
+// linked into place) by commands/sealer, which may not import cmd.
 type secretFile struct {
 	path string
 	tmp  *os.File
