@@ -309,12 +309,17 @@ func TestRunSealsUntilStopped(t *testing.T) {
 }
 
 // TestRunNotPeriodic: with neither EveryEvents nor Interval, Run never looks and seals
-// nothing; it returns when its context ends.
+// nothing; it returns when its context ends. A periodic sealer polling as often, which
+// never finds a checkpoint due, shows that polls went by meanwhile.
 func TestRunNotPeriodic(t *testing.T) {
 	e := newEnv(t, events.NewMemLog())
 	s, _ := e.sealer(t, sealer.Config{EveryEvents: -1, Interval: -1, Poll: time.Millisecond}, nil)
+	ref, _ := e.sealer(t, sealer.Config{EveryEvents: 1 << 30, Interval: -1, Poll: time.Millisecond}, nil)
 	stop := run(t, s)
+	stopRef := run(t, ref)
 	e.addKeys(t, 5)
+	waitFor(t, "five polls of the periodic sealer", func() bool { n, _ := ref.Rounds(); return n >= 5 })
+	stopRef()
 	stop()
 	if n, _ := s.Rounds(); n != 0 || len(e.checkpoints(t)) != 0 {
 		t.Fatalf("%d rounds, %d checkpoints; want none", n, len(e.checkpoints(t)))

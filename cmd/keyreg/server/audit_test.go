@@ -382,12 +382,28 @@ func TestPeriodicCheckpointsOnlyGrow(t *testing.T) {
 	if err := tlog.CheckTree(p, n2, r2, n1, r1); err != nil {
 		t.Fatalf("checkpoint %d does not extend %d: %v", n2, n1, err)
 	}
-	// With nothing new, nothing more is sealed.
-	time.Sleep(300 * time.Millisecond)
-	last := n.lastSeq()
-	time.Sleep(300 * time.Millisecond)
-	if n.lastSeq() != last {
-		t.Fatalf("the sealer appended with no new event: %d -> %d", last, n.lastSeq())
+	// With nothing new, nothing more is sealed: once a round of the sealer found every
+	// event covered, its next rounds (three polls, longer than the interval) append nothing.
+	s := n.Sealer()
+	waitRounds := func(what string, cond func(rounds uint64, r sealer.Round) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if cond(s.Rounds()) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	var last, covered uint64
+	waitRounds("a round finding every event covered", func(rounds uint64, r sealer.Round) bool {
+		last, covered = n.lastSeq(), rounds
+		return !r.Due && r.Uncovered == 0 && r.Applied == last
+	})
+	waitRounds("three more rounds", func(rounds uint64, _ sealer.Round) bool { return rounds >= covered+3 })
+	if _, r := s.Rounds(); n.lastSeq() != last || r.Due {
+		t.Fatalf("the sealer appended with no new event: %d -> %d (last round %+v)", last, n.lastSeq(), r)
 	}
 }
 
