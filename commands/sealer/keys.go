@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"golang.org/x/mod/sumdb/note"
 )
@@ -116,11 +117,13 @@ func verifierKeyOf(skey string) (string, error) {
 	return vkey, nil
 }
 
-// writeFile writes b to a new temporary file beside path (made with O_EXCL, mode perm
-// whatever the umask), syncs it, and moves it to path with place: os.Rename replaces what
-// is there, os.Link fails with fs.ErrExist instead. The file appears whole or not at all.
+// writeFile writes b to a new temporary file beside path (opened
+// O_CREATE|O_EXCL|O_NOFOLLOW, then mode perm whatever the umask), syncs it, and moves it
+// to path with place: os.Rename replaces what is there, os.Link fails with fs.ErrExist
+// instead. The file appears whole or not at all.
 func writeFile(path string, b []byte, perm os.FileMode, place func(oldpath, newpath string) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+rand.Text()[:12])
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
