@@ -65,12 +65,15 @@ var forbiddenDeps = map[string][]string{
 	"events/natslog":       {"github.com/nats-io/nats-server"},
 	"projections/keyindex": {"github.com/nats-io/", "github.com/cockroachdb/pebble"},
 	"projections/verifier": {"github.com/nats-io/nats-server", "github.com/cockroachdb/pebble"},
-	"cmd/keyreg/client":    {"github.com/nats-io/nats-server", "github.com/cockroachdb/pebble", "github.com/danielgtaylor/huma", "github.com/prometheus/"},
+	"commands/sealer": {"github.com/nats-io/", "github.com/cockroachdb/pebble", "github.com/keyreg/keyreg/projections",
+		"github.com/keyreg/keyreg/events/natslog"},
+	"cmd/keyreg/client": {"github.com/nats-io/nats-server", "github.com/cockroachdb/pebble", "github.com/danielgtaylor/huma", "github.com/prometheus/"},
 }
 
 // TestForbiddenDependencies checks forbiddenDeps: events is the domain, with no NATS and
 // no Pebble; the JetStream log uses nats.go but not the server; the verifier a service
-// embeds links no NATS server and no Pebble, and the Go client nothing of the server side.
+// embeds links no NATS server and no Pebble, and the Go client nothing of the server side;
+// sealing consumes the views, the projector and the lease through interfaces of its own.
 func TestForbiddenDependencies(t *testing.T) {
 	const mod = "github.com/keyreg/keyreg/"
 	for pkg, forbidden := range forbiddenDeps {
