@@ -157,6 +157,10 @@ func (s *Sealer) Seal(ctx context.Context, atLeast uint64) (events.CheckpointSta
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The size is read before the latest checkpoint: read after, it could count the event
+	// of a checkpoint that another sealer appended meanwhile, which would then be sealed
+	// again by a checkpoint of one more leaf.
+	size := uint64(max(tree.TreeSize(), 0))
 	latest, err := tree.SealedCheckpoint(ctx)
 	if err != nil {
 		return latest, err
@@ -164,7 +168,6 @@ func (s *Sealer) Seal(ctx context.Context, atLeast uint64) (events.CheckpointSta
 	if latest.Exists() && latest.TreeSize >= atLeast {
 		return latest, nil
 	}
-	size := uint64(max(tree.TreeSize(), 0))
 	if size == 0 || size < atLeast {
 		return latest, fmt.Errorf("seal: the views hold %d events, need %d", size, atLeast)
 	}
@@ -255,11 +258,11 @@ func (s *Sealer) Rounds() (uint64, Round) {
 // due looks at the views: whether a checkpoint is due, and up to which sequence.
 func (s *Sealer) due(ctx context.Context) (Round, error) {
 	tree, _ := s.views()
+	applied := uint64(max(tree.TreeSize(), 0)) // before the checkpoint: see Seal
 	latest, err := tree.SealedCheckpoint(ctx)
 	if err != nil {
 		return Round{}, err
 	}
-	applied := uint64(max(tree.TreeSize(), 0))
 	uncovered := applied - min(latest.TreeSize, applied)
 	if latest.Exists() && latest.Version > latest.TreeSize && latest.Version <= applied {
 		uncovered-- // the checkpoint's own event
