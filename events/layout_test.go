@@ -65,9 +65,8 @@ var forbiddenDeps = map[string][]string{
 	"events/natslog":       {"github.com/nats-io/nats-server"},
 	"projections/keyindex": {"github.com/nats-io/", "github.com/cockroachdb/pebble"},
 	"projections/verifier": {"github.com/nats-io/nats-server", "github.com/cockroachdb/pebble"},
-	"commands/sealer": {"github.com/nats-io/", "github.com/cockroachdb/pebble", "github.com/keyreg/keyreg/projections",
-		"github.com/keyreg/keyreg/events/natslog"},
-	"cmd/keyreg/client": {"github.com/nats-io/nats-server", "github.com/cockroachdb/pebble", "github.com/danielgtaylor/huma", "github.com/prometheus/"},
+	"commands/sealer":      {"github.com/nats-io/", "github.com/cockroachdb/pebble", "github.com/keyreg/keyreg/projections", "github.com/keyreg/keyreg/events/natslog"},
+	"cmd/keyreg/client":    {"github.com/nats-io/nats-server", "github.com/cockroachdb/pebble", "github.com/danielgtaylor/huma", "github.com/prometheus/"},
 }
 
 // TestForbiddenDependencies checks forbiddenDeps: events is the domain, with no NATS and
