@@ -63,7 +63,7 @@ func (c CreateKey) validate(now time.Time) (createKey, error) {
 
 func (c createKey) decide(ws events.WorkspaceState) ([]change, error) {
 	if !ws.Exists() {
-		return nil, events.NotFound("workspace", string(c.ws), "", ErrNotFound)
+		return nil, events.NotFound("workspace", string(c.ws), "")
 	}
 	if err := checkGrants(ws, c.permissions, c.by); err != nil {
 		return nil, err
@@ -88,7 +88,7 @@ func (c createKey) decide(ws events.WorkspaceState) ([]change, error) {
 //
 // Errors: *events.ValidationError (fields workspace, name, permissions, allowlist,
 // expires_at, event_id); *GrantError (ErrForbidden) for a registry permission By does not
-// hold; ErrNotFound (a *events.NotFoundError) when the workspace does not exist; a
+// hold; events.ErrNotFound (a *events.NotFoundError) when the workspace does not exist; a
 // *QuotaError when it holds MaxKeysPerWorkspace keys; ErrAlreadyExists when EventID was
 // used by another command.
 func (h *Handler) CreateKey(ctx context.Context, cmd CreateKey) (Result, error) {

@@ -78,7 +78,7 @@ func TestDecideKeyChecks(t *testing.T) {
 				expected uint64
 				want     error
 			}{
-				{"ErrNotFound", events.KeyState{}, 0, ErrNotFound},
+				{"events.ErrNotFound", events.KeyState{}, 0, events.ErrNotFound},
 				{"ErrPrecondition", testKey, 6, ErrPrecondition},
 				{"ErrRevoked", revoked, 0, ErrRevoked},
 				{"ErrRevoked/ExpectedVersion", revoked, 7, ErrRevoked},
@@ -112,7 +112,7 @@ func TestDecideCreateKey(t *testing.T) {
 		Name: "K", Permissions: []events.Permission{"users.track"}, Allowlist: prefixes("10.0.0.0/8"), SecretHash: "hash", ExpiresAt: &exp,
 	}})
 	_, err = c.decide(events.WorkspaceState{})
-	wantErr(t, err, ErrNotFound)
+	wantErr(t, err, events.ErrNotFound)
 }
 
 func TestDecideRenameKey(t *testing.T) {
@@ -217,7 +217,7 @@ func TestDecideRegisterIdentifier(t *testing.T) {
 	_, err = c.decide(testWorkspace, events.NameClaimState{Holder: testIdent.ID, Head: events.Head{Version: 13}})
 	wantErr(t, err, ErrNameTaken)
 	_, err = c.decide(events.WorkspaceState{}, events.NameClaimState{})
-	wantErr(t, err, ErrNotFound)
+	wantErr(t, err, events.ErrNotFound)
 }
 
 func TestDecideRenameIdentifier(t *testing.T) {
@@ -262,7 +262,7 @@ func TestDecideRenameIdentifier(t *testing.T) {
 		_, err := renameIdentifier{id: id, name: "X"}.decide(retired, newClaim, oldClaim)
 		wantErr(t, err, ErrRetired)
 		_, err = renameIdentifier{id: id, name: "X"}.decide(events.IdentifierState{}, newClaim, oldClaim)
-		wantErr(t, err, ErrNotFound)
+		wantErr(t, err, events.ErrNotFound)
 		_, err = renameIdentifier{id: id, name: "X", expected: 8}.decide(testIdent, newClaim, oldClaim)
 		wantErr(t, err, ErrPrecondition)
 	})
@@ -285,7 +285,7 @@ func TestDecideRetireIdentifier(t *testing.T) {
 	_, err = retireIdentifier{id: id}.decide(retired, claim)
 	wantErr(t, err, ErrRetired)
 	_, err = retireIdentifier{id: id}.decide(events.IdentifierState{}, claim)
-	wantErr(t, err, ErrNotFound)
+	wantErr(t, err, events.ErrNotFound)
 	_, err = retireIdentifier{id: id, expected: 10}.decide(testIdent, claim)
 	wantErr(t, err, ErrPrecondition)
 }

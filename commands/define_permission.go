@@ -52,7 +52,7 @@ func (c DefinePermission) validate() (definePermission, error) {
 
 func (c definePermission) decide(ws events.WorkspaceState) ([]change, error) {
 	if !ws.Exists() {
-		return nil, fmt.Errorf("workspace %s: %w", c.ws, ErrNotFound)
+		return nil, fmt.Errorf("workspace %s: %w", c.ws, events.ErrNotFound)
 	}
 	for _, p := range ws.Permissions {
 		if p.Name != c.name {
@@ -73,7 +73,7 @@ func (c definePermission) decide(ws events.WorkspaceState) ([]change, error) {
 // description appends nothing; permissions are never removed.
 //
 // Errors: *events.ValidationError (fields workspace, name, description, event_id; a name
-// that is built in or starts with keyreg.); ErrNotFound when the workspace does not
+// that is built in or starts with keyreg.); events.ErrNotFound when the workspace does not
 // exist; ErrAlreadyExists when the workspace has the permission with another
 // description, or EventID was used by another command.
 func (h *Handler) DefinePermission(ctx context.Context, cmd DefinePermission) (Result, error) {

@@ -8,11 +8,11 @@ import (
 )
 
 // Sentinel errors, checked with errors.Is. Invalid input is reported as an
-// *events.ValidationError (errors.Is(err, events.ErrInvalid)); a command that kept meeting
-// concurrent changes returns an error wrapping events.ErrConflict.
+// *events.ValidationError (errors.Is(err, events.ErrInvalid)); a workspace, key or
+// identifier that does not exist as an error wrapping events.ErrNotFound (usually an
+// *events.NotFoundError); a command that kept meeting concurrent changes returns an error
+// wrapping events.ErrConflict.
 var (
-	// ErrNotFound means the workspace, key or identifier does not exist.
-	ErrNotFound = errors.New("commands: not found")
 	// ErrAlreadyExists means the workspace already exists, or an EventID was already used
 	// by a different command.
 	ErrAlreadyExists = errors.New("commands: already exists")

@@ -80,7 +80,7 @@ func TestDecideDefinePermission(t *testing.T) {
 	_, err = c.decide(defined)
 	wantErr(t, err, ErrAlreadyExists)
 	_, err = c.decide(events.WorkspaceState{})
-	wantErr(t, err, ErrNotFound)
+	wantErr(t, err, events.ErrNotFound)
 }
 
 func TestDefinePermissionValidation(t *testing.T) {

@@ -166,22 +166,22 @@ func TestNotFound(t *testing.T) {
 	forEachLog(t, func(t *testing.T, h *Handler) {
 		ctx := testCtx(t)
 		_, err := h.CreateKey(ctx, CreateKey{Workspace: "nowhere", Name: "k"})
-		wantErr(t, err, ErrNotFound)
+		wantErr(t, err, events.ErrNotFound)
 		_, err = h.RegisterIdentifier(ctx, RegisterIdentifier{Workspace: "nowhere", Kind: "segment", Name: "n"})
-		wantErr(t, err, ErrNotFound)
+		wantErr(t, err, events.ErrNotFound)
 		mustWorkspace(t, h, "acme")
 		missing := events.NewID()
 		_, err = h.UpdateAllowlist(ctx, UpdateAllowlist{Workspace: "acme", KeyID: missing})
-		wantErr(t, err, ErrNotFound)
+		wantErr(t, err, events.ErrNotFound)
 		_, err = h.RotateKey(ctx, RotateKey{Workspace: "acme", KeyID: missing})
-		wantErr(t, err, ErrNotFound)
+		wantErr(t, err, events.ErrNotFound)
 		_, err = h.RetireIdentifier(ctx, RetireIdentifier{Workspace: "acme", IdentifierID: missing})
-		wantErr(t, err, ErrNotFound)
+		wantErr(t, err, events.ErrNotFound)
 		// A key of another workspace is not found.
 		mustWorkspace(t, h, "beta")
 		id := mustKey(t, h, "acme").ID
 		_, err = h.RevokeKey(ctx, RevokeKey{Workspace: "beta", KeyID: id})
-		wantErr(t, err, ErrNotFound)
+		wantErr(t, err, events.ErrNotFound)
 		if seq := lastSeq(t, h.Log); seq != 3 {
 			t.Errorf("log has %d events, want 3", seq)
 		}

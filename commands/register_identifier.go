@@ -59,7 +59,7 @@ func (c RegisterIdentifier) validate() (registerIdentifier, error) {
 // decide registers the identifier and claims its name, which must be free.
 func (c registerIdentifier) decide(ws events.WorkspaceState, claim events.NameClaimState) ([]change, error) {
 	if !ws.Exists() {
-		return nil, events.NotFound("workspace", string(c.ws), "", ErrNotFound)
+		return nil, events.NotFound("workspace", string(c.ws), "")
 	}
 	if claim.Holder != "" {
 		return nil, &NameTakenError{Kind: c.kind, Name: c.name, Holder: claim.Holder}
@@ -78,7 +78,7 @@ func (c registerIdentifier) decide(ws events.WorkspaceState, claim events.NameCl
 // claim.
 //
 // Errors: *events.ValidationError (fields workspace, kind, name, platform, event_id);
-// ErrNotFound (a *events.NotFoundError) when the workspace does not exist; ErrNameTaken (a
+// events.ErrNotFound (a *events.NotFoundError) when the workspace does not exist; ErrNameTaken (a
 // *NameTakenError naming the holder); a *QuotaError when the workspace holds
 // MaxIdentifiersPerWorkspace identifiers; ErrAlreadyExists when EventID was used by
 // another command.

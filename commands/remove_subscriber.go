@@ -16,7 +16,7 @@ type RemoveSubscriber struct {
 
 func (c RemoveSubscriber) decide(st events.SubscriberState) ([]change, error) {
 	if !st.Active {
-		return nil, fmt.Errorf("subscriber %s: %w", c.Name, ErrNotFound)
+		return nil, fmt.Errorf("subscriber %s: %w", c.Name, events.ErrNotFound)
 	}
 	return []change{{ws: events.SystemWorkspace, agg: events.AggSubscriber, id: c.Name, expect: st.Version, prevHash: st.LastHash,
 		payload: events.SubscriberRemoved{Name: c.Name}}}, nil
@@ -24,7 +24,7 @@ func (c RemoveSubscriber) decide(st events.SubscriberState) ([]change, error) {
 
 // RemoveSubscriber removes NATS subscriber cmd.Name. The Result's ID is the name.
 //
-// Errors: *events.ValidationError (field name); ErrNotFound when there is no such
+// Errors: *events.ValidationError (field name); events.ErrNotFound when there is no such
 // subscriber, or it was removed already.
 func (h *Handler) RemoveSubscriber(ctx context.Context, cmd RemoveSubscriber) (Result, error) {
 	name, err := events.ParseSubscriberName(cmd.Name)

@@ -69,7 +69,7 @@ func (c renameIdentifier) decide(s events.IdentifierState, newClaim, oldClaim ev
 // current version. Result.Seq is the last event's sequence.
 //
 // Errors: *events.ValidationError (fields workspace, identifier_id, name, event_id);
-// ErrNotFound; ErrPrecondition; ErrRetired; ErrNameTaken.
+// events.ErrNotFound; ErrPrecondition; ErrRetired; ErrNameTaken.
 func (h *Handler) RenameIdentifier(ctx context.Context, cmd RenameIdentifier) (Result, error) {
 	c, err := cmd.validate()
 	if err != nil {

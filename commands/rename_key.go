@@ -54,7 +54,7 @@ func (c renameKey) decide(k events.KeyState) ([]change, error) {
 // nothing and returns the current version.
 //
 // Errors: *events.ValidationError (fields workspace, key_id, name, event_id);
-// ErrNotFound; ErrPrecondition; ErrRevoked.
+// events.ErrNotFound; ErrPrecondition; ErrRevoked.
 func (h *Handler) RenameKey(ctx context.Context, cmd RenameKey) (Result, error) {
 	c, err := cmd.validate()
 	if err != nil {

@@ -51,7 +51,7 @@ func (c retireIdentifier) decide(s events.IdentifierState, claim events.NameClai
 // that of the release.
 //
 // Errors: *events.ValidationError (fields workspace, identifier_id, event_id);
-// ErrNotFound; ErrPrecondition; ErrRetired when it is already retired.
+// events.ErrNotFound; ErrPrecondition; ErrRetired when it is already retired.
 func (h *Handler) RetireIdentifier(ctx context.Context, cmd RetireIdentifier) (Result, error) {
 	c, err := cmd.validate()
 	if err != nil {

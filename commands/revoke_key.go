@@ -43,7 +43,7 @@ func (c revokeKey) decide(k events.KeyState, now time.Time) ([]change, error) {
 
 // RevokeKey revokes a key; its history is kept. An expired key can be revoked too.
 //
-// Errors: *events.ValidationError (fields workspace, key_id, event_id); ErrNotFound;
+// Errors: *events.ValidationError (fields workspace, key_id, event_id); events.ErrNotFound;
 // ErrPrecondition; ErrRevoked when the key is already revoked.
 func (h *Handler) RevokeKey(ctx context.Context, cmd RevokeKey) (Result, error) {
 	c, err := cmd.validate()

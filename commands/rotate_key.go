@@ -61,7 +61,7 @@ func (c rotateKey) decide(k events.KeyState, now time.Time) ([]change, error) {
 // with the same EventID returns the earlier Result with Duplicate set and no secret.
 //
 // Errors: *events.ValidationError (fields workspace, key_id, grace_seconds, event_id);
-// ErrNotFound; ErrPrecondition; ErrRevoked.
+// events.ErrNotFound; ErrPrecondition; ErrRevoked.
 func (h *Handler) RotateKey(ctx context.Context, cmd RotateKey) (Result, error) {
 	c, err := cmd.validate()
 	if err != nil {

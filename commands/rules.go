@@ -41,7 +41,7 @@ func checkVersion(expected, actual uint64) error {
 // checkKey checks that key id of ws exists, is at the expected version and is not revoked.
 func checkKey(k events.KeyState, ws events.Workspace, id string, expected uint64) error {
 	if !k.Exists() {
-		return events.NotFound("key", id, ws, ErrNotFound)
+		return events.NotFound("key", id, ws)
 	}
 	if err := checkVersion(expected, k.Version); err != nil {
 		return fmt.Errorf("key %s: %w", id, err)
@@ -56,7 +56,7 @@ func checkKey(k events.KeyState, ws events.Workspace, id string, expected uint64
 // not retired.
 func checkIdentifier(s events.IdentifierState, ws events.Workspace, id string, expected uint64) error {
 	if !s.Exists() {
-		return events.NotFound("identifier", id, ws, ErrNotFound)
+		return events.NotFound("identifier", id, ws)
 	}
 	if err := checkVersion(expected, s.Version); err != nil {
 		return fmt.Errorf("identifier %s: %w", id, err)

@@ -62,7 +62,7 @@ func sameTime(a, b *time.Time) bool {
 // nothing and returns the current version.
 //
 // Errors: *events.ValidationError (fields workspace, key_id, expires_at, event_id);
-// ErrNotFound; ErrPrecondition; ErrRevoked.
+// events.ErrNotFound; ErrPrecondition; ErrRevoked.
 func (h *Handler) SetKeyExpiry(ctx context.Context, cmd SetKeyExpiry) (Result, error) {
 	c, err := cmd.validate(h.now())
 	if err != nil {

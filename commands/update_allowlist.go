@@ -63,7 +63,7 @@ func (c updateAllowlist) decide(k events.KeyState) ([]change, error) {
 // appends nothing and returns the current version.
 //
 // Errors: *events.ValidationError (fields workspace, key_id, allowlist, event_id);
-// ErrNotFound; ErrPrecondition; ErrRevoked.
+// events.ErrNotFound; ErrPrecondition; ErrRevoked.
 func (h *Handler) UpdateAllowlist(ctx context.Context, cmd UpdateAllowlist) (Result, error) {
 	c, err := cmd.validate()
 	if err != nil {

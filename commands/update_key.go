@@ -103,7 +103,7 @@ func (c updateKey) decide(k events.KeyState, ws events.WorkspaceState, expected 
 // Permissions added are checked as UpdatePermissions checks them.
 //
 // Errors: *events.ValidationError (fields workspace, key_id, name, permissions,
-// expires_at, event_id); *GrantError (ErrForbidden); ErrNotFound; ErrPrecondition;
+// expires_at, event_id); *GrantError (ErrForbidden); events.ErrNotFound; ErrPrecondition;
 // ErrRevoked.
 func (h *Handler) UpdateKey(ctx context.Context, cmd UpdateKey) (Result, error) {
 	c, err := cmd.validate(h.now())

@@ -71,7 +71,7 @@ func (c updatePermissions) decide(k events.KeyState, ws events.WorkspaceState) (
 // key keeps are not (a key keeps a permission that has left the catalogue).
 //
 // Errors: *events.ValidationError (fields workspace, key_id, permissions, event_id);
-// *GrantError (ErrForbidden); ErrNotFound; ErrPrecondition; ErrRevoked.
+// *GrantError (ErrForbidden); events.ErrNotFound; ErrPrecondition; ErrRevoked.
 func (h *Handler) UpdatePermissions(ctx context.Context, cmd UpdatePermissions) (Result, error) {
 	c, err := cmd.validate()
 	if err != nil {

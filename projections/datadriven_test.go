@@ -295,11 +295,10 @@ func (h *harness) run(t *testing.T, d *datadriven.TestData) string {
 	return ""
 }
 
-// result prints v as indented JSON, or the error with whether it is ErrNotFound.
+// result prints v as indented JSON, or the error with whether it is events.ErrNotFound.
 func (h *harness) result(v any, err error) string {
 	if err != nil {
-		return fmt.Sprintf("error: %v (ErrNotFound=%t events.ErrNotFound=%t)",
-			err, errors.Is(err, ErrNotFound), errors.Is(err, events.ErrNotFound))
+		return fmt.Sprintf("error: %v (ErrNotFound=%t)", err, errors.Is(err, events.ErrNotFound))
 	}
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

@@ -14,13 +14,13 @@ import (
 	"github.com/keyreg/keyreg/events"
 )
 
-// get decodes the JSON value of key into v; ErrNotFound when absent.
+// get decodes the JSON value of key into v; events.ErrNotFound when absent.
 func (s *Store) get(key []byte, v any) error { return get(s.db, key, v) }
 
 func get(r pebble.Reader, key []byte, v any) error {
 	b, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return ErrNotFound
+		return events.ErrNotFound
 	}
 	if err != nil {
 		return err
@@ -30,15 +30,15 @@ func get(r pebble.Reader, key []byte, v any) error {
 }
 
 // getErr returns err of the read of what (a "workspace", "key" or "identifier") id of ws:
-// ErrNotFound becomes an *events.NotFoundError that says what was not found.
+// events.ErrNotFound becomes an *events.NotFoundError that says what was not found.
 func getErr(err error, what, id string, ws events.Workspace) error {
-	if err == ErrNotFound {
-		return events.NotFound(what, id, ws, ErrNotFound)
+	if err == events.ErrNotFound {
+		return events.NotFound(what, id, ws)
 	}
 	return fmt.Errorf("get %s %s/%s: %w", what, ws, id, err)
 }
 
-// Workspace returns a workspace's state, or an error wrapping ErrNotFound. ctx is unused;
+// Workspace returns a workspace's state, or an error wrapping events.ErrNotFound. ctx is unused;
 // it is there for the commands' state-reader interface.
 func (s *Store) Workspace(ctx context.Context, ws events.Workspace) (events.WorkspaceState, error) {
 	var st events.WorkspaceState
@@ -70,7 +70,7 @@ func (s *Store) Workspaces(after events.Workspace, limit int) ([]events.Workspac
 	return out, nil
 }
 
-// Key returns a key's state, or an error wrapping ErrNotFound. The stored Status is
+// Key returns a key's state, or an error wrapping events.ErrNotFound. The stored Status is
 // active or revoked; use StatusAt for expiry. ctx is unused; it is there for the commands'
 // state-reader interface.
 func (s *Store) Key(ctx context.Context, ws events.Workspace, id string) (events.KeyState, error) {
@@ -124,7 +124,7 @@ func (s *Store) Keys(ws events.Workspace, f KeyFilter) ([]events.KeyState, error
 }
 
 // Identifier returns an identifier's state (active or retired), or an error wrapping
-// ErrNotFound. ctx is unused; it is there for the commands' state-reader interface.
+// events.ErrNotFound. ctx is unused; it is there for the commands' state-reader interface.
 func (s *Store) Identifier(ctx context.Context, ws events.Workspace, id string) (events.IdentifierState, error) {
 	var st events.IdentifierState
 	if err := s.get(identifierKey(ws, id), &st); err != nil {
@@ -239,7 +239,7 @@ func identNames(r pebble.Reader, ws events.Workspace, kind events.Kind, folded s
 }
 
 // NameClaim returns the state of a name claim (id events.NameClaimID(kind, folded name)),
-// or an error wrapping ErrNotFound when the name was never claimed. A released claim is
+// or an error wrapping events.ErrNotFound when the name was never claimed. A released claim is
 // found, with an empty Holder. ctx is unused; it is there for the commands' state-reader
 // interface.
 func (s *Store) NameClaim(ctx context.Context, ws events.Workspace, claimID string) (events.NameClaimState, error) {

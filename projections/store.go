@@ -11,16 +11,12 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections/keyindex"
 )
 
-// Sentinel errors, checked with errors.Is.
+// Sentinel errors, checked with errors.Is. A view with no entry for the requested id
+// answers an error wrapping events.ErrNotFound.
 var (
-	// ErrNotFound means a view has no entry for the requested id. It also matches
-	// events.ErrNotFound, so callers that know only the events package (commands) can
-	// check for it.
-	ErrNotFound error = notFoundError{}
 	// ErrAheadOfLog means the views have applied records the log does not have: the stream
 	// was recreated or restored from an older backup, and the views must be rebuilt.
 	ErrAheadOfLog = errors.New("projections: checkpoint ahead of log")
@@ -29,11 +25,6 @@ var (
 	// ErrReadOnly is returned by Apply on a store opened read-only.
 	ErrReadOnly = errors.New("projections: read-only")
 )
-
-type notFoundError struct{}
-
-func (notFoundError) Error() string { return "projections: not found" }
-func (notFoundError) Unwrap() error { return events.ErrNotFound }
 
 // Options configure Open.
 type Options struct {

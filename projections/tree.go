@@ -144,13 +144,13 @@ func (s *Store) TreeSize() int64 { return int64(s.Checkpoint()) }
 
 func (s *Store) checkTreeSize(n int64) error {
 	if n < 0 || n > s.TreeSize() {
-		return fmt.Errorf("audit tree of size %d: the views hold %d leaves: %w", n, s.TreeSize(), ErrNotFound)
+		return fmt.Errorf("audit tree of size %d: the views hold %d leaves: %w", n, s.TreeSize(), events.ErrNotFound)
 	}
 	return nil
 }
 
 // TreeHash returns the root hash of the audit tree of the first n leaves (stream
-// sequences 1 to n). It returns an error wrapping ErrNotFound when n is beyond the views'
+// sequences 1 to n). It returns an error wrapping events.ErrNotFound when n is beyond the views'
 // checkpoint, or ErrNoTree when the views lack the tree.
 func (s *Store) TreeHash(n int64) (tlog.Hash, error) {
 	if err := s.checkTreeSize(n); err != nil {
@@ -278,14 +278,14 @@ func (p *Prover) Close() error { return p.Release() }
 func (s *Store) SealedCheckpoint(ctx context.Context) (events.CheckpointState, error) {
 	var st events.CheckpointState
 	err := s.get([]byte(keyLatestCheckpoint), &st)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if err != nil && !errors.Is(err, events.ErrNotFound) {
 		return st, fmt.Errorf("read latest checkpoint: %w", err)
 	}
 	return st, nil
 }
 
 // CheckpointAtLeast returns the smallest checkpoint whose tree covers at least size
-// leaves, or an error wrapping ErrNotFound when there is none.
+// leaves, or an error wrapping events.ErrNotFound when there is none.
 func (s *Store) CheckpointAtLeast(size uint64) (events.CheckpointState, error) {
 	var st events.CheckpointState
 	found := false
@@ -301,7 +301,7 @@ func (s *Store) CheckpointAtLeast(size uint64) (events.CheckpointState, error) {
 		return st, fmt.Errorf("checkpoint of at least %d leaves: %w", size, err)
 	}
 	if !found {
-		return st, fmt.Errorf("checkpoint of at least %d leaves: %w", size, ErrNotFound)
+		return st, fmt.Errorf("checkpoint of at least %d leaves: %w", size, events.ErrNotFound)
 	}
 	return st, nil
 }
@@ -439,12 +439,12 @@ func readHashAt(r pebble.Reader, key []byte) (tlog.Hash, error) {
 
 // WorkspaceTree returns the size and root hash of workspace ws's audit tree as of stream
 // sequence asOf: its events with a sequence up to asOf, in stream order. asOf must be at
-// most the views' checkpoint (else an error wrapping ErrNotFound). A workspace with no
+// most the views' checkpoint (else an error wrapping events.ErrNotFound). A workspace with no
 // event then has size 0 and the root of the empty tree. It returns an error wrapping
 // ErrNoTree when the views predate the workspace trees.
 func (s *Store) WorkspaceTree(ws events.Workspace, asOf uint64) (int64, tlog.Hash, error) {
 	if asOf > s.Checkpoint() {
-		return 0, tlog.Hash{}, fmt.Errorf("workspace %s tree as of %d: the views hold %d records: %w", ws, asOf, s.Checkpoint(), ErrNotFound)
+		return 0, tlog.Hash{}, fmt.Errorf("workspace %s tree as of %d: the views hold %d records: %w", ws, asOf, s.Checkpoint(), events.ErrNotFound)
 	}
 	n, err := workspaceTreeSize(s.db, ws, asOf)
 	if err != nil {

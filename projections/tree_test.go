@@ -82,8 +82,8 @@ func TestTreeMatchesReference(t *testing.T) {
 			t.Fatalf("leaf %d: the proof also proves changed data", leaf)
 		}
 	}
-	if _, err := s.TreeHash(n + 1); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("TreeHash beyond the views: %v, want ErrNotFound", err)
+	if _, err := s.TreeHash(n + 1); !errors.Is(err, events.ErrNotFound) {
+		t.Fatalf("TreeHash beyond the views: %v, want events.ErrNotFound", err)
 	}
 }
 
@@ -173,8 +173,8 @@ func TestCheckpointViews(t *testing.T) {
 			t.Errorf("CheckpointAtLeast(%d) = %d, %v; want %d", c.atLeast, got.TreeSize, err, c.want)
 		}
 	}
-	if _, err := s.CheckpointAtLeast(second + 1); !errors.Is(err, ErrNotFound) {
-		t.Errorf("CheckpointAtLeast beyond the latest: %v, want ErrNotFound", err)
+	if _, err := s.CheckpointAtLeast(second + 1); !errors.Is(err, events.ErrNotFound) {
+		t.Errorf("CheckpointAtLeast beyond the latest: %v, want events.ErrNotFound", err)
 	}
 	hist, err := s.History(events.SystemWorkspace, events.AggCheckpoint, events.CheckpointID, 0, 0)
 	if err != nil || len(hist) != 2 {
@@ -215,7 +215,7 @@ func TestProver(t *testing.T) {
 		}
 		p.Close()
 	}
-	if _, err := s.NewProver(int64(len(recs)) + 1); !errors.Is(err, ErrNotFound) {
+	if _, err := s.NewProver(int64(len(recs)) + 1); !errors.Is(err, events.ErrNotFound) {
 		t.Fatalf("Prover beyond the views: %v", err)
 	}
 }
@@ -287,8 +287,8 @@ func TestWorkspaceTreeMatchesReference(t *testing.T) {
 			}
 		}
 	}
-	if _, _, err := s.WorkspaceTree("acme", uint64(len(recs))+1); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("beyond the checkpoint: %v, want ErrNotFound", err)
+	if _, _, err := s.WorkspaceTree("acme", uint64(len(recs))+1); !errors.Is(err, events.ErrNotFound) {
+		t.Fatalf("beyond the checkpoint: %v, want events.ErrNotFound", err)
 	}
 }
 

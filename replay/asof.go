@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/keyreg/keyreg/events"
-	"github.com/keyreg/keyreg/projections"
 )
 
 // Cut is a point in the log: the records up to stream sequence Seq, or, when Seq is 0,
@@ -112,7 +111,7 @@ func foldUntil(ctx context.Context, log events.Reader, filter string, cut Cut,
 
 // KeyAsOf returns key id of workspace ws as it was at the cut, folded from its events in
 // the log: a key revoked since shows active. It returns an error wrapping
-// projections.ErrNotFound when the key had not been created by then.
+// events.ErrNotFound when the key had not been created by then.
 func KeyAsOf(ctx context.Context, log events.Reader, ws events.Workspace, id string, cut Cut) (events.KeyState, error) {
 	var st events.KeyState
 	err := foldUntil(ctx, log, events.AggregateFilter(ws, events.AggKey, id), cut, func(r events.Record, d events.Decoded) error {
@@ -122,7 +121,7 @@ func KeyAsOf(ctx context.Context, log events.Reader, ws events.Workspace, id str
 		return events.KeyState{}, err
 	}
 	if !st.Exists() || st.ID == "" {
-		return events.KeyState{}, fmt.Errorf("as of %s: %w", cut, events.NotFound("key", id, ws, projections.ErrNotFound))
+		return events.KeyState{}, fmt.Errorf("as of %s: %w", cut, events.NotFound("key", id, ws))
 	}
 	return st, nil
 }
@@ -155,7 +154,7 @@ func KeysAsOf(ctx context.Context, log events.Reader, ws events.Workspace, cut C
 }
 
 // IdentifierAsOf returns identifier id of workspace ws as it was at the cut, or an error
-// wrapping projections.ErrNotFound when it had not been registered by then.
+// wrapping events.ErrNotFound when it had not been registered by then.
 func IdentifierAsOf(ctx context.Context, log events.Reader, ws events.Workspace, id string, cut Cut) (events.IdentifierState, error) {
 	var st events.IdentifierState
 	err := foldUntil(ctx, log, events.AggregateFilter(ws, events.AggIdentifier, id), cut, func(r events.Record, d events.Decoded) error {
@@ -165,7 +164,7 @@ func IdentifierAsOf(ctx context.Context, log events.Reader, ws events.Workspace,
 		return events.IdentifierState{}, err
 	}
 	if !st.Exists() || st.ID == "" {
-		return events.IdentifierState{}, fmt.Errorf("as of %s: %w", cut, events.NotFound("identifier", id, ws, projections.ErrNotFound))
+		return events.IdentifierState{}, fmt.Errorf("as of %s: %w", cut, events.NotFound("identifier", id, ws))
 	}
 	return st, nil
 }

@@ -170,7 +170,7 @@ func TestAsOf(t *testing.T) {
 				}
 				k, err := replay.KeyAsOf(ctx, log, "acme", created.ID, cut)
 				if !c.want.found {
-					if !errors.Is(err, projections.ErrNotFound) {
+					if !errors.Is(err, events.ErrNotFound) {
 						t.Fatalf("KeyAsOf before creation: %+v, %v; want ErrNotFound", k, err)
 					}
 				} else {
@@ -200,7 +200,7 @@ func TestAsOf(t *testing.T) {
 		cut := replay.Cut{Seq: c.seq}
 		s, err := replay.IdentifierAsOf(ctx, log, "acme", ident.ID, cut)
 		if c.name == "" {
-			if !errors.Is(err, projections.ErrNotFound) {
+			if !errors.Is(err, events.ErrNotFound) {
 				t.Fatalf("identifier before registration: %v", err)
 			}
 		} else if err != nil || s.Name != c.name {

@@ -185,7 +185,7 @@ func TestPointInTime(t *testing.T) {
 	if _, err := replay.Rebuild(ctx, log, dir, replay.Options{UntilSeq: created - 1}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := open(t, dir).Key(ctx, "acme", keyID); !errors.Is(err, projections.ErrNotFound) {
+	if _, err := open(t, dir).Key(ctx, "acme", keyID); !errors.Is(err, events.ErrNotFound) {
 		t.Fatalf("key before its creation: %v, want ErrNotFound", err)
 	}
 }

@@ -81,7 +81,7 @@ func outcome(err error) string {
 		return "ok"
 	case errors.Is(err, events.ErrInvalid):
 		return "invalid"
-	case errors.Is(err, commands.ErrNotFound):
+	case errors.Is(err, events.ErrNotFound):
 		return "not_found"
 	case errors.Is(err, commands.ErrPrecondition):
 		return "precondition_failed"

@@ -108,6 +108,6 @@ func (a *API) registerPermissions() {
 				return &permissionOutput{ETag: etag(ws.Version), Location: "/v1/permissions?workspace=" + in.WS, Body: permissionOut(d)}, nil
 			}
 		}
-		return nil, a.fail(ctx, commands.ErrNotFound)
+		return nil, a.fail(ctx, events.ErrNotFound)
 	})
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
-	"github.com/keyreg/keyreg/projections"
 )
 
 // ErrUnavailable marks errors of a part this server does not have or cannot reach now
@@ -279,7 +278,7 @@ func toProblem(err error) *Problem {
 		return problem(http.StatusConflict, CodeKeyRevoked, "the key is revoked and accepts no further change")
 	case errors.Is(err, commands.ErrRetired):
 		return problem(http.StatusConflict, CodeRetired, "the identifier is retired and accepts no further change")
-	case errors.Is(err, commands.ErrNotFound), errors.Is(err, projections.ErrNotFound), errors.Is(err, events.ErrNotFound):
+	case errors.Is(err, events.ErrNotFound):
 		return problem(http.StatusNotFound, CodeNotFound, "not found")
 	case errors.Is(err, ErrUnavailable):
 		return problem(http.StatusServiceUnavailable, CodeUnavailable, err.Error())
