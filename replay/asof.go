@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections"
 )
 
 // Cut is a point in the log: the records up to stream sequence Seq, or, when Seq is 0,
@@ -206,6 +207,74 @@ func IdentifiersAsOf(ctx context.Context, log events.Reader, ws events.Workspace
 	out := make([]events.IdentifierState, len(list))
 	for i, e := range list {
 		out[i] = e.st
+	}
+	return out, nil
+}
+
+// View is the keys and identifiers of the log as they were at Cut, folded from their
+// events on each read: the point-in-time twin of projections.Store's Key, Keys,
+// Identifier and Identifiers, with the same filters, order and errors (an error wrapping
+// events.ErrNotFound for what did not exist yet), so one reader serves both.
+type View struct {
+	Log events.Reader
+	Cut Cut
+}
+
+// Key returns key id of workspace ws as it was at the cut (see KeyAsOf).
+func (v View) Key(ctx context.Context, ws events.Workspace, id string) (events.KeyState, error) {
+	return KeyAsOf(ctx, v.Log, ws, id, v.Cut)
+}
+
+// Keys returns the keys of workspace ws that existed at the cut and match f, ordered by
+// id, as projections.Store.Keys does; f.At is the moment their status is judged at (zero:
+// now).
+func (v View) Keys(ctx context.Context, ws events.Workspace, f projections.KeyFilter) ([]events.KeyState, error) {
+	keys, err := KeysAsOf(ctx, v.Log, ws, v.Cut)
+	if err != nil {
+		return nil, err
+	}
+	at := f.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	var out []events.KeyState
+	for _, k := range keys {
+		if f.Limit > 0 && len(out) == f.Limit {
+			break
+		}
+		if k.ID > f.After && (f.Status == "" || k.StatusAt(at) == f.Status) {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// Identifier returns identifier id of workspace ws as it was at the cut (see
+// IdentifierAsOf).
+func (v View) Identifier(ctx context.Context, ws events.Workspace, id string) (events.IdentifierState, error) {
+	return IdentifierAsOf(ctx, v.Log, ws, id, v.Cut)
+}
+
+// Identifiers returns the identifiers of workspace ws that were active at the cut and
+// match f, in the order of projections.Store.Identifiers (f.After is a
+// projections.IdentifierCursor).
+func (v View) Identifiers(ctx context.Context, ws events.Workspace, f projections.IdentifierFilter) ([]events.IdentifierState, error) {
+	list, err := IdentifiersAsOf(ctx, v.Log, ws, f.Kind, f.NamePrefix, v.Cut)
+	if err != nil {
+		return nil, err
+	}
+	// Ordered by cursor, as the live index is: kind, folded name, id.
+	slices.SortFunc(list, func(x, y events.IdentifierState) int {
+		return strings.Compare(projections.IdentifierCursor(x), projections.IdentifierCursor(y))
+	})
+	var out []events.IdentifierState
+	for _, s := range list {
+		if f.Limit > 0 && len(out) == f.Limit {
+			break
+		}
+		if projections.IdentifierCursor(s) > f.After {
+			out = append(out, s)
+		}
 	}
 	return out, nil
 }

@@ -28,14 +28,19 @@ type Replayer interface {
 	ReplayStatus() ReplayStatus
 }
 
+var adminTags = []string{"admin"}
+
 func (a *API) registerAdmin() {
 	if a.d.Replayer == nil {
 		return
 	}
-	tags := []string{"admin"}
-	sec := []map[string][]string{{"bearer": {}}}
+	a.registerStartReplay()
+	a.registerReplayStatus()
+}
+
+func (a *API) registerStartReplay() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "start-replay", Method: http.MethodPost, Path: "/v1/admin/replay", Tags: tags, Security: sec,
+		OperationID: "start-replay", Method: http.MethodPost, Path: "/v1/admin/replay", Tags: adminTags, Security: bearer,
 		Summary:       "Rebuild every view online (blue/green)",
 		DefaultStatus: http.StatusAccepted,
 		Description: "Builds a new generation of the views from the stream while the current one keeps serving reads and writes, " +
@@ -50,8 +55,11 @@ func (a *API) registerAdmin() {
 		}
 		return &struct{ Body ReplayStatus }{st}, nil
 	})
+}
+
+func (a *API) registerReplayStatus() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "replay-status", Method: http.MethodGet, Path: "/v1/admin/replay", Tags: tags, Security: sec,
+		OperationID: "replay-status", Method: http.MethodGet, Path: "/v1/admin/replay", Tags: adminTags, Security: bearer,
 		Summary: "Progress of the running or last online rebuild", Description: "Needs keyreg.admin.",
 	}, func(ctx context.Context, in *struct{}) (*struct{ Body ReplayStatus }, error) {
 		if _, err := a.requireAdmin(ctx); err != nil {

@@ -20,48 +20,14 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
-	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
-	"github.com/keyreg/keyreg/projections"
 )
+
+// bearer is the security requirement of the operations that need a registry key.
+var bearer = []map[string][]string{{"bearer": {}}}
 
 // MaxBody is the largest request body accepted (413 beyond).
 const MaxBody = 1 << 20
-
-// Deps are what the API runs on.
-type Deps struct {
-	Commands  *commands.Handler      // nil serves read-only: writes answer 405
-	Store     *projections.Store     // the views
-	Projector *projections.Projector // for read-your-writes; nil in read-only mode
-	Log       events.Reader          // event bodies for history; readiness
-	Metrics   *Metrics               // nil: no metrics
-	Logger    *slog.Logger           // nil: slog.Default()
-	Now       func() time.Time       // nil: time.Now
-	// VerifyFailureRate and VerifyFailureBurst bound the verifies that find no key per
-	// end-user address (IPv6: per /64), per second and in bursts; each caller gets 4 and 5
-	// times as much (see failureLimiter). 0: 5 per second, bursts of 20.
-	VerifyFailureRate  float64
-	VerifyFailureBurst int
-	// ReadyCheck, when set, reports whether the views serve (projector caught up).
-	ReadyCheck func(ctx context.Context) error
-	// SSEHeartbeat is how often an idle event stream gets a heartbeat; 0 means
-	// DefaultSSEHeartbeat.
-	SSEHeartbeat time.Duration
-	// Replayer, when set, serves POST and GET /v1/admin/replay.
-	Replayer Replayer
-	// Audit seals checkpoints for exports and names the sealer's public key.
-	Audit AuditDeps
-	// TrustedProxies are the peers whose X-Forwarded-For gives the client address (for
-	// allowlists, verify limits and actorip); from any other peer it is ignored.
-	TrustedProxies []netip.Prefix
-	// Subscribers, when set, serves /v1/subscribers (NATS credentials of services);
-	// without it those answer 409 not_supported.
-	Subscribers Subscribers
-	// SSEMaxPerKey and SSEMaxTotal bound the open event streams per registry key (429
-	// beyond) and in all (503 beyond); 0 means DefaultSSEMaxPerKey, DefaultSSEMaxTotal.
-	SSEMaxPerKey int
-	SSEMaxTotal  int
-}
 
 // API serves the HTTP API.
 type API struct {
@@ -72,6 +38,9 @@ type API struct {
 	idem    *idempotency
 	closing closer // ends event streams at shutdown (Close)
 	streams streamCounts
+	// streamOps are the route patterns ("GET /v1/...") of the operations whose answers
+	// stream for as long as they last, marked where they are registered (IsStream).
+	streamOps map[string]bool
 }
 
 // New builds the API and registers every operation.
@@ -97,7 +66,7 @@ func New(d Deps) *API {
 		"bearer": {Type: "http", Scheme: "bearer", Description: "The secret of a registry key (kr_...)."},
 	}
 	a := &API{d: d, mux: mux, limiter: newFailureLimiter(d.VerifyFailureRate, d.VerifyFailureBurst),
-		idem: newIdempotency(idemTTL, idemMaxEntries, idemMaxBytes, idemMaxEntryBytes)}
+		idem: newIdempotency(idemTTL, idemMaxEntries, idemMaxBytes, idemMaxEntryBytes), streamOps: map[string]bool{}}
 	a.huma = humago.New(mux, cfg)
 	a.huma.UseMiddleware(a.callerMiddleware, pathIDMiddleware, a.strictJSONMiddleware, a.idempotencyMiddleware)
 	a.registerWorkspaces()
@@ -111,6 +80,21 @@ func New(d Deps) *API {
 	a.registerAudit()
 	a.registerSubscribers()
 	return a
+}
+
+// stream marks op as one whose answer streams for as long as it lasts (an event stream, an
+// export), for IsStream, and returns it.
+func (a *API) stream(op huma.Operation) huma.Operation {
+	a.streamOps[strings.ToUpper(op.Method)+" "+op.Path] = true
+	return op
+}
+
+// IsStream reports whether r goes to an operation whose answer streams for as long as it
+// lasts (GET .../events, GET .../audit/export), so a server can leave its connection
+// without deadlines and its answer unbuffered.
+func (a *API) IsStream(r *http.Request) bool {
+	_, pattern := a.mux.Handler(r)
+	return a.streamOps[pattern]
 }
 
 // ServeHTTP implements http.Handler.
@@ -286,12 +270,12 @@ func (a *API) fail(ctx context.Context, err error) error {
 // waitApplied blocks until the views have applied seq, so that the response and any
 // following read see the change.
 func (a *API) waitApplied(ctx context.Context, seq uint64) error {
-	if a.d.Projector == nil {
+	if a.d.Waiter == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := a.d.Projector.WaitFor(ctx, seq); err != nil {
+	if err := a.d.Waiter.WaitFor(ctx, seq); err != nil {
 		p := problem(http.StatusServiceUnavailable, CodeUnavailable, "the change was stored but the views have not applied it yet; retry the read")
 		p.internal = err
 		return p

@@ -15,20 +15,6 @@ import (
 	"github.com/keyreg/keyreg/replay"
 )
 
-// AuditDeps are what the audit endpoints need beyond the views and the log.
-type AuditDeps struct {
-	// Seal seals a checkpoint of the audit tree covering at least atLeast leaves and
-	// returns it once the views have applied it. nil (read-only): a JSON Lines export
-	// stops at the latest checkpoint.
-	Seal func(ctx context.Context, atLeast uint64) (events.CheckpointState, error)
-	// Attest signs the statement of a JSON Lines export (replay.Exporter.Attest). nil
-	// (read-only): exports carry none, and their completeness cannot be proven.
-	Attest func(text []byte) (string, error)
-	// VerifierKey is the sealer's public key (note verifier key), served by
-	// GET /v1/audit/pubkey; empty: 404.
-	VerifierKey string
-}
-
 // AuditFilterParams are the filters of the audit log and export.
 type AuditFilterParams struct {
 	WS    string   `path:"ws" doc:"Workspace id"`
@@ -126,12 +112,17 @@ var exportSchema = &huma.Schema{
 		"columns time, actor, actor_ip, aggregate, change, before, after, sequence, event_id, reason.",
 }
 
-func (a *API) registerAudit() {
-	tags := []string{"audit"}
-	sec := []map[string][]string{{"bearer": {}}}
+var auditTags = []string{"audit"}
 
+func (a *API) registerAudit() {
+	a.registerAuditLog()
+	a.registerAuditExport()
+	a.registerAuditPubkey()
+}
+
+func (a *API) registerAuditLog() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "audit-log", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/audit", Tags: tags, Security: sec,
+		OperationID: "audit-log", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/audit", Tags: auditTags, Security: bearer,
 		Summary: "A workspace's audit log",
 		Description: "The workspace's events, oldest first, as stored CloudEvents with their stream sequence, filtered by key, " +
 			"actor, type and time. Page with after=<next>. Needs keyreg.audit.read.",
@@ -146,15 +137,17 @@ func (a *API) registerAudit() {
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		entries, err := a.d.Store.Audit(events.Workspace(in.WS), f, in.After, in.Limit+1)
+		entries, err := a.d.Views.Audit(events.Workspace(in.WS), f, in.After, in.Limit+1)
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
 		return a.history(ctx, entries, in.Limit)
 	})
+}
 
-	huma.Register(a.huma, huma.Operation{
-		OperationID: "audit-export", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/audit/export", Tags: tags, Security: sec,
+func (a *API) registerAuditExport() {
+	huma.Register(a.huma, a.stream(huma.Operation{
+		OperationID: "audit-export", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/audit/export", Tags: auditTags, Security: bearer,
 		Summary: "Export a workspace's audit log",
 		Description: "Streams the selected events, however many, as JSON Lines with inclusion proofs and a signed checkpoint " +
 			"(verifiable offline with keyreg audit verify), or as CSV for reading. The export is a snapshot: events stored " +
@@ -163,7 +156,7 @@ func (a *API) registerAudit() {
 			"200": {Description: "The export", Content: map[string]*huma.MediaType{
 				"application/x-ndjson": {Schema: exportSchema}, "text/csv": {Schema: exportSchema}}},
 		},
-	}, func(ctx context.Context, in *struct {
+	}), func(ctx context.Context, in *struct {
 		AuditFilterParams
 		Format string `query:"format" enum:"jsonl,csv" default:"jsonl" doc:"jsonl (with proofs, verifiable) or csv"`
 	}) (*huma.StreamResponse, error) {
@@ -174,12 +167,17 @@ func (a *API) registerAudit() {
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
+		if a.d.Audit.Exporter == nil {
+			return nil, problem(http.StatusServiceUnavailable, CodeUnavailable, "this server does not export audit logs")
+		}
 		q := replay.ExportQuery{Workspace: events.Workspace(in.WS), Filter: f, After: in.After, Format: in.Format}
 		return &huma.StreamResponse{Body: func(hctx huma.Context) { a.streamExport(hctx, q) }}, nil
 	})
+}
 
+func (a *API) registerAuditPubkey() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "audit-pubkey", Method: http.MethodGet, Path: "/v1/audit/pubkey", Tags: tags,
+		OperationID: "audit-pubkey", Method: http.MethodGet, Path: "/v1/audit/pubkey", Tags: auditTags,
 		Summary:     "The audit checkpoints' verifier key",
 		Description: "The public key that checks the signatures of the audit checkpoints. It is public: no token needed.",
 	}, func(ctx context.Context, in *struct{}) (*pubkeyOutput, error) {
@@ -233,8 +231,7 @@ func (a *API) streamExport(hctx huma.Context, q replay.ExportQuery) {
 		return
 	}
 	w := &exportWriter{hctx: hctx, w: rw, format: q.Format, ws: string(q.Workspace)}
-	x := replay.Exporter{Log: a.d.Log, Store: a.d.Store, Seal: a.d.Audit.Seal, Attest: a.d.Audit.Attest}
-	stats, err := x.Export(ctx, w, q)
+	stats, err := a.d.Audit.Exporter.Export(ctx, w, q)
 	switch {
 	case err == nil:
 		a.d.Logger.Info("audit export", "request_id", callerOf(ctx).requestID, "workspace", q.Workspace, "format", q.Format,

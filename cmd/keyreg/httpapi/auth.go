@@ -40,7 +40,7 @@ func (a *API) authenticate(ctx context.Context) (principal, error) {
 	if c.token == "" {
 		return principal{}, unauthorized("missing bearer token: send Authorization: Bearer <secret>")
 	}
-	r := a.d.Store.Verify(c.token, c.ip, "", a.d.Now())
+	r := a.d.Views.Verify(c.token, c.ip, "", a.d.Now())
 	switch r.Code {
 	case projections.CodeValid:
 		return principal{KeyID: r.KeyID, Workspace: r.Workspace, Permissions: r.Permissions}, nil
@@ -72,7 +72,7 @@ func (a *API) authorize(ctx context.Context, ws string, perm events.Permission, 
 	}
 	if p.admin() {
 		// An admin may act in every workspace, but only in one that exists.
-		if _, err := a.d.Store.Workspace(ctx, events.Workspace(ws)); err != nil {
+		if _, err := a.d.Views.Workspace(ctx, events.Workspace(ws)); err != nil {
 			return p, a.fail(ctx, err)
 		}
 		return p, nil

@@ -19,7 +19,7 @@ func (a *API) registerHealth() {
 		OperationID: "healthz", Method: http.MethodGet, Path: "/healthz", Tags: []string{"health"},
 		Summary: "Liveness: the process serves HTTP",
 	}, func(ctx context.Context, in *struct{}) (*struct{ Body Health }, error) {
-		return &struct{ Body Health }{Health{Status: "ok", Checkpoint: a.d.Store.Checkpoint()}}, nil
+		return &struct{ Body Health }{Health{Status: "ok", Checkpoint: a.d.Views.Checkpoint()}}, nil
 	})
 	huma.Register(a.huma, huma.Operation{
 		OperationID: "readyz", Method: http.MethodGet, Path: "/readyz", Tags: []string{"health"},
@@ -30,7 +30,7 @@ func (a *API) registerHealth() {
 				return nil, problem(http.StatusServiceUnavailable, CodeUnavailable, err.Error())
 			}
 		}
-		return &struct{ Body Health }{Health{Status: "ok", Checkpoint: a.d.Store.Checkpoint()}}, nil
+		return &struct{ Body Health }{Health{Status: "ok", Checkpoint: a.d.Views.Checkpoint()}}, nil
 	})
 	if a.d.Metrics != nil {
 		a.mux.Handle("GET /metrics", a.d.Metrics.Handler())

@@ -47,12 +47,19 @@ func identifiersPage(list []events.IdentifierState, limit int) *identifiersOutpu
 
 func identifierLocation(ws, id string) string { return "/v1/workspaces/" + ws + "/identifiers/" + id }
 
-func (a *API) registerIdentifiers() {
-	tags := []string{"identifiers"}
-	sec := []map[string][]string{{"bearer": {}}}
+var identifiersTags = []string{"identifiers"}
 
+func (a *API) registerIdentifiers() {
+	a.registerRegisterIdentifier()
+	a.registerListIdentifiers()
+	a.registerGetIdentifier()
+	a.registerRenameIdentifier()
+	a.registerRetireIdentifier()
+}
+
+func (a *API) registerRegisterIdentifier() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "register-identifier", Method: http.MethodPost, Path: "/v1/workspaces/{ws}/identifiers", Tags: tags, Security: sec,
+		OperationID: "register-identifier", Method: http.MethodPost, Path: "/v1/workspaces/{ws}/identifiers", Tags: identifiersTags, Security: bearer,
 		Summary: "Register an identifier", DefaultStatus: http.StatusCreated,
 		Description: "An app identifier (kind app, with a platform) or an additional API identifier. Names are unique per workspace and kind among active identifiers, ignoring case.",
 	}, func(ctx context.Context, in *struct {
@@ -76,9 +83,11 @@ func (a *API) registerIdentifiers() {
 			Name: in.Body.Name, Platform: in.Body.Platform, EventID: c.eventID, Meta: c.meta(p)})
 		return a.afterIdentifierWrite(ctx, "register_identifier", in.WS, res, err)
 	})
+}
 
+func (a *API) registerListIdentifiers() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "list-identifiers", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/identifiers", Tags: tags, Security: sec,
+		OperationID: "list-identifiers", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/identifiers", Tags: identifiersTags, Security: bearer,
 		Summary: "List and search identifiers", Description: "Active identifiers, by kind and by name prefix (ignoring case), ordered by kind and name, in pages: pass the answer's next as after= for the next page.",
 	}, func(ctx context.Context, in *struct {
 		WS   string `path:"ws"`
@@ -87,47 +96,51 @@ func (a *API) registerIdentifiers() {
 		AsOf string `query:"as_of" doc:"The identifiers active at this moment: an RFC 3339 time or a stream sequence"`
 		PageParams
 	}) (*identifiersOutput, error) {
-		if in.AsOf != "" {
-			return a.identifiersAsOf(ctx, in.WS, in.Kind, in.Q, in.AsOf, in.PageParams)
-		}
-		if _, err := a.authorize(ctx, in.WS, PermIdentifiersRead); err != nil {
+		v, err := a.view(ctx, in.WS, PermIdentifiersRead, in.AsOf)
+		if err != nil {
 			return nil, err
 		}
 		var kind events.Kind
 		if in.Kind != "" {
-			k, err := events.ParseKind(in.Kind)
-			if err != nil {
+			if kind, err = events.ParseKind(in.Kind); err != nil {
 				return nil, a.fail(ctx, err)
 			}
-			kind = k
 		}
 		after, err := identifierAfter(in.After)
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		list, err := a.d.Store.Identifiers(events.Workspace(in.WS), projections.IdentifierFilter{
+		list, err := v.Identifiers(ctx, events.Workspace(in.WS), projections.IdentifierFilter{
 			Kind: kind, NamePrefix: in.Q, After: after, Limit: in.limit() + 1})
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
 		return identifiersPage(list, in.limit()), nil
 	})
+}
 
+// identifierGetInput is the input of GET .../identifiers/{id}.
+type identifierGetInput struct {
+	IdentifierPathParams
+	AsOf string `query:"as_of" doc:"The identifier as it was at this moment: an RFC 3339 time or a stream sequence; 404 if it did not exist yet"`
+}
+
+func (a *API) registerGetIdentifier() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "get-identifier", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: tags, Security: sec,
+		OperationID: "get-identifier", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: identifiersTags, Security: bearer,
 		Summary: "Show an identifier",
 	}, func(ctx context.Context, in *identifierGetInput) (*identifierOutput, error) {
-		if in.AsOf != "" {
-			return a.identifierAsOf(ctx, in.WS, in.ID, in.AsOf)
-		}
-		if _, err := a.authorize(ctx, in.WS, PermIdentifiersRead); err != nil {
+		v, err := a.view(ctx, in.WS, PermIdentifiersRead, in.AsOf)
+		if err != nil {
 			return nil, err
 		}
-		return a.identifierResponse(ctx, in.WS, in.ID)
+		return a.identifierResponse(ctx, v, in.WS, in.ID)
 	})
+}
 
+func (a *API) registerRenameIdentifier() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "rename-identifier", Method: http.MethodPatch, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: tags, Security: sec,
+		OperationID: "rename-identifier", Method: http.MethodPatch, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: identifiersTags, Security: bearer,
 		Summary: "Rename an identifier",
 	}, func(ctx context.Context, in *struct {
 		IdentifierPathParams
@@ -137,7 +150,7 @@ func (a *API) registerIdentifiers() {
 			Name string `json:"name"`
 		}
 	}) (*identifierOutput, error) {
-		p, c, version, err := a.beginIdentifierWrite(ctx, in.WS, in.IfMatch)
+		p, c, version, err := a.beginWrite(ctx, in.WS, PermIdentifiersWrite, in.IfMatch)
 		if err != nil {
 			return nil, err
 		}
@@ -145,16 +158,18 @@ func (a *API) registerIdentifiers() {
 			ExpectedVersion: version, EventID: c.eventID, Meta: c.meta(p)})
 		return a.afterIdentifierWrite(ctx, "rename_identifier", in.WS, res, err)
 	})
+}
 
+func (a *API) registerRetireIdentifier() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "retire-identifier", Method: http.MethodDelete, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: tags, Security: sec,
+		OperationID: "retire-identifier", Method: http.MethodDelete, Path: "/v1/workspaces/{ws}/identifiers/{id}", Tags: identifiersTags, Security: bearer,
 		Summary: "Retire an identifier", Description: "Its name becomes free again; its history is kept.",
 	}, func(ctx context.Context, in *struct {
 		IdentifierPathParams
 		IfMatch        string `header:"If-Match"`
 		IdempotencyKey string `header:"Idempotency-Key"`
 	}) (*identifierOutput, error) {
-		p, c, version, err := a.beginIdentifierWrite(ctx, in.WS, in.IfMatch)
+		p, c, version, err := a.beginWrite(ctx, in.WS, PermIdentifiersWrite, in.IfMatch)
 		if err != nil {
 			return nil, err
 		}
@@ -164,33 +179,25 @@ func (a *API) registerIdentifiers() {
 	})
 }
 
-func (a *API) beginIdentifierWrite(ctx context.Context, ws, ifMatch string) (principal, caller, uint64, error) {
-	if err := a.writable(); err != nil {
-		return principal{}, caller{}, 0, err
-	}
-	p, err := a.authorize(ctx, ws, PermIdentifiersWrite)
-	if err != nil {
-		return p, caller{}, 0, err
-	}
-	version, err := parseIfMatch(ifMatch)
-	return p, callerOf(ctx), version, err
-}
-
+// afterIdentifierWrite answers a command on identifier res.ID with the identifier as it
+// is now.
 func (a *API) afterIdentifierWrite(ctx context.Context, name, ws string, res commands.Result, err error) (*identifierOutput, error) {
-	a.d.Metrics.command(name, err)
-	if err != nil {
-		return nil, a.fail(ctx, err)
+	if err := a.afterWrite(ctx, name, res, err); err != nil {
+		return nil, err
 	}
-	if err := a.waitApplied(ctx, res.Seq); err != nil {
-		return nil, a.fail(ctx, err)
-	}
-	return a.identifierResponse(ctx, ws, res.ID)
+	return a.identifierResponse(ctx, a.currentView(), ws, res.ID)
 }
 
-func (a *API) identifierResponse(ctx context.Context, ws, id string) (*identifierOutput, error) {
-	s, err := a.d.Store.Identifier(ctx, events.Workspace(ws), id)
+// identifierResponse answers identifier id of ws as view v has it; with an ETag when v
+// is current.
+func (a *API) identifierResponse(ctx context.Context, v readView, ws, id string) (*identifierOutput, error) {
+	s, err := v.Identifier(ctx, events.Workspace(ws), id)
 	if err != nil {
 		return nil, a.fail(ctx, err)
 	}
-	return &identifierOutput{ETag: etag(s.Version), Location: identifierLocation(ws, id), Body: identifierOut(s)}, nil
+	out := &identifierOutput{Location: identifierLocation(ws, id), Body: identifierOut(s)}
+	if v.current {
+		out.ETag = etag(s.Version)
+	}
+	return out, nil
 }

@@ -46,12 +46,22 @@ type historyOutput struct {
 
 func keyLocation(ws, id string) string { return "/v1/workspaces/" + ws + "/keys/" + id }
 
-func (a *API) registerKeys() {
-	tags := []string{"keys"}
-	sec := []map[string][]string{{"bearer": {}}}
+var keysTags = []string{"keys"}
 
+func (a *API) registerKeys() {
+	a.registerCreateKey()
+	a.registerListKeys()
+	a.registerGetKey()
+	a.registerUpdateKey()
+	a.registerPutAllowlist()
+	a.registerRotateKey()
+	a.registerRevokeKey()
+	a.registerKeyHistory()
+}
+
+func (a *API) registerCreateKey() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "create-key", Method: http.MethodPost, Path: "/v1/workspaces/{ws}/keys", Tags: tags, Security: sec,
+		OperationID: "create-key", Method: http.MethodPost, Path: "/v1/workspaces/{ws}/keys", Tags: keysTags, Security: bearer,
 		Summary: "Create a REST API key", DefaultStatus: http.StatusCreated,
 		Description: "Creates a key with endpoint permissions and an optional IP allowlist (empty: any address). The secret is in this response only.",
 	}, func(ctx context.Context, in *struct {
@@ -76,15 +86,13 @@ func (a *API) registerKeys() {
 			Workspace: in.WS, Name: in.Body.Name, Permissions: in.Body.Permissions, Allowlist: in.Body.Allowlist,
 			ExpiresAt: in.Body.ExpiresAt, EventID: c.eventID, By: p.grantor(), Meta: c.meta(p),
 		})
-		a.d.Metrics.command("create_key", err)
-		if err != nil {
-			return nil, a.fail(ctx, err)
-		}
-		return a.keyWithSecret(ctx, in.WS, res)
+		return a.afterSecretWrite(ctx, "create_key", in.WS, res, err)
 	})
+}
 
+func (a *API) registerListKeys() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "list-keys", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/keys", Tags: tags, Security: sec,
+		OperationID: "list-keys", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/keys", Tags: keysTags, Security: bearer,
 		Summary: "List a workspace's keys",
 	}, func(ctx context.Context, in *struct {
 		WS     string `path:"ws"`
@@ -92,10 +100,8 @@ func (a *API) registerKeys() {
 		AsOf   string `query:"as_of" doc:"List the keys as they were at this moment: an RFC 3339 time or a stream sequence"`
 		PageParams
 	}) (*keysOutput, error) {
-		if in.AsOf != "" {
-			return a.keysAsOf(ctx, in.WS, in.Status, in.AsOf, in.PageParams)
-		}
-		if _, err := a.authorize(ctx, in.WS, PermKeysRead); err != nil {
+		v, err := a.view(ctx, in.WS, PermKeysRead, in.AsOf)
+		if err != nil {
 			return nil, err
 		}
 		switch in.Status {
@@ -106,29 +112,36 @@ func (a *API) registerKeys() {
 		if err := keyAfter(in.After); err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		now := a.d.Now()
-		keys, err := a.d.Store.Keys(events.Workspace(in.WS), projections.KeyFilter{Status: in.Status, At: now, After: in.After, Limit: in.limit() + 1})
+		keys, err := v.Keys(ctx, events.Workspace(in.WS), projections.KeyFilter{Status: in.Status, At: v.at, After: in.After, Limit: in.limit() + 1})
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		return keysPage(keys, now, in.limit()), nil
+		return keysPage(keys, v.at, in.limit()), nil
 	})
+}
 
+// keyGetInput is the input of GET .../keys/{id}.
+type keyGetInput struct {
+	KeyPathParams
+	AsOf string `query:"as_of" doc:"The key as it was at this moment: an RFC 3339 time or a stream sequence; 404 if it did not exist yet"`
+}
+
+func (a *API) registerGetKey() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "get-key", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/keys/{id}", Tags: tags, Security: sec,
+		OperationID: "get-key", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/keys/{id}", Tags: keysTags, Security: bearer,
 		Summary: "Show a key",
 	}, func(ctx context.Context, in *keyGetInput) (*keyOutput, error) {
-		if in.AsOf != "" {
-			return a.keyAsOf(ctx, in.WS, in.ID, in.AsOf)
-		}
-		if _, err := a.authorize(ctx, in.WS, PermKeysRead); err != nil {
+		v, err := a.view(ctx, in.WS, PermKeysRead, in.AsOf)
+		if err != nil {
 			return nil, err
 		}
-		return a.keyResponse(ctx, in.WS, in.ID)
+		return a.keyResponse(ctx, v, in.WS, in.ID)
 	})
+}
 
+func (a *API) registerUpdateKey() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "update-key", Method: http.MethodPatch, Path: "/v1/workspaces/{ws}/keys/{id}", Tags: tags, Security: sec,
+		OperationID: "update-key", Method: http.MethodPatch, Path: "/v1/workspaces/{ws}/keys/{id}", Tags: keysTags, Security: bearer,
 		Summary:     "Update a key's name, permissions or expiry",
 		Description: "Fields left out stay as they are; expires_at null clears the expiry. All changes are applied together or not at all.",
 	}, func(ctx context.Context, in *struct {
@@ -141,7 +154,7 @@ func (a *API) registerKeys() {
 			ExpiresAt   NullableTime `json:"expires_at,omitempty"`
 		}
 	}) (*keyOutput, error) {
-		p, c, version, err := a.beginKeyWrite(ctx, in.WS, in.IfMatch)
+		p, c, version, err := a.beginWrite(ctx, in.WS, PermKeysWrite, in.IfMatch)
 		if err != nil {
 			return nil, err
 		}
@@ -153,9 +166,11 @@ func (a *API) registerKeys() {
 		res, err := a.d.Commands.UpdateKey(ctx, cmd)
 		return a.afterKeyWrite(ctx, "update_key", in.WS, res, err)
 	})
+}
 
+func (a *API) registerPutAllowlist() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "put-allowlist", Method: http.MethodPut, Path: "/v1/workspaces/{ws}/keys/{id}/allowlist", Tags: tags, Security: sec,
+		OperationID: "put-allowlist", Method: http.MethodPut, Path: "/v1/workspaces/{ws}/keys/{id}/allowlist", Tags: keysTags, Security: bearer,
 		Summary: "Replace a key's IP allowlist", Description: "An empty list allows any address.",
 	}, func(ctx context.Context, in *struct {
 		KeyPathParams
@@ -165,7 +180,7 @@ func (a *API) registerKeys() {
 			Allowlist []string `json:"allowlist" doc:"IPv4/IPv6 addresses and CIDR prefixes, at most 1000; [] allows any address"`
 		}
 	}) (*keyOutput, error) {
-		p, c, version, err := a.beginKeyWrite(ctx, in.WS, in.IfMatch)
+		p, c, version, err := a.beginWrite(ctx, in.WS, PermKeysWrite, in.IfMatch)
 		if err != nil {
 			return nil, err
 		}
@@ -177,9 +192,11 @@ func (a *API) registerKeys() {
 			ExpectedVersion: version, EventID: c.eventID, Meta: c.meta(p)})
 		return a.afterKeyWrite(ctx, "update_allowlist", in.WS, res, err)
 	})
+}
 
+func (a *API) registerRotateKey() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "rotate-key", Method: http.MethodPost, Path: "/v1/workspaces/{ws}/keys/{id}/rotate", Tags: tags, Security: sec,
+		OperationID: "rotate-key", Method: http.MethodPost, Path: "/v1/workspaces/{ws}/keys/{id}/rotate", Tags: keysTags, Security: bearer,
 		Summary:     "Rotate a key's secret",
 		Description: "Issues a new secret, shown in this response only. The old one keeps working for grace_seconds (default 0).",
 	}, func(ctx context.Context, in *struct {
@@ -190,7 +207,7 @@ func (a *API) registerKeys() {
 			GraceSeconds int `json:"grace_seconds,omitempty" doc:"How long the old secret stays valid, 0 to 2592000 (30 days)"`
 		}
 	}) (*keyWithSecretOutput, error) {
-		p, c, version, err := a.beginKeyWrite(ctx, in.WS, in.IfMatch)
+		p, c, version, err := a.beginWrite(ctx, in.WS, PermKeysWrite, in.IfMatch)
 		if err != nil {
 			return nil, err
 		}
@@ -200,22 +217,20 @@ func (a *API) registerKeys() {
 		}
 		res, err := a.d.Commands.RotateKey(ctx, commands.RotateKey{Workspace: in.WS, KeyID: in.ID, GraceSeconds: grace,
 			ExpectedVersion: version, EventID: c.eventID, Meta: c.meta(p)})
-		a.d.Metrics.command("rotate_key", err)
-		if err != nil {
-			return nil, a.fail(ctx, err)
-		}
-		return a.keyWithSecret(ctx, in.WS, res)
+		return a.afterSecretWrite(ctx, "rotate_key", in.WS, res, err)
 	})
+}
 
+func (a *API) registerRevokeKey() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "revoke-key", Method: http.MethodDelete, Path: "/v1/workspaces/{ws}/keys/{id}", Tags: tags, Security: sec,
+		OperationID: "revoke-key", Method: http.MethodDelete, Path: "/v1/workspaces/{ws}/keys/{id}", Tags: keysTags, Security: bearer,
 		Summary: "Revoke a key", Description: "The key stops working at once and for good; its history is kept.",
 	}, func(ctx context.Context, in *struct {
 		KeyPathParams
 		IfMatch        string `header:"If-Match"`
 		IdempotencyKey string `header:"Idempotency-Key"`
 	}) (*keyOutput, error) {
-		p, c, version, err := a.beginKeyWrite(ctx, in.WS, in.IfMatch)
+		p, c, version, err := a.beginWrite(ctx, in.WS, PermKeysWrite, in.IfMatch)
 		if err != nil {
 			return nil, err
 		}
@@ -223,9 +238,11 @@ func (a *API) registerKeys() {
 			ExpectedVersion: version, EventID: c.eventID, Meta: c.meta(p)})
 		return a.afterKeyWrite(ctx, "revoke_key", in.WS, res, err)
 	})
+}
 
+func (a *API) registerKeyHistory() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "key-history", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/keys/{id}/history", Tags: tags, Security: sec,
+		OperationID: "key-history", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/keys/{id}/history", Tags: keysTags, Security: bearer,
 		Summary: "A key's history", Description: "Every event of the key, oldest first, revoked keys included. Needs keyreg.audit.read or keyreg.keys.read.",
 	}, func(ctx context.Context, in *struct {
 		KeyPathParams
@@ -235,10 +252,10 @@ func (a *API) registerKeys() {
 		if _, err := a.authorize(ctx, in.WS, PermKeysRead, PermAuditRead); err != nil {
 			return nil, err
 		}
-		if _, err := a.d.Store.Key(ctx, events.Workspace(in.WS), in.ID); err != nil {
+		if _, err := a.d.Views.Key(ctx, events.Workspace(in.WS), in.ID); err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		entries, err := a.d.Store.History(events.Workspace(in.WS), events.AggKey, in.ID, in.After, in.Limit+1)
+		entries, err := a.d.Views.History(events.Workspace(in.WS), events.AggKey, in.ID, in.After, in.Limit+1)
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
@@ -260,13 +277,13 @@ func keysPage(keys []events.KeyState, now time.Time, limit int) *keysOutput {
 	return out
 }
 
-// beginKeyWrite checks the server is writable and the caller may write keys, and parses
-// If-Match.
-func (a *API) beginKeyWrite(ctx context.Context, ws, ifMatch string) (principal, caller, uint64, error) {
+// beginWrite checks the server is writable and the caller may write (perm) in ws, and
+// parses If-Match.
+func (a *API) beginWrite(ctx context.Context, ws string, perm events.Permission, ifMatch string) (principal, caller, uint64, error) {
 	if err := a.writable(); err != nil {
 		return principal{}, caller{}, 0, err
 	}
-	p, err := a.authorize(ctx, ws, PermKeysWrite)
+	p, err := a.authorize(ctx, ws, perm)
 	if err != nil {
 		return p, caller{}, 0, err
 	}
@@ -274,34 +291,48 @@ func (a *API) beginKeyWrite(ctx context.Context, ws, ifMatch string) (principal,
 	return p, callerOf(ctx), version, err
 }
 
-func (a *API) afterKeyWrite(ctx context.Context, name, ws string, res commands.Result, err error) (*keyOutput, error) {
+// afterWrite counts the command name and, when it succeeded, waits until the views have
+// applied it.
+func (a *API) afterWrite(ctx context.Context, name string, res commands.Result, err error) error {
 	a.d.Metrics.command(name, err)
 	if err != nil {
-		return nil, a.fail(ctx, err)
+		return a.fail(ctx, err)
 	}
 	if err := a.waitApplied(ctx, res.Seq); err != nil {
-		return nil, a.fail(ctx, err)
+		return a.fail(ctx, err)
 	}
-	return a.keyResponse(ctx, ws, res.ID)
+	return nil
 }
 
-func (a *API) keyResponse(ctx context.Context, ws, id string) (*keyOutput, error) {
-	k, err := a.d.Store.Key(ctx, events.Workspace(ws), id)
-	if err != nil {
-		return nil, a.fail(ctx, err)
+// afterKeyWrite answers a command on key res.ID with the key as it is now.
+func (a *API) afterKeyWrite(ctx context.Context, name, ws string, res commands.Result, err error) (*keyOutput, error) {
+	if err := a.afterWrite(ctx, name, res, err); err != nil {
+		return nil, err
 	}
-	return &keyOutput{ETag: etag(k.Version), Location: keyLocation(ws, id), Body: keyOut(k, a.d.Now())}, nil
+	return a.keyResponse(ctx, a.currentView(), ws, res.ID)
 }
 
-func (a *API) keyWithSecret(ctx context.Context, ws string, res commands.Result) (*keyWithSecretOutput, error) {
-	if err := a.waitApplied(ctx, res.Seq); err != nil {
-		return nil, a.fail(ctx, err)
-	}
-	k, err := a.keyResponse(ctx, ws, res.ID)
+// afterSecretWrite answers a command that made key res.ID a new secret with the key and
+// the secret.
+func (a *API) afterSecretWrite(ctx context.Context, name, ws string, res commands.Result, err error) (*keyWithSecretOutput, error) {
+	k, err := a.afterKeyWrite(ctx, name, ws, res, err)
 	if err != nil {
 		return nil, err
 	}
 	return &keyWithSecretOutput{ETag: k.ETag, Location: k.Location, Body: KeyWithSecret{Key: k.Body, Secret: res.Secret}}, nil
+}
+
+// keyResponse answers key id of ws as view v has it; with an ETag when v is current.
+func (a *API) keyResponse(ctx context.Context, v readView, ws, id string) (*keyOutput, error) {
+	k, err := v.Key(ctx, events.Workspace(ws), id)
+	if err != nil {
+		return nil, a.fail(ctx, err)
+	}
+	out := &keyOutput{Location: keyLocation(ws, id), Body: keyOut(k, v.at)}
+	if v.current {
+		out.ETag = etag(k.Version)
+	}
+	return out, nil
 }
 
 // history fetches the event bodies of index entries from the log; limit+1 entries were

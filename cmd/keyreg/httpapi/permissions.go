@@ -30,12 +30,16 @@ func (p principal) grantor() *commands.Grantor {
 	return &commands.Grantor{Admin: p.admin(), Permissions: p.Permissions}
 }
 
-func (a *API) registerPermissions() {
-	tags := []string{"permissions"}
-	sec := []map[string][]string{{"bearer": {}}}
+var permissionsTags = []string{"permissions"}
 
+func (a *API) registerPermissions() {
+	a.registerListPermissions()
+	a.registerDefinePermission()
+}
+
+func (a *API) registerListPermissions() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "list-permissions", Method: http.MethodGet, Path: "/v1/permissions", Tags: tags, Security: sec,
+		OperationID: "list-permissions", Method: http.MethodGet, Path: "/v1/permissions", Tags: permissionsTags, Security: bearer,
 		Summary: "List the permissions keys may be granted",
 		Description: "The platform's REST endpoint permissions and the registry's keyreg.* permissions; with workspace=WS also that " +
 			"workspace's own. Any key may list the built-in ones; a workspace's own need a key of that workspace or keyreg.admin.",
@@ -58,7 +62,7 @@ func (a *API) registerPermissions() {
 		if !p.admin() && string(p.Workspace) != in.Workspace {
 			return nil, problem(http.StatusNotFound, CodeNotFound, "workspace "+strconv.Quote(in.Workspace)+" not found")
 		}
-		ws, err := a.d.Store.Workspace(ctx, events.Workspace(in.Workspace))
+		ws, err := a.d.Views.Workspace(ctx, events.Workspace(in.Workspace))
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
@@ -67,9 +71,11 @@ func (a *API) registerPermissions() {
 		}
 		return out, nil
 	})
+}
 
+func (a *API) registerDefinePermission() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "define-permission", Method: http.MethodPost, Path: "/v1/workspaces/{ws}/permissions", Tags: tags, Security: sec,
+		OperationID: "define-permission", Method: http.MethodPost, Path: "/v1/workspaces/{ws}/permissions", Tags: permissionsTags, Security: bearer,
 		Summary: "Define a permission of the workspace's own", DefaultStatus: http.StatusCreated,
 		Description: "Adds a permission the built-in catalogue lacks, for the workspace's keys to be granted. Needs keyreg.keys.write. " +
 			"The name is dotted lower case like users.track, neither built in nor keyreg.*. Defining it again with the same " +
@@ -99,7 +105,7 @@ func (a *API) registerPermissions() {
 		if err := a.waitApplied(ctx, res.Seq); err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		ws, err := a.d.Store.Workspace(ctx, events.Workspace(in.WS))
+		ws, err := a.d.Views.Workspace(ctx, events.Workspace(in.WS))
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}

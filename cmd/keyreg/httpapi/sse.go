@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -124,9 +125,9 @@ var sseSchema = &huma.Schema{
 }
 
 func (a *API) registerEvents() {
-	huma.Register(a.huma, huma.Operation{
+	huma.Register(a.huma, a.stream(huma.Operation{
 		OperationID: "follow-events", Method: http.MethodGet, Path: "/v1/workspaces/{ws}/events", Tags: []string{"events"},
-		Security: []map[string][]string{{"bearer": {}}},
+		Security: bearer,
 		Summary:  "Follow a workspace's events (server-sent events)",
 		Description: "Streams the workspace's events as they are stored, each as a server-sent event whose id is its stream " +
 			"sequence, whose event is its type and whose data is the CloudEvent as stored. Filter by type and key; resume " +
@@ -134,7 +135,7 @@ func (a *API) registerEvents() {
 		Responses: map[string]*huma.Response{
 			"200": {Description: "The event stream", Content: map[string]*huma.MediaType{"text/event-stream": {Schema: sseSchema}}},
 		},
-	}, a.followEvents)
+	}), a.followEvents)
 }
 
 func (a *API) followEvents(ctx context.Context, in *eventsInput) (*huma.StreamResponse, error) {
@@ -143,7 +144,7 @@ func (a *API) followEvents(ctx context.Context, in *eventsInput) (*huma.StreamRe
 		return nil, err
 	}
 	ws := events.Workspace(in.WS)
-	if _, err := a.d.Store.Workspace(ctx, ws); err != nil {
+	if _, err := a.d.Views.Workspace(ctx, ws); err != nil {
 		return nil, a.fail(ctx, err)
 	}
 	types, err := parseTypes(in.Type)
@@ -247,20 +248,8 @@ func (a *API) unavailable(ctx context.Context, err error) error {
 // until the client goes away, the API closes, following the log fails or the caller is no
 // longer allowed (its key revoked, expired or changed: checked before every write).
 func (a *API) streamEvents(hctx huma.Context, filter string, types map[events.Type]bool, from uint64, allowed func() bool) {
-	w := hctx.BodyWriter()
-	flush := func() error { return nil }
-	if rw, ok := w.(http.ResponseWriter); ok {
-		flush = http.NewResponseController(rw).Flush
-	}
-	hctx.SetHeader("Content-Type", "text/event-stream")
-	hctx.SetHeader("Cache-Control", "no-cache")
-	hctx.SetHeader("X-Accel-Buffering", "no")
-	hctx.SetHeader(StartSequenceHeader, uitoa(from))
-	hctx.SetStatus(http.StatusOK)
-	if _, err := w.Write([]byte(": keyreg events from sequence " + uitoa(from) + "\n\n")); err != nil {
-		return
-	}
-	if flush() != nil {
+	w, flush, err := startSSE(hctx, from)
+	if err != nil {
 		return
 	}
 
@@ -327,6 +316,25 @@ func (a *API) streamEvents(hctx huma.Context, filter string, types map[events.Ty
 			return
 		}
 	}
+}
+
+// startSSE sends the status and headers of an event stream starting at sequence from, and
+// a first comment line, and returns the body writer and its flush.
+func startSSE(hctx huma.Context, from uint64) (io.Writer, func() error, error) {
+	w := hctx.BodyWriter()
+	flush := func() error { return nil }
+	if rw, ok := w.(http.ResponseWriter); ok {
+		flush = http.NewResponseController(rw).Flush
+	}
+	hctx.SetHeader("Content-Type", "text/event-stream")
+	hctx.SetHeader("Cache-Control", "no-cache")
+	hctx.SetHeader("X-Accel-Buffering", "no")
+	hctx.SetHeader(StartSequenceHeader, uitoa(from))
+	hctx.SetStatus(http.StatusOK)
+	if _, err := w.Write([]byte(": keyreg events from sequence " + uitoa(from) + "\n\n")); err != nil {
+		return nil, nil, err
+	}
+	return w, flush, flush()
 }
 
 // appendSSE appends record r as one server-sent event, unless types is set and r's type is

@@ -53,7 +53,7 @@ func newSSEEnv(t *testing.T, heartbeat time.Duration) *sseEnv {
 	t.Cleanup(func() { cancel(); <-done; store.Close() })
 	env := &sseEnv{t: t, log: e.Log, cmds: &commands.Handler{Log: e.Log}, proj: proj}
 	env.api = httpapi.New(httpapi.Deps{
-		Commands: env.cmds, Store: store, Projector: proj, Log: e.Log,
+		Commands: env.cmds, Views: store, Waiter: proj, Log: e.Log,
 		Logger: slog.New(slog.DiscardHandler), SSEHeartbeat: heartbeat,
 	})
 	env.srv = httptest.NewServer(env.api)

@@ -22,25 +22,32 @@ type Subscribers interface {
 	Subscribers(ctx context.Context) []Subscriber
 }
 
+var subscribersTags = []string{"subscribers"}
+
 func (a *API) registerSubscribers() {
-	tags := []string{"subscribers"}
-	sec := []map[string][]string{{"bearer": {}}}
-	// ready checks the caller is an admin and the server manages NATS subscribers.
-	ready := func(ctx context.Context) (principal, error) {
-		if err := a.writable(); err != nil {
-			return principal{}, err
-		}
-		p, err := a.requireAdmin(ctx)
-		if err != nil {
-			return p, err
-		}
-		if a.d.Subscribers == nil {
-			return p, problem(http.StatusConflict, CodeNotSupported, "this server does not manage NATS subscribers: it has no embedded NATS listener (--nats-listen), or uses --nats-url")
-		}
-		return p, nil
+	a.registerAddSubscriber()
+	a.registerListSubscribers()
+	a.registerRemoveSubscriber()
+}
+
+// subscribersReady checks the caller is an admin and the server manages NATS subscribers.
+func (a *API) subscribersReady(ctx context.Context) (principal, error) {
+	if err := a.writable(); err != nil {
+		return principal{}, err
 	}
+	p, err := a.requireAdmin(ctx)
+	if err != nil {
+		return p, err
+	}
+	if a.d.Subscribers == nil {
+		return p, problem(http.StatusConflict, CodeNotSupported, "this server does not manage NATS subscribers: it has no embedded NATS listener (--nats-listen), or uses --nats-url")
+	}
+	return p, nil
+}
+
+func (a *API) registerAddSubscriber() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "add-subscriber", Method: http.MethodPost, Path: "/v1/subscribers", Tags: tags, Security: sec,
+		OperationID: "add-subscriber", Method: http.MethodPost, Path: "/v1/subscribers", Tags: subscribersTags, Security: bearer,
 		Summary: "Give a service NATS credentials of its own", DefaultStatus: http.StatusCreated,
 		Description: "Adds a NATS user for a subscribing service, with a new random password shown once in the answer. " +
 			"It may read the KEYREG stream, and use only the consumers named <name>-1 to <name>-<max_consumers>. " +
@@ -55,7 +62,7 @@ func (a *API) registerSubscribers() {
 		Location string `header:"Location"`
 		Body     NewSubscriber
 	}, error) {
-		p, err := ready(ctx)
+		p, err := a.subscribersReady(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -69,15 +76,18 @@ func (a *API) registerSubscribers() {
 			Body     NewSubscriber
 		}{"/v1/subscribers/" + s.Name, s}, nil
 	})
+}
+
+func (a *API) registerListSubscribers() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "list-subscribers", Method: http.MethodGet, Path: "/v1/subscribers", Tags: tags, Security: sec,
+		OperationID: "list-subscribers", Method: http.MethodGet, Path: "/v1/subscribers", Tags: subscribersTags, Security: bearer,
 		Summary: "List the subscribing services' NATS users", Description: "Needs keyreg.admin.",
 	}, func(ctx context.Context, in *struct{}) (*struct {
 		Body struct {
 			Subscribers []Subscriber `json:"subscribers"`
 		}
 	}, error) {
-		if _, err := ready(ctx); err != nil {
+		if _, err := a.subscribersReady(ctx); err != nil {
 			return nil, err
 		}
 		out := &struct {
@@ -88,14 +98,17 @@ func (a *API) registerSubscribers() {
 		out.Body.Subscribers = a.d.Subscribers.Subscribers(ctx)
 		return out, nil
 	})
+}
+
+func (a *API) registerRemoveSubscriber() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "remove-subscriber", Method: http.MethodDelete, Path: "/v1/subscribers/{name}", Tags: tags, Security: sec,
+		OperationID: "remove-subscriber", Method: http.MethodDelete, Path: "/v1/subscribers/{name}", Tags: subscribersTags, Security: bearer,
 		Summary: "Remove a service's NATS user", DefaultStatus: http.StatusNoContent,
 		Description: "The subscriber can no longer connect and its open connections are closed (keyreg.subscriber.removed.v1). Needs keyreg.admin.",
 	}, func(ctx context.Context, in *struct {
 		Name string `path:"name"`
 	}) (*struct{}, error) {
-		p, err := ready(ctx)
+		p, err := a.subscribersReady(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -21,7 +21,7 @@ import (
 func (a *API) registerVerify() {
 	huma.Register(a.huma, huma.Operation{
 		OperationID: "verify", Method: http.MethodPost, Path: "/v1/verify", Tags: []string{"verify"},
-		Security: []map[string][]string{{"bearer": {}}},
+		Security: bearer,
 		Summary:  "Verify a key for a request",
 		Description: "Answers whether a secret may be used from an address for a permission. Needs a registry key with " +
 			"keyreg.verify, and answers only for the keys of that key's workspace (keyreg.admin: every workspace); a key " +
@@ -47,8 +47,8 @@ func (a *API) registerVerify() {
 			}
 		}
 		now := a.d.Now()
-		applied := a.d.Store.Checkpoint() // read first: the index holds at least this much
-		r := a.d.Store.Verify(in.Body.Key, ip, perm, now)
+		applied := a.d.Views.Checkpoint() // read first: the index holds at least this much
+		r := a.d.Views.Verify(in.Body.Key, ip, perm, now)
 		if r.Code != projections.CodeMalformed && r.Code != projections.CodeNotFound && !p.admin() && r.Workspace != p.Workspace {
 			r = projections.VerifyResult{Code: projections.CodeNotFound} // another workspace's key: as if unknown
 		}

@@ -46,7 +46,7 @@ func newVerifyEnv(t *testing.T) *verifyEnv {
 	t.Cleanup(func() { cancel(); <-done; store.Close() })
 	now := time.Now()
 	api := httpapi.New(httpapi.Deps{
-		Commands: &commands.Handler{Log: e.Log}, Store: store, Projector: proj, Log: e.Log,
+		Commands: &commands.Handler{Log: e.Log}, Views: store, Waiter: proj, Log: e.Log,
 		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
 		VerifyFailureRate: 5, VerifyFailureBurst: 20,
 	})

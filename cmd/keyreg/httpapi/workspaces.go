@@ -23,11 +23,16 @@ type workspacesOutput struct {
 	}
 }
 
+var workspacesTags = []string{"workspaces"}
+
 func (a *API) registerWorkspaces() {
-	tags := []string{"workspaces"}
-	sec := []map[string][]string{{"bearer": {}}}
+	a.registerCreateWorkspace()
+	a.registerListWorkspaces()
+}
+
+func (a *API) registerCreateWorkspace() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "create-workspace", Method: http.MethodPost, Path: "/v1/workspaces", Tags: tags, Security: sec,
+		OperationID: "create-workspace", Method: http.MethodPost, Path: "/v1/workspaces", Tags: workspacesTags, Security: bearer,
 		Summary: "Create a workspace", Description: "Needs keyreg.admin.", DefaultStatus: http.StatusCreated,
 	}, func(ctx context.Context, in *struct {
 		IdempotencyKey string `header:"Idempotency-Key"`
@@ -52,15 +57,17 @@ func (a *API) registerWorkspaces() {
 		if err := a.waitApplied(ctx, res.Seq); err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		ws, err := a.d.Store.Workspace(ctx, events.Workspace(res.ID))
+		ws, err := a.d.Views.Workspace(ctx, events.Workspace(res.ID))
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
 		return &workspaceOutput{ETag: etag(ws.Version), Location: "/v1/workspaces/" + string(ws.ID), Body: workspaceOut(ws)}, nil
 	})
+}
 
+func (a *API) registerListWorkspaces() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "list-workspaces", Method: http.MethodGet, Path: "/v1/workspaces", Tags: tags, Security: sec,
+		OperationID: "list-workspaces", Method: http.MethodGet, Path: "/v1/workspaces", Tags: workspacesTags, Security: bearer,
 		Summary: "List workspaces", Description: "An admin key sees every workspace; any other key sees its own. Ordered by id, in pages: pass the answer's next as after= for the next page.",
 	}, func(ctx context.Context, in *struct{ PageParams }) (*workspacesOutput, error) {
 		p, err := a.authenticate(ctx)
@@ -74,10 +81,10 @@ func (a *API) registerWorkspaces() {
 		var list []events.WorkspaceState
 		switch {
 		case p.admin():
-			list, err = a.d.Store.Workspaces(after, in.limit()+1)
+			list, err = a.d.Views.Workspaces(after, in.limit()+1)
 		case p.Workspace > after:
 			var own events.WorkspaceState
-			own, err = a.d.Store.Workspace(ctx, p.Workspace)
+			own, err = a.d.Views.Workspace(ctx, p.Workspace)
 			list = []events.WorkspaceState{own}
 		}
 		if err != nil {

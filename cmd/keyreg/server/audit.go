@@ -9,6 +9,8 @@ import (
 	"github.com/keyreg/keyreg/commands/sealer"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/events/natslog"
+	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/replay"
 )
 
 // auditNode is a node's sealer and verifier key.
@@ -44,17 +46,20 @@ func (n *Node) openAudit(ctx context.Context) error {
 	return nil
 }
 
-// auditDeps are the API's audit dependencies: the sealer, or for a read-only node just
-// the verifier key of its data dir, if any.
-func (n *Node) auditDeps() httpapi.AuditDeps {
+// auditDeps are the API's audit dependencies: exports of store's views sealed by the
+// sealer, or for a read-only node exports up to the latest checkpoint and just the
+// verifier key of its data dir, if any.
+func (n *Node) auditDeps(store *projections.Store) httpapi.AuditDeps {
+	x := replay.Exporter{Log: n.js, Store: store}
 	if n.audit == nil {
 		var vkey string
 		if n.cfg.DataDir != "" {
 			vkey, _ = sealer.ReadVerifierKey(n.cfg.DataDir)
 		}
-		return httpapi.AuditDeps{VerifierKey: vkey}
+		return httpapi.AuditDeps{Exporter: x, VerifierKey: vkey}
 	}
-	return httpapi.AuditDeps{Seal: n.audit.sealer.Seal, Attest: n.audit.sealer.Attest, VerifierKey: n.audit.vkey}
+	x.Seal, x.Attest = n.audit.sealer.Seal, n.audit.sealer.Attest
+	return httpapi.AuditDeps{Exporter: x, VerifierKey: n.audit.vkey}
 }
 
 // Sealer returns the node's sealer (nil when read-only).

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,17 +35,19 @@ type views struct {
 	done      chan struct{}
 }
 
+// newViews wires a generation: its store, its projector (unless read-only) and the API
+// that serves them, with the node's command handler, log and sealer.
 func (n *Node) newViews(gen string, store *projections.Store) *views {
 	v := &views{gen: gen, store: store}
-	deps := httpapi.Deps{Store: store, Log: n.js, Metrics: n.metrics, Logger: n.cfg.Logger, ReadyCheck: n.ready, Replayer: n, TrustedProxies: n.cfg.TrustedProxies}
-	deps.Audit = n.auditDeps()
+	deps := httpapi.Deps{Views: store, Log: n.js, Metrics: n.metrics, Logger: n.cfg.Logger, ReadyCheck: n.ready, Replayer: n, TrustedProxies: n.cfg.TrustedProxies}
+	deps.Audit = n.auditDeps(store)
 	deps.SSEMaxPerKey, deps.SSEMaxTotal = n.cfg.SSEMaxPerKey, n.cfg.SSEMaxTotal
 	if n.users != nil {
 		deps.Subscribers = nodeSubscribers{n}
 	}
 	if !n.cfg.ReadOnly {
 		v.projector = projections.NewProjector(store, n.js)
-		deps.Commands, deps.Projector = n.Commands, v.projector
+		deps.Commands, deps.Waiter = n.Commands, v.projector
 	}
 	v.api = httpapi.New(deps)
 	return v
@@ -87,7 +88,7 @@ func (v *views) stop() {
 // connection's deadlines and only count themselves in their generation, which stays open
 // until they end.
 func (n *Node) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	if strings.HasSuffix(r.URL.Path, "/events") || strings.HasSuffix(r.URL.Path, "/audit/export") {
+	if n.API().IsStream(r) {
 		rc := http.NewResponseController(w)
 		rc.SetReadDeadline(time.Time{})  // the stream outlives ReadTimeout and WriteTimeout;
 		rc.SetWriteDeadline(time.Time{}) // heartbeats find clients that left

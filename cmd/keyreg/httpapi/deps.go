@@ -1,0 +1,142 @@
+package httpapi
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/replay"
+)
+
+// Deps are what the API runs on. Each part is a small interface of this package, so the
+// API can run on other parts than a keyreg node's (cmd/keyreg/server wires the real
+// ones: commands.Handler, projections.Store and Projector, the JetStream log).
+type Deps struct {
+	Commands Commands         // nil serves read-only: writes answer 405
+	Views    Views            // the current views
+	Waiter   Waiter           // for read-your-writes; nil: answers do not wait
+	Log      events.Reader    // event bodies for history, as_of reads, event streams
+	Metrics  *Metrics         // nil: no metrics
+	Logger   *slog.Logger     // nil: slog.Default()
+	Now      func() time.Time // nil: time.Now
+	// VerifyFailureRate and VerifyFailureBurst bound the verifies that find no key per
+	// end-user address (IPv6: per /64), per second and in bursts; each caller gets 4 and 5
+	// times as much (see failureLimiter). 0: 5 per second, bursts of 20.
+	VerifyFailureRate  float64
+	VerifyFailureBurst int
+	// ReadyCheck, when set, reports whether the views serve (projector caught up).
+	ReadyCheck func(ctx context.Context) error
+	// SSEHeartbeat is how often an idle event stream gets a heartbeat; 0 means
+	// DefaultSSEHeartbeat.
+	SSEHeartbeat time.Duration
+	// Replayer, when set, serves POST and GET /v1/admin/replay.
+	Replayer Replayer
+	// Audit writes audit exports and names the sealer's public key.
+	Audit AuditDeps
+	// TrustedProxies are the peers whose X-Forwarded-For gives the client address (for
+	// allowlists, verify limits and actorip); from any other peer it is ignored.
+	TrustedProxies []netip.Prefix
+	// Subscribers, when set, serves /v1/subscribers (NATS credentials of services);
+	// without it those answer 409 not_supported.
+	Subscribers Subscribers
+	// SSEMaxPerKey and SSEMaxTotal bound the open event streams per registry key (429
+	// beyond) and in all (503 beyond); 0 means DefaultSSEMaxPerKey, DefaultSSEMaxTotal.
+	SSEMaxPerKey int
+	SSEMaxTotal  int
+}
+
+// Commands are the write commands the API runs (commands.Handler). Each returns the
+// stream sequence it appended (for read-your-writes) and the errors its commands.Handler
+// method documents.
+type Commands interface {
+	CreateWorkspace(ctx context.Context, c commands.CreateWorkspace) (commands.Result, error)
+	DefinePermission(ctx context.Context, c commands.DefinePermission) (commands.Result, error)
+	CreateKey(ctx context.Context, c commands.CreateKey) (commands.Result, error)
+	UpdateKey(ctx context.Context, c commands.UpdateKey) (commands.Result, error)
+	UpdateAllowlist(ctx context.Context, c commands.UpdateAllowlist) (commands.Result, error)
+	RotateKey(ctx context.Context, c commands.RotateKey) (commands.Result, error)
+	RevokeKey(ctx context.Context, c commands.RevokeKey) (commands.Result, error)
+	RegisterIdentifier(ctx context.Context, c commands.RegisterIdentifier) (commands.Result, error)
+	RenameIdentifier(ctx context.Context, c commands.RenameIdentifier) (commands.Result, error)
+	RetireIdentifier(ctx context.Context, c commands.RetireIdentifier) (commands.Result, error)
+}
+
+// Waiter waits until the views have applied a stream sequence (projections.Projector).
+type Waiter interface {
+	// WaitFor returns once the views have applied seq, or ctx's error.
+	WaitFor(ctx context.Context, seq uint64) error
+}
+
+// KeyLookup finds the key of a presented secret and judges it (projections.Store.Verify):
+// how every request authenticates, and what POST /v1/verify answers.
+type KeyLookup interface {
+	Verify(secret string, ip netip.Addr, permission events.Permission, now time.Time) projections.VerifyResult
+}
+
+// Views are the current views the API reads (projections.Store). Lookups of what does
+// not exist answer an error wrapping events.ErrNotFound.
+type Views interface {
+	KeyLookup
+	// Checkpoint is the last stream sequence the views have applied.
+	Checkpoint() uint64
+	Workspace(ctx context.Context, ws events.Workspace) (events.WorkspaceState, error)
+	Workspaces(after events.Workspace, limit int) ([]events.WorkspaceState, error)
+	Key(ctx context.Context, ws events.Workspace, id string) (events.KeyState, error)
+	Keys(ws events.Workspace, f projections.KeyFilter) ([]events.KeyState, error)
+	Identifier(ctx context.Context, ws events.Workspace, id string) (events.IdentifierState, error)
+	Identifiers(ws events.Workspace, f projections.IdentifierFilter) ([]events.IdentifierState, error)
+	// History and Audit return index entries (stream sequences) of an aggregate's and a
+	// workspace's events; the API reads their bodies from Deps.Log.
+	History(ws events.Workspace, agg events.Aggregate, id string, after uint64, limit int) ([]projections.HistoryEntry, error)
+	Audit(ws events.Workspace, f projections.AuditFilter, after uint64, limit int) ([]projections.HistoryEntry, error)
+}
+
+// View answers the reads of keys and identifiers that take as_of: the current views
+// (Deps.Views) and the log folded up to a past moment (replay.View) both answer through
+// it, with the same filters, order and errors, so each read is written once.
+type View interface {
+	Key(ctx context.Context, ws events.Workspace, id string) (events.KeyState, error)
+	Keys(ctx context.Context, ws events.Workspace, f projections.KeyFilter) ([]events.KeyState, error)
+	Identifier(ctx context.Context, ws events.Workspace, id string) (events.IdentifierState, error)
+	Identifiers(ctx context.Context, ws events.Workspace, f projections.IdentifierFilter) ([]events.IdentifierState, error)
+}
+
+// currentView is the current views as a View.
+type currentView struct{ v Views }
+
+func (c currentView) Key(ctx context.Context, ws events.Workspace, id string) (events.KeyState, error) {
+	return c.v.Key(ctx, ws, id)
+}
+
+func (c currentView) Keys(_ context.Context, ws events.Workspace, f projections.KeyFilter) ([]events.KeyState, error) {
+	return c.v.Keys(ws, f)
+}
+
+func (c currentView) Identifier(ctx context.Context, ws events.Workspace, id string) (events.IdentifierState, error) {
+	return c.v.Identifier(ctx, ws, id)
+}
+
+func (c currentView) Identifiers(_ context.Context, ws events.Workspace, f projections.IdentifierFilter) ([]events.IdentifierState, error) {
+	return c.v.Identifiers(ws, f)
+}
+
+// Exporter writes a workspace's audit export (replay.Exporter on the views and the log).
+type Exporter interface {
+	// Export writes the export of q to w. Errors: as replay.Exporter.Export, among them
+	// replay.ErrNoCheckpoint and projections.ErrNoTree.
+	Export(ctx context.Context, w io.Writer, q replay.ExportQuery) (replay.ExportStats, error)
+}
+
+// AuditDeps are what the audit endpoints need beyond the views and the log.
+type AuditDeps struct {
+	// Exporter writes exports; nil: GET .../audit/export answers 503.
+	Exporter Exporter
+	// VerifierKey is the sealer's public key (note verifier key), served by
+	// GET /v1/audit/pubkey; empty: 404.
+	VerifierKey string
+}
