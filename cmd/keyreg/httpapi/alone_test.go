@@ -39,15 +39,8 @@ type aloneEnv struct {
 func newAloneEnv(t *testing.T) *aloneEnv {
 	t.Helper()
 	log := events.NewMemLog()
-	store, err := projections.Open("views", projections.Options{FS: vfs.NewMem(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	proj := projections.NewProjector(store, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { proj.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; store.Close() })
+	store, proj := runViews(t, log)
+	ctx := context.Background()
 	env := &aloneEnv{t: t, log: log, cmds: &commands.Handler{Log: log}, proj: proj}
 	env.api = httpapi.New(httpapi.Deps{
 		Commands: env.cmds, Views: store, Waiter: proj, Log: log,
@@ -64,6 +57,21 @@ func newAloneEnv(t *testing.T) *aloneEnv {
 	env.root = env.must(env.cmds.CreateKey(ctx, commands.CreateKey{Workspace: "system", Name: "root",
 		Permissions: []string{string(httpapi.PermAdmin)}})).Secret
 	return env
+}
+
+// runViews opens views in memory and runs their projector on log until the test ends.
+func runViews(t *testing.T, log events.Reader) (*projections.Store, *projections.Projector) {
+	t.Helper()
+	store, err := projections.Open("views", projections.Options{FS: vfs.NewMem(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proj := projections.NewProjector(store, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { proj.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; store.Close() })
+	return store, proj
 }
 
 // must waits until the views have applied a command's result.

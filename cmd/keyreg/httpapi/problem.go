@@ -157,7 +157,12 @@ func visible(s string) string {
 
 // installErrors makes every error huma writes itself (bad JSON, schema validation, body
 // too large) a *Problem. huma keeps its error constructor in a package variable; it is set
-// once and is the same for every API.
+// once and is the same for every API. huma (v2.37) offers no per-API hook for it
+// (danielgtaylor/huma#352): a per-API Transformer can rewrite the body of such an error
+// but not the status huma chose (422 for a body that fails validation, which keyreg
+// answers as 400 invalid_input), and the OpenAPI document takes its error schema from
+// the package variable too. So this is the one process-wide setting of httpapi; nothing
+// else in the package is shared between APIs.
 //
 // It also makes lists non-nullable in every schema huma generates, so that null where a
 // list is expected is a 400 naming the field, in every body: {"allowlist":null} must not

@@ -42,15 +42,8 @@ type sseEnv struct {
 func newSSEEnv(t *testing.T, heartbeat time.Duration) *sseEnv {
 	t.Helper()
 	e := eventstest.StartEmbedded(t, t.TempDir())
-	store, err := projections.Open(t.TempDir(), projections.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	proj := projections.NewProjector(store, e.Log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { proj.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; store.Close() })
+	store, proj := runViews(t, e.Log)
+	ctx := context.Background()
 	env := &sseEnv{t: t, log: e.Log, cmds: &commands.Handler{Log: e.Log}, proj: proj}
 	env.api = httpapi.New(httpapi.Deps{
 		Commands: env.cmds, Views: store, Waiter: proj, Log: e.Log,

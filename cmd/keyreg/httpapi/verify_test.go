@@ -35,15 +35,8 @@ type verifyEnv struct {
 func newVerifyEnv(t *testing.T) *verifyEnv {
 	t.Helper()
 	e := eventstest.StartEmbedded(t, t.TempDir())
-	store, err := projections.Open(t.TempDir(), projections.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	proj := projections.NewProjector(store, e.Log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { proj.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; store.Close() })
+	store, proj := runViews(t, e.Log)
+	ctx := context.Background()
 	now := time.Now()
 	api := httpapi.New(httpapi.Deps{
 		Commands: &commands.Handler{Log: e.Log}, Views: store, Waiter: proj, Log: e.Log,
