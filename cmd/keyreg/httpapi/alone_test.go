@@ -17,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
@@ -142,7 +143,7 @@ func TestAloneKeyAsOf(t *testing.T) {
 	if status != http.StatusCreated {
 		t.Fatalf("create: %d %s", status, body)
 	}
-	var created httpapi.KeyWithSecret
+	var created wire.KeyWithSecret
 	if err := json.Unmarshal(body, &created); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +156,7 @@ func TestAloneKeyAsOf(t *testing.T) {
 		t.Fatalf("allowlist: %d %s", status, body)
 	}
 
-	var now, then httpapi.Key
+	var now, then wire.Key
 	if h := env.get(keyPath, &now); h.Get("ETag") == "" {
 		t.Errorf("GET of the current key has no ETag")
 	}
@@ -177,7 +178,7 @@ func TestAloneKeyAsOf(t *testing.T) {
 		"/v1/workspaces/acme/identifiers/01JDX3NNNNNNNNNNNNNNNNNNNN?as_of=1",
 	} {
 		status, _, body := env.do(http.MethodGet, path, nil)
-		var p httpapi.Problem
+		var p wire.Problem
 		json.Unmarshal(body, &p)
 		if status != http.StatusNotFound || p.Code != httpapi.CodeNotFound {
 			t.Errorf("GET %s: %d %s; want 404 not_found", path, status, body)
@@ -214,9 +215,9 @@ func TestAloneAsOfListsMatchCurrent(t *testing.T) {
 	asOf := strconv.FormatUint(last, 10)
 
 	type page struct {
-		Keys        []httpapi.Key        `json:"keys"`
-		Identifiers []httpapi.Identifier `json:"identifiers"`
-		Next        string               `json:"next"`
+		Keys        []wire.Key        `json:"keys"`
+		Identifiers []wire.Identifier `json:"identifiers"`
+		Next        string            `json:"next"`
 	}
 	// walk lists every page of path with query q, 2 items a page.
 	walk := func(path string, q url.Values) (items []string, pages int) {
