@@ -43,8 +43,8 @@ func keyregBinary(t *testing.T) string {
 	return binPath
 }
 
-// TestKillDuringRebuild kills `keyreg replay` (the real binary) with SIGKILL at random
-// moments of a rebuild. Afterwards the serving views match the log, half-built
+// TestKillDuringRebuild kills `keyreg replay` (the real binary) with SIGKILL at moments
+// spread over a rebuild, chosen by what it has built (see killReplay), not by the clock. Afterwards the serving views match the log, half-built
 // generations are removed at the next start, and the node serves.
 func TestKillDuringRebuild(t *testing.T) {
 	bin := keyregBinary(t)
@@ -53,14 +53,18 @@ func TestKillDuringRebuild(t *testing.T) {
 	f := newFixture(t, n, "acme")
 	k := f.createKey(map[string]any{"name": "k", "allowlist": []string{"10.0.0.0/8"}})
 	eventstest.Fill(t, n.Log, "bulk", 30_000)
-	if err := n.Projector().WaitFor(context.Background(), n.lastSeq()); err != nil {
+	wctx, wcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer wcancel()
+	if err := n.Projector().WaitFor(wctx, n.lastSeq()); err != nil {
 		t.Fatal(err)
 	}
 	want := dumpStore(t, n.Store())
 	n.stop()
 
 	// A whole rebuild first, for the size of the generation it builds.
-	if out, err := exec.Command(bin, "replay", "--data", data).CombinedOutput(); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, bin, "replay", "--data", data).CombinedOutput(); err != nil {
 		t.Fatalf("keyreg replay: %v\n%s", err, out)
 	}
 	full := dirSize(t, filepath.Join(data, "projections", currentGenDir(t, data)))
@@ -85,7 +89,7 @@ func TestKillDuringRebuild(t *testing.T) {
 		}
 	}
 	// Whatever generation serves now, it matches the log.
-	out, err := exec.Command(bin, "replay", "--data", data, "--verify").CombinedOutput()
+	out, err := exec.CommandContext(ctx, bin, "replay", "--data", data, "--verify").CombinedOutput()
 	if err != nil {
 		t.Fatalf("replay --verify after the kills: %v\n%s", err, out)
 	}
