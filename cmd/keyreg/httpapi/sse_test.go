@@ -75,9 +75,7 @@ func (env *sseEnv) must(res commands.Result, err error) commands.Result {
 	if err != nil {
 		env.t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := env.proj.WaitFor(ctx, res.Seq); err != nil {
+	if err := env.proj.WaitFor(waitCtx(env.t), res.Seq); err != nil {
 		env.t.Fatal(err)
 	}
 	return res
@@ -107,6 +105,14 @@ func (env *sseEnv) workspaceSeqs(ws string, after uint64) []uint64 {
 }
 
 var errEnough = errors.New("enough")
+
+// waitCtx returns a context that ends after 30 s or with the test, for waits that must
+// not hang the test.
+func waitCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
 
 // TestEventsResume: a reader that drops the connection every few events and resumes with
 // Last-Event-ID, while keys are created and changed in two workspaces, receives every event
