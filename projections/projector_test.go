@@ -117,7 +117,9 @@ func TestProjectorAheadOfLog(t *testing.T) {
 				w.add(t, "acme", events.AggWorkspace, "acme", &events.WorkspaceCreated{Name: "Acme"})
 			}
 			p := NewProjector(s, log)
-			err := p.Run(context.Background())
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // Run must return, not follow
+			defer cancel()
+			err := p.Run(ctx)
 			if !errors.Is(err, ErrAheadOfLog) {
 				t.Fatalf("Run: %v, want ErrAheadOfLog", err)
 			}
@@ -127,7 +129,7 @@ func TestProjectorAheadOfLog(t *testing.T) {
 				}
 			}
 			// Waiters learn why rather than timing out.
-			if err := p.WaitFor(context.Background(), s.Checkpoint()+1); !errors.Is(err, ErrAheadOfLog) {
+			if err := p.WaitFor(ctx, s.Checkpoint()+1); !errors.Is(err, ErrAheadOfLog) {
 				t.Errorf("WaitFor: %v, want ErrAheadOfLog", err)
 			}
 		})
@@ -141,14 +143,16 @@ func TestProjectorStopsOnBadRecord(t *testing.T) {
 	w.add(t, "acme", events.AggKey, "GHOST", &events.KeyRenamed{Name: "x"})
 	s := openMem(t)
 	p := NewProjector(s, log)
-	err := p.Run(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // Run must return, not follow
+	defer cancel()
+	err := p.Run(ctx)
 	if err == nil || !strings.Contains(err.Error(), "seq 2") {
 		t.Fatalf("Run: %v, want an error naming seq 2", err)
 	}
 	if s.Checkpoint() != 0 {
 		t.Errorf("checkpoint %d: the failed batch must not be written", s.Checkpoint())
 	}
-	if err := p.WaitFor(context.Background(), 1); err == nil || !strings.Contains(err.Error(), "projector stopped") {
+	if err := p.WaitFor(ctx, 1); err == nil || !strings.Contains(err.Error(), "projector stopped") {
 		t.Errorf("WaitFor: %v", err)
 	}
 }

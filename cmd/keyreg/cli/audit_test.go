@@ -2,12 +2,19 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
 	"github.com/keyreg/keyreg/cmd/keyreg/wire"
@@ -95,8 +102,86 @@ func TestAuditCommands(t *testing.T) {
 		t.Fatalf("csv export: %q, %v", rows, err)
 	}
 	h.fails(2, []string{"--format"}, "audit", "export", "-w", "acme", "--format", "xml")
-	if _, err := os.Stat(filepath.Join(dir, "x.jsonl.partial")); err == nil {
-		t.Fatal("a partial file was left")
+
+	exportFailures(t, h, len(b))
+}
+
+// exportFailures: audit export -o FILE writes FILE.partial and renames it to FILE once the
+// whole export is in. So an export refused by the server, one interrupted half-way (its
+// context canceled, as Ctrl-C does), and one whose rename fails each exit non-zero, leave
+// an existing FILE as it was, and leave no FILE.partial. size is the length of acme's
+// whole export.
+func exportFailures(t *testing.T, h *harness, size int) {
+	t.Helper()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "x.jsonl")
+	const old = "the export of yesterday\n"
+	if err := os.WriteFile(out, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unchanged := func(what string) {
+		t.Helper()
+		if b, err := os.ReadFile(out); err != nil || string(b) != old {
+			t.Errorf("%s: the existing file is now %q (%v)", what, b, err)
+		}
+		if _, err := os.Stat(out + ".partial"); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: a partial file was left (%v)", what, err)
+		}
+	}
+
+	h.fails(1, []string{"400", "invalid_input"}, "audit", "export", "-w", "acme", "--type", "bogus", "-o", out)
+	unchanged("refused")
+
+	// Interrupted: a proxy passes on the first half of the export, then cancels the
+	// command's context and holds the connection open until the command goes away.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	upstream := h.env["KEYREG_ADDR"]
+	passed := make(chan int64, 1) // bytes passed on before the interruption
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, upstream+r.URL.RequestURI(), nil)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		n, _ := io.CopyN(w, resp.Body, int64(size/2))
+		http.NewResponseController(w).Flush()
+		passed <- n
+		cancel()
+		<-r.Context().Done() // the command went away (or the 30 s are up: r's server closes)
+	}))
+	defer proxy.Close()
+	env := maps.Clone(h.env)
+	env["KEYREG_ADDR"] = proxy.URL
+	var stdout, stderr bytes.Buffer
+	code := Run(ctx, []string{"audit", "export", "-w", "acme", "-o", out}, func(k string) string { return env[k] }, strings.NewReader(""), &stdout, &stderr)
+	if code == 0 {
+		t.Errorf("interrupted export: exit 0, stderr %q", stderr.String())
+	}
+	select {
+	case n := <-passed:
+		if n != int64(size/2) {
+			t.Errorf("interrupted export: the proxy passed on %d bytes, want %d", n, size/2)
+		}
+	default:
+		t.Error("interrupted export: the proxy was not asked for it")
+	}
+	unchanged("interrupted")
+
+	// The rename fails: FILE is a directory that is not empty.
+	outDir := filepath.Join(dir, "d.jsonl")
+	if err := os.MkdirAll(filepath.Join(outDir, "in"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.run("audit", "export", "-w", "acme", "-o", outDir); r.code != 1 {
+		t.Errorf("export onto a directory: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(outDir + ".partial"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("export onto a directory: a partial file was left (%v)", err)
 	}
 }
 

@@ -5,9 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,10 +35,43 @@ func watchFixture(t *testing.T) (*harness, string) {
 	return h, k.Key.ID
 }
 
+// watchTimeout bounds one run of keyreg watch in these tests.
+const watchTimeout = 30 * time.Second
+
+// runWatch runs keyreg with args (a watch) with env, within watchTimeout: a watch still
+// waiting then for events that do not come fails the test instead of hanging it.
+func (h *harness) runWatch(env map[string]string, args ...string) result {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), watchTimeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := Run(ctx, args, func(k string) string { return env[k] }, strings.NewReader(""), &stdout, &stderr)
+	if ctx.Err() != nil {
+		h.t.Fatalf("keyreg %s: still running after %s; stdout %q", strings.Join(args, " "), watchTimeout, stdout.String())
+	}
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+// watchOK runs a watch (see runWatch), which must exit 0, and returns its stdout.
+func (h *harness) watchOK(args ...string) string {
+	h.t.Helper()
+	r := h.runWatch(h.env, args...)
+	if r.code != 0 {
+		h.t.Fatalf("keyreg %s: exit %d, stderr %q", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r.stdout
+}
+
+// watchFails runs a watch (see runWatch) and checks it fails as h.fails does.
+func (h *harness) watchFails(code int, want []string, args ...string) {
+	h.t.Helper()
+	h.check(h.runWatch(h.env, args...), code, want, args)
+}
+
 // watchJSON runs keyreg watch --json with args and returns the sequences and types seen.
 func (h *harness) watchJSON(args ...string) ([]uint64, []string) {
 	h.t.Helper()
-	out := h.ok(append([]string{"watch", "-w", "acme", "--json"}, args...)...)
+	out := h.watchOK(append([]string{"watch", "-w", "acme", "--json"}, args...)...)
 	var seqs []uint64
 	var types []string
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -55,7 +94,7 @@ func (h *harness) watchJSON(args ...string) ([]uint64, []string) {
 
 func TestWatchLines(t *testing.T) {
 	h, id := watchFixture(t)
-	out := h.ok("watch", "-w", "acme", "--from-seq", "1", "--count", "5")
+	out := h.watchOK("watch", "-w", "acme", "--from-seq", "1", "--count", "5")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 5 {
 		t.Fatalf("watch --count 5 printed %d lines:\n%s", len(lines), out)
@@ -79,12 +118,12 @@ func TestWatchLines(t *testing.T) {
 		t.Errorf("--key --type: %v", types)
 	}
 
-	h.fails(2, []string{"which workspace"}, "watch")
-	h.fails(2, []string{"from-seq", "from-time"}, "watch", "-w", "acme", "--from-seq", "1", "--from-time", "2026-01-01T00:00:00Z")
-	h.fails(2, []string{"--from-time"}, "watch", "-w", "acme", "--from-time", "yesterday")
-	h.fails(1, []string{"400 invalid_input", "keyreg.key.deleted.v1"}, "watch", "-w", "acme", "--type", "keyreg.key.deleted.v1")
-	h.fails(1, []string{"404"}, "watch", "-w", "nope")
-	h.fails(2, []string{"--durable"}, "watch", "-w", "acme", "--durable", "../x")
+	h.watchFails(2, []string{"which workspace"}, "watch")
+	h.watchFails(2, []string{"from-seq", "from-time"}, "watch", "-w", "acme", "--from-seq", "1", "--from-time", "2026-01-01T00:00:00Z")
+	h.watchFails(2, []string{"--from-time"}, "watch", "-w", "acme", "--from-time", "yesterday")
+	h.watchFails(1, []string{"400 invalid_input", "keyreg.key.deleted.v1"}, "watch", "-w", "acme", "--type", "keyreg.key.deleted.v1")
+	h.watchFails(1, []string{"404"}, "watch", "-w", "nope")
+	h.watchFails(2, []string{"--durable"}, "watch", "-w", "acme", "--durable", "../x")
 }
 
 // TestWatchDurable: runs with one --durable name, stopped after a few events each, with
@@ -114,13 +153,28 @@ func TestWatchDurable(t *testing.T) {
 		t.Fatalf("state file %s, %v", b, err)
 	}
 
-	// A new durable from now: its first run sees nothing (interrupted), yet the next run
-	// gets what happened in between.
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	// A new durable from now: its first run sees nothing (interrupted once it has saved
+	// where it starts), yet the next run gets what happened in between.
+	ctx, cancel := context.WithTimeout(context.Background(), watchTimeout)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	code := Run(ctx, []string{"watch", "-w", "acme", "--durable", "fresh", "--state-dir", state}, func(k string) string { return h.env[k] }, strings.NewReader(""), &stdout, &stderr)
-	if code != 0 || stdout.Len() != 0 {
+	ran := make(chan int, 1)
+	go func() {
+		ran <- Run(ctx, []string{"watch", "-w", "acme", "--durable", "fresh", "--state-dir", state}, func(k string) string { return h.env[k] }, strings.NewReader(""), &stdout, &stderr)
+	}()
+	for tick := time.NewTicker(5 * time.Millisecond); ; {
+		if _, err := os.Stat(filepath.Join(state, "acme.fresh.json")); err == nil {
+			tick.Stop()
+			break
+		}
+		select {
+		case <-tick.C:
+		case code := <-ran:
+			t.Fatalf("the fresh durable watch ended before saving its start: exit %d, stderr %q", code, stderr.String())
+		}
+	}
+	cancel()
+	if code := <-ran; code != 0 || stdout.Len() != 0 { // Run returns once ctx is done
 		t.Fatalf("interrupted watch: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}
 	var k wire.KeyWithSecret
@@ -132,15 +186,51 @@ func TestWatchDurable(t *testing.T) {
 }
 
 // TestWatchFromNow: without a start flag, watch prints only what happens after it starts.
+// It reaches the server through a proxy that says when the event stream is open (the
+// server has then fixed where it starts).
 func TestWatchFromNow(t *testing.T) {
 	h, _ := watchFixture(t)
+	upstream, err := url.Parse(h.env["KEYREG_ADDR"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan string, 1)
+	rp := httputil.NewSingleHostReverseProxy(upstream)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if strings.HasSuffix(resp.Request.URL.Path, "/events") && resp.StatusCode == http.StatusOK {
+			select {
+			case opened <- resp.Header.Get(wire.StartSequenceHeader):
+			default:
+			}
+		}
+		return nil
+	}
+	proxy := httptest.NewServer(rp)
+	defer proxy.Close()
+	env := maps.Clone(h.env)
+	env["KEYREG_ADDR"] = proxy.URL
+
 	done := make(chan result, 1)
-	go func() { done <- h.run("watch", "-w", "acme", "--count", "1") }()
-	time.Sleep(300 * time.Millisecond) // let it connect
-	var k wire.KeyWithSecret
-	h.okJSON(&k, "key", "create", "-w", "acme", "--name", "new one")
-	r := <-done
-	if r.code != 0 || !strings.Contains(r.stdout, "key/"+k.Key.ID) || strings.Count(r.stdout, "\n") != 1 {
-		t.Fatalf("watch from now: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), watchTimeout)
+		defer cancel()
+		var stdout, stderr bytes.Buffer
+		code := Run(ctx, []string{"watch", "-w", "acme", "--count", "1"}, func(k string) string { return env[k] }, strings.NewReader(""), &stdout, &stderr)
+		done <- result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+	}()
+	var r result
+	select {
+	case start := <-opened:
+		var k wire.KeyWithSecret
+		h.okJSON(&k, "key", "create", "-w", "acme", "--name", "new one")
+		if n, err := strconv.ParseUint(start, 10, 64); err != nil || n > k.Key.Version {
+			t.Errorf("the stream from now started at %q, after the new key at %d", start, k.Key.Version)
+		}
+		r = <-done // within watchTimeout
+		if r.code != 0 || !strings.Contains(r.stdout, "key/"+k.Key.ID) || strings.Count(r.stdout, "\n") != 1 {
+			t.Fatalf("watch from now: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+	case r = <-done:
+		t.Fatalf("watch ended before its stream opened: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -67,7 +68,7 @@ func (env *sseEnv) must(res commands.Result, err error) commands.Result {
 	if err != nil {
 		env.t.Fatal(err)
 	}
-	if err := env.proj.WaitFor(context.Background(), res.Seq); err != nil {
+	if err := env.proj.WaitFor(waitCtx(env.t), res.Seq); err != nil {
 		env.t.Fatal(err)
 	}
 	return res
@@ -97,6 +98,14 @@ func (env *sseEnv) workspaceSeqs(ws string, after uint64) []uint64 {
 }
 
 var errEnough = errors.New("enough")
+
+// waitCtx returns a context that ends after 30 s or with the test, for waits that must
+// not hang the test.
+func waitCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
 
 // TestEventsResume: a reader that drops the connection every few events and resumes with
 // Last-Event-ID, while keys are created and changed in two workspaces, receives every event
@@ -211,28 +220,131 @@ func TestEventsFilters(t *testing.T) {
 		}
 	})
 	t.Run("FromNow", func(t *testing.T) {
-		got := make(chan string, 1)
+		got := make(chan uint64, 1)
+		opened := make(chan uint64, 1)
+		ended := make(chan error, 1)
 		c, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
+		last, err := env.log.LastSeq(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
 		go func() {
-			env.client(env.reader).FollowEvents(c, "acme", client.EventsOptions{}, func(ev client.StreamEvent) error {
-				got <- fmt.Sprint(ev.Seq)
+			ended <- env.client(env.reader).FollowEvents(c, "acme", client.EventsOptions{OnOpen: func(start uint64) { opened <- start }}, func(ev client.StreamEvent) error {
+				got <- ev.Seq
 				return errEnough
 			})
 		}()
-		time.Sleep(200 * time.Millisecond) // the stream is open and waits
+		start := waitFor(t, c, opened, ended, "the stream to open")
+		if start != last+1 {
+			t.Fatalf("%s %d from now, want %d (the next sequence)", httpapi.StartSequenceHeader, start, last+1)
+		}
 		res := env.must(env.cmds.CreateKey(ctx, commands.CreateKey{Workspace: "acme", Name: "later"}))
-		if g := <-got; g != fmt.Sprint(res.Seq) {
-			t.Fatalf("first event from now: %s, want %d", g, res.Seq)
+		if g := waitFor(t, c, got, ended, "the first event"); g != res.Seq {
+			t.Fatalf("first event from now: %d, want %d", g, res.Seq)
 		}
 	})
+}
+
+// waitFor returns the value received on ch, failing the test if the stream ends first
+// (its error on ended; what the stream's goroutine sent on ch before ending still counts)
+// or ctx is done.
+func waitFor[T any](t *testing.T, ctx context.Context, ch <-chan T, ended <-chan error, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case err := <-ended:
+		select {
+		case v := <-ch:
+			return v
+		default:
+		}
+		t.Fatalf("waiting for %s: the stream ended: %v", what, err)
+	case <-ctx.Done():
+		t.Fatalf("waiting for %s: %v", what, ctx.Err())
+	}
+	panic("unreachable")
+}
+
+// TestEventsAfterQuery: `after=N` (the query parameter, not the Last-Event-ID the Go
+// client sends) starts with sequence N+1, which Keyreg-Start-Sequence announces; after=0
+// starts with the first event; Last-Event-ID overrides after.
+func TestEventsAfterQuery(t *testing.T) {
+	env := newSSEEnv(t, 0)
+	ctx := context.Background()
+	a := env.must(env.cmds.CreateKey(ctx, commands.CreateKey{Workspace: "acme", Name: "a"})).Seq
+	b := env.must(env.cmds.CreateKey(ctx, commands.CreateKey{Workspace: "acme", Name: "b"})).Seq
+	c := env.must(env.cmds.CreateKey(ctx, commands.CreateKey{Workspace: "acme", Name: "c"})).Seq
+	if b != a+1 || c != b+1 {
+		t.Fatalf("the three keys are not consecutive: %d %d %d", a, b, c)
+	}
+	first := env.workspaceSeqs("acme", 0)[0]
+	for name, tc := range map[string]struct {
+		query, lastEventID string
+		start, event       uint64
+	}{
+		"After":            {"?after=" + fmt.Sprint(a), "", b, b},
+		"AfterLastButOne":  {"?after=" + fmt.Sprint(b), "", c, c},
+		"AfterZero":        {"?after=0", "", 1, first},
+		"LastEventIDWins":  {"?after=0", fmt.Sprint(a), b, b},
+		"LastEventIDAlone": {"", fmt.Sprint(b), c, c},
+	} {
+		t.Run(name, func(t *testing.T) {
+			start, event := firstStreamEvent(t, env, "/v1/workspaces/acme/events"+tc.query, tc.lastEventID)
+			if start != tc.start || event != tc.event {
+				t.Fatalf("%s: %s %d, first event %d; want %d, %d", tc.query, httpapi.StartSequenceHeader, start, event, tc.start, tc.event)
+			}
+		})
+	}
+}
+
+// firstStreamEvent opens the event stream at path as the reader and returns its
+// Keyreg-Start-Sequence header and the id of the first event it sends (within 10 s).
+func firstStreamEvent(t *testing.T, env *sseEnv, path, lastEventID string) (start, event uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", env.srv.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+env.reader)
+	if lastEventID != "" {
+		req.Header.Set("Last-Event-ID", lastEventID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	start, err = strconv.ParseUint(resp.Header.Get(httpapi.StartSequenceHeader), 10, 64)
+	if err != nil {
+		t.Fatalf("%s %q: %v", httpapi.StartSequenceHeader, resp.Header.Get(httpapi.StartSequenceHeader), err)
+	}
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadString('\n') // ends with ctx at the latest
+		if err != nil {
+			t.Fatalf("no event: %v", err)
+		}
+		if id, ok := strings.CutPrefix(line, "id: "); ok {
+			event, err = strconv.ParseUint(strings.TrimSpace(id), 10, 64)
+			if err != nil {
+				t.Fatalf("event id %q: %v", id, err)
+			}
+			return start, event
+		}
+	}
 }
 
 func TestEventsAccess(t *testing.T) {
 	env := newSSEEnv(t, 0)
 	get := func(token, path string, header ...string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest("GET", env.srv.URL+path, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", env.srv.URL+path, nil)
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
@@ -284,7 +396,9 @@ func TestEventsAccess(t *testing.T) {
 // Close ends at once.
 func TestEventsHeartbeatAndClose(t *testing.T) {
 	env := newSSEEnv(t, 20*time.Millisecond)
-	req, _ := http.NewRequest("GET", env.srv.URL+"/v1/workspaces/acme/events", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", env.srv.URL+"/v1/workspaces/acme/events", nil)
 	req.Header.Set("Authorization", "Bearer "+env.reader)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -294,7 +408,7 @@ func TestEventsHeartbeatAndClose(t *testing.T) {
 	br := bufio.NewReader(resp.Body)
 	heartbeats := 0
 	for heartbeats < 3 {
-		line, err := br.ReadString('\n')
+		line, err := br.ReadString('\n') // ends with ctx at the latest
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,10 +418,11 @@ func TestEventsHeartbeatAndClose(t *testing.T) {
 	}
 
 	ended := make(chan error, 1)
+	opened := make(chan uint64, 1)
 	go func() {
-		ended <- env.client(env.reader).FollowEvents(context.Background(), "acme", client.EventsOptions{}, func(client.StreamEvent) error { return nil })
+		ended <- env.client(env.reader).FollowEvents(ctx, "acme", client.EventsOptions{OnOpen: func(s uint64) { opened <- s }}, func(client.StreamEvent) error { return nil })
 	}()
-	time.Sleep(100 * time.Millisecond)
+	waitFor(t, ctx, opened, ended, "the second stream to open")
 	env.api.Close()
 	select {
 	case err := <-ended:
@@ -317,14 +432,14 @@ func TestEventsHeartbeatAndClose(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not end the stream")
 	}
-	rest, err := io.ReadAll(br)
+	rest, err := io.ReadAll(br) // ends with ctx at the latest
 	if err != nil {
 		t.Fatalf("the first stream did not end cleanly: %v", err)
 	}
 	if !strings.Contains(string(rest), "shutting down") {
 		t.Errorf("no shutdown notice at the end: %q", rest)
 	}
-	if err := env.client(env.reader).FollowEvents(context.Background(), "acme", client.EventsOptions{}, func(client.StreamEvent) error { return nil }); !errors.Is(err, client.ErrStreamEnded) {
+	if err := env.client(env.reader).FollowEvents(ctx, "acme", client.EventsOptions{}, func(client.StreamEvent) error { return nil }); !errors.Is(err, client.ErrStreamEnded) {
 		t.Fatalf("a stream opened after Close: %v", err)
 	}
 }
@@ -332,14 +447,21 @@ func TestEventsHeartbeatAndClose(t *testing.T) {
 // TestEventsKeyRevoked: a stream ends once the key that opened it is revoked.
 func TestEventsKeyRevoked(t *testing.T) {
 	env := newSSEEnv(t, 20*time.Millisecond)
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	k := env.must(env.cmds.CreateKey(ctx, commands.CreateKey{Workspace: "acme", Name: "soon revoked", Permissions: []string{string(httpapi.PermEventsRead)}}))
 	ended := make(chan error, 1)
 	opened := make(chan struct{})
 	go func() {
 		ended <- env.client(k.Secret).FollowEvents(ctx, "acme", client.EventsOptions{OnOpen: func(uint64) { close(opened) }}, func(client.StreamEvent) error { return nil })
 	}()
-	<-opened
+	select {
+	case <-opened:
+	case err := <-ended:
+		t.Fatalf("the stream ended before it opened: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the stream did not open")
+	}
 	env.must(env.cmds.RevokeKey(ctx, commands.RevokeKey{Workspace: "acme", KeyID: k.ID}))
 	select {
 	case err := <-ended:

@@ -61,7 +61,7 @@ func (env *verifyEnv) key(ws string, perms ...string) commands.Result {
 	if err != nil {
 		env.t.Fatal(err)
 	}
-	if err := env.proj.WaitFor(context.Background(), res.Seq); err != nil {
+	if err := env.proj.WaitFor(waitCtx(env.t), res.Seq); err != nil {
 		env.t.Fatal(err)
 	}
 	return res
@@ -177,7 +177,7 @@ func TestVerifyLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := env.proj.WaitFor(context.Background(), res.Seq); err != nil {
+	if err := env.proj.WaitFor(waitCtx(t), res.Seq); err != nil {
 		t.Fatal(err)
 	}
 

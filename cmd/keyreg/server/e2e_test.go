@@ -1,8 +1,11 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -377,21 +380,7 @@ func TestIdempotencyKey(t *testing.T) {
 	if st3 != 409 || !strings.Contains(string(b3), "idempotency_key_reused") || n.lastSeq() != before {
 		t.Fatalf("same key, other body: %d %s", st3, b3)
 	}
-	// Concurrent retries of one request: one event.
-	var wg sync.WaitGroup
-	statuses := make([]int, 8)
-	for i := range statuses {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			statuses[i], _, _ = n.do("PUT", "/v1/workspaces/acme/keys/"+keyID(t, b1)+"/allowlist", f.writer,
-				map[string]any{"allowlist": []string{"10.0.0.0/8"}}, "Idempotency-Key", "allow-1")
-		}()
-	}
-	wg.Wait()
-	if n.lastSeq() != before+1 {
-		t.Fatalf("8 concurrent retries appended %d events, want 1 (statuses %v)", n.lastSeq()-before, statuses)
-	}
+	concurrentRetries(t, n, f.writer, "/v1/workspaces/acme/keys/"+keyID(t, b1)+"/allowlist", before)
 	// After a restart the replay cache is gone; the log still dedupes.
 	n.stop()
 	n2 := startNode(t, data)
@@ -404,6 +393,78 @@ func TestIdempotencyKey(t *testing.T) {
 	if strings.Contains(string(b4), `"secret"`) {
 		t.Fatalf("a replay after restart cannot know the secret, yet answered %s", b4)
 	}
+}
+
+// concurrentRetries sends one PUT with an Idempotency-Key from 8 goroutines at once: one
+// event is appended; exactly one request runs it (200, not replayed); each other gets
+// either that same answer replayed (200, Idempotent-Replayed: true, the same ETag and
+// body) or, while the first still runs, 409 idempotency_key_in_use. A retry after they
+// all finish gets the answer replayed. before is the last sequence before the requests.
+func concurrentRetries(t *testing.T, n *node, token, path string, before uint64) {
+	t.Helper()
+	type answer struct {
+		status int
+		header http.Header
+		body   []byte
+		err    error
+	}
+	send := func() answer {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "PUT", n.url+path, strings.NewReader(`{"allowlist":["10.0.0.0/8"]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Idempotency-Key", "allow-1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return answer{err: err}
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return answer{resp.StatusCode, resp.Header, b, err}
+	}
+	answers := make([]answer, 8)
+	var wg sync.WaitGroup
+	for i := range answers {
+		wg.Go(func() { answers[i] = send() })
+	}
+	wg.Wait()
+	if n.lastSeq() != before+1 {
+		t.Fatalf("8 concurrent retries appended %d events, want 1", n.lastSeq()-before)
+	}
+	var first *answer
+	busy := 0
+	for i, a := range answers {
+		switch {
+		case a.err != nil:
+			t.Fatalf("request %d: %v", i, a.err)
+		case a.status == 200 && a.header.Get("Idempotent-Replayed") == "":
+			if first != nil {
+				t.Fatalf("requests ran twice: %s / %s", first.body, a.body)
+			}
+			first = &answers[i]
+		case a.status == 409:
+			if !strings.Contains(string(a.body), `"code":"`+httpapi.CodeIdempotencyBusy+`"`) {
+				t.Fatalf("request %d: 409 %s, want %s", i, a.body, httpapi.CodeIdempotencyBusy)
+			}
+			busy++
+		case a.status != 200 || a.header.Get("Idempotent-Replayed") != "true":
+			t.Fatalf("request %d: %d %v %s", i, a.status, a.header, a.body)
+		}
+	}
+	if first == nil {
+		t.Fatal("no request ran (every 200 says it is replayed)")
+	}
+	again := send()
+	for i, a := range append(answers, again) {
+		if a.status == 200 && (string(a.body) != string(first.body) || a.header.Get("ETag") != first.header.Get("ETag")) {
+			t.Errorf("answer %d: %s %s, the request's was %s %s", i, a.header.Get("ETag"), a.body, first.header.Get("ETag"), first.body)
+		}
+	}
+	if again.status != 200 || again.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("a retry after they finished: %d %v %s", again.status, again.header, again.body)
+	}
+	t.Logf("%d of 8 concurrent retries found the request still running (409)", busy)
 }
 
 // flipLast changes a secret's last character, which breaks its checksum.

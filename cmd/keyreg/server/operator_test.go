@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,6 +39,41 @@ func dumpStore(t testing.TB, s *projections.Store) []string {
 	return out
 }
 
+// waitCtx returns a context that ends after 30 s or with the test, for waits that must
+// not hang the test.
+func waitCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// doNoFatal sends a request with a JSON body (none if empty) and returns the status and
+// the answer, or an error: for goroutines other than the test's, which must not call
+// t.Fatal (node.do does).
+func doNoFatal(n *node, method, path, token, body string) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, n.url+path, r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
 // TestOnlineRebuild rebuilds the views while 8 clients write and read continuously: no
 // request fails, no acknowledged write is lost, every read sees the client's own last
 // write, and after the swap the views equal a rebuild from the log.
@@ -53,6 +89,7 @@ func TestOnlineRebuild(t *testing.T) {
 	const clients = 8
 	stop := make(chan struct{})
 	var failures, writes atomic.Int64
+	acked := make([]atomic.Int64, clients) // per client: writes acknowledged
 	var wg sync.WaitGroup
 	written := make([][]string, clients) // per client: allowlists acknowledged, in order
 	keys := make([]httpapi.KeyWithSecret, clients)
@@ -71,17 +108,18 @@ func TestOnlineRebuild(t *testing.T) {
 				default:
 				}
 				cidr := fmt.Sprintf("10.%d.%d.0/24", c, i%256)
-				st, _, b := n.do("PUT", path+"/allowlist", f.writer, map[string]any{"allowlist": []string{cidr}})
-				if st != 200 {
+				st, b, err := doNoFatal(n, "PUT", path+"/allowlist", f.writer, `{"allowlist":["`+cidr+`"]}`)
+				if err != nil || st != 200 {
 					failures.Add(1)
-					t.Errorf("client %d write %d: %d %s", c, i, st, b)
+					t.Errorf("client %d write %d: %d %s %v", c, i, st, b, err)
 					return
 				}
 				writes.Add(1)
 				written[c] = append(written[c], cidr)
+				acked[c].Add(1)
 				var k httpapi.Key
-				st, _, b = n.do("GET", path, f.writer, nil)
-				if st != 200 || json.Unmarshal(b, &k) != nil || len(k.Allowlist) != 1 || k.Allowlist[0] != cidr {
+				st, b, err = doNoFatal(n, "GET", path, f.writer, "")
+				if err != nil || st != 200 || json.Unmarshal(b, &k) != nil || len(k.Allowlist) != 1 || k.Allowlist[0] != cidr {
 					failures.Add(1)
 					t.Errorf("client %d read after write %d: %d %s, want allowlist [%s]", c, i, st, b, cidr)
 					return
@@ -89,7 +127,27 @@ func TestOnlineRebuild(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(100 * time.Millisecond)
+	// allWrote waits until every client has had a write acknowledged beyond from[c].
+	allWrote := func(what string, from []int64) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			done := 0
+			for c := range clients {
+				if acked[c].Load() > from[c] {
+					done++
+				}
+			}
+			if done == clients {
+				return
+			}
+			if failures.Load() != 0 || time.Now().After(deadline) {
+				close(stop)
+				wg.Wait()
+				t.Fatalf("%s: %d of %d clients wrote (%d failed requests)", what, done, clients, failures.Load())
+			}
+		}
+	}
+	allWrote("before the rebuild", make([]int64, clients))
 	var st httpapi.ReplayStatus
 	n.json("POST", "/v1/admin/replay", n.root, nil, 202, &st)
 	if st.State != "building" {
@@ -106,7 +164,11 @@ func TestOnlineRebuild(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond) // writes continue after the swap
+	atSwap := make([]int64, clients)
+	for c := range clients {
+		atSwap[c] = acked[c].Load()
+	}
+	allWrote("after the swap", atSwap) // writes continue after the swap
 	close(stop)
 	wg.Wait()
 	if st.State != "done" || st.Error != "" {
@@ -139,7 +201,7 @@ func TestOnlineRebuild(t *testing.T) {
 	}
 	// The swapped-in views equal a rebuild from the log.
 	last := n.lastSeq()
-	if err := n.Projector().WaitFor(context.Background(), last); err != nil {
+	if err := n.Projector().WaitFor(waitCtx(t), last); err != nil {
 		t.Fatal(err)
 	}
 	diffs, err := replay.Verify(context.Background(), n.Log, n.Store(), t.TempDir(), 10)
@@ -353,7 +415,7 @@ func TestBackupRestore(t *testing.T) {
 		return
 	}
 	f.json("PUT", "/v1/workspaces/acme/keys/"+ids[42]+"/allowlist", f.writer, map[string]any{"allowlist": []string{"192.0.2.0/24"}}, 200, nil)
-	if err := n.Projector().WaitFor(context.Background(), n.lastSeq()); err != nil {
+	if err := n.Projector().WaitFor(waitCtx(t), n.lastSeq()); err != nil {
 		t.Fatal(err)
 	}
 	want := dumpStore(t, n.Store())

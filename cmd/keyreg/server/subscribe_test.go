@@ -259,22 +259,28 @@ func TestEventsShutdown(t *testing.T) {
 	ended := make(chan error, 1)
 	received := make(chan struct{}, 100)
 	go func() {
-		ended <- c.FollowEvents(context.Background(), "acme", client.EventsOptions{After: &zero}, func(ev client.StreamEvent) error {
+		ended <- c.FollowEvents(waitCtx(t), "acme", client.EventsOptions{After: &zero}, func(ev client.StreamEvent) error {
 			got = append(got, ev.Seq)
 			received <- struct{}{}
 			return nil
 		})
 	}()
 	f.createKey(map[string]any{"name": "one"})
-	for range 4 { // workspace, writer, events key, one
-		<-received
+	for i := range 4 { // workspace, writer, events key, one
+		select {
+		case <-received:
+		case err := <-ended:
+			t.Fatalf("the stream ended after %d events: %v", i, err)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d events in 30s, want 4", i)
+		}
 	}
 	start := time.Now()
 	n.stop()
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("shutdown with an open event stream took %s", took)
 	}
-	if err := <-ended; !errors.Is(err, client.ErrStreamEnded) {
+	if err := <-ended; !errors.Is(err, client.ErrStreamEnded) { // at the latest when waitCtx ends
 		t.Fatalf("the stream ended with %v, want a clean end", err)
 	}
 

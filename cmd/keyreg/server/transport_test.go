@@ -198,7 +198,12 @@ func TestTLSListeners(t *testing.T) {
 			t.Errorf("serve: %v", err)
 		}
 	}()
-	addr := <-ready
+	var addr string
+	select {
+	case addr = <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server did not start in 30s")
+	}
 	b, _ := os.ReadFile(rootFile)
 	root := strings.TrimSpace(string(b))
 
