@@ -49,6 +49,9 @@ type Node struct {
 // Options changes how Start runs a node.
 type Options struct {
 	DataDir string // "" for a fresh t.TempDir()
+	// Root is the root secret when DataDir was initialised before (a later start writes
+	// no bootstrap key file).
+	Root string
 	// Seal runs the checkpoint sealer at its defaults; without it no checkpoint is
 	// appended behind a test's back (exports still seal what they need).
 	Seal bool
@@ -119,6 +122,7 @@ func Start(t testing.TB, o Options) *Node {
 		t.Fatalf("the node did not serve within %s", StartTimeout)
 	}
 	n.URL = "http://" + n.Addr
+	n.Root = o.Root
 	if b, err := os.ReadFile(keyFile); err == nil {
 		n.Root = strings.TrimSpace(string(b))
 	}
