@@ -168,7 +168,7 @@ func TestNothingLogsTheSecret(t *testing.T) {
 	for n, out := range append(logs, strings.Replace(first, b.root, "", 1)) {
 		for _, s := range all {
 			if i := strings.Index(out, secretBody(s)); i >= 0 {
-				t.Errorf("output %d shows a secret: ...%s...", n, out[max(0, i-200):min(len(out), i+100)])
+				t.Errorf("output %d shows a secret: ...%s<the secret>", n, out[max(0, i-200):i])
 			}
 		}
 	}
