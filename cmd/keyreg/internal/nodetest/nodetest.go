@@ -7,6 +7,7 @@ package nodetest
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -55,6 +56,8 @@ type Options struct {
 	// Seal runs the checkpoint sealer at its defaults; without it no checkpoint is
 	// appended behind a test's back (exports still seal what they need).
 	Seal bool
+	// TLS trusts the TLSCertFile a Config sets: the node speaks HTTPS.
+	TLS *x509.CertPool
 	// Config changes the config last (nil ones are skipped). A read-only config is not
 	// waited for: its views never report ready.
 	Config []func(*server.Config)
@@ -99,7 +102,7 @@ func Start(t testing.TB, o Options) *Node {
 		nd.Close()
 		done <- err
 	}()
-	n := &Node{T: t, Node: nd, DataDir: o.DataDir, Output: out, HTTP: http.DefaultClient}
+	n := &Node{T: t, Node: nd, DataDir: o.DataDir, Output: out, HTTP: httpClient(o.TLS)}
 	n.stopFn = func(os.Signal) error {
 		cancel()
 		select {
@@ -122,6 +125,9 @@ func Start(t testing.TB, o Options) *Node {
 		t.Fatalf("the node did not serve within %s", StartTimeout)
 	}
 	n.URL = "http://" + n.Addr
+	if o.TLS != nil {
+		n.URL = "https://" + n.Addr
+	}
 	n.Root = o.Root
 	if b, err := os.ReadFile(keyFile); err == nil {
 		n.Root = strings.TrimSpace(string(b))
