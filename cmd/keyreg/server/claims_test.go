@@ -231,7 +231,7 @@ func TestEventsStreamEnds(t *testing.T) {
 	})
 
 	t.Run("Expires", func(t *testing.T) {
-		expires := time.Now().Add(3 * time.Second).UTC()
+		expires := time.Now().Add(5 * time.Second).UTC()
 		k := rootKey(t, map[string]any{"name": "short", "permissions": []string{"keyreg.events.read"}, "expires_at": expires})
 		s := openEvents(t, n, "acme", k.Secret, "")
 		a := f.createKey(map[string]any{"name": "b"})
