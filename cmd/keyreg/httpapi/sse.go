@@ -304,7 +304,7 @@ func (a *API) streamEvents(hctx huma.Context, filter string, types map[events.Ty
 			}
 			// Check the caller against views that have applied r: the event that takes
 			// the caller's right away is not sent.
-			if a.d.Projector != nil && a.d.Projector.WaitFor(ctx, r.Seq) != nil {
+			if a.d.Waiter != nil && a.d.Waiter.WaitFor(ctx, r.Seq) != nil {
 				return
 			}
 			heartbeat.Reset(every)
