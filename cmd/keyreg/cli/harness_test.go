@@ -4,15 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
 )
 
@@ -22,65 +17,20 @@ type harness struct {
 	env map[string]string // KEYREG_ADDR, KEYREG_TOKEN (the root key's secret)
 }
 
-// startServer starts a keyreg node on a fresh data dir and a free port, waits until its
-// views serve, and stops it at the end of the test.
+// startServer starts a keyreg node in-process (nodetest.Start, the sealer on) on a fresh
+// data dir and a free port, waits until its views serve, and stops it at the end of the
+// test.
 func startServer(t *testing.T) *harness { t.Helper(); return startServerWith(t, nil) }
 
 // startServerWith is startServer with the config changed by opt (if not nil).
 func startServerWith(t *testing.T, opt func(*server.Config)) *harness {
 	t.Helper()
-	keyFile := filepath.Join(t.TempDir(), "root.key")
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	cfg := server.Config{
-		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", BootstrapKeyFile: keyFile,
-		Logger: slog.New(slog.DiscardHandler), Stderr: io.Discard, ShutdownTimeout: 5 * time.Second,
-		Ready: func(addr string) { ready <- addr },
-	}
-	if opt != nil {
-		opt(&cfg)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { done <- server.Run(ctx, cfg) }()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("server.Run: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("the server did not start in 30s")
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server.Run: %v", err)
-		}
-	})
-	url := "http://" + addr
-	waitReady(t, url)
-	secret, err := os.ReadFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &harness{t: t, env: map[string]string{"KEYREG_ADDR": url, "KEYREG_TOKEN": strings.TrimSpace(string(secret))}}
+	return harnessFor(nodetest.Start(t, nodetest.Options{Seal: true, Config: []func(*server.Config){opt}}))
 }
 
-// waitReady waits until /readyz answers 200: the views have applied the bootstrap.
-func waitReady(t *testing.T, url string) {
-	t.Helper()
-	for range 500 {
-		resp, err := http.Get(url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("the server is not ready after 5s")
+// harnessFor runs the command line against n as its root key.
+func harnessFor(n *nodetest.Node) *harness {
+	return &harness{t: n.T.(*testing.T), env: map[string]string{"KEYREG_ADDR": n.URL, "KEYREG_TOKEN": n.Root}}
 }
 
 // result is what one run of the command line did.

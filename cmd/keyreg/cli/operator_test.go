@@ -1,42 +1,28 @@
 package cli
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
 )
 
 // TestOperatorCommands drives replay, replay --verify, point-in-time copies, backup and
 // restore through the command line, on a registry made through the command line.
 func TestOperatorCommands(t *testing.T) {
 	data := t.TempDir()
-	keyFile := filepath.Join(t.TempDir(), "root.key")
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	cfg := server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", BootstrapKeyFile: keyFile,
-		Logger: slog.New(slog.DiscardHandler), Stderr: io.Discard, Ready: func(a string) { ready <- a }}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { done <- server.Run(ctx, cfg) }()
-	url := "http://" + <-ready
-	waitReady(t, url)
-	secret, _ := os.ReadFile(keyFile)
-	h := &harness{t: t, env: map[string]string{"KEYREG_ADDR": url, "KEYREG_TOKEN": strings.TrimSpace(string(secret))}}
+	nd := nodetest.Start(t, nodetest.Options{DataDir: data, Seal: true})
+	h := harnessFor(nd)
 	h.ok("workspace", "create", "acme", "--name", "Acme")
 	for _, name := range []string{"a", "b", "c"} {
 		h.ok("key", "create", "-w", "acme", "--name", name, "--allow", "10.0.0.0/8")
 	}
 	// While serve holds the data dir, offline tools refuse it.
 	h.fails(1, []string{"used by another keyreg process"}, "replay", "--data", data)
-	cancel()
-	if err := <-done; err != nil {
+	if err := nd.Stop(); err != nil {
 		t.Fatal(err)
 	}
 

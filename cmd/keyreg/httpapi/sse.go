@@ -302,6 +302,11 @@ func (a *API) streamEvents(hctx huma.Context, filter string, types map[events.Ty
 			if !appendSSE(&buf, r, types) {
 				continue
 			}
+			// Check the caller against views that have applied r: the event that takes
+			// the caller's right away is not sent.
+			if a.d.Waiter != nil && a.d.Waiter.WaitFor(ctx, r.Seq) != nil {
+				return
+			}
 			heartbeat.Reset(every)
 		}
 		if !allowed() {

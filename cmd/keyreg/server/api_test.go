@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 	validator "github.com/pb33f/libopenapi-validator"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
 )
 
 // TestOpenAPI checks the generated document is valid OpenAPI 3.1, and, for every route
@@ -244,106 +242,39 @@ func TestMetrics(t *testing.T) {
 }
 
 // TestServeBinary builds and runs the real binary: it prints the root secret once,
-// serves, stops cleanly on SIGTERM (exit 0), and keeps its state for the next start.
+// serves, stops cleanly on SIGTERM (exit 0), and keeps its state for the next start,
+// which stops cleanly on SIGINT.
 func TestServeBinary(t *testing.T) {
-	bin := keyregBinary(t)
 	data := t.TempDir()
-	start := func() (*exec.Cmd, *syncBuffer, string) {
-		t.Helper()
-		var stderr syncBuffer
-		cmd := exec.Command(bin, "serve", "--data", data, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0")
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill() })
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			if _, after, ok := strings.Cut(stderr.String(), "http="); ok {
-				addr, _, _ := strings.Cut(after, " ")
-				return cmd, &stderr, "http://" + addr
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Fatalf("the server did not start: %s", stderr.String())
-		return nil, nil, ""
-	}
-	cmd, stderr, url := start()
-	out := stderr.String()
+	args := []string{"--nats-listen", "127.0.0.1:0"}
+	b := nodetest.StartBinaryWith(t, nodetest.BinaryOptions{DataDir: data, Seal: true, Args: args})
+	out := b.Output.String()
 	i := strings.Index(out, "kr_")
 	if i < 0 {
 		t.Fatalf("first start printed no root secret: %s", out)
 	}
 	root := out[i : i+len("kr_")+49]
-	waitReadyURL(t, url)
-	req, _ := http.NewRequest("POST", url+"/v1/workspaces", strings.NewReader(`{"id":"acme","name":"Acme"}`))
-	req.Header.Set("Authorization", "Bearer "+root)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 201 {
-		t.Fatalf("create workspace over the binary: %v %v", resp, err)
+	if root != b.Root {
+		t.Fatalf("printed root secret %q, bootstrap key file %q", root, b.Root)
 	}
-	resp.Body.Close()
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("after SIGTERM: %v\n%s", err, stderr.String())
+	b.JSON("POST", "/v1/workspaces", root, map[string]any{"id": "acme", "name": "Acme"}, 201, nil)
+	if err := b.Stop(); err != nil {
+		t.Fatalf("after SIGTERM: %v\n%s", err, b.Output.String())
 	}
-	if !strings.Contains(stderr.String(), "shutting down") {
-		t.Fatalf("no clean shutdown logged: %s", stderr.String())
+	if !strings.Contains(b.Output.String(), "shutting down") {
+		t.Fatalf("no clean shutdown logged: %s", b.Output.String())
 	}
 
-	cmd2, stderr2, url2 := start()
-	waitReadyURL(t, url2)
-	if strings.Contains(stderr2.String(), "kr_") {
+	b2 := nodetest.StartBinaryWith(t, nodetest.BinaryOptions{DataDir: data, Root: root, Seal: true, Args: args})
+	if strings.Contains(b2.Output.String(), "kr_") {
 		t.Fatal("a later start printed a secret")
 	}
-	req, _ = http.NewRequest("GET", url2+"/v1/workspaces", nil)
-	req.Header.Set("Authorization", "Bearer "+root)
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var ws struct{ Workspaces []httpapi.Workspace }
-	json.NewDecoder(resp.Body).Decode(&ws)
-	resp.Body.Close()
+	b2.JSON("GET", "/v1/workspaces", root, nil, 200, &ws)
 	if len(ws.Workspaces) != 2 {
 		t.Fatalf("after restart: %+v", ws.Workspaces)
 	}
-	cmd2.Process.Signal(os.Interrupt)
-	if err := cmd2.Wait(); err != nil {
+	if err := b2.StopWith(os.Interrupt); err != nil {
 		t.Fatalf("after SIGINT: %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitReadyURL waits until a server's /readyz answers 200: its views have caught up.
-func waitReadyURL(t *testing.T, url string) {
-	t.Helper()
-	for range 1000 {
-		if resp, err := http.Get(url + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s not ready after 10s", url)
 }

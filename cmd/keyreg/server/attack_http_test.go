@@ -3,7 +3,6 @@ package server_test
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -11,24 +10,21 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
 )
 
 // These tests attack the real binary over HTTP, as an outsider would (issue 10).
 
 // binNode is a `keyreg serve` process of the real binary.
 type binNode struct {
-	*node  // url, root and the request helpers; no in-process Node
+	*node  // url, root, stderr (its output) and the request helpers; no in-process Node
 	pid    int
-	stderr *syncBuffer
 	addr   string       // the HTTP listener's host:port
 	client *http.Client // trusts the certificate of a TLS node
 }
@@ -42,81 +38,15 @@ type binOptions struct {
 }
 
 // startBinary runs `keyreg serve` on a fresh data dir and waits until it is ready. The
-// process is killed at the end of the test.
+// process is stopped at the end of the test.
 func startBinary(t *testing.T) *binNode { return startBinaryWith(t, binOptions{}) }
 
-// startBinaryWith runs `keyreg serve` as o says and waits until it is ready. The process
-// is stopped at the end of the test.
+// startBinaryWith runs `keyreg serve` as o says (nodetest.StartBinaryWith) and waits
+// until it is ready. The process is stopped at the end of the test.
 func startBinaryWith(t *testing.T, o binOptions) *binNode {
 	t.Helper()
-	bin := keyregBinary(t)
-	if o.data == "" {
-		o.data = t.TempDir()
-	}
-	keyFile := filepath.Join(t.TempDir(), "root.key")
-	stderr := &syncBuffer{}
-	cmd := exec.Command(bin, append([]string{"serve", "--data", o.data, "--http", "127.0.0.1:0", "--nats-listen", "",
-		"--bootstrap-key-file", keyFile, "--seal-every-events", "-1", "--seal-interval", "-1s"}, o.args...)...)
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	var addr string
-	for deadline := time.Now().Add(30 * time.Second); addr == "" && time.Now().Before(deadline); {
-		if _, after, ok := strings.Cut(stderr.String(), "http="); ok {
-			addr, _, _ = strings.Cut(after, " ")
-		} else {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	if addr == "" {
-		t.Fatalf("the server did not start: %s", stderr.String())
-	}
-	b := &binNode{pid: cmd.Process.Pid, stderr: stderr, addr: addr, client: http.DefaultClient}
-	url := "http://" + addr
-	if o.tls != nil {
-		url = "https://" + addr
-		b.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: o.tls}}}
-	}
-	b.waitReady(t, url)
-	if o.root == "" {
-		root, err := os.ReadFile(keyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o.root = strings.TrimSpace(string(root))
-	}
-	b.node = &node{t: t, url: url, root: o.root}
-	return b
-}
-
-// waitReady waits until url answers /readyz with 200 (at most 30 s).
-func (b *binNode) waitReady(t *testing.T, url string) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		req, _ := http.NewRequestWithContext(ctx, "GET", url+"/readyz", nil)
-		resp, err := b.client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		cancel()
-		if err == nil && resp.StatusCode == 200 {
-			return
-		}
-	}
-	t.Fatalf("%s not ready after 30s: %s", url, b.stderr.String())
+	h := nodetest.StartBinaryWith(t, nodetest.BinaryOptions{DataDir: o.data, Root: o.root, Args: o.args, TLS: o.tls})
+	return &binNode{node: wrap(h), pid: h.Pid, addr: h.Addr, client: h.HTTP}
 }
 
 // rssKB reads the process's resident set size from /proc.

@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
+	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
 )
 
 var secretRE = regexp.MustCompile(`kr_[0-9A-Za-z]+`)
@@ -42,45 +42,18 @@ func runBinary(t *testing.T, env []string, args ...string) (int, string) {
 	return code, string(out)
 }
 
-// serveBinary starts `keyreg serve` (the real binary) on data and returns its address once
-// it serves; stop ends it with SIGTERM and returns its output.
+// serveBinary starts `keyreg serve` (the real binary) on data with args (the sealer on)
+// and returns its address once it serves; stop ends it with SIGTERM, fails the test unless
+// it exits 0, and returns its output.
 func serveBinary(t *testing.T, data string, args ...string) (url string, out *syncBuffer, stop func() string) {
 	t.Helper()
-	out = &syncBuffer{}
-	cmd := exec.Command(keyregBinary(t), append([]string{"serve", "--data", data, "--http", "127.0.0.1:0", "--nats-listen", ""}, args...)...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stop = func() string {
-		if !stopped {
-			stopped = true
-			cmd.Process.Signal(syscall.SIGTERM)
-			if err := cmd.Wait(); err != nil {
-				t.Errorf("serve after SIGTERM: %v", err)
-			}
+	h := nodetest.StartBinaryWith(t, nodetest.BinaryOptions{DataDir: data, Args: args, Seal: true})
+	return h.URL, h.Output, func() string {
+		if err := h.Stop(); err != nil {
+			t.Errorf("serve after SIGTERM: %v", err)
 		}
-		return out.String()
+		return h.Output.String()
 	}
-	t.Cleanup(func() {
-		if !stopped {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, after, ok := strings.Cut(out.String(), "http="); ok {
-			addr, _, _ := strings.Cut(after, " ")
-			url = "http://" + addr
-			waitReadyURL(t, url)
-			return url, out, stop
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("the server did not start: %s", out.String())
-	return
 }
 
 func statusOf(t *testing.T, method, url, token string) int {

@@ -3,45 +3,21 @@ package server_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
 	"github.com/keyreg/keyreg/events/eventstest"
 	"github.com/keyreg/keyreg/projections"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
 // keyregBinary builds the real binary once per test run.
-func keyregBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "keyreg-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "keyreg")
-		if out, err := exec.Command("go", "build", "-o", binPath, "..").CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+func keyregBinary(t *testing.T) string { t.Helper(); return nodetest.Binary(t) }
 
 // TestKillDuringRebuild kills `keyreg replay` (the real binary) with SIGKILL at moments
 // spread over a rebuild, chosen by what it has built (see killReplay), not by the clock. Afterwards the serving views match the log, half-built

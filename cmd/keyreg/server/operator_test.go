@@ -297,24 +297,9 @@ func TestOfflineReplayAndPointInTime(t *testing.T) {
 // startReadOnly serves a views directory read-only, with no stream.
 func startReadOnly(t *testing.T, views string) *node {
 	t.Helper()
-	cfg := server.Config{ReadOnly: true, ViewsDir: views, HTTPAddr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	ready := make(chan string, 1)
-	cfg.Ready = func(addr string) { ready <- addr }
-	ctx, cancel := context.WithCancel(context.Background())
-	nd, err := server.Open(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	tn := &node{t: t, Node: nd, cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		err := nd.Serve(ctx, cfg)
-		nd.Close()
-		tn.done <- err
-	}()
-	tn.url = "http://" + <-ready
-	t.Cleanup(tn.stop)
-	return tn
+	return startNode(t, "", func(c *server.Config) {
+		*c = server.Config{ReadOnly: true, ViewsDir: views, HTTPAddr: c.HTTPAddr, Logger: c.Logger, Stderr: c.Stderr}
+	})
 }
 
 // TestVerifyFindsPlantedDifference: replay --verify reports nothing on healthy views and

@@ -320,6 +320,11 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	// The projector and the requests run on drain, which outlives ctx until the HTTP
+	// server has drained: a request in flight at shutdown gets its answer, its change
+	// applied.
+	drain, stopDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDrain()
 	v := n.current.Load()
 	if v.projector != nil {
 		startLast, err := n.js.LastSeq(ctx)
@@ -327,7 +332,7 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 			ln.Close()
 			return err
 		}
-		v.start(ctx, n.projErr)
+		v.start(drain, n.projErr)
 		go func() {
 			if v.projector.WaitFor(ctx, startLast) == nil {
 				n.caught.Store(true)
@@ -349,7 +354,7 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 	{
 		srv := &http.Server{Handler: http.HandlerFunc(n.serveHTTP), TLSConfig: n.tlsCfg,
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout, ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
-			ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn), BaseContext: func(net.Listener) context.Context { return ctx }}
+			ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn), BaseContext: func(net.Listener) context.Context { return drain }}
 		srv.RegisterOnShutdown(func() { n.API().Close() }) // end event streams: Shutdown waits for handlers
 		g.Add(func() error {
 			cfg.Logger.Info("keyreg serving", "http", ln.Addr().String(), "tls", n.tlsCfg != nil, "data", cfg.DataDir, "checkpoint", n.Store().Checkpoint(), "read_only", cfg.ReadOnly)

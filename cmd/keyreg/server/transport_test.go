@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -27,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
 )
 
@@ -73,16 +73,7 @@ func TestSlowBodyDoesNotHoldSwap(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if st := getJSON(ctx, t, "POST", n.url+"/v1/admin/replay", n.root, nil); st != 202 {
-		t.Fatalf("start replay: %d", st)
-	}
-	var st httpapi.ReplayStatus
-	for st.State != "done" {
-		if getJSON(ctx, t, "GET", n.url+"/v1/admin/replay", n.root, &st); st.State == "failed" {
-			t.Fatalf("replay failed: %s", st.Error)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rebuild(t, n)
 	if code := getJSON(ctx, t, "GET", n.url+"/healthz", "", nil); code != 200 {
 		t.Fatalf("healthz: %d", code)
 	}
@@ -178,49 +169,12 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 func TestTLSListeners(t *testing.T) {
 	data := t.TempDir()
 	certFile, keyFile, pool := selfSigned(t, t.TempDir())
-	rootFile := filepath.Join(t.TempDir(), "root.key")
-	cfg := server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:0", NATSSubscriberUser: "subscriber", BootstrapKeyFile: rootFile,
-		TLSCertFile: certFile, TLSKeyFile: keyFile, Stderr: io.Discard, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		SealEveryEvents: -1, SealInterval: -1}
-	ready := make(chan string, 1)
-	cfg.Ready = func(addr string) { ready <- addr }
-	ctx, cancel := context.WithCancel(context.Background())
-	nd, err := server.Open(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- nd.Serve(ctx, cfg); nd.Close() }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	var addr string
-	select {
-	case addr = <-ready:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the server did not start in 30s")
-	}
-	b, _ := os.ReadFile(rootFile)
-	root := strings.TrimSpace(string(b))
-
-	tlsClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	for i := 0; ; i++ { // the views catch up with the stream (the root key) first
-		resp, err := tlsClient.Get("https://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if i == 1000 {
-			t.Fatalf("not ready over HTTPS after 10s: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	n := nodetest.Start(t, nodetest.Options{DataDir: data, TLS: pool, Config: []func(*server.Config){func(c *server.Config) {
+		c.NATSListen, c.NATSSubscriberUser = "127.0.0.1:0", "subscriber"
+		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
+	}}})
+	nd, addr, root := n.Node, n.Addr, n.Root
+	tlsClient := &http.Client{Timeout: 30 * time.Second, Transport: n.HTTP.Transport}
 	req, _ := http.NewRequest("GET", "https://"+addr+"/v1/workspaces", nil)
 	req.Header.Set("Authorization", "Bearer "+root)
 	resp, err := tlsClient.Do(req)

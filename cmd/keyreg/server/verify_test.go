@@ -4,11 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,39 +17,7 @@ import (
 // stopped with SIGTERM at the end of the test.
 func serveVerifyBinary(t *testing.T) *node {
 	t.Helper()
-	bin := keyregBinary(t)
-	keyFile := filepath.Join(t.TempDir(), "root.key")
-	var stderr syncBuffer
-	cmd := exec.Command(bin, "serve", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "",
-		"--bootstrap-key-file", keyFile)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("keyreg serve after SIGTERM: %v\n%s", err, stderr.String())
-		}
-	})
-	var url string
-	for deadline := time.Now().Add(30 * time.Second); url == "" && time.Now().Before(deadline); {
-		if _, after, ok := strings.Cut(stderr.String(), "http="); ok {
-			addr, _, _ := strings.Cut(after, " ")
-			url = "http://" + strings.TrimSpace(addr)
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if url == "" {
-		t.Fatalf("keyreg serve did not start: %s", stderr.String())
-	}
-	waitReadyURL(t, url)
-	root, err := os.ReadFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &node{t: t, url: url, root: strings.TrimSpace(string(root))}
+	return startBinary(t).node
 }
 
 // binJunk returns the i-th well-formed secret that no key has.
