@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/events/eventstest"
+	"github.com/keyreg/keyreg/projections/keyindex"
 )
 
 // logs are the event log implementations the projector is tested against.
@@ -62,7 +63,7 @@ func TestProjector(t *testing.T) {
 			if k, err := s.Key(ctx, "acme", "LIVE"); err != nil || k.Version != seq {
 				t.Fatalf("Key after WaitFor: %+v, %v", k, err)
 			}
-			if r := s.Verify(secret, netip.MustParseAddr("192.0.2.1"), "users.track", t0); r.Code != CodeValid {
+			if r := s.Verify(secret, netip.MustParseAddr("192.0.2.1"), "users.track", t0); r.Code != keyindex.CodeValid {
 				t.Fatalf("Verify after WaitFor: %+v", r)
 			}
 

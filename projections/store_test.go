@@ -12,6 +12,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/projections/keyindex"
 )
 
 func TestApplyErrors(t *testing.T) {
@@ -81,7 +82,7 @@ func TestApplyErrors(t *testing.T) {
 			if !bytes.Equal(dump(t, s), before) || s.Checkpoint() != uint64(len(good)) {
 				t.Error("a failed Apply changed the views")
 			}
-			if r := s.Verify(testSecret("k1"), netip.Addr{}, "", t0); r.Code != CodeValid {
+			if r := s.Verify(testSecret("k1"), netip.Addr{}, "", t0); r.Code != keyindex.CodeValid {
 				t.Errorf("Verify after failed Apply: %+v", r)
 			}
 		})
@@ -148,7 +149,7 @@ func TestVerifyDuringApply(t *testing.T) {
 				default:
 				}
 				r := s.Verify(testSecret("BK00000b"), netip.Addr{}, "users.track", t0)
-				if r.Code != CodeNotFound && r.Code != CodeValid {
+				if r.Code != keyindex.CodeNotFound && r.Code != keyindex.CodeValid {
 					t.Errorf("Verify: %+v", r)
 					return
 				}
@@ -166,7 +167,7 @@ func TestVerifyDuringApply(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	if r := s.Verify(testSecret("BK00000b"), netip.Addr{}, "users.track", t0); r.Code != CodeValid {
+	if r := s.Verify(testSecret("BK00000b"), netip.Addr{}, "users.track", t0); r.Code != keyindex.CodeValid {
 		t.Errorf("Verify at the end: %+v", r)
 	}
 }
@@ -180,14 +181,14 @@ func TestVerifyDoesNotAllocate(t *testing.T) {
 	}
 	ip := netip.MustParseAddr("::ffff:10.1.2.3")
 	for _, tc := range []struct{ secret, perm, code string }{
-		{testSecret("k1c"), "users.track", CodeValid},
-		{testSecret("k1c"), "users.delete", CodePermissionDenied},
-		{testSecret("k2a"), "", CodeRevoked},
-		{testSecret("k1a"), "", CodeNotFound},
-		{"kr_short", "", CodeMalformed},
+		{testSecret("k1c"), "users.track", keyindex.CodeValid},
+		{testSecret("k1c"), "users.delete", keyindex.CodePermissionDenied},
+		{testSecret("k2a"), "", keyindex.CodeRevoked},
+		{testSecret("k1a"), "", keyindex.CodeNotFound},
+		{"kr_short", "", keyindex.CodeMalformed},
 	} {
 		t.Run(tc.code, func(t *testing.T) {
-			var r VerifyResult
+			var r keyindex.VerifyResult
 			allocs := testing.AllocsPerRun(100, func() {
 				r = s.Verify(tc.secret, ip, events.Permission(tc.perm), t0)
 			})

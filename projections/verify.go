@@ -10,26 +10,12 @@ import (
 	"github.com/keyreg/keyreg/projections/keyindex"
 )
 
-// Verify result codes (those of package keyindex).
-const (
-	CodeValid            = keyindex.CodeValid
-	CodeMalformed        = keyindex.CodeMalformed
-	CodeNotFound         = keyindex.CodeNotFound
-	CodeRevoked          = keyindex.CodeRevoked
-	CodeExpired          = keyindex.CodeExpired
-	CodeIPNotAllowed     = keyindex.CodeIPNotAllowed
-	CodePermissionDenied = keyindex.CodePermissionDenied
-)
-
-// VerifyResult is the answer of Verify: keyindex.VerifyResult.
-type VerifyResult = keyindex.VerifyResult
-
 // Verify checks a presented secret for a request from ip that needs permission, at time
 // now: the checks, order and codes of keyindex.Index.Verify.
 //
 // Verify reads an in-memory index that Apply updates before advancing the checkpoint, so
 // it is as fresh as the views. It does not allocate.
-func (s *Store) Verify(secret string, ip netip.Addr, permission events.Permission, now time.Time) VerifyResult {
+func (s *Store) Verify(secret string, ip netip.Addr, permission events.Permission, now time.Time) keyindex.VerifyResult {
 	return s.verify.Verify(secret, ip, permission, now)
 }
 

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // cutProxy forwards TCP connections to a backend that can change, and can cut every
@@ -158,7 +158,7 @@ func TestWatchReconnects(t *testing.T) {
 
 	var got []uint64
 	for line := range strings.SplitSeq(strings.TrimSpace(stdout.String()), "\n") {
-		var e httpapi.HistoryEntry
+		var e wire.HistoryEntry
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatalf("watch --json line %q: %v", line, err)
 		}

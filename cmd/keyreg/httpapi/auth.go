@@ -7,7 +7,7 @@ import (
 	"strconv"
 
 	"github.com/keyreg/keyreg/events"
-	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/projections/keyindex"
 )
 
 // Registry permissions. keyreg.admin holds in every workspace; the others only in the
@@ -42,15 +42,15 @@ func (a *API) authenticate(ctx context.Context) (principal, error) {
 	}
 	r := a.d.Views.Verify(c.token, c.ip, "", a.d.Now())
 	switch r.Code {
-	case projections.CodeValid:
+	case keyindex.CodeValid:
 		return principal{KeyID: r.KeyID, Workspace: r.Workspace, Permissions: r.Permissions}, nil
-	case projections.CodeIPNotAllowed:
+	case keyindex.CodeIPNotAllowed:
 		return principal{}, problem(http.StatusForbidden, CodeIPNotAllowed, "this key may not be used from "+c.ip.String())
-	case projections.CodeRevoked:
+	case keyindex.CodeRevoked:
 		return principal{}, unauthorized("the bearer key is revoked")
-	case projections.CodeExpired:
+	case keyindex.CodeExpired:
 		return principal{}, unauthorized("the bearer key has expired")
-	case projections.CodeMalformed:
+	case keyindex.CodeMalformed:
 		return principal{}, unauthorized("the bearer token is not a keyreg secret (kr_...)")
 	}
 	return principal{}, unauthorized("the bearer key is not known")

@@ -10,6 +10,7 @@ import (
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/projections/keyindex"
 	"github.com/keyreg/keyreg/replay"
 )
 
@@ -75,7 +76,7 @@ type Waiter interface {
 // KeyLookup finds the key of a presented secret and judges it (projections.Store.Verify):
 // how every request authenticates, and what POST /v1/verify answers.
 type KeyLookup interface {
-	Verify(secret string, ip netip.Addr, permission events.Permission, now time.Time) projections.VerifyResult
+	Verify(secret string, ip netip.Addr, permission events.Permission, now time.Time) keyindex.VerifyResult
 }
 
 // Views are the current views the API reads (projections.Store). Lookups of what does

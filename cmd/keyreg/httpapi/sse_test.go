@@ -18,6 +18,7 @@ import (
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/events/eventstest"
@@ -237,7 +238,7 @@ func TestEventsFilters(t *testing.T) {
 		}()
 		start := waitFor(t, c, opened, ended, "the stream to open")
 		if start != last+1 {
-			t.Fatalf("%s %d from now, want %d (the next sequence)", httpapi.StartSequenceHeader, start, last+1)
+			t.Fatalf("%s %d from now, want %d (the next sequence)", wire.StartSequenceHeader, start, last+1)
 		}
 		res := env.must(env.cmds.CreateKey(ctx, commands.CreateKey{Workspace: "acme", Name: "later"}))
 		if g := waitFor(t, c, got, ended, "the first event"); g != res.Seq {
@@ -293,7 +294,7 @@ func TestEventsAfterQuery(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			start, event := firstStreamEvent(t, env, "/v1/workspaces/acme/events"+tc.query, tc.lastEventID)
 			if start != tc.start || event != tc.event {
-				t.Fatalf("%s: %s %d, first event %d; want %d, %d", tc.query, httpapi.StartSequenceHeader, start, event, tc.start, tc.event)
+				t.Fatalf("%s: %s %d, first event %d; want %d, %d", tc.query, wire.StartSequenceHeader, start, event, tc.start, tc.event)
 			}
 		})
 	}
@@ -318,9 +319,9 @@ func firstStreamEvent(t *testing.T, env *sseEnv, path, lastEventID string) (star
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	start, err = strconv.ParseUint(resp.Header.Get(httpapi.StartSequenceHeader), 10, 64)
+	start, err = strconv.ParseUint(resp.Header.Get(wire.StartSequenceHeader), 10, 64)
 	if err != nil {
-		t.Fatalf("%s %q: %v", httpapi.StartSequenceHeader, resp.Header.Get(httpapi.StartSequenceHeader), err)
+		t.Fatalf("%s %q: %v", wire.StartSequenceHeader, resp.Header.Get(wire.StartSequenceHeader), err)
 	}
 	br := bufio.NewReader(resp.Body)
 	for {

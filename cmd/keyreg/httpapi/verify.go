@@ -15,7 +15,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/keyreg/keyreg/events"
-	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/projections/keyindex"
 )
 
 func (a *API) registerVerify() {
@@ -49,10 +49,10 @@ func (a *API) registerVerify() {
 		now := a.d.Now()
 		applied := a.d.Views.Checkpoint() // read first: the index holds at least this much
 		r := a.d.Views.Verify(in.Body.Key, ip, perm, now)
-		if r.Code != projections.CodeMalformed && r.Code != projections.CodeNotFound && !p.admin() && r.Workspace != p.Workspace {
-			r = projections.VerifyResult{Code: projections.CodeNotFound} // another workspace's key: as if unknown
+		if r.Code != keyindex.CodeMalformed && r.Code != keyindex.CodeNotFound && !p.admin() && r.Workspace != p.Workspace {
+			r = keyindex.VerifyResult{Code: keyindex.CodeNotFound} // another workspace's key: as if unknown
 		}
-		if r.Code == projections.CodeMalformed || r.Code == projections.CodeNotFound {
+		if r.Code == keyindex.CodeMalformed || r.Code == keyindex.CodeNotFound {
 			if wait, who, ok := a.limiter.take(ipGroup(ip), p.KeyID, now); !ok {
 				return nil, rateLimited(wait, who)
 			}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/events/eventstest"
@@ -92,7 +93,7 @@ func (env *verifyEnv) code(token, key, ip string) string {
 	st, retry, b := env.verify(token, key, ip)
 	switch st {
 	case http.StatusOK:
-		var v httpapi.VerifyResponse
+		var v wire.VerifyResponse
 		if err := json.Unmarshal(b, &v); err != nil {
 			env.t.Fatal(err)
 		}
@@ -139,7 +140,7 @@ func TestVerifyAuthorization(t *testing.T) {
 	if c := env.code(sys, mine.Secret, "10.0.0.1"); c != "NOT_FOUND" {
 		t.Fatalf("system verifier without keyreg.admin, acme key: %s", c)
 	}
-	var v httpapi.VerifyResponse
+	var v wire.VerifyResponse
 	json.Unmarshal(must(env.verify(root, theirs.Secret, "10.0.0.1")), &v)
 	if !v.Valid || v.Workspace != "beta" || v.KeyID != theirs.ID || v.AppliedSeq < theirs.Seq {
 		t.Fatalf("admin, beta key: %+v (key created at %d)", v, theirs.Seq)

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 const unknownID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
@@ -216,7 +216,7 @@ func TestConflictAnswersSayWhat(t *testing.T) {
 	n := startNode(t, "")
 	f := newFixture(t, n, "acme")
 	ids := "/v1/workspaces/acme/identifiers"
-	var holder, other httpapi.Identifier
+	var holder, other wire.Identifier
 	f.json("POST", ids, f.writer, map[string]any{"kind": "segment", "name": "Summer Sale"}, 201, &holder)
 	f.json("POST", ids, f.writer, map[string]any{"kind": "segment", "name": "Winter"}, 201, &other)
 	before := n.lastSeq()
@@ -238,7 +238,7 @@ func TestConflictAnswersSayWhat(t *testing.T) {
 
 	k := f.createKey(map[string]any{"name": "k"})
 	path := "/v1/workspaces/acme/keys/" + k.Key.ID
-	var renamed httpapi.Key
+	var renamed wire.Key
 	f.json("PATCH", path, f.writer, map[string]any{"name": "k2"}, 200, &renamed)
 	before = n.lastSeq()
 	stale := fmt.Sprintf(`"%d"`, k.Key.Version)
@@ -274,7 +274,7 @@ func TestQuotaExceeded(t *testing.T) {
 	f.json("DELETE", "/v1/workspaces/acme/keys/"+second.Key.ID, f.writer, nil, 200, nil)
 	f.createKey(map[string]any{"name": "third"})
 	ids := "/v1/workspaces/acme/identifiers"
-	var first httpapi.Identifier
+	var first wire.Identifier
 	f.json("POST", ids, f.writer, map[string]any{"kind": "segment", "name": "one"}, 201, &first)
 	f.json("DELETE", ids+"/"+first.ID, f.writer, nil, 200, nil)
 	f.json("POST", ids, f.writer, map[string]any{"kind": "campaign", "name": "two"}, 201, nil)
@@ -323,9 +323,9 @@ func TestPagesListEveryItemOnce(t *testing.T) {
 	seq := n.lastSeq()
 
 	type page struct {
-		Keys        []httpapi.Key
-		Identifiers []httpapi.Identifier
-		Workspaces  []httpapi.Workspace
+		Keys        []wire.Key
+		Identifiers []wire.Identifier
+		Workspaces  []wire.Workspace
 		Next        string
 	}
 	ids := func(p page) []string {

@@ -16,8 +16,8 @@ import (
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // TestOpenAPI checks the generated document is valid OpenAPI 3.1, and, for every route
@@ -107,7 +107,7 @@ func TestOpenAPI(t *testing.T) {
 	}
 	k := f.createKey(map[string]any{"name": "k", "allowlist": []string{"10.0.0.0/8"}})
 	other := f.createKey(map[string]any{"name": "other"})
-	var id httpapi.Identifier
+	var id wire.Identifier
 	f.json("POST", "/v1/workspaces/acme/identifiers", f.writer, map[string]any{"kind": "app", "name": "iOS app", "platform": "ios"}, 201, &id)
 	check("GET", "/healthz", "", nil)
 	check("GET", "/readyz", "", nil)
@@ -269,7 +269,7 @@ func TestServeBinary(t *testing.T) {
 	if strings.Contains(b2.Output.String(), "kr_") {
 		t.Fatal("a later start printed a secret")
 	}
-	var ws struct{ Workspaces []httpapi.Workspace }
+	var ws struct{ Workspaces []wire.Workspace }
 	b2.JSON("GET", "/v1/workspaces", root, nil, 200, &ws)
 	if len(ws.Workspaces) != 2 {
 		t.Fatalf("after restart: %+v", ws.Workspaces)

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // These tests attack the real binary over HTTP, as an outsider would (issue 10).
@@ -136,17 +136,17 @@ func TestAttackVerifyHugeIPMemory(t *testing.T) {
 func TestAttackIdempotentReplayAfterRevoke(t *testing.T) {
 	b := startBinary(t)
 	f := newFixture(t, b.node, "acme")
-	var writer httpapi.KeyWithSecret
+	var writer wire.KeyWithSecret
 	b.json("POST", "/v1/workspaces/acme/keys", b.root, map[string]any{"name": "w", "permissions": allWorkspacePerms}, 201, &writer)
 	req := map[string]any{"name": "child"}
-	var child httpapi.KeyWithSecret
+	var child wire.KeyWithSecret
 	b.json("POST", "/v1/workspaces/acme/keys", writer.Secret, req, 201, &child, "Idempotency-Key", "c1")
 	if child.Secret == "" {
 		t.Fatal("no secret in the first answer")
 	}
 	// A verify with an Idempotency-Key, then the verified key is revoked.
 	verify := map[string]any{"key": child.Secret, "ip": "10.0.0.1"}
-	var v httpapi.VerifyResponse
+	var v wire.VerifyResponse
 	b.json("POST", "/v1/verify", b.root, verify, 200, &v, "Idempotency-Key", "v1")
 	if v.Code != "VALID" {
 		t.Fatalf("verify before revocation: %s", v.Code)
@@ -168,11 +168,11 @@ func TestAttackIdempotentReplayAfterRevoke(t *testing.T) {
 func TestAttackIdempotentReplayOutsideAllowlist(t *testing.T) {
 	b := startBinary(t)
 	newFixture(t, b.node, "acme")
-	var writer httpapi.KeyWithSecret
+	var writer wire.KeyWithSecret
 	b.json("POST", "/v1/workspaces/acme/keys", b.root, map[string]any{"name": "w", "permissions": allWorkspacePerms,
 		"allowlist": []string{"127.0.0.1/32"}}, 201, &writer)
 	req := map[string]any{"name": "child"}
-	var child httpapi.KeyWithSecret
+	var child wire.KeyWithSecret
 	b.json("POST", "/v1/workspaces/acme/keys", writer.Secret, req, 201, &child, "Idempotency-Key", "c1")
 
 	// The same request from 127.0.0.2, outside the allowlist.
@@ -216,12 +216,12 @@ func TestAttackStrictJSON(t *testing.T) {
 			}
 		})
 	}
-	var got httpapi.Key
+	var got wire.Key
 	b.json("GET", keys+"/"+k.Key.ID, f.writer, nil, 200, &got)
 	if got.Version != k.Key.Version || len(got.Allowlist) != 1 || got.Allowlist[0] != "10.0.0.0/8" {
 		t.Fatalf("the key changed: %+v", got)
 	}
-	var list struct{ Keys []httpapi.Key }
+	var list struct{ Keys []wire.Key }
 	b.json("GET", keys, f.writer, nil, 200, &list)
 	if len(list.Keys) != 2 {
 		t.Fatalf("%d keys after refused creates, want 2", len(list.Keys))
@@ -289,19 +289,19 @@ func TestAttackPathIDs(t *testing.T) {
 func TestAttackIdempotentReplayAfterPermissionLoss(t *testing.T) {
 	b := startBinary(t)
 	newFixture(t, b.node, "acme")
-	var writer httpapi.KeyWithSecret
+	var writer wire.KeyWithSecret
 	b.json("POST", "/v1/workspaces/acme/keys", b.root, map[string]any{"name": "w", "permissions": []string{"keyreg.keys.write", "keyreg.keys.read"}}, 201, &writer)
 	req := map[string]any{"name": "child"}
-	var child httpapi.KeyWithSecret
+	var child wire.KeyWithSecret
 	b.json("POST", "/v1/workspaces/acme/keys", writer.Secret, req, 201, &child, "Idempotency-Key", "c1")
-	var again httpapi.KeyWithSecret
+	var again wire.KeyWithSecret
 	h := b.json("POST", "/v1/workspaces/acme/keys", writer.Secret, req, 201, &again, "Idempotency-Key", "c1")
 	if h.Get("Idempotent-Replayed") != "true" || again.Secret != child.Secret {
 		t.Fatalf("a retry while the key may write is not the kept answer: %s %+v", h.Get("Idempotent-Replayed"), again)
 	}
 	b.json("PATCH", "/v1/workspaces/acme/keys/"+writer.Key.ID, b.root, map[string]any{"permissions": []string{"keyreg.keys.read"}}, 200, nil)
 	keys := func() int {
-		var list struct{ Keys []httpapi.Key }
+		var list struct{ Keys []wire.Key }
 		b.json("GET", "/v1/workspaces/acme/keys", b.root, nil, 200, &list)
 		return len(list.Keys)
 	}

@@ -15,8 +15,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/commands/sealer"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/replay"
@@ -28,8 +28,8 @@ func withSealer(every int, interval time.Duration) func(*server.Config) {
 }
 
 type auditPage struct {
-	Events []httpapi.HistoryEntry `json:"events"`
-	Next   uint64                 `json:"next"`
+	Events []wire.HistoryEntry `json:"events"`
+	Next   uint64              `json:"next"`
 }
 
 type ev struct {
@@ -63,7 +63,7 @@ func shortTypes(evs []ev) string {
 // creates K2.
 type auditFixture struct {
 	fixture
-	ops, k1, k2 httpapi.KeyWithSecret
+	ops, k1, k2 wire.KeyWithSecret
 }
 
 func newAuditFixture(t *testing.T, n *node) auditFixture {
@@ -154,7 +154,7 @@ func TestAuditLogFilters(t *testing.T) {
 	// Permissions: keyreg.audit.read (or admin) only; other workspaces see nothing.
 	f.json("GET", "/v1/workspaces/acme/audit", f.ops.Secret, nil, 403, nil)
 	f.json("GET", "/v1/workspaces/acme/audit", n.root, nil, 200, nil)
-	var auditor httpapi.KeyWithSecret
+	var auditor wire.KeyWithSecret
 	f.json("POST", "/v1/workspaces/acme/keys", f.writer, map[string]any{"name": "auditor", "permissions": []string{"keyreg.audit.read"}}, 201, &auditor)
 	f.json("GET", "/v1/workspaces/acme/audit", auditor.Secret, nil, 200, nil)
 	f.json("GET", "/v1/workspaces/acme/keys", auditor.Secret, nil, 403, nil)
@@ -185,16 +185,16 @@ func TestAsOfOverHTTP(t *testing.T) {
 	beforeKey := pause()
 	k := f.createKey(map[string]any{"name": "watched", "allowlist": []string{"10.0.0.0/8"}})
 	created := pause()
-	var changed httpapi.Key
+	var changed wire.Key
 	f.json("PUT", "/v1/workspaces/acme/keys/"+k.Key.ID+"/allowlist", f.writer, map[string]any{"allowlist": []string{"192.0.2.0/24"}}, 200, &changed)
 	afterChange := pause()
-	var revoked httpapi.Key
+	var revoked wire.Key
 	f.json("DELETE", "/v1/workspaces/acme/keys/"+k.Key.ID, f.writer, nil, 200, &revoked)
 	afterRevoke := pause()
 
-	keyAt := func(asOf string, want int) httpapi.Key {
+	keyAt := func(asOf string, want int) wire.Key {
 		t.Helper()
-		var out httpapi.Key
+		var out wire.Key
 		var into any
 		if want == 200 {
 			into = &out
@@ -204,7 +204,7 @@ func TestAsOfOverHTTP(t *testing.T) {
 	}
 	listAt := func(asOf string) []string {
 		t.Helper()
-		var out struct{ Keys []httpapi.Key }
+		var out struct{ Keys []wire.Key }
 		f.json("GET", "/v1/workspaces/acme/keys?as_of="+url.QueryEscape(asOf), f.writer, nil, 200, &out)
 		var names []string
 		for _, k := range out.Keys {
@@ -240,7 +240,7 @@ func TestAsOfOverHTTP(t *testing.T) {
 	if got := listAt(rfc(afterRevoke)); !slices.Contains(got, "watched:revoked") {
 		t.Errorf("keys after revocation: %v", got)
 	}
-	var active struct{ Keys []httpapi.Key }
+	var active struct{ Keys []wire.Key }
 	f.json("GET", "/v1/workspaces/acme/keys?status=revoked&as_of="+url.QueryEscape(rfc(afterChange)), f.writer, nil, 200, &active)
 	if len(active.Keys) != 0 {
 		t.Errorf("revoked keys before the revocation: %+v", active.Keys)
@@ -248,7 +248,7 @@ func TestAsOfOverHTTP(t *testing.T) {
 
 	// Identifiers.
 	beforeID := pause()
-	var id httpapi.Identifier
+	var id wire.Identifier
 	f.json("POST", "/v1/workspaces/acme/identifiers", f.writer, map[string]any{"kind": "segment", "name": "Summer buyers"}, 201, &id)
 	registered := pause()
 	f.json("PATCH", "/v1/workspaces/acme/identifiers/"+id.ID, f.writer, map[string]any{"name": "Winter buyers"}, 200, nil)
@@ -260,9 +260,9 @@ func TestAsOfOverHTTP(t *testing.T) {
 		name, search string
 		listed       bool
 	}{{registered, "Summer buyers", "summer", true}, {renamed, "Winter buyers", "winter", true}, {time.Now(), "Winter buyers", "winter", false}} {
-		var got httpapi.Identifier
+		var got wire.Identifier
 		f.json("GET", "/v1/workspaces/acme/identifiers/"+id.ID+"?as_of="+url.QueryEscape(rfc(c.at)), f.writer, nil, 200, &got)
-		var list struct{ Identifiers []httpapi.Identifier }
+		var list struct{ Identifiers []wire.Identifier }
 		f.json("GET", "/v1/workspaces/acme/identifiers?kind=segment&q="+c.search+"&as_of="+url.QueryEscape(rfc(c.at)), f.writer, nil, 200, &list)
 		if got.Name != c.name || (len(list.Identifiers) == 1) != c.listed {
 			t.Errorf("identifier as of %s: %+v, listed %+v", c.at, got, list.Identifiers)
@@ -276,7 +276,7 @@ func TestAsOfOverHTTP(t *testing.T) {
 			t.Errorf("as_of=%s: field %q", bad, pb.Field)
 		}
 	}
-	var auditor, none httpapi.KeyWithSecret
+	var auditor, none wire.KeyWithSecret
 	f.json("POST", "/v1/workspaces/acme/keys", f.writer, map[string]any{"name": "auditor", "permissions": []string{"keyreg.audit.read"}}, 201, &auditor)
 	f.json("POST", "/v1/workspaces/acme/keys", f.writer, map[string]any{"name": "none", "permissions": []string{"users.track"}}, 201, &none)
 	f.json("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"?as_of="+url.QueryEscape(rfc(created)), auditor.Secret, nil, 200, nil)
@@ -430,14 +430,14 @@ func TestAsOfTimeFromHistory(t *testing.T) {
 	}
 	for i, e := range hist.Events {
 		at := url.QueryEscape(e.Event.Time.Format(time.RFC3339Nano))
-		var got httpapi.Key
+		var got wire.Key
 		f.json("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"?as_of="+at, f.writer, nil, 200, &got)
 		if got.Version != e.Sequence {
 			t.Errorf("as_of the time of event %d (%s): version %d, want %d", i, e.Event.Time.Format(time.RFC3339Nano), got.Version, e.Sequence)
 		}
-		var list struct{ Keys []httpapi.Key }
+		var list struct{ Keys []wire.Key }
 		f.json("GET", "/v1/workspaces/acme/keys?as_of="+at, f.writer, nil, 200, &list)
-		if !slices.ContainsFunc(list.Keys, func(l httpapi.Key) bool { return l.ID == k.Key.ID && l.Version == e.Sequence }) {
+		if !slices.ContainsFunc(list.Keys, func(l wire.Key) bool { return l.ID == k.Key.ID && l.Version == e.Sequence }) {
 			t.Errorf("list as_of the time of event %d: %+v, want the key at version %d", i, list.Keys, e.Sequence)
 		}
 		before := url.QueryEscape(e.Event.Time.Add(-time.Nanosecond).Format(time.RFC3339Nano))

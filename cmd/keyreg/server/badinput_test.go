@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // TestBadInputCatalogue sends bad requests of every kind. Each gets its expected status
@@ -18,11 +18,11 @@ func TestBadInputCatalogue(t *testing.T) {
 	key := f.createKey(map[string]any{"name": "k", "permissions": []string{"users.track"}})
 	revoked := f.createKey(map[string]any{"name": "revoked", "permissions": allWorkspacePerms})
 	f.json("DELETE", "/v1/workspaces/acme/keys/"+revoked.Key.ID, f.writer, nil, 200, nil)
-	var otherKey httpapi.KeyWithSecret
+	var otherKey wire.KeyWithSecret
 	n.json("POST", "/v1/workspaces/other/keys", n.root, map[string]any{"name": "o", "permissions": allWorkspacePerms}, 201, &otherKey)
-	var ident httpapi.Identifier
+	var ident wire.Identifier
 	f.json("POST", "/v1/workspaces/acme/identifiers", f.writer, map[string]any{"kind": "segment", "name": "Taken"}, 201, &ident)
-	var retired httpapi.Identifier
+	var retired wire.Identifier
 	f.json("POST", "/v1/workspaces/acme/identifiers", f.writer, map[string]any{"kind": "segment", "name": "Old"}, 201, &retired)
 	f.json("DELETE", "/v1/workspaces/acme/identifiers/"+retired.ID, f.writer, nil, 200, nil)
 	ipLimited := f.createKey(map[string]any{"name": "ip limited", "permissions": allWorkspacePerms, "allowlist": []string{"192.0.2.0/24"}})

@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/events/eventstest"
 )
@@ -39,7 +39,7 @@ func (b *binNode) nextSeq() uint64 {
 		b.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	n, err := strconv.ParseUint(resp.Header.Get(httpapi.StartSequenceHeader), 10, 64)
+	n, err := strconv.ParseUint(resp.Header.Get(wire.StartSequenceHeader), 10, 64)
 	if resp.StatusCode != 200 || err != nil {
 		b.t.Fatalf("event stream for the last sequence: %d %v", resp.StatusCode, err)
 	}
@@ -62,7 +62,7 @@ func TestBinaryTLS(t *testing.T) {
 	if resp.StatusCode != 200 || resp.TLS == nil {
 		t.Fatalf("HTTPS /healthz: status %d, tls %v", resp.StatusCode, resp.TLS != nil)
 	}
-	var keys struct{ Keys []httpapi.Key }
+	var keys struct{ Keys []wire.Key }
 	b.tlsJSON("GET", "/v1/workspaces/system/keys", "", 200, &keys)
 	if len(keys.Keys) != 1 {
 		t.Fatalf("system keys over HTTPS: %+v", keys.Keys)
@@ -198,9 +198,9 @@ func TestBinaryTrustedProxies(t *testing.T) {
 	if st != 201 {
 		t.Fatalf("create through the proxy: %d %s", st, raw)
 	}
-	var made httpapi.KeyWithSecret
+	var made wire.KeyWithSecret
 	json.Unmarshal(raw, &made)
-	var hist struct{ Events []httpapi.HistoryEntry }
+	var hist struct{ Events []wire.HistoryEntry }
 	b.json("GET", "/v1/workspaces/acme/keys/"+made.Key.ID+"/history", f.writer, nil, 200, &hist)
 	if len(hist.Events) == 0 {
 		t.Fatal("no history")
@@ -254,7 +254,7 @@ func TestBinaryQuota(t *testing.T) {
 func TestBinarySSEPerKeyCap(t *testing.T) {
 	b := startBinaryWith(t, binOptions{args: []string{"--sse-max-per-key", "2"}})
 	b.json("POST", "/v1/workspaces", b.root, map[string]any{"id": "acme", "name": "Acme"}, 201, nil)
-	var other httpapi.KeyWithSecret
+	var other wire.KeyWithSecret
 	b.json("POST", "/v1/workspaces/acme/keys", b.root, map[string]any{"name": "reader", "permissions": []string{"keyreg.events.read"}}, 201, &other)
 	for range 2 {
 		st, body, closeSSE := openSSE(t, b.node, "acme", b.root)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // TestSIGTERMDrains holds "It stops cleanly on SIGINT or SIGTERM: HTTP requests
@@ -81,9 +82,9 @@ func TestNothingLogsTheSecret(t *testing.T) {
 	f := newFixture(t, b.node, "acme")
 	keys := "/v1/workspaces/acme/keys"
 	issued := []string{f.writer}
-	create := func(body map[string]any, headers ...string) httpapi.KeyWithSecret {
+	create := func(body map[string]any, headers ...string) wire.KeyWithSecret {
 		t.Helper()
-		var k httpapi.KeyWithSecret
+		var k wire.KeyWithSecret
 		f.json("POST", keys, f.writer, body, 201, &k, headers...)
 		issued = append(issued, k.Secret)
 		return k
@@ -92,7 +93,7 @@ func TestNothingLogsTheSecret(t *testing.T) {
 	revoked := create(map[string]any{"name": "b"})
 	create(map[string]any{"name": "c"}, "Idempotency-Key", "logs-1")
 	create(map[string]any{"name": "c"}, "Idempotency-Key", "logs-1") // the kept answer
-	var rotated httpapi.KeyWithSecret
+	var rotated wire.KeyWithSecret
 	f.json("POST", keys+"/"+a.Key.ID+"/rotate", f.writer, map[string]any{"grace_seconds": 600}, 200, &rotated)
 	issued = append(issued, rotated.Secret)
 	f.json("DELETE", keys+"/"+revoked.Key.ID, f.writer, nil, 200, nil)

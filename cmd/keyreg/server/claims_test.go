@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // These tests hold claims of the README that nothing else tested (issue 11).
@@ -73,9 +73,9 @@ func (s *sseStream) close() { s.cancel(); s.body.Close() }
 // startSeq returns the stream's Keyreg-Start-Sequence header.
 func (s *sseStream) startSeq() uint64 {
 	s.t.Helper()
-	v, err := strconv.ParseUint(s.header.Get(httpapi.StartSequenceHeader), 10, 64)
+	v, err := strconv.ParseUint(s.header.Get(wire.StartSequenceHeader), 10, 64)
 	if err != nil {
-		s.t.Fatalf("%s: %q: %v", httpapi.StartSequenceHeader, s.header.Get(httpapi.StartSequenceHeader), err)
+		s.t.Fatalf("%s: %q: %v", wire.StartSequenceHeader, s.header.Get(wire.StartSequenceHeader), err)
 	}
 	return v
 }
@@ -132,7 +132,7 @@ func (s *sseStream) ids(count int) []uint64 {
 func auditSeqs(f fixture) []uint64 {
 	f.t.Helper()
 	var page struct {
-		Events []httpapi.HistoryEntry `json:"events"`
+		Events []wire.HistoryEntry `json:"events"`
 	}
 	f.json("GET", "/v1/workspaces/"+f.ws+"/audit", f.writer, nil, 200, &page)
 	var out []uint64
@@ -149,7 +149,7 @@ func auditSeqs(f fixture) []uint64 {
 func TestEventsStartAndResume(t *testing.T) {
 	n := startNode(t, "")
 	f := newFixture(t, n, "acme")
-	var last httpapi.KeyWithSecret
+	var last wire.KeyWithSecret
 	for i := range 4 {
 		last = f.createKey(map[string]any{"name": fmt.Sprint("k", i)})
 	}
@@ -160,7 +160,7 @@ func TestEventsStartAndResume(t *testing.T) {
 
 	s := openEvents(t, n, "acme", n.root, "?after=0")
 	if got := s.startSeq(); got != 1 {
-		t.Errorf("after=0: %s %d, want 1", httpapi.StartSequenceHeader, got)
+		t.Errorf("after=0: %s %d, want 1", wire.StartSequenceHeader, got)
 	}
 	if got := s.ids(len(want)); !slices.Equal(got, want) {
 		t.Fatalf("after=0 sent %v, want %v", got, want)
@@ -168,7 +168,7 @@ func TestEventsStartAndResume(t *testing.T) {
 
 	s = openEvents(t, n, "acme", n.root, fmt.Sprintf("?after=%d", want[2]))
 	if got := s.startSeq(); got != want[2]+1 {
-		t.Errorf("after=%d: %s %d, want %d", want[2], httpapi.StartSequenceHeader, got, want[2]+1)
+		t.Errorf("after=%d: %s %d, want %d", want[2], wire.StartSequenceHeader, got, want[2]+1)
 	}
 	if got := s.ids(3); !slices.Equal(got, want[3:]) {
 		t.Fatalf("after=%d sent %v, want %v", want[2], got, want[3:])
@@ -178,7 +178,7 @@ func TestEventsStartAndResume(t *testing.T) {
 	first := openEvents(t, n, "acme", n.root, "?after=0").ids(2)
 	s = openEvents(t, n, "acme", n.root, "?after=0", "Last-Event-ID", fmt.Sprint(first[1]))
 	if got := s.startSeq(); got != first[1]+1 {
-		t.Errorf("Last-Event-ID %d: %s %d, want %d", first[1], httpapi.StartSequenceHeader, got, first[1]+1)
+		t.Errorf("Last-Event-ID %d: %s %d, want %d", first[1], wire.StartSequenceHeader, got, first[1]+1)
 	}
 	if got := append(first, s.ids(len(want)-2)...); !slices.Equal(got, want) {
 		t.Fatalf("two streams, the second resumed with Last-Event-ID, sent %v, want %v", got, want)
@@ -187,7 +187,7 @@ func TestEventsStartAndResume(t *testing.T) {
 	// No start: the next new event (nothing else appends: the sealer is off).
 	s = openEvents(t, n, "acme", n.root, "")
 	if got := s.startSeq(); got != last.Key.Version+1 {
-		t.Errorf("no start: %s %d, want %d", httpapi.StartSequenceHeader, got, last.Key.Version+1)
+		t.Errorf("no start: %s %d, want %d", wire.StartSequenceHeader, got, last.Key.Version+1)
 	}
 	k := f.createKey(map[string]any{"name": "new"})
 	if got := s.ids(1); got[0] != k.Key.Version {
@@ -202,9 +202,9 @@ func TestEventsStreamEnds(t *testing.T) {
 	n := startNode(t, "")
 	f := newFixture(t, n, "acme")
 	keys := "/v1/workspaces/acme/keys"
-	rootKey := func(t *testing.T, body map[string]any) httpapi.KeyWithSecret {
+	rootKey := func(t *testing.T, body map[string]any) wire.KeyWithSecret {
 		t.Helper()
-		var k httpapi.KeyWithSecret
+		var k wire.KeyWithSecret
 		n.json("POST", keys, n.root, body, 201, &k) // only a holder of keyreg.events.read may grant it
 		return k
 	}
@@ -272,7 +272,7 @@ func TestRequestIDInEvents(t *testing.T) {
 	}
 	keys := "/v1/workspaces/acme/keys"
 
-	var k httpapi.KeyWithSecret
+	var k wire.KeyWithSecret
 	h := f.json("POST", keys, f.writer, map[string]any{"name": "given"}, 201, &k, "X-Request-Id", "claims-req-1")
 	if got := h.Get("X-Request-Id"); got != "claims-req-1" {
 		t.Errorf("the answer's X-Request-Id is %q", got)
@@ -281,7 +281,7 @@ func TestRequestIDInEvents(t *testing.T) {
 		t.Fatalf("streamed event: requestid %q, want the X-Request-Id sent", got)
 	}
 	var hist struct {
-		Events []httpapi.HistoryEntry `json:"events"`
+		Events []wire.HistoryEntry `json:"events"`
 	}
 	f.json("GET", keys+"/"+k.Key.ID+"/history", f.writer, nil, 200, &hist)
 	if len(hist.Events) != 1 || !strings.Contains(string(hist.Events[0].Event), `"requestid":"claims-req-1"`) {
@@ -335,7 +335,7 @@ func TestAllowlistLimit(t *testing.T) {
 	refused("POST", keys, map[string]any{"name": "too big", "allowlist": list(1001)})
 
 	small := f.createKey(map[string]any{"name": "small"})
-	var got httpapi.Key
+	var got wire.Key
 	f.json("PUT", keys+"/"+small.Key.ID+"/allowlist", f.writer, map[string]any{"allowlist": list(1000)}, 200, &got)
 	if len(got.Allowlist) != 1000 {
 		t.Fatalf("replaced with %d entries, want 1000", len(got.Allowlist))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // fixture is a workspace with a writer key, made through the API by the root key.
@@ -29,22 +30,22 @@ var allWorkspacePerms = []string{"keyreg.keys.read", "keyreg.keys.write", "keyre
 func newFixture(t testing.TB, n *node, ws string) fixture {
 	t.Helper()
 	n.json("POST", "/v1/workspaces", n.root, map[string]any{"id": ws, "name": "Workspace " + ws}, 201, nil)
-	var k httpapi.KeyWithSecret
+	var k wire.KeyWithSecret
 	n.json("POST", "/v1/workspaces/"+ws+"/keys", n.root, map[string]any{"name": "writer", "permissions": allWorkspacePerms}, 201, &k)
 	return fixture{node: n, ws: ws, writer: k.Secret}
 }
 
-func (f fixture) createKey(body map[string]any) httpapi.KeyWithSecret {
+func (f fixture) createKey(body map[string]any) wire.KeyWithSecret {
 	f.t.Helper()
-	var k httpapi.KeyWithSecret
+	var k wire.KeyWithSecret
 	f.json("POST", "/v1/workspaces/"+f.ws+"/keys", f.writer, body, 201, &k)
 	return k
 }
 
 // verify verifies secret with the fixture's writer key, which holds keyreg.verify.
-func (f fixture) verify(secret, ip, perm string) httpapi.VerifyResponse {
+func (f fixture) verify(secret, ip, perm string) wire.VerifyResponse {
 	f.t.Helper()
-	var v httpapi.VerifyResponse
+	var v wire.VerifyResponse
 	f.json("POST", "/v1/verify", f.writer, map[string]any{"key": secret, "ip": ip, "permission": perm}, 200, &v)
 	return v
 }
@@ -58,7 +59,7 @@ func TestBootstrap(t *testing.T) {
 	if !strings.Contains(n.stderr.String(), n.root) {
 		t.Fatal("the first start did not print the root secret")
 	}
-	var ws struct{ Workspaces []httpapi.Workspace }
+	var ws struct{ Workspaces []wire.Workspace }
 	n.json("GET", "/v1/workspaces", n.root, nil, 200, &ws)
 	if len(ws.Workspaces) != 1 || ws.Workspaces[0].ID != "system" {
 		t.Fatalf("workspaces after bootstrap: %+v", ws.Workspaces)
@@ -90,12 +91,12 @@ func TestKeysEndToEnd(t *testing.T) {
 	id := k.Key.ID
 
 	// Show and list.
-	var got httpapi.Key
+	var got wire.Key
 	h := f.json("GET", base+"/"+id, f.writer, nil, 200, &got)
 	if got.ID != id || h.Get("ETag") != fmt.Sprintf(`"%d"`, got.Version) {
 		t.Fatalf("show: %+v etag %s", got, h.Get("ETag"))
 	}
-	var list struct{ Keys []httpapi.Key }
+	var list struct{ Keys []wire.Key }
 	f.json("GET", base, f.writer, nil, 200, &list)
 	if len(list.Keys) != 2 { // writer and Prod server
 		t.Fatalf("list: %d keys, want 2", len(list.Keys))
@@ -139,7 +140,7 @@ func TestKeysEndToEnd(t *testing.T) {
 	}
 
 	// Rotate with grace: both secrets work until the grace ends.
-	var rot httpapi.KeyWithSecret
+	var rot wire.KeyWithSecret
 	f.json("POST", base+"/"+id+"/rotate", f.writer, map[string]any{"grace_seconds": 3600}, 200, &rot)
 	if rot.Secret == "" || rot.Secret == k.Secret || rot.Key.PreviousSecretValidUntil == nil {
 		t.Fatalf("rotate: %+v", rot)
@@ -151,7 +152,7 @@ func TestKeysEndToEnd(t *testing.T) {
 		t.Fatalf("new secret: %s", v.Code)
 	}
 	// Rotate without grace: the previous secret stops at once.
-	var rot2 httpapi.KeyWithSecret
+	var rot2 wire.KeyWithSecret
 	f.json("POST", base+"/"+id+"/rotate", f.writer, nil, 200, &rot2)
 	if v := f.verify(rot.Secret, "8.8.8.8", ""); v.Code != "NOT_FOUND" {
 		t.Fatalf("secret rotated out without grace: %s", v.Code)
@@ -171,7 +172,7 @@ func TestKeysEndToEnd(t *testing.T) {
 	if len(list.Keys) != 1 || list.Keys[0].ID != id {
 		t.Fatalf("status=expired lists %+v", list.Keys)
 	}
-	got = httpapi.Key{}
+	got = wire.Key{}
 	f.json("PATCH", base+"/"+id, f.writer, map[string]any{"expires_at": nil}, 200, &got)
 	if got.ExpiresAt != nil || got.Status != "active" {
 		t.Fatalf("after clearing the expiry: %+v", got)
@@ -193,7 +194,7 @@ func TestKeysEndToEnd(t *testing.T) {
 		t.Fatalf("status=revoked lists %d keys", len(list.Keys))
 	}
 	var hist struct {
-		Events []httpapi.HistoryEntry
+		Events []wire.HistoryEntry
 	}
 	f.json("GET", base+"/"+id+"/history", f.writer, nil, 200, &hist)
 	var types []string
@@ -215,7 +216,7 @@ func TestKeysEndToEnd(t *testing.T) {
 	}
 	// Paging.
 	var page struct {
-		Events []httpapi.HistoryEntry
+		Events []wire.HistoryEntry
 		Next   uint64
 	}
 	f.json("GET", base+"/"+id+"/history?limit=4", f.writer, nil, 200, &page)
@@ -240,9 +241,9 @@ func TestIdentifiersEndToEnd(t *testing.T) {
 	n := startNode(t, "")
 	f := newFixture(t, n, "acme")
 	base := "/v1/workspaces/acme/identifiers"
-	reg := func(kind, name, platform string) httpapi.Identifier {
+	reg := func(kind, name, platform string) wire.Identifier {
 		t.Helper()
-		var id httpapi.Identifier
+		var id wire.Identifier
 		f.json("POST", base, f.writer, map[string]any{"kind": kind, "name": name, "platform": platform}, 201, &id)
 		return id
 	}
@@ -258,7 +259,7 @@ func TestIdentifiersEndToEnd(t *testing.T) {
 
 	search := func(query string) []string {
 		t.Helper()
-		var out struct{ Identifiers []httpapi.Identifier }
+		var out struct{ Identifiers []wire.Identifier }
 		f.json("GET", base+query, f.writer, nil, 200, &out)
 		var names []string
 		for _, i := range out.Identifiers {
@@ -286,7 +287,7 @@ func TestIdentifiersEndToEnd(t *testing.T) {
 	}
 	reg("campaign", "Winter buyers", "")
 
-	var got httpapi.Identifier
+	var got wire.Identifier
 	f.json("GET", base+"/"+winter.ID, f.writer, nil, 200, &got)
 	if got.Name != "Winter buyers" {
 		t.Fatalf("show: %+v", got)
@@ -311,7 +312,7 @@ func TestWorkspaceIsolation(t *testing.T) {
 	a := newFixture(t, n, "alpha")
 	b := newFixture(t, n, "beta")
 	bk := b.createKey(map[string]any{"name": "beta key"})
-	var bid httpapi.Identifier
+	var bid wire.Identifier
 	b.json("POST", "/v1/workspaces/beta/identifiers", b.writer, map[string]any{"kind": "segment", "name": "s"}, 201, &bid)
 	before := n.lastSeq()
 	for _, c := range []struct {
@@ -345,13 +346,13 @@ func TestWorkspaceIsolation(t *testing.T) {
 	if after := n.lastSeq(); after != before {
 		t.Fatalf("refused requests appended %d events", after-before)
 	}
-	var ws struct{ Workspaces []httpapi.Workspace }
+	var ws struct{ Workspaces []wire.Workspace }
 	n.json("GET", "/v1/workspaces", a.writer, nil, 200, &ws)
 	if len(ws.Workspaces) != 1 || ws.Workspaces[0].ID != "alpha" {
 		t.Fatalf("alpha's key lists workspaces %+v", ws.Workspaces)
 	}
 	// A read-only key of alpha may read but not write.
-	var ro httpapi.KeyWithSecret
+	var ro wire.KeyWithSecret
 	a.json("POST", "/v1/workspaces/alpha/keys", a.writer, map[string]any{"name": "ro", "permissions": []string{"keyreg.keys.read"}}, 201, &ro)
 	a.json("GET", "/v1/workspaces/alpha/keys", ro.Secret, nil, 200, nil)
 	if st, _, _ := a.do("POST", "/v1/workspaces/alpha/keys", ro.Secret, map[string]any{"name": "x"}); st != 403 {
@@ -478,7 +479,7 @@ func flipLast(s string) string {
 
 func keyID(t *testing.T, body []byte) string {
 	t.Helper()
-	var k httpapi.KeyWithSecret
+	var k wire.KeyWithSecret
 	if err := json.Unmarshal(body, &k); err != nil || k.Key.ID == "" {
 		t.Fatalf("no key in %s", body)
 	}
@@ -491,7 +492,7 @@ func TestIfMatch(t *testing.T) {
 	k := f.createKey(map[string]any{"name": "k"})
 	path := "/v1/workspaces/acme/keys/" + k.Key.ID
 	etag := fmt.Sprintf(`"%d"`, k.Key.Version)
-	var got httpapi.Key
+	var got wire.Key
 	h := f.json("PATCH", path, f.writer, map[string]any{"name": "k2"}, 200, &got, "If-Match", etag)
 	before := n.lastSeq()
 	st, _, b := f.do("PATCH", path, f.writer, map[string]any{"name": "k3"}, "If-Match", etag)
@@ -519,7 +520,7 @@ func TestReadYourWrites(t *testing.T) {
 	for i := range 50 {
 		cidr := fmt.Sprintf("10.%d.0.0/16", i)
 		f.json("PUT", "/v1/workspaces/acme/keys/"+k.Key.ID+"/allowlist", f.writer, map[string]any{"allowlist": []string{cidr}}, 200, nil)
-		var got httpapi.Key
+		var got wire.Key
 		f.json("GET", "/v1/workspaces/acme/keys/"+k.Key.ID, f.writer, nil, 200, &got)
 		if len(got.Allowlist) != 1 || got.Allowlist[0] != cidr {
 			t.Fatalf("write %d: GET right after saw %v, want [%s]", i, got.Allowlist, cidr)
@@ -535,7 +536,7 @@ func TestRestartKeepsState(t *testing.T) {
 	n := startNode(t, data)
 	f := newFixture(t, n, "acme")
 	k := f.createKey(map[string]any{"name": "k", "allowlist": []string{"10.0.0.0/8"}})
-	var id httpapi.Identifier
+	var id wire.Identifier
 	f.json("POST", "/v1/workspaces/acme/identifiers", f.writer, map[string]any{"kind": "canvas", "name": "Onboarding"}, 201, &id)
 	_, _, keysBefore := f.do("GET", "/v1/workspaces/acme/keys", f.writer, nil)
 	_, _, idsBefore := f.do("GET", "/v1/workspaces/acme/identifiers", f.writer, nil)
@@ -567,7 +568,7 @@ func TestSecretsNeverStored(t *testing.T) {
 	for i := range 20 {
 		k := f.createKey(map[string]any{"name": fmt.Sprintf("k%d", i), "permissions": []string{"users.track"}})
 		secrets = append(secrets, k.Secret)
-		var rot httpapi.KeyWithSecret
+		var rot wire.KeyWithSecret
 		f.json("POST", "/v1/workspaces/acme/keys/"+k.Key.ID+"/rotate", f.writer, map[string]any{"grace_seconds": 60}, 200, &rot)
 		secrets = append(secrets, rot.Secret)
 		f.verify(rot.Secret, "10.0.0.1", "users.track")

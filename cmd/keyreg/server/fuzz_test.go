@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // FuzzWriteBodies sends arbitrary bodies to every write endpoint of a real node (embedded
@@ -18,7 +18,7 @@ func FuzzWriteBodies(f *testing.F) {
 	n := startNode(f, "")
 	fx := newFixture(f, n, "acme")
 	key := fx.createKey(map[string]any{"name": "fuzzed", "permissions": []string{"users.track"}})
-	var ident httpapi.Identifier
+	var ident wire.Identifier
 	n.json("POST", "/v1/workspaces/acme/identifiers", n.root, map[string]any{"kind": "segment", "name": "Fuzzed"}, 201, &ident)
 	k := "/v1/workspaces/acme/keys/" + key.Key.ID
 	routes := []struct{ method, path string }{

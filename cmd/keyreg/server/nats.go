@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/events/natslog/natsserver"
@@ -235,10 +236,10 @@ func (u *natsUsers) waitFor(ctx context.Context, seq uint64) error {
 }
 
 // list returns the active subscribers by name.
-func (u *natsUsers) list() []httpapi.Subscriber {
+func (u *natsUsers) list() []wire.Subscriber {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	out := []httpapi.Subscriber{}
+	out := []wire.Subscriber{}
 	for _, name := range slices.Sorted(maps.Keys(u.subs)) {
 		if st := u.subs[name]; st.Active {
 			out = append(out, subscriberOut(*st))
@@ -247,8 +248,8 @@ func (u *natsUsers) list() []httpapi.Subscriber {
 	return out
 }
 
-func subscriberOut(st events.SubscriberState) httpapi.Subscriber {
-	return httpapi.Subscriber{Name: st.Name, NATSUser: st.Name, InboxPrefix: events.InboxPrefix(st.Name), MaxConsumers: st.MaxConsumers,
+func subscriberOut(st events.SubscriberState) wire.Subscriber {
+	return wire.Subscriber{Name: st.Name, NATSUser: st.Name, InboxPrefix: events.InboxPrefix(st.Name), MaxConsumers: st.MaxConsumers,
 		Consumers: events.ConsumerNames(st.Name, st.MaxConsumers), AddedAt: st.AddedAt, AddedBy: st.AddedBy, Version: st.Version}
 }
 
@@ -256,10 +257,10 @@ func subscriberOut(st events.SubscriberState) httpapi.Subscriber {
 type nodeSubscribers struct{ n *Node }
 
 // AddSubscriber implements httpapi.Subscribers.
-func (s nodeSubscribers) AddSubscriber(ctx context.Context, name string, maxConsumers int, meta events.Meta) (httpapi.NewSubscriber, error) {
+func (s nodeSubscribers) AddSubscriber(ctx context.Context, name string, maxConsumers int, meta events.Meta) (wire.NewSubscriber, error) {
 	u := s.n.users
 	if slices.ContainsFunc(u.base.Subscribers, func(x natsserver.Subscriber) bool { return x.User == name }) {
-		return httpapi.NewSubscriber{}, events.Invalid("name", name, "%q is the shared subscriber's NATS user (--nats-subscriber-user)", name)
+		return wire.NewSubscriber{}, events.Invalid("name", name, "%q is the shared subscriber's NATS user (--nats-subscriber-user)", name)
 	}
 	max := maxConsumers
 	if max == 0 {
@@ -267,15 +268,15 @@ func (s nodeSubscribers) AddSubscriber(ctx context.Context, name string, maxCons
 	}
 	res, err := s.n.Commands.AddSubscriber(ctx, commands.AddSubscriber{Name: name, MaxConsumers: max, Meta: meta})
 	if err != nil {
-		return httpapi.NewSubscriber{}, err
+		return wire.NewSubscriber{}, err
 	}
 	if err := u.waitFor(ctx, res.Seq); err != nil {
-		return httpapi.NewSubscriber{}, err
+		return wire.NewSubscriber{}, err
 	}
 	u.mu.Lock()
 	st := *u.subs[res.ID]
 	u.mu.Unlock()
-	return httpapi.NewSubscriber{Subscriber: subscriberOut(st), Password: res.Secret, NATSURL: s.n.NATSURL()}, nil
+	return wire.NewSubscriber{Subscriber: subscriberOut(st), Password: res.Secret, NATSURL: s.n.NATSURL()}, nil
 }
 
 // RemoveSubscriber implements httpapi.Subscribers.
@@ -288,4 +289,4 @@ func (s nodeSubscribers) RemoveSubscriber(ctx context.Context, name string, meta
 }
 
 // Subscribers implements httpapi.Subscribers.
-func (s nodeSubscribers) Subscribers(context.Context) []httpapi.Subscriber { return s.n.users.list() }
+func (s nodeSubscribers) Subscribers(context.Context) []wire.Subscriber { return s.n.users.list() }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
@@ -92,7 +93,7 @@ func TestOnlineRebuild(t *testing.T) {
 	acked := make([]atomic.Int64, clients) // per client: writes acknowledged
 	var wg sync.WaitGroup
 	written := make([][]string, clients) // per client: allowlists acknowledged, in order
-	keys := make([]httpapi.KeyWithSecret, clients)
+	keys := make([]wire.KeyWithSecret, clients)
 	for c := range clients {
 		keys[c] = f.createKey(map[string]any{"name": fmt.Sprintf("client %d", c)})
 	}
@@ -117,7 +118,7 @@ func TestOnlineRebuild(t *testing.T) {
 				writes.Add(1)
 				written[c] = append(written[c], cidr)
 				acked[c].Add(1)
-				var k httpapi.Key
+				var k wire.Key
 				st, b, err = doNoFatal(n, "GET", path, f.writer, "")
 				if err != nil || st != 200 || json.Unmarshal(b, &k) != nil || len(k.Allowlist) != 1 || k.Allowlist[0] != cidr {
 					failures.Add(1)
@@ -182,7 +183,7 @@ func TestOnlineRebuild(t *testing.T) {
 	}
 	// No acknowledged write lost: each key's history holds every acknowledged allowlist.
 	for c := range clients {
-		var h struct{ Events []httpapi.HistoryEntry }
+		var h struct{ Events []wire.HistoryEntry }
 		n.json("GET", "/v1/workspaces/acme/keys/"+keys[c].Key.ID+"/history?limit=1000", f.writer, nil, 200, &h)
 		var seen []string
 		for _, e := range h.Events {
@@ -234,7 +235,7 @@ func TestOfflineReplayAndPointInTime(t *testing.T) {
 	}
 	var moments []moment
 	for _, cidr := range []string{"192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"} {
-		var got httpapi.Key
+		var got wire.Key
 		f.json("PUT", "/v1/workspaces/acme/keys/"+k.Key.ID+"/allowlist", f.writer, map[string]any{"allowlist": []string{cidr}}, 200, &got)
 		r, err := n.Log.Get(context.Background(), got.Version)
 		if err != nil {
@@ -275,7 +276,7 @@ func TestOfflineReplayAndPointInTime(t *testing.T) {
 				t.Fatal(err)
 			}
 			ro := startReadOnly(t, dir)
-			var got httpapi.Key
+			var got wire.Key
 			ro.json("GET", "/v1/workspaces/acme/keys/"+k.Key.ID, f.writer, nil, 200, &got)
 			if !slices.Equal(got.Allowlist, m.allow) || got.Status != "active" {
 				t.Fatalf("moment %d by %s: allowlist %v status %s, want %v active", i, by, got.Allowlist, got.Status, m.allow)
@@ -365,7 +366,7 @@ func TestAheadOfLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	n3 := startNode(t, data)
-	var list struct{ Keys []httpapi.Key }
+	var list struct{ Keys []wire.Key }
 	n3.json("GET", "/v1/workspaces/acme/keys", f.writer, nil, 200, &list)
 	if len(list.Keys) != 1 {
 		t.Fatalf("after the rebuild: %d keys, want the 1 in the restored stream", len(list.Keys))
@@ -429,7 +430,7 @@ func TestBackupRestore(t *testing.T) {
 	listed := 0
 	for after, pages := "", 0; pages == 0 || after != ""; pages++ {
 		var list struct {
-			Keys []httpapi.Key
+			Keys []wire.Key
 			Next string
 		}
 		n2.json("GET", "/v1/workspaces/acme/keys?limit=1000&after="+after, f.writer, nil, 200, &list)

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // TestLeastPrivilege checks over HTTP that a key grants only the keyreg.* permissions it
@@ -38,7 +38,7 @@ func TestLeastPrivilege(t *testing.T) {
 			}
 		}
 	}
-	var ok httpapi.KeyWithSecret
+	var ok wire.KeyWithSecret
 	n.json("POST", keys, writeOnly, map[string]any{"name": "ok", "permissions": []string{"keyreg.keys.write", "users.track", "messages.send"}}, 201, &ok)
 	if !slices.Equal(ok.Key.Permissions, []string{"keyreg.keys.write", "messages.send", "users.track"}) {
 		t.Errorf("permissions %v", ok.Key.Permissions)
@@ -79,9 +79,9 @@ func TestPermissionCatalogue(t *testing.T) {
 	refused(perms, writeOnly, map[string]any{"name": "users.track", "description": "x"}, "name", "users.track", "built-in")
 	refused(perms, writeOnly, map[string]any{"name": "keyreg.reports", "description": "x"}, "name", "keyreg.reports", "registry")
 	refused(perms, writeOnly, map[string]any{"name": "Reports", "description": "x"}, "name", "Reports", "dotted lower case")
-	var def httpapi.Permission
+	var def wire.Permission
 	n.json("POST", perms, writeOnly, map[string]any{"name": "reports.weekly", "description": "Read the weekly reports"}, 201, &def)
-	if def != (httpapi.Permission{Name: "reports.weekly", Description: "Read the weekly reports", Group: "workspace", Workspace: "acme"}) {
+	if def != (wire.Permission{Name: "reports.weekly", Description: "Read the weekly reports", Group: "workspace", Workspace: "acme"}) {
 		t.Errorf("defined %+v", def)
 	}
 	seq := n.lastSeq()
@@ -100,13 +100,13 @@ func TestPermissionCatalogue(t *testing.T) {
 	refused("/v1/workspaces/acme/keys", writeOnly, key("reports.weekyl"), "permissions", "reports.weekyl", "did you mean reports.weekly?")
 
 	// The catalogue, to any key; a workspace's own to its keys and admins only.
-	list := func(path, token string) []httpapi.Permission {
-		var out httpapi.PermissionList
+	list := func(path, token string) []wire.Permission {
+		var out wire.PermissionList
 		n.json("GET", path, token, nil, 200, &out)
 		return out.Permissions
 	}
-	has := func(ps []httpapi.Permission, name string) bool {
-		return slices.ContainsFunc(ps, func(p httpapi.Permission) bool { return p.Name == name })
+	has := func(ps []wire.Permission, name string) bool {
+		return slices.ContainsFunc(ps, func(p wire.Permission) bool { return p.Name == name })
 	}
 	plain := f.createKey(key("users.track")).Secret
 	all := list("/v1/permissions", plain)
@@ -160,7 +160,7 @@ func TestHonestNames(t *testing.T) {
 	if k.Key.Name != "Caf\u00e9" {
 		t.Errorf("name %q (% x), want NFC %q", k.Key.Name, k.Key.Name, "Caf\u00e9")
 	}
-	var got httpapi.Key
+	var got wire.Key
 	n.json("GET", "/v1/workspaces/acme/keys/"+k.Key.ID, f.writer, nil, 200, &got)
 	if got.Name != "Caf\u00e9" {
 		t.Errorf("stored name %q, want NFC", got.Name)

@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/client"
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 )
 
@@ -36,7 +36,7 @@ func scenario(t *testing.T, f fixture) {
 	f.json("PATCH", path, f.writer, map[string]any{"name": "prod-eu", "permissions": []string{"users.track", "users.export.ids"}}, 200, nil)
 	f.json("POST", path+"/rotate", f.writer, map[string]any{"grace_seconds": 60}, 200, nil)
 	f.json("DELETE", path, f.writer, nil, 200, nil)
-	var id httpapi.Identifier
+	var id wire.Identifier
 	f.json("POST", "/v1/workspaces/"+f.ws+"/identifiers", f.writer, map[string]any{"kind": "segment", "name": "Lapsed"}, 201, &id)
 	f.json("PATCH", "/v1/workspaces/"+f.ws+"/identifiers/"+id.ID, f.writer, map[string]any{"name": "Lapsed users"}, 200, nil)
 	f.json("DELETE", "/v1/workspaces/"+f.ws+"/identifiers/"+id.ID, f.writer, nil, 200, nil)
@@ -250,7 +250,7 @@ func TestEventsShutdown(t *testing.T) {
 	data := t.TempDir()
 	n := startNode(t, data, func(cfg *server.Config) { cfg.ShutdownTimeout = 30 * time.Second })
 	f := newFixture(t, n, "acme")
-	var reader httpapi.KeyWithSecret
+	var reader wire.KeyWithSecret
 	f.json("POST", "/v1/workspaces/acme/keys", n.root, map[string]any{"name": "events", "permissions": []string{"keyreg.events.read"}}, 201, &reader)
 	c := client.New(n.url, reader.Secret, &http.Client{})
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 )
 
@@ -46,7 +47,7 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // cliAs runs the nats CLI as a subscriber (its user, password and inbox prefix) and
 // returns its combined output and error.
-func cliAs(t *testing.T, bin, url string, s httpapi.NewSubscriber, args ...string) (string, error) {
+func cliAs(t *testing.T, bin, url string, s wire.NewSubscriber, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -140,7 +141,7 @@ func TestSubscriberIsolation(t *testing.T) {
 	f.createKey(map[string]any{"name": "before"})
 	url := n.NATSURL()
 
-	var a, b httpapi.NewSubscriber
+	var a, b wire.NewSubscriber
 	n.json("POST", "/v1/subscribers", n.root, map[string]any{"name": "billing"}, 201, &a)
 	n.json("POST", "/v1/subscribers", n.root, map[string]any{"name": "fraud"}, 201, &b)
 	if a.NATSUser != "billing" || a.Password == "" || a.NATSURL != url || a.MaxConsumers != limit || a.InboxPrefix != "_INBOX.billing" {
@@ -151,7 +152,7 @@ func TestSubscriberIsolation(t *testing.T) {
 	if dup.Code != "already_exists" || dup.Detail != `subscriber "billing" already exists` {
 		t.Errorf("second add of billing: %+v", dup)
 	}
-	var list struct{ Subscribers []httpapi.Subscriber }
+	var list struct{ Subscribers []wire.Subscriber }
 	n.json("GET", "/v1/subscribers", n.root, nil, 200, &list)
 	if len(list.Subscribers) != 2 || list.Subscribers[0].Name != "billing" || list.Subscribers[1].Name != "fraud" {
 		t.Fatalf("GET /v1/subscribers: %+v", list)
@@ -255,7 +256,7 @@ func TestSubscriberIsolation(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	k := f.createKey(map[string]any{"name": "after the attack"})
-	var got httpapi.Key
+	var got wire.Key
 	n.json("GET", "/v1/workspaces/acme/keys/"+k.Key.ID, f.writer, nil, 200, &got)
 	if got.Name != "after the attack" {
 		t.Fatalf("the write after the attack reads %+v", got)
@@ -373,9 +374,9 @@ func TestSSEStreamCaps(t *testing.T) {
 
 // rootKey creates a key in ws with the root key, which may grant every keyreg.* permission
 // (a workspace's writer may grant only those it holds).
-func rootKey(t *testing.T, n *node, ws, name string, perms ...string) httpapi.KeyWithSecret {
+func rootKey(t *testing.T, n *node, ws, name string, perms ...string) wire.KeyWithSecret {
 	t.Helper()
-	var k httpapi.KeyWithSecret
+	var k wire.KeyWithSecret
 	n.json("POST", "/v1/workspaces/"+ws+"/keys", n.root, map[string]any{"name": name, "permissions": perms}, 201, &k)
 	return k
 }

@@ -25,9 +25,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // slowRequest opens a connection to addr and sends a POST whose headers announce 100
@@ -277,9 +277,9 @@ func TestTrustedProxies(t *testing.T) {
 	if st != 201 {
 		t.Fatalf("create via the proxy: %d %s", st, b)
 	}
-	var made httpapi.KeyWithSecret
+	var made wire.KeyWithSecret
 	json.Unmarshal(b, &made)
-	var hist struct{ Events []httpapi.HistoryEntry }
+	var hist struct{ Events []wire.HistoryEntry }
 	n.json("GET", "/v1/workspaces/acme/keys/"+made.Key.ID+"/history", f.writer, nil, 200, &hist)
 	if len(hist.Events) == 0 {
 		t.Fatal("no history")

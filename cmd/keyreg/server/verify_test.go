@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 )
 
@@ -29,7 +29,7 @@ func verifyAs(n *node, token, secret, ip string) (code, detail string) {
 	n.t.Helper()
 	st, h, b := n.do("POST", "/v1/verify", token, map[string]any{"key": secret, "ip": ip})
 	if st == 200 {
-		var v httpapi.VerifyResponse
+		var v wire.VerifyResponse
 		if err := json.Unmarshal(b, &v); err != nil {
 			n.t.Fatal(err)
 		}
@@ -76,9 +76,9 @@ func TestVerifyBinary(t *testing.T) {
 	for _, ws := range []string{"acme", "beta"} {
 		n.json("POST", "/v1/workspaces", n.root, map[string]any{"id": ws, "name": ws}, 201, nil)
 	}
-	key := func(ws string, perms ...string) httpapi.KeyWithSecret {
+	key := func(ws string, perms ...string) wire.KeyWithSecret {
 		t.Helper()
-		var k httpapi.KeyWithSecret
+		var k wire.KeyWithSecret
 		n.json("POST", "/v1/workspaces/"+ws+"/keys", n.root, map[string]any{"name": "k", "permissions": perms}, 201, &k)
 		return k
 	}
@@ -99,7 +99,7 @@ func TestVerifyBinary(t *testing.T) {
 		}
 		checkLimited(t, codes, time.Since(start))
 		for _, ip := range []string{"203.0.113.9", "198.51.100.7"} {
-			var v httpapi.VerifyResponse
+			var v wire.VerifyResponse
 			n.json("POST", "/v1/verify", gw, map[string]any{"key": valid.Secret, "ip": ip, "permission": "users.track"}, 200, &v)
 			if !v.Valid || v.Code != "VALID" || v.KeyID != valid.Key.ID || v.AppliedSeq < valid.Key.Version {
 				t.Fatalf("valid key from %s after the junk: %+v", ip, v)
