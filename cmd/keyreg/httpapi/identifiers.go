@@ -6,6 +6,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
@@ -20,13 +21,13 @@ type IdentifierPathParams struct {
 type identifierOutput struct {
 	ETag     string `header:"ETag"`
 	Location string `header:"Location"`
-	Body     Identifier
+	Body     wire.Identifier
 }
 
 type identifiersOutput struct {
 	Body struct {
-		Identifiers []Identifier `json:"identifiers"`
-		Next        string       `json:"next,omitempty" doc:"Pass as after= for the next page; absent on the last page"`
+		Identifiers []wire.Identifier `json:"identifiers"`
+		Next        string            `json:"next,omitempty" doc:"Pass as after= for the next page; absent on the last page"`
 	}
 }
 
@@ -38,7 +39,7 @@ func identifiersPage(list []events.IdentifierState, limit int) *identifiersOutpu
 		list = list[:limit]
 		out.Body.Next = identifierNext(list[limit-1])
 	}
-	out.Body.Identifiers = make([]Identifier, 0, len(list))
+	out.Body.Identifiers = make([]wire.Identifier, 0, len(list))
 	for _, s := range list {
 		out.Body.Identifiers = append(out.Body.Identifiers, identifierOut(s))
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
@@ -21,26 +22,26 @@ type KeyPathParams struct {
 type keyOutput struct {
 	ETag     string `header:"ETag"`
 	Location string `header:"Location"`
-	Body     Key
+	Body     wire.Key
 }
 
 type keyWithSecretOutput struct {
 	ETag     string `header:"ETag"`
 	Location string `header:"Location"`
-	Body     KeyWithSecret
+	Body     wire.KeyWithSecret
 }
 
 type keysOutput struct {
 	Body struct {
-		Keys []Key  `json:"keys"`
-		Next string `json:"next,omitempty" doc:"Pass as after= for the next page; absent on the last page"`
+		Keys []wire.Key `json:"keys"`
+		Next string     `json:"next,omitempty" doc:"Pass as after= for the next page; absent on the last page"`
 	}
 }
 
 type historyOutput struct {
 	Body struct {
-		Events []HistoryEntry `json:"events"`
-		Next   uint64         `json:"next,omitempty" doc:"Pass as after= for the next page; absent on the last page"`
+		Events []wire.HistoryEntry `json:"events"`
+		Next   uint64              `json:"next,omitempty" doc:"Pass as after= for the next page; absent on the last page"`
 	}
 }
 
@@ -270,7 +271,7 @@ func keysPage(keys []events.KeyState, now time.Time, limit int) *keysOutput {
 		keys = keys[:limit]
 		out.Body.Next = keys[limit-1].ID
 	}
-	out.Body.Keys = make([]Key, 0, len(keys))
+	out.Body.Keys = make([]wire.Key, 0, len(keys))
 	for _, k := range keys {
 		out.Body.Keys = append(out.Body.Keys, keyOut(k, now))
 	}
@@ -319,7 +320,7 @@ func (a *API) afterSecretWrite(ctx context.Context, name, ws string, res command
 	if err != nil {
 		return nil, err
 	}
-	return &keyWithSecretOutput{ETag: k.ETag, Location: k.Location, Body: KeyWithSecret{Key: k.Body, Secret: res.Secret}}, nil
+	return &keyWithSecretOutput{ETag: k.ETag, Location: k.Location, Body: wire.KeyWithSecret{Key: k.Body, Secret: res.Secret}}, nil
 }
 
 // keyResponse answers key id of ws as view v has it; with an ETag when v is current.
@@ -339,7 +340,7 @@ func (a *API) keyResponse(ctx context.Context, v readView, ws, id string) (*keyO
 // asked for, so a full page says there is more.
 func (a *API) history(ctx context.Context, entries []projections.HistoryEntry, limit int) (*historyOutput, error) {
 	out := &historyOutput{}
-	out.Body.Events = []HistoryEntry{}
+	out.Body.Events = []wire.HistoryEntry{}
 	for i, e := range entries {
 		if i == limit {
 			out.Body.Next = entries[i-1].Seq
@@ -349,7 +350,7 @@ func (a *API) history(ctx context.Context, entries []projections.HistoryEntry, l
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		out.Body.Events = append(out.Body.Events, HistoryEntry{Sequence: r.Seq, Event: r.Data})
+		out.Body.Events = append(out.Body.Events, wire.HistoryEntry{Sequence: r.Seq, Event: r.Data})
 	}
 	return out, nil
 }

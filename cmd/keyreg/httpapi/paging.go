@@ -8,7 +8,7 @@ import (
 )
 
 // DefaultPageSize is the page size of the lists (keys, identifiers, workspaces, audit,
-// history) when a request sets none; MaxPageSize is the most.
+// history) when a request sets none; wire.MaxPageSize is the most.
 const DefaultPageSize = 100
 
 // PageParams are the paging parameters of the keys, identifiers and workspaces lists:

@@ -7,22 +7,23 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 )
 
 type permissionsOutput struct {
-	Body PermissionList
+	Body wire.PermissionList
 }
 
 type permissionOutput struct {
 	ETag     string `header:"ETag"`
 	Location string `header:"Location"`
-	Body     Permission
+	Body     wire.Permission
 }
 
-func permissionOut(p events.PermissionInfo) Permission {
-	return Permission{Name: string(p.Name), Description: p.Description, Group: p.Group, Workspace: string(p.Workspace)}
+func permissionOut(p events.PermissionInfo) wire.Permission {
+	return wire.Permission{Name: string(p.Name), Description: p.Description, Group: p.Group, Workspace: string(p.Workspace)}
 }
 
 // grantor is the caller as the grantor of permissions (see commands.Grantor).
@@ -52,7 +53,7 @@ func (a *API) registerListPermissions() {
 		}
 		out := &permissionsOutput{}
 		cat := events.Catalogue()
-		out.Body.Permissions = make([]Permission, 0, len(cat))
+		out.Body.Permissions = make([]wire.Permission, 0, len(cat))
 		for _, c := range cat {
 			out.Body.Permissions = append(out.Body.Permissions, permissionOut(c))
 		}

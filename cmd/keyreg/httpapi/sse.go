@@ -13,6 +13,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 )
 
@@ -334,7 +335,7 @@ func startSSE(hctx huma.Context, from uint64) (io.Writer, func() error, error) {
 	hctx.SetHeader("Content-Type", "text/event-stream")
 	hctx.SetHeader("Cache-Control", "no-cache")
 	hctx.SetHeader("X-Accel-Buffering", "no")
-	hctx.SetHeader(StartSequenceHeader, uitoa(from))
+	hctx.SetHeader(wire.StartSequenceHeader, uitoa(from))
 	hctx.SetStatus(http.StatusOK)
 	if _, err := w.Write([]byte(": keyreg events from sequence " + uitoa(from) + "\n\n")); err != nil {
 		return nil, nil, err

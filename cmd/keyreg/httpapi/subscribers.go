@@ -6,6 +6,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 )
 
@@ -14,12 +15,12 @@ import (
 type Subscribers interface {
 	// AddSubscriber adds a subscriber and returns it with its new password once it can
 	// connect. Errors: as commands.Handler.AddSubscriber.
-	AddSubscriber(ctx context.Context, name string, maxConsumers int, meta events.Meta) (NewSubscriber, error)
+	AddSubscriber(ctx context.Context, name string, maxConsumers int, meta events.Meta) (wire.NewSubscriber, error)
 	// RemoveSubscriber removes a subscriber; it returns once the subscriber can no longer
 	// connect. Errors: as commands.Handler.RemoveSubscriber.
 	RemoveSubscriber(ctx context.Context, name string, meta events.Meta) error
 	// Subscribers lists the current subscribers by name.
-	Subscribers(ctx context.Context) []Subscriber
+	Subscribers(ctx context.Context) []wire.Subscriber
 }
 
 var subscribersTags = []string{"subscribers"}
@@ -60,7 +61,7 @@ func (a *API) registerAddSubscriber() {
 		}
 	}) (*struct {
 		Location string `header:"Location"`
-		Body     NewSubscriber
+		Body     wire.NewSubscriber
 	}, error) {
 		p, err := a.subscribersReady(ctx)
 		if err != nil {
@@ -73,7 +74,7 @@ func (a *API) registerAddSubscriber() {
 		}
 		return &struct {
 			Location string `header:"Location"`
-			Body     NewSubscriber
+			Body     wire.NewSubscriber
 		}{"/v1/subscribers/" + s.Name, s}, nil
 	})
 }
@@ -84,7 +85,7 @@ func (a *API) registerListSubscribers() {
 		Summary: "List the subscribing services' NATS users", Description: "Needs keyreg.admin.",
 	}, func(ctx context.Context, in *struct{}) (*struct {
 		Body struct {
-			Subscribers []Subscriber `json:"subscribers"`
+			Subscribers []wire.Subscriber `json:"subscribers"`
 		}
 	}, error) {
 		if _, err := a.subscribersReady(ctx); err != nil {
@@ -92,7 +93,7 @@ func (a *API) registerListSubscribers() {
 		}
 		out := &struct {
 			Body struct {
-				Subscribers []Subscriber `json:"subscribers"`
+				Subscribers []wire.Subscriber `json:"subscribers"`
 			}
 		}{}
 		out.Body.Subscribers = a.d.Subscribers.Subscribers(ctx)

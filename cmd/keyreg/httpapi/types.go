@@ -11,34 +11,12 @@ import (
 	"github.com/keyreg/keyreg/events"
 )
 
-// The bodies the API answers with (and the verify request) are package wire's, which the
-// client shares; these are their names here.
-type (
-	Workspace      = wire.Workspace
-	Key            = wire.Key
-	KeyWithSecret  = wire.KeyWithSecret
-	Identifier     = wire.Identifier
-	HistoryEntry   = wire.HistoryEntry
-	Permission     = wire.Permission
-	PermissionList = wire.PermissionList
-	Subscriber     = wire.Subscriber
-	NewSubscriber  = wire.NewSubscriber
-	VerifyRequest  = wire.VerifyRequest
-	VerifyResponse = wire.VerifyResponse
-)
-
-// MaxPageSize and StartSequenceHeader are package wire's.
-const (
-	MaxPageSize         = wire.MaxPageSize
-	StartSequenceHeader = wire.StartSequenceHeader
-)
-
-func workspaceOut(s events.WorkspaceState) Workspace {
-	return Workspace{ID: string(s.ID), Name: s.Name, CreatedAt: s.CreatedAt, CreatedBy: s.CreatedBy, Version: s.Version}
+func workspaceOut(s events.WorkspaceState) wire.Workspace {
+	return wire.Workspace{ID: string(s.ID), Name: s.Name, CreatedAt: s.CreatedAt, CreatedBy: s.CreatedBy, Version: s.Version}
 }
 
-func keyOut(k events.KeyState, now time.Time) Key {
-	out := Key{
+func keyOut(k events.KeyState, now time.Time) wire.Key {
+	out := wire.Key{
 		ID: k.ID, Workspace: string(k.Workspace), Name: k.Name, Permissions: make([]string, len(k.Permissions)),
 		Allowlist: make([]string, len(k.Allowlist)), Status: k.StatusAt(now), ExpiresAt: k.ExpiresAt,
 		CreatedAt: k.CreatedAt, CreatedBy: k.CreatedBy, UpdatedAt: k.UpdatedAt, Version: k.Version,
@@ -55,8 +33,8 @@ func keyOut(k events.KeyState, now time.Time) Key {
 	return out
 }
 
-func identifierOut(s events.IdentifierState) Identifier {
-	return Identifier{ID: s.ID, Workspace: string(s.Workspace), Kind: string(s.Kind), Name: s.Name, Platform: s.Platform,
+func identifierOut(s events.IdentifierState) wire.Identifier {
+	return wire.Identifier{ID: s.ID, Workspace: string(s.Workspace), Kind: string(s.Kind), Name: s.Name, Platform: s.Platform,
 		Status: s.Status, CreatedAt: s.CreatedAt, CreatedBy: s.CreatedBy, UpdatedAt: s.UpdatedAt, Version: s.Version}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 	"golang.org/x/time/rate"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections/keyindex"
 )
@@ -28,7 +29,7 @@ func (a *API) registerVerify() {
 			"of another workspace answers NOT_FOUND, as an unknown one does. Answers that find no key (MALFORMED, " +
 			"NOT_FOUND) are rate-limited per end-user address (ip; IPv6 by /64) and per caller (429 with Retry-After); " +
 			"an answer that finds a key is never refused.",
-	}, func(ctx context.Context, in *struct{ Body VerifyRequest }) (*struct{ Body VerifyResponse }, error) {
+	}, func(ctx context.Context, in *struct{ Body wire.VerifyRequest }) (*struct{ Body wire.VerifyResponse }, error) {
 		p, err := a.authenticate(ctx)
 		if err != nil {
 			return nil, err
@@ -58,7 +59,7 @@ func (a *API) registerVerify() {
 			}
 		}
 		a.d.Metrics.verify(r.Code)
-		out := &struct{ Body VerifyResponse }{Body: VerifyResponse{
+		out := &struct{ Body wire.VerifyResponse }{Body: wire.VerifyResponse{
 			Valid: r.Valid, Code: r.Code, KeyID: r.KeyID, Workspace: string(r.Workspace), AppliedSeq: applied,
 		}}
 		if r.Valid {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 )
@@ -13,13 +14,13 @@ import (
 type workspaceOutput struct {
 	ETag     string `header:"ETag"`
 	Location string `header:"Location"`
-	Body     Workspace
+	Body     wire.Workspace
 }
 
 type workspacesOutput struct {
 	Body struct {
-		Workspaces []Workspace `json:"workspaces"`
-		Next       string      `json:"next,omitempty" doc:"Pass as after= for the next page; absent on the last page"`
+		Workspaces []wire.Workspace `json:"workspaces"`
+		Next       string           `json:"next,omitempty" doc:"Pass as after= for the next page; absent on the last page"`
 	}
 }
 
@@ -95,7 +96,7 @@ func (a *API) registerListWorkspaces() {
 			list = list[:in.limit()]
 			out.Body.Next = string(list[len(list)-1].ID)
 		}
-		out.Body.Workspaces = make([]Workspace, 0, len(list))
+		out.Body.Workspaces = make([]wire.Workspace, 0, len(list))
 		for _, ws := range list {
 			out.Body.Workspaces = append(out.Body.Workspaces, workspaceOut(ws))
 		}
