@@ -25,6 +25,10 @@ const MaxBatchMessages = 256
 // it stored.
 func (l *Log) AppendGroup(ctx context.Context, groups [][]events.Message) []events.AppendResult {
 	out := make([]events.AppendResult, len(groups))
+	if len(groups) == 1 { // a lone command: a plain append
+		out[0].Seqs, out[0].Err = l.Append(ctx, groups[0])
+		return out
+	}
 	for start := 0; start < len(groups); {
 		end := batchEnd(groups, start)
 		l.appendBatch(ctx, groups[start:end], out[start:end])
