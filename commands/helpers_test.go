@@ -20,6 +20,10 @@ func logImpls() []logImpl {
 	return []logImpl{
 		{"MemLog", func(testing.TB) events.Log { return events.NewMemLog() }},
 		{"JetStream", eventstest.NewJetStreamLog},
+		// Group commit: concurrent commands share atomic batches.
+		{"JetStreamGroup", func(t testing.TB) events.Log {
+			return events.NewGroupLog(eventstest.StartEmbedded(t, t.TempDir()).Log)
+		}},
 	}
 }
 

@@ -38,6 +38,25 @@ type Appender interface {
 	Append(ctx context.Context, msgs []Message) ([]uint64, error)
 }
 
+// GroupAppender is a log that can append the events of several commands in one write
+// (group commit: one fsync for many commands).
+type GroupAppender interface {
+	// AppendGroup appends each of groups as Append would, one after the other in order,
+	// and returns one result per group. Each group stays atomic; its expectations are
+	// checked against the log as the groups before it left it; a group whose expectation
+	// fails gets an error wrapping ErrConflict (and a group that fails otherwise, its
+	// error) without failing the others; dedupe of a group whose first id is stored works
+	// as in Append.
+	AppendGroup(ctx context.Context, groups [][]Message) []AppendResult
+}
+
+// AppendResult is the outcome of one group of AppendGroup: what Append would have
+// returned for it.
+type AppendResult struct {
+	Seqs []uint64
+	Err  error
+}
+
 // Reader reads the log in order.
 type Reader interface {
 	// LastSeq returns the sequence of the last stored message, 0 when empty.

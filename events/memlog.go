@@ -75,6 +75,15 @@ func (l *MemLog) Append(ctx context.Context, msgs []Message) ([]uint64, error) {
 	return out, nil
 }
 
+// AppendGroup implements GroupAppender: it appends the groups one after the other.
+func (l *MemLog) AppendGroup(ctx context.Context, groups [][]Message) []AppendResult {
+	out := make([]AppendResult, len(groups))
+	for i, g := range groups {
+		out[i].Seqs, out[i].Err = l.Append(ctx, g)
+	}
+	return out
+}
+
 func (l *MemLog) lastForLocked(filter string) uint64 {
 	for i := len(l.recs) - 1; i >= 0; i-- {
 		if MatchSubject(filter, l.recs[i].Subject) {

@@ -50,7 +50,9 @@ func (s *Store) ApplyDecoded(recs []events.Decoded) error {
 	if closed {
 		return fmt.Errorf("apply: %w", events.ErrClosed)
 	}
+	start := time.Now()
 	last := s.cp.Load()
+	first := last
 	t := newTxn(s)
 	defer t.b.Close()
 	for _, d := range recs {
@@ -85,9 +87,11 @@ func (s *Store) ApplyDecoded(recs []events.Decoded) error {
 	if s.opts.NoSync {
 		wo = pebble.NoSync
 	}
+	built := time.Now()
 	if err := t.b.Commit(wo); err != nil {
 		return fmt.Errorf("apply up to seq %d: commit: %w", last, err)
 	}
+	s.stats.add(int(last-first), built.Sub(start), time.Since(built))
 	s.updateIndex(t.keys)
 	s.setCheckpoint(last)
 	return nil

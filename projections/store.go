@@ -49,6 +49,7 @@ type Store struct {
 	applyMu sync.Mutex
 	cp      atomic.Uint64
 	verify  keyindex.Index
+	stats   applyStats
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when the checkpoint advances

@@ -116,22 +116,11 @@ func (l *Log) Append(ctx context.Context, msgs []events.Message) ([]uint64, erro
 	if len(msgs) == 0 {
 		return nil, fmt.Errorf("natslog: append: no messages")
 	}
-	nmsgs := make([]*nats.Msg, len(msgs))
-	for i, m := range msgs {
-		if m.ID == "" {
-			return nil, fmt.Errorf("natslog: append: message %d has no id", i)
-		}
-		nm := nats.NewMsg(m.Subject)
-		nm.Data = m.Data
-		nm.Header.Set(jetstream.MsgIDHeader, m.ID)
-		if m.ExpectFilter != "" {
-			nm.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(m.ExpectSeq, 10))
-			nm.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, m.ExpectFilter)
-		}
-		nmsgs[i] = nm
+	nmsgs, err := natsMsgs(msgs)
+	if err != nil {
+		return nil, err
 	}
 	var last uint64
-	var err error
 	if len(nmsgs) == 1 {
 		var ack *jetstream.PubAck
 		ack, err = l.js.PublishMsg(ctx, nmsgs[0])
@@ -157,6 +146,26 @@ func (l *Log) Append(ctx context.Context, msgs []events.Message) ([]uint64, erro
 		return nil, fmt.Errorf("%w: append %s: %v", events.ErrConflict, msgs[0].Subject, err)
 	}
 	return nil, fmt.Errorf("natslog: append %s: %w", msgs[0].Subject, err)
+}
+
+// natsMsgs makes the NATS messages of msgs: the event id as Nats-Msg-Id, the expectation
+// as expected last subject sequence.
+func natsMsgs(msgs []events.Message) ([]*nats.Msg, error) {
+	nmsgs := make([]*nats.Msg, len(msgs))
+	for i, m := range msgs {
+		if m.ID == "" {
+			return nil, fmt.Errorf("natslog: append: message %d has no id", i)
+		}
+		nm := nats.NewMsg(m.Subject)
+		nm.Data = m.Data
+		nm.Header.Set(jetstream.MsgIDHeader, m.ID)
+		if m.ExpectFilter != "" {
+			nm.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(m.ExpectSeq, 10))
+			nm.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, m.ExpectFilter)
+		}
+		nmsgs[i] = nm
+	}
+	return nmsgs, nil
 }
 
 func consecutive(first uint64, n int) []uint64 {

@@ -56,12 +56,15 @@ func Run(ctx context.Context, opts Options, report func(Result)) error {
 		return err
 	}
 	defer s.Close()
-	r := &runner{ctx: ctx, log: s.Log, opts: opts, report: report}
+	r := &runner{ctx: ctx, log: s.Log, group: events.NewGroupLog(s.Log), opts: opts, report: report}
 	if err := r.appends(); err != nil {
 		return err
 	}
 	secrets, err := r.commands()
 	if err != nil {
+		return err
+	}
+	if err := r.writes(); err != nil {
 		return err
 	}
 	last, err := r.log.LastSeq(ctx)
@@ -83,6 +86,7 @@ func Run(ctx context.Context, opts Options, report func(Result)) error {
 type runner struct {
 	ctx    context.Context
 	log    events.Log
+	group  *events.GroupLog // log with group commit
 	opts   Options
 	report func(Result)
 }
@@ -125,8 +129,8 @@ func message(ws events.Workspace) events.Message {
 	return events.Message{Subject: events.Subject(ws, events.AggWorkspace, id, e.Type), ID: e.ID, Data: data}
 }
 
-// appends measures appends one at a time, from concurrent publishers, and in atomic
-// batches of 100.
+// appends measures appends one at a time, from concurrent publishers (with and without
+// group commit), and in atomic batches of 100.
 func (r *runner) appends() error {
 	ctx, n := r.ctx, r.opts.Events
 	if err := r.timed("append, one at a time", "events", n, func() error {
@@ -147,6 +151,14 @@ func (r *runner) appends() error {
 	}); err != nil {
 		return err
 	}
+	if err := r.timed(fmt.Sprintf("append, %d publishers, group commit", r.opts.Publishers), "events", n, func() error {
+		return parallel(n, r.opts.Publishers, func(int) error {
+			_, err := r.group.Append(ctx, []events.Message{message("bench-b")})
+			return err
+		})
+	}); err != nil {
+		return err
+	}
 	return r.timed("append, atomic batches of 100", "events", n*10, func() error {
 		for i := 0; i < n*10; i += 100 {
 			batch := make([]events.Message, 100)
@@ -161,24 +173,47 @@ func (r *runner) appends() error {
 	})
 }
 
-// commands measures CreateKey commands from concurrent clients and returns the secrets
-// of the keys made.
+// commands measures CreateKey commands from 1 and from concurrent clients, appending one
+// command at a time (as before group commit) and with group commit, the two taking turns
+// in rounds; it returns the secrets of the keys made.
 func (r *runner) commands() ([]string, error) {
 	ctx, n := r.ctx, r.opts.Events
 	h := &commands.Handler{Log: r.log}
 	if _, err := h.CreateWorkspace(ctx, commands.CreateWorkspace{Workspace: "bench", Name: "bench"}); err != nil && !errors.Is(err, commands.ErrAlreadyExists) {
 		return nil, err
 	}
-	secrets := make([]string, n)
-	err := r.timed(fmt.Sprintf("CreateKey commands, %d clients", r.opts.Publishers), "commands", n, func() error {
-		return parallel(n, r.opts.Publishers, func(i int) error {
-			res, err := h.CreateKey(ctx, commands.CreateKey{Workspace: "bench", Name: fmt.Sprint("key ", i),
-				Permissions: []string{"users.track"}, Allowlist: []string{"10.0.0.0/8"}})
-			secrets[i] = res.Secret
-			return err
-		})
-	})
-	return secrets, err
+	var secrets []string
+	var mu sync.Mutex
+	for _, clients := range []int{1, r.opts.Publishers} {
+		count := n
+		if clients == 1 {
+			count = max(n/4, 1)
+		}
+		per := max(count/rounds, 1)
+		took := make([]time.Duration, len(r.modes()))
+		for range rounds {
+			for m, md := range r.modes() {
+				hm := &commands.Handler{Log: md.log}
+				start := time.Now()
+				err := parallel(per, clients, func(i int) error {
+					res, err := hm.CreateKey(ctx, commands.CreateKey{Workspace: "bench", Name: fmt.Sprint("key ", i),
+						Permissions: []string{"users.track"}, Allowlist: []string{"10.0.0.0/8"}})
+					mu.Lock()
+					secrets = append(secrets, res.Secret)
+					mu.Unlock()
+					return err
+				})
+				if err != nil {
+					return nil, fmt.Errorf("CreateKey commands%s: %w", md.name, err)
+				}
+				took[m] += time.Since(start)
+			}
+		}
+		for m, md := range r.modes() {
+			r.report(Result{Name: fmt.Sprintf("CreateKey commands, %d clients%s", clients, md.name), Count: per * rounds, Took: took[m], Unit: "commands"})
+		}
+	}
+	return secrets, nil
 }
 
 // drain measures an ordered consumer reading the stream up to last.

@@ -15,9 +15,12 @@ func newBenchCmd(g *globals) *cobra.Command {
 		Short: "Measure this machine: appends (fsync on), commands, replay and verify",
 		Long: `Runs keyreg's parts on a fresh embedded NATS server in a temporary directory (or --dir, which
 must be new or empty), with fsync before every acknowledgement as in production, and prints
-what each does per second: appends one at a time, from concurrent publishers and in atomic
-batches; CreateKey commands end to end; a drain of the stream; a replay into Pebble views;
-and Verify in process. The figures are this machine's, at this moment.`,
+what each does per second: appends one at a time, from concurrent publishers (with and
+without group commit) and in atomic batches; CreateKey commands and allowlist updates from 1
+and from --publishers clients, with and without group commit, and for the updates where a
+write's time goes (auth, state read, decide, append and its fsync, the wait for the views and
+their fsync, the response); a drain of the stream; a replay into Pebble views; and Verify in
+process. The figures are this machine's, at this moment.`,
 		Example: `  keyreg bench
   keyreg bench --events 10000 --publishers 64`,
 		Args: cobra.NoArgs,

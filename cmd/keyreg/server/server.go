@@ -215,7 +215,8 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.gens.RemoveStale(); err != nil {
 		return nil, err
 	}
-	n.Log = n.metrics.InstrumentLog(n.stream.Log)
+	// Group commit: concurrent commands share one atomic batch, one fsync.
+	n.Log = n.metrics.InstrumentLog(events.NewGroupLog(n.stream.Log))
 	n.Commands = &commands.Handler{Log: n.Log,
 		MaxKeysPerWorkspace:        quota(cfg.MaxKeysPerWorkspace, commands.DefaultMaxKeysPerWorkspace),
 		MaxIdentifiersPerWorkspace: quota(cfg.MaxIdentifiersPerWorkspace, commands.DefaultMaxIdentifiersPerWorkspace)}
