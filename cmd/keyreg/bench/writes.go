@@ -13,6 +13,9 @@ import (
 	"github.com/keyreg/keyreg/projections"
 )
 
+// writesWorkspace is the workspace of the writes measured.
+const writesWorkspace = "bench-writes"
+
 // rounds is how many rounds a comparison of modes takes turns in, so that each mode sees
 // the machine (shared, its load changing) in the same state.
 const rounds = 5
@@ -38,6 +41,7 @@ func (r *runner) modes() []mode {
 // changing one key, then clients clients each changing a key of its own; each run on
 // every mode in turn, on keys of the mode's own.
 func (r *runner) writes() error {
+	const ws = writesWorkspace
 	ctx, log, clients, writes := r.ctx, r.log, r.opts.Publishers, r.opts.Events
 	// Group commit again, with state read from the views.
 	modes := append(r.modes(), mode{", group commit, state from views", r.group, true})
@@ -52,7 +56,6 @@ func (r *runner) writes() error {
 	go func() { ran <- proj.Run(pctx) }()
 	defer func() { stop(); <-ran }()
 
-	const ws = "bench-writes"
 	h := &commands.Handler{Log: log}
 	if _, err := h.CreateWorkspace(ctx, commands.CreateWorkspace{Workspace: ws, Name: "bench"}); err != nil {
 		return err
@@ -93,47 +96,61 @@ func (r *runner) writes() error {
 		},
 	}
 	early := max(writes/20, rounds) // 100 for the default 2,000
-	runs := []struct {
-		name    string
-		oneKey  bool
-		clients int
-		writes  int
-	}{
+	runs := []writeRun{
 		// A key's first changes, then its next ones: reading its state grows with them.
 		{fmt.Sprintf("update allowlist, 1 client, one key, changes 1-%d", early), true, 1, early},
 		{fmt.Sprintf("update allowlist, 1 client, one key, changes %d-%d", early+1, 5*early), true, 1, 4 * early},
 		{fmt.Sprintf("update allowlist, %d clients, own keys", clients), false, clients, writes},
 	}
 	for _, run := range runs {
-		sums := make([]commands.WriteStages, len(modes))
-		applied := make([]projections.ApplyStats, len(modes)) // the views' share, summed over the rounds
-		for range rounds {
-			for m, md := range modes {
-				path.Log, path.State = md.log, nil
-				if md.viewsState {
-					path.State = store
-				}
-				k := keys[m]
-				if run.oneKey {
-					k = k[:1]
-				}
-				before := store.ApplyStats()
-				st, err := commands.MeasureUpdates(ctx, path, ws, k, run.clients, max(run.writes/rounds, 1))
-				if err != nil {
-					return fmt.Errorf("%s%s: %w", run.name, md.name, err)
-				}
-				after := store.ApplyStats()
-				sums[m] = sums[m].Add(st)
-				a := &applied[m]
-				a.Batches += after.Batches - before.Batches
-				a.Records += after.Records - before.Records
-				a.Build += after.Build - before.Build
-				a.Commit += after.Commit - before.Commit
-			}
+		if err := r.measureRun(run, modes, keys, path, store); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// writeRun is one measurement of writes: its name, whether all clients change one key,
+// how many clients, how many writes in all.
+type writeRun struct {
+	name    string
+	oneKey  bool
+	clients int
+	writes  int
+}
+
+// measureRun measures run on every mode in turn, rounds times, and reports each mode's
+// sums.
+func (r *runner) measureRun(run writeRun, modes []mode, keys [][]string, path commands.WritePath, store *projections.Store) error {
+	ctx, ws := r.ctx, writesWorkspace
+	sums := make([]commands.WriteStages, len(modes))
+	applied := make([]projections.ApplyStats, len(modes)) // the views' share, summed over the rounds
+	for range rounds {
 		for m, md := range modes {
-			r.reportStages(run.name+md.name, sums[m], applied[m])
+			path.Log, path.State = md.log, nil
+			if md.viewsState {
+				path.State = store
+			}
+			k := keys[m]
+			if run.oneKey {
+				k = k[:1]
+			}
+			before := store.ApplyStats()
+			st, err := commands.MeasureUpdates(ctx, path, ws, k, run.clients, max(run.writes/rounds, 1))
+			if err != nil {
+				return fmt.Errorf("%s%s: %w", run.name, md.name, err)
+			}
+			after := store.ApplyStats()
+			sums[m] = sums[m].Add(st)
+			a := &applied[m]
+			a.Batches += after.Batches - before.Batches
+			a.Records += after.Records - before.Records
+			a.Build += after.Build - before.Build
+			a.Commit += after.Commit - before.Commit
 		}
+	}
+	for m, md := range modes {
+		r.reportStages(run.name+md.name, sums[m], applied[m])
 	}
 	return nil
 }

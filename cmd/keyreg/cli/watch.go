@@ -150,36 +150,9 @@ func (g *globals) watch(ctx context.Context, cmd *cobra.Command, o *watchOptions
 			openErr = saveState(file, watchState{Workspace: o.ws, Durable: o.durable, LastSeq: after, UpdatedAt: time.Now().UTC()})
 		}
 	}
-	switch {
-	case cmd.Flags().Changed("from-seq"):
-		if o.fromSeq == 0 {
-			return usagef("--from-seq starts at 1")
-		}
-		after := o.fromSeq - 1
-		eo.After = &after
-	case o.fromTime != "":
-		t, err := time.Parse(time.RFC3339Nano, o.fromTime)
-		if err != nil {
-			return usagef("--from-time %q: use RFC 3339, e.g. 2026-11-01T00:00:00Z", o.fromTime)
-		}
-		eo.Since = t
-	}
-	if o.durable != "" {
-		if !durableRE.MatchString(o.durable) {
-			return usagef("--durable %q: use 1 to 64 letters, digits, '-' or '_'", o.durable)
-		}
-		var err error
-		if file, err = o.stateFile(); err != nil {
-			return err
-		}
-		st, err := loadState(file)
-		if err != nil {
-			return err
-		}
-		if st != nil {
-			last := st.LastSeq
-			eo.After = &last
-		}
+	file, err := o.startAt(cmd, &eo)
+	if err != nil {
+		return err
 	}
 
 	addr := firstNonEmpty(g.addr, g.getenv("KEYREG_ADDR"), defaultAddr)
@@ -230,6 +203,44 @@ func (g *globals) watch(ctx context.Context, cmd *cobra.Command, o *watchOptions
 		}
 		backoff = min(2*backoff, 10*time.Second)
 	}
+}
+
+// startAt sets where the stream starts (--from-seq, --from-time, or the position a
+// --durable saved) and returns the --durable state file, if any.
+func (o *watchOptions) startAt(cmd *cobra.Command, eo *client.EventsOptions) (string, error) {
+	switch {
+	case cmd.Flags().Changed("from-seq"):
+		if o.fromSeq == 0 {
+			return "", usagef("--from-seq starts at 1")
+		}
+		after := o.fromSeq - 1
+		eo.After = &after
+	case o.fromTime != "":
+		t, err := time.Parse(time.RFC3339Nano, o.fromTime)
+		if err != nil {
+			return "", usagef("--from-time %q: use RFC 3339, e.g. 2026-11-01T00:00:00Z", o.fromTime)
+		}
+		eo.Since = t
+	}
+	if o.durable != "" {
+		if !durableRE.MatchString(o.durable) {
+			return "", usagef("--durable %q: use 1 to 64 letters, digits, '-' or '_'", o.durable)
+		}
+		file, err := o.stateFile()
+		if err != nil {
+			return "", err
+		}
+		st, err := loadState(file)
+		if err != nil {
+			return "", err
+		}
+		if st != nil {
+			last := st.LastSeq
+			eo.After = &last
+		}
+		return file, nil
+	}
+	return "", nil
 }
 
 // printEvent prints one event: a line, or with --json {"sequence", "event"}.
