@@ -69,6 +69,14 @@ var forbiddenDeps = map[string][]string{
 	"cmd/keyreg/client":    {"github.com/nats-io/nats-server", "github.com/cockroachdb/pebble", "github.com/danielgtaylor/huma", "github.com/prometheus/"},
 }
 
+// onlyKeyreg lists, for a keyreg package that others embed, the keyreg packages (path
+// prefixes) it may depend on at all; any other keyreg dependency fails.
+var onlyKeyreg = map[string][]string{
+	"projections/keyindex": {"events", "projections/keyindex"},
+	"projections/verifier": {"events", "projections/keyindex", "projections/verifier", "events/natslog"},
+	"cmd/keyreg/client":    {"cmd/keyreg/wire", "cmd/keyreg/client"},
+}
+
 // TestForbiddenDependencies checks forbiddenDeps: events is the domain, with no NATS and
 // no Pebble; the JetStream log uses nats.go but not the server; the verifier a service
 // embeds links no NATS server and no Pebble, and the Go client nothing of the server side;
@@ -83,6 +91,12 @@ func TestForbiddenDependencies(t *testing.T) {
 		deps := strings.Fields(string(out))
 		if !slices.Contains(deps, mod+pkg) {
 			t.Fatalf("go list -deps %s does not list the package itself: %q", pkg, out)
+		}
+		for _, d := range deps {
+			rel, ok := strings.CutPrefix(d, mod)
+			if only, listed := onlyKeyreg[pkg]; ok && listed && !slices.ContainsFunc(only, func(o string) bool { return rel == o || strings.HasPrefix(rel, o+"/") }) {
+				t.Errorf("%s depends on keyreg's %s: it may depend only on %v", pkg, rel, only)
+			}
 		}
 		for _, f := range forbidden {
 			var bad []string
