@@ -10,6 +10,7 @@ import (
 
 func newBenchCmd(g *globals) *cobra.Command {
 	opts := bench.Options{}
+	var httpOpts benchHTTPFlags
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure this machine: appends (fsync on), commands, replay and verify",
@@ -22,9 +23,14 @@ write's time goes (auth, state read, decide, append and its fsync, the wait for 
 their fsync, the response); a drain of the stream; a replay into Pebble views; and Verify in
 process. The figures are this machine's, at this moment.`,
 		Example: `  keyreg bench
-  keyreg bench --events 10000 --publishers 64`,
+  keyreg bench --events 10000 --publishers 64
+  keyreg bench --http
+  keyreg bench --http --addr 127.0.0.1:8080 --token "$(cat root.key)"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if httpOpts.on {
+				return runBenchHTTP(cmd, g, httpOpts, opts.Dir)
+			}
 			if opts.Dir == "" {
 				dir, cleanup, err := bench.TempDir()
 				if err != nil {
@@ -40,5 +46,65 @@ process. The figures are this machine's, at this moment.`,
 	cmd.Flags().IntVar(&opts.Events, "events", 2000, "events per append measurement (batches append ten times as many)")
 	cmd.Flags().IntVar(&opts.Publishers, "publishers", 16, "concurrent publishers and command clients")
 	cmd.Flags().StringVar(&opts.Dir, "dir", "", "directory for the throwaway stream and views (default: a temporary one)")
+	httpOpts.add(cmd)
 	return cmd
+}
+
+// benchHTTPFlags are the flags of `keyreg bench --http`.
+type benchHTTPFlags struct {
+	on   bool
+	opts bench.HTTPOptions
+}
+
+func (f *benchHTTPFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.BoolVar(&f.on, "http", false, "drive a real keyreg serve end to end over HTTP instead (a child process on 127.0.0.1, or --addr)")
+	fl.StringVar(&f.opts.Addr, "addr", "", "with --http: drive this running server (host:port or URL) instead of starting one")
+	fl.StringVar(&f.opts.Token, "token", "", "with --addr: the secret of a key with keyreg.admin")
+	fl.IntVar(&f.opts.Clients, "http-clients", 64, "with --http: concurrent keep-alive writers")
+	fl.IntVar(&f.opts.Keys, "http-keys", 256, "with --http: keys the concurrent writers update")
+	fl.IntVar(&f.opts.Writes, "http-writes", 2000, "with --http: writes of each run from many clients")
+	fl.IntVar(&f.opts.SoloWrites, "http-solo-writes", 500, "with --http: writes of each run from one client")
+	fl.IntVar(&f.opts.VerifyClients, "http-verify-clients", 16, "with --http: clients of the verify and bare-handler runs")
+	fl.IntVar(&f.opts.Verifies, "http-verifies", 20000, "with --http: requests of the verify and bare-handler runs")
+	fl.StringVar(&f.opts.PeerScript, "peer-script", "", "with --http: also run this peer script (postgres-peer.sh) and print the ratios to its rates")
+}
+
+// runBenchHTTP runs `keyreg bench --http` and prints a line (or, with --json, an object)
+// per figure.
+func runBenchHTTP(cmd *cobra.Command, g *globals, f benchHTTPFlags, dir string) error {
+	opts := f.opts
+	if dir == "" {
+		d, cleanup, err := bench.TempDir()
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		dir = d
+	}
+	opts.Dir = dir
+	if !g.json {
+		opts.PeerOut = g.stdout
+		target := "a keyreg serve child"
+		if opts.Addr != "" {
+			target = opts.Addr
+		}
+		fmt.Fprintf(g.stdout, "keyreg bench --http: %s, %d clients over %d keys, %d writes (1 client: %d), in %s\n",
+			target, opts.Clients, opts.Keys, opts.Writes, opts.SoloWrites, dir)
+	}
+	var results []bench.HTTPResult
+	err := bench.RunHTTP(cmd.Context(), opts, func(r bench.HTTPResult) {
+		if g.json {
+			results = append(results, r)
+			return
+		}
+		bench.PrintHTTP(g.stdout, r)
+	})
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(results)
+	}
+	return nil
 }
