@@ -139,7 +139,7 @@ func roundLatency(d time.Duration) time.Duration {
 // change must be visible to a read afterwards, or RunHTTP fails.
 func RunHTTP(ctx context.Context, opts HTTPOptions, report func(HTTPResult)) error {
 	opts.defaults()
-	base, token := opts.Addr, opts.Token
+	base, token := opts.Addr, strings.TrimSpace(opts.Token)
 	if base == "" {
 		child, err := startServe(ctx, opts)
 		if err != nil {
