@@ -36,8 +36,10 @@ type API struct {
 	mux     *http.ServeMux
 	limiter *failureLimiter
 	idem    *idempotency
-	closing closer // ends event streams at shutdown (Close)
-	streams streamCounts
+	// workspaces are those the views were found to hold (requireWorkspace).
+	workspaces knownWorkspaces
+	closing    closer // ends event streams at shutdown (Close)
+	streams    streamCounts
 	// streamOps are the route patterns ("GET /v1/...") of the operations whose answers
 	// stream for as long as they last, marked where they are registered (IsStream).
 	streamOps map[string]bool

@@ -72,7 +72,7 @@ func (a *API) authorize(ctx context.Context, ws string, perm events.Permission, 
 	}
 	if p.admin() {
 		// An admin may act in every workspace, but only in one that exists.
-		if _, err := a.d.Views.Workspace(ctx, events.Workspace(ws)); err != nil {
+		if err := a.requireWorkspace(ctx, events.Workspace(ws)); err != nil {
 			return p, a.fail(ctx, err)
 		}
 		return p, nil
