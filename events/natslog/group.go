@@ -13,6 +13,16 @@ import (
 // server's limit is 1,000).
 const MaxBatchMessages = 256
 
+// DefaultMinBatchMessages is the fewest messages AppendGroup puts in one atomic batch
+// unless Options.MinBatchMessages says otherwise; smaller batches are appended one group
+// at a time. An atomic batch has a fixed cost far above a
+// single message's one fsync: on a one-replica file stream, nats-server 2.15 stages each
+// batch in a file store of its own, created and removed per batch (about four fsyncs and
+// a dozen directory operations, counted with strace). Measured side by side on this
+// project's 2-core machine, a batch of 2 to 8 messages took 11 to 29 ms, 8 single appends
+// 7 to 17 ms, a batch of 32 18 to 36 ms against 29 to 67 ms for 32 single appends.
+const DefaultMinBatchMessages = 16
+
 // AppendGroup implements events.GroupAppender: the groups go to the stream in atomic
 // batches, one fsync each. A batch that fails (an expectation that does not hold, a
 // retried id already stored) stores nothing; its groups are then appended one by one, so
@@ -37,13 +47,14 @@ func (l *Log) AppendGroup(ctx context.Context, groups [][]events.Message) []even
 	return out
 }
 
-// appendBatch appends groups in one atomic batch, or one by one if that fails.
+// appendBatch appends groups in one atomic batch, or one by one if they hold fewer than
+// Options.MinBatchMessages messages or the batch fails.
 func (l *Log) appendBatch(ctx context.Context, groups [][]events.Message, out []events.AppendResult) {
-	if len(groups) > 1 {
-		var all []events.Message
-		for _, g := range groups {
-			all = append(all, g...)
-		}
+	var all []events.Message
+	for _, g := range groups {
+		all = append(all, g...)
+	}
+	if len(groups) > 1 && len(all) >= l.minBatch {
 		nmsgs, err := natsMsgs(all)
 		if err == nil {
 			var ack *jetstreamext.BatchAck

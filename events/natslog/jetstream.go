@@ -56,11 +56,15 @@ type Log struct {
 	js            jetstream.JetStream
 	stream        jetstream.Stream
 	directSubject string
+	minBatch      int // see Options.MinBatchMessages
 }
 
 // Options configure Open.
 type Options struct {
 	Replicas int // 1 for the embedded server, 3 on a cluster
+	// MinBatchMessages is the fewest messages AppendGroup puts in one atomic batch; 0
+	// means DefaultMinBatchMessages, 2 batches every group of more than one command.
+	MinBatchMessages int
 }
 
 // Open creates the KEYREG stream, or checks an existing one and updates the
@@ -94,7 +98,11 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 			}
 		}
 	}
-	return &Log{nc: nc, js: js, stream: stream, directSubject: "$JS.API.DIRECT.GET." + events.StreamName}, nil
+	minBatch := opts.MinBatchMessages
+	if minBatch <= 0 {
+		minBatch = DefaultMinBatchMessages
+	}
+	return &Log{nc: nc, js: js, stream: stream, directSubject: "$JS.API.DIRECT.GET." + events.StreamName, minBatch: minBatch}, nil
 }
 
 func sameMutable(have, want jetstream.StreamConfig) bool {

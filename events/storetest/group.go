@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -16,6 +17,7 @@ func RunGroup(t *testing.T, newLog func(t *testing.T) events.GroupedLog) {
 		fn   func(t *testing.T, l events.GroupedLog)
 	}{
 		{"StaleGroup", testGroupStale},
+		{"ManyGroups", testGroupMany},
 		{"SameAggregate", testGroupSameAggregate},
 		{"SameFilter", testGroupSameFilter},
 		{"AtomicGroups", testGroupAtomic},
@@ -54,6 +56,38 @@ func wantConflict(t *testing.T, name string, res events.AppendResult) {
 	t.Helper()
 	if !errors.Is(res.Err, events.ErrConflict) || res.Seqs != nil {
 		t.Fatalf("%s: %v, %v; want ErrConflict", name, res.Seqs, res.Err)
+	}
+}
+
+// testGroupMany: forty one-message commands in one call (as many concurrent commands
+// make), one of them stale: the other thirty-nine are stored in order, the stale one fails
+// alone. Logs that batch only from some size on batch these.
+func testGroupMany(t *testing.T, l events.GroupedLog) {
+	const n, stale = 40, 29
+	var groups [][]events.Message
+	for i := range n {
+		id := fmt.Sprint("K", i)
+		m := expect(msg("key", id, "created"), "keyreg.acme.key."+id+".*", 0)
+		if i == stale {
+			m.ExpectSeq = 7 // nothing is stored on it yet
+		}
+		groups = append(groups, []events.Message{m})
+	}
+	res := appendGroup(t, l, groups...)
+	var prev uint64
+	for i, r := range res {
+		if i == stale {
+			wantConflict(t, fmt.Sprint("command ", i), r)
+			continue
+		}
+		wantStored(t, l, fmt.Sprint("command ", i), r, groups[i]...)
+		if r.Seqs[0] <= prev {
+			t.Fatalf("command %d stored at %d, not after %d", i, r.Seqs[0], prev)
+		}
+		prev = r.Seqs[0]
+	}
+	if got := lastSeq(t, l); got != n-1 {
+		t.Fatalf("LastSeq %d, want %d", got, n-1)
 	}
 }
 
