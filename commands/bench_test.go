@@ -62,7 +62,7 @@ func bench(b *testing.B, newOp func(h *Handler) func(i int) error) {
 	for _, impl := range logImpls() {
 		for _, parallel := range []bool{false, true} {
 			b.Run(fmt.Sprintf("%s/parallel=%t", impl.name, parallel), func(b *testing.B) {
-				h := &Handler{Log: impl.new(b)}
+				h := impl.newHandler(b)
 				mustWorkspace(b, h, "acme")
 				b.ReportAllocs()
 				b.ResetTimer()

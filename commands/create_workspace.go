@@ -56,7 +56,7 @@ func (h *Handler) CreateWorkspace(ctx context.Context, cmd CreateWorkspace) (Res
 	}
 	home := target{c.ws, events.AggWorkspace, string(c.ws)}
 	res, err := h.execute(ctx, home, cmd.EventID, cmd.Meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
-		ws, err := h.state().Workspace(ctx, c.ws)
+		ws, err := h.stateOf(ctx).Workspace(ctx, c.ws)
 		if err != nil {
 			return nil, Result{}, err
 		}

@@ -73,7 +73,7 @@ func (h *Handler) grantWorkspace(ctx context.Context, ws events.Workspace, perms
 	}
 	for _, p := range perms {
 		if !events.KnownPermission(p, s.Permissions) {
-			fresh, err := h.state().Workspace(ctx, ws)
+			fresh, err := h.stateOf(ctx).Workspace(ctx, ws)
 			if err == nil && fresh.Exists() {
 				h.workspaces.Store(ws, fresh)
 			}

@@ -138,7 +138,7 @@ func (h *Handler) workspace(ctx context.Context, ws events.Workspace) (events.Wo
 	if s, ok := h.workspaces.Load(ws); ok {
 		return s.(events.WorkspaceState), nil
 	}
-	s, err := h.state().Workspace(ctx, ws)
+	s, err := h.stateOf(ctx).Workspace(ctx, ws)
 	if err == nil && s.Exists() {
 		h.workspaces.Store(ws, s)
 	}
@@ -195,7 +195,8 @@ func (h *Handler) execute(ctx context.Context, home target, eventID string, meta
 			}
 		}
 		now := h.now()
-		changes, res, err := decide(ctx, now)
+		// A retry follows a conflict: the state read last time was stale, so read exactly.
+		changes, res, err := h.decideChecked(ctx, decide, now, try > 0)
 		if err != nil {
 			return Result{}, err
 		}
@@ -243,6 +244,22 @@ func (h *Handler) execute(ctx context.Context, home target, eventID string, meta
 		}
 		return res, nil
 	}
+}
+
+// decideChecked runs decide on the Handler's State, which may lag behind the log (the
+// views), unless fresh asks for exact reads at once. A decision on lagging reads stands
+// only when JetStream will check it: it appends, with an expectation on every aggregate it
+// read (workspaces aside: see reads.Workspace), at the version read. Any other decision (a
+// refusal, a no-op, a decision that rests on an aggregate it does not append to) is made
+// again on exact reads, before anything is appended. So a lagging view never makes a wrong
+// decision: it costs an exact read or, when the append finds it stale, one retry.
+func (h *Handler) decideChecked(ctx context.Context, decide attempt, now time.Time, fresh bool) ([]change, Result, error) {
+	r := h.reads(fresh)
+	changes, res, err := decide(context.WithValue(ctx, readsKey{}, r), now)
+	if !r.lagged || (err == nil && len(changes) > 0 && r.covered(changes)) {
+		return changes, res, err
+	}
+	return decide(context.WithValue(ctx, readsKey{}, h.reads(true)), now)
 }
 
 // messages encodes changes as one batch. Each aggregate's first message carries the

@@ -10,21 +10,40 @@ import (
 	"github.com/keyreg/keyreg/events/eventstest"
 )
 
-// logImpl is an events.Log implementation the integration tests run against.
+// logImpl is an events.Log implementation the integration tests run against, with the
+// Handler's state reader on it (nil: LogState).
 type logImpl struct {
-	name string
-	new  func(t testing.TB) events.Log
+	name  string
+	new   func(t testing.TB) events.Log
+	state func(t testing.TB, log events.Log) StateReader
 }
 
 func logImpls() []logImpl {
 	return []logImpl{
-		{"MemLog", func(testing.TB) events.Log { return events.NewMemLog() }},
-		{"JetStream", eventstest.NewJetStreamLog},
+		{"MemLog", func(testing.TB) events.Log { return events.NewMemLog() }, nil},
+		{"JetStream", eventstest.NewJetStreamLog, nil},
 		// Group commit: concurrent commands share atomic batches.
 		{"JetStreamGroup", func(t testing.TB) events.Log {
 			return events.NewGroupLog(eventstest.StartEmbedded(t, t.TempDir()).Log)
+		}, nil},
+		// Group commit, state read from views (Pebble) that a projector keeps applying
+		// and that lag behind the log.
+		{"JetStreamGroupViews", func(t testing.TB) events.Log {
+			return events.NewGroupLog(eventstest.StartEmbedded(t, t.TempDir()).Log)
+		}, func(t testing.TB, log events.Log) StateReader {
+			_, st := startViews(t, log)
+			return st
 		}},
 	}
+}
+
+// newHandler returns a Handler on a fresh log of impl.
+func (impl logImpl) newHandler(t testing.TB) *Handler {
+	h := &Handler{Log: impl.new(t)}
+	if impl.state != nil {
+		h.State = impl.state(t, h.Log)
+	}
+	return h
 }
 
 // forEachLog runs fn as a subtest against a fresh log of each implementation, with a
@@ -36,7 +55,7 @@ func forEachLog(t *testing.T, fn func(t *testing.T, h *Handler)) {
 			if impl.name != "MemLog" && testing.Short() {
 				t.Skip("short: no JetStream")
 			}
-			fn(t, &Handler{Log: impl.new(t)})
+			fn(t, impl.newHandler(t))
 		})
 	}
 }

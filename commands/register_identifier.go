@@ -99,7 +99,7 @@ func (h *Handler) RegisterIdentifier(ctx context.Context, cmd RegisterIdentifier
 			if err != nil {
 				return nil, Result{}, err
 			}
-			claim, err := h.state().NameClaim(ctx, c.ws, claimID(c.kind, c.name))
+			claim, err := h.stateOf(ctx).NameClaim(ctx, c.ws, claimID(c.kind, c.name))
 			if err != nil {
 				return nil, Result{}, err
 			}

@@ -77,16 +77,16 @@ func (h *Handler) RenameIdentifier(ctx context.Context, cmd RenameIdentifier) (R
 	}
 	home := target{c.ws, events.AggIdentifier, c.id}
 	res, err := h.execute(ctx, home, cmd.EventID, cmd.Meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
-		s, err := h.state().Identifier(ctx, c.ws, c.id)
+		s, err := h.stateOf(ctx).Identifier(ctx, c.ws, c.id)
 		if err != nil {
 			return nil, Result{}, err
 		}
 		var newClaim, oldClaim events.NameClaimState
 		if s.Exists() && events.FoldName(c.name) != events.FoldName(s.Name) {
-			if newClaim, err = h.state().NameClaim(ctx, c.ws, claimID(s.Kind, c.name)); err != nil {
+			if newClaim, err = h.stateOf(ctx).NameClaim(ctx, c.ws, claimID(s.Kind, c.name)); err != nil {
 				return nil, Result{}, err
 			}
-			if oldClaim, err = h.state().NameClaim(ctx, c.ws, claimID(s.Kind, s.Name)); err != nil {
+			if oldClaim, err = h.stateOf(ctx).NameClaim(ctx, c.ws, claimID(s.Kind, s.Name)); err != nil {
 				return nil, Result{}, err
 			}
 		}

@@ -59,13 +59,13 @@ func (h *Handler) RetireIdentifier(ctx context.Context, cmd RetireIdentifier) (R
 	}
 	home := target{c.ws, events.AggIdentifier, c.id}
 	res, err := h.execute(ctx, home, cmd.EventID, cmd.Meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
-		s, err := h.state().Identifier(ctx, c.ws, c.id)
+		s, err := h.stateOf(ctx).Identifier(ctx, c.ws, c.id)
 		if err != nil {
 			return nil, Result{}, err
 		}
 		var claim events.NameClaimState
 		if s.Exists() {
-			if claim, err = h.state().NameClaim(ctx, c.ws, claimID(s.Kind, s.Name)); err != nil {
+			if claim, err = h.stateOf(ctx).NameClaim(ctx, c.ws, claimID(s.Kind, s.Name)); err != nil {
 				return nil, Result{}, err
 			}
 		}

@@ -137,7 +137,7 @@ func (h *Handler) updateKey(ctx context.Context, ws events.Workspace, id, eventI
 	decide func(k events.KeyState, now time.Time) ([]change, error)) (Result, error) {
 	home := target{ws, events.AggKey, id}
 	return h.execute(ctx, home, eventID, meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
-		k, err := h.state().Key(ctx, ws, id)
+		k, err := h.stateOf(ctx).Key(ctx, ws, id)
 		if err != nil {
 			return nil, Result{}, err
 		}

@@ -96,13 +96,9 @@ func (h *Handler) SealCheckpoint(ctx context.Context, cmd SealCheckpoint) (Resul
 	if err != nil {
 		return Result{}, fmt.Errorf("seal checkpoint: %w", err)
 	}
-	var reader CheckpointReader = LogState{Log: h.Log}
-	if h.Checkpoints != nil {
-		reader = h.Checkpoints
-	}
 	home := target{events.SystemWorkspace, events.AggCheckpoint, events.CheckpointID}
 	res, err := h.execute(ctx, home, "", cmd.Meta, func(ctx context.Context, now time.Time) ([]change, Result, error) {
-		st, err := reader.SealedCheckpoint(ctx)
+		st, err := h.stateOf(ctx).SealedCheckpoint(ctx)
 		if err != nil {
 			return nil, Result{}, err
 		}
