@@ -218,6 +218,8 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// Group commit: concurrent commands share one atomic batch, one fsync.
 	n.Log = n.metrics.InstrumentLog(events.NewGroupLog(n.stream.Log))
 	n.Commands = &commands.Handler{Log: n.Log,
+		// State from the serving views: one local read, checked by the append (see commands.ViewState).
+		State:                      commands.ViewState{Log: n.Log, Views: n.commandViews},
 		MaxKeysPerWorkspace:        quota(cfg.MaxKeysPerWorkspace, commands.DefaultMaxKeysPerWorkspace),
 		MaxIdentifiersPerWorkspace: quota(cfg.MaxIdentifiersPerWorkspace, commands.DefaultMaxIdentifiersPerWorkspace)}
 	if n.stream.nats != nil && cfg.NATSListen != "" {
@@ -240,6 +242,15 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	return n, nil
+}
+
+// commandViews returns the serving generation's views, for the commands' state (nil before
+// the first generation is open).
+func (n *Node) commandViews() commands.Views {
+	if v := n.current.Load(); v != nil {
+		return v.store
+	}
+	return nil
 }
 
 // openReadOnly opens a copy of the views for inspection.
