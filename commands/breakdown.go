@@ -39,7 +39,7 @@ func (s WriteStages) Add(t WriteStages) WriteStages {
 // State, and around it what a server does before and after a command.
 type WritePath struct {
 	Log   events.Log
-	State StateReader // nil: LogState{Log}
+	State StateReader // nil: LogState{Log}; views: a ViewState (see Handler.State)
 	// Auth checks the caller, Wait waits for the views to apply a sequence and Respond
 	// builds the answer; each may be nil (not measured).
 	Auth    func() error
@@ -60,7 +60,7 @@ func MeasureUpdates(ctx context.Context, p WritePath, ws string, keys []string, 
 	if st == nil {
 		st = LogState{Log: p.Log}
 	}
-	h := &Handler{Log: timedAppends{Log: p.Log, took: &appendT, n: &appends}, State: timedReads{StateReader: st, took: &read}}
+	h := &Handler{Log: timedAppends{Log: p.Log, took: &appendT, n: &appends}, State: timed(st, &read)}
 	var auth, command, wait, respond atomic.Int64
 	timed := func(sum *atomic.Int64, f func() error) error {
 		if f == nil {
@@ -135,6 +135,22 @@ func (l timedAppends) Append(ctx context.Context, msgs []events.Message) ([]uint
 	l.n.Add(1)
 	return seqs, err
 }
+
+// timed returns st summing the time its reads take into took; a FreshReader stays one.
+func timed(st StateReader, took *atomic.Int64) StateReader {
+	if fr, ok := st.(FreshReader); ok {
+		return timedFresh{timedReads{StateReader: st, took: took}, fr}
+	}
+	return timedReads{StateReader: st, took: took}
+}
+
+// timedFresh is a timed FreshReader: its Fresh reads are timed too.
+type timedFresh struct {
+	timedReads
+	fr FreshReader
+}
+
+func (r timedFresh) Fresh() StateReader { return timedReads{StateReader: r.fr.Fresh(), took: r.took} }
 
 // timedReads is a StateReader that sums the time its reads take.
 type timedReads struct {

@@ -40,7 +40,10 @@ const DefaultMaxRetries = 20
 // since. Creation commands use the EventID as the new aggregate's id.
 type Handler struct {
 	Log events.Log
-	// State reads aggregates; nil means LogState{Log}.
+	// State reads aggregates; nil means LogState{Log}. A State that may lag behind the log
+	// (the views) must implement FreshReader, as ViewState does: a decision on its reads
+	// stands only when the append's expectations check it (see decideChecked); others,
+	// and every retry after a conflict, are decided on its Fresh reads.
 	State StateReader
 	// Now is the clock; nil means time.Now. Event times are UTC, truncated to microseconds.
 	Now func() time.Time
@@ -49,7 +52,8 @@ type Handler struct {
 	// MaxRetries bounds the retries after an append conflict; 0 means DefaultMaxRetries,
 	// a negative value means no retry.
 	MaxRetries int
-	// Checkpoints reads the latest audit checkpoint for SealCheckpoint; nil means
+	// Checkpoints reads the latest audit checkpoint for SealCheckpoint, and may lag (the
+	// views); nil means State when that is a CheckpointReader (ViewState is), else
 	// LogState{Log}.
 	Checkpoints CheckpointReader
 	// MaxKeysPerWorkspace and MaxIdentifiersPerWorkspace bound how many keys and
