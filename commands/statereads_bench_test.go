@@ -33,7 +33,8 @@ import (
 //
 // The measured key has 100 events at the start of the stream, in workspace acme of 1,000
 // keys; the rest of the stream is workspaces of 1,000 keys, each key created and updated
-// 4 times. The views hold every event.
+// 4 times. The views hold every event. At the end, the quota filter is measured again on
+// a workspace of 10,000 keys (the default quota).
 func BenchmarkStateReads(b *testing.B) {
 	if testing.Short() {
 		b.Skip("short: no JetStream")
@@ -51,7 +52,7 @@ func BenchmarkStateReads(b *testing.B) {
 	}
 	ctx := context.Background()
 	emb := eventstest.StartEmbedded(b, b.TempDir())
-	store, err := projections.Open(b.TempDir(), projections.Options{NoSync: true})
+	store, err := projections.Open(b.TempDir(), projections.Options{}) // as serve opens them
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -104,6 +105,18 @@ func BenchmarkStateReads(b *testing.B) {
 			b.Run(name("last-by-subject-quota"), direct(fmt.Sprintf(`{"last_by_subj":%q}`, quotaFilter)))
 			b.Run(name("get-by-seq"), direct(fmt.Sprintf(`{"seq":%d}`, f.seq/2)))
 		}
+	}
+	// The quota tally's filter costs what the workspace's keys cost: a workspace at the
+	// default quota of 10,000 keys, at the end of the stream.
+	for i := range DefaultMaxKeysPerWorkspace {
+		list, _ := events.ParseAllowlist([]string{"10.0.0.0/8"})
+		f.add("big", events.AggKey, events.NewID(), events.KeyCreated{Name: "k", Allowlist: list, SecretHash: events.HashSecret(fmt.Sprint(i))}, "")
+	}
+	f.flush()
+	bigQuota := events.Subject("big", events.AggKey, "*", events.TypeKeyCreated)
+	for round := range 2 {
+		b.Run(fmt.Sprintf("events=%d/round=%d/last-by-subject-quota-10000-keys", f.seq, round+1), direct(fmt.Sprintf(`{"last_by_subj":%q}`, bigQuota)))
+		b.Run(fmt.Sprintf("events=%d/round=%d/last-by-subject-quota", f.seq, round+1), direct(fmt.Sprintf(`{"last_by_subj":%q}`, quotaFilter)))
 	}
 }
 
