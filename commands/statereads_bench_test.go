@@ -170,7 +170,9 @@ func (f *filler) flush() {
 	if len(f.batch) == 0 {
 		return
 	}
-	ack, err := jetstreamext.PublishMsgBatch(context.Background(), f.emb.Log.JetStream(), f.batch)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ack, err := jetstreamext.PublishMsgBatch(ctx, f.emb.Log.JetStream(), f.batch)
 	if err != nil {
 		f.b.Fatal(err)
 	}
