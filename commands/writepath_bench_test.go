@@ -75,7 +75,9 @@ func BenchmarkWritePathState(b *testing.B) {
 					}
 					sum = sum.Add(st)
 				}
-				per := func(d interface{ Microseconds() int64 }) float64 { return float64(d.Microseconds()) / float64(sum.Writes) }
+				per := func(d interface{ Microseconds() int64 }) float64 {
+					return float64(d.Microseconds()) / float64(sum.Writes)
+				}
 				b.ReportMetric(per(sum.Wall), "wall-µs/write")
 				b.ReportMetric(per(sum.Read), "read-µs/write")
 				b.ReportMetric(float64(sum.Appends)/float64(sum.Writes), "appends/write")
