@@ -128,8 +128,8 @@ func (r *runner) measureRun(run writeRun, modes []mode, keys [][]string, path co
 	for range rounds {
 		for m, md := range modes {
 			path.Log, path.State = md.log, nil
-			if md.viewsState {
-				path.State = store
+			if md.viewsState { // as keyreg serve reads them: views, checked by the append
+				path.State = commands.ViewState{Log: md.log, Views: func() commands.Views { return store }}
 			}
 			k := keys[m]
 			if run.oneKey {
