@@ -19,6 +19,16 @@ func (s *Store) Verify(secret string, ip netip.Addr, permission events.Permissio
 	return s.verify.Verify(secret, ip, permission, now)
 }
 
+// EachKey calls fn with every key of the verify index (keyindex.Index.Each) and returns
+// the checkpoint it read first: the keys fn sees hold every record up to it (Apply updates
+// the index before advancing the checkpoint), and may hold later ones. The verifier's
+// snapshots are made so.
+func (s *Store) EachKey(fn func(*events.KeyState) bool) (checkpoint uint64) {
+	checkpoint = s.cp.Load()
+	s.verify.Each(fn)
+	return checkpoint
+}
+
 // loadIndex builds the verify index from the key views.
 func (s *Store) loadIndex() error {
 	var keys []events.KeyState

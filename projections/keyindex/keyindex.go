@@ -112,6 +112,24 @@ func (x *Index) Len() int {
 	return len(x.byKey)
 }
 
+// Each calls fn with every key the index holds, revoked ones included, in no particular
+// order, until fn returns false. fn must not modify the state. Each holds the index's lock
+// only while it collects the entries, so Apply and Put go on while fn runs; each state fn
+// sees is whole, as of the collection or later.
+func (x *Index) Each(fn func(*events.KeyState) bool) {
+	x.mu.RLock()
+	entries := make([]*entry, 0, len(x.byKey))
+	for _, e := range x.byKey {
+		entries = append(entries, e)
+	}
+	x.mu.RUnlock()
+	for _, e := range entries {
+		if !fn(&e.state) {
+			return
+		}
+	}
+}
+
 // Apply folds one log record into the index, as projections.Store.Apply folds it into
 // the key views: an event of a key aggregate updates that key's entry with
 // events.KeyState.Apply; a record of any other aggregate is ignored without being

@@ -84,6 +84,13 @@ type Options struct {
 	// there again, so it applies every event once, in order. Close deletes it. Two
 	// verifiers must not share a name: each would delete the other's consumer.
 	ConsumerName string
+	// NoSnapshot makes the verifier read the stream from its first event instead of
+	// starting from the latest snapshot of the verify index that keyreg serve keeps in
+	// SnapshotStream (see WriteSnapshot). Without it, a verifier loads that snapshot and
+	// follows the stream from the sequence after it; when there is none, or it cannot be
+	// read, is corrupt, of another format or of another stream, it reports why to OnError
+	// and reads the stream from its first event.
+	NoSnapshot bool
 }
 
 // ConsumerInactiveThreshold is how long the server keeps the named consumer of
@@ -97,7 +104,8 @@ const consumerHeartbeat = 2 * time.Second
 // Verifier is an in-memory verify view of a keyreg stream. Its methods are safe for
 // concurrent use.
 type Verifier struct {
-	index   keyindex.Index
+	index   *keyindex.Index
+	fromSeq uint64 // the sequence of the snapshot it started from; 0: none
 	applied atomic.Uint64
 	stopped atomic.Bool  // set once it stops following: Verify answers UNAVAILABLE
 	caught  atomic.Int64 // CaughtUpAt in Unix nanoseconds
@@ -122,7 +130,7 @@ type Verifier struct {
 // applied, or if ctx ends first. It does not own nc: Close leaves it open, and closing nc
 // stops the verifier (Err then returns ErrClosed).
 func Start(ctx context.Context, nc *nats.Conn, opts Options) (*Verifier, error) {
-	v := &Verifier{stream: opts.Stream, onError: opts.OnError, maxLag: opts.MaxLag, changed: make(chan struct{})}
+	v := &Verifier{index: &keyindex.Index{}, stream: opts.Stream, onError: opts.OnError, maxLag: opts.MaxLag, changed: make(chan struct{})}
 	if v.stream == "" {
 		v.stream = events.StreamName
 	}
@@ -143,6 +151,9 @@ func Start(ctx context.Context, nc *nats.Conn, opts Options) (*Verifier, error) 
 		return nil, fmt.Errorf("verifier: stream %s: %w", v.stream, err)
 	}
 	last := s.CachedInfo().State.LastSeq
+	if !opts.NoSnapshot {
+		v.startFromSnapshot(ctx, js, s.CachedInfo())
+	}
 	if opts.ConsumerName != "" {
 		n := &named{v: v, js: js, name: opts.ConsumerName, done: make(chan struct{})}
 		it, err := n.open(ctx)
@@ -168,6 +179,27 @@ func Start(ctx context.Context, nc *nats.Conn, opts Options) (*Verifier, error) 
 	return v, nil
 }
 
+// startFromSnapshot loads the latest snapshot of the verify index, if any, and makes the
+// verifier follow the stream from the sequence after it. When the snapshot cannot be used,
+// it reports why to OnError and leaves the verifier empty, to read the stream from its
+// first event.
+func (v *Verifier) startFromSnapshot(ctx context.Context, js jetstream.JetStream, info *jetstream.StreamInfo) {
+	x := &keyindex.Index{}
+	seq, err := loadSnapshot(ctx, js, info, x)
+	if err != nil {
+		if v.onError != nil {
+			v.onError(fmt.Errorf("verifier: snapshot not used, reading %s from its first event: %w", v.stream, err))
+		}
+		return
+	}
+	v.index, v.fromSeq = x, seq
+	v.applied.Store(seq)
+}
+
+// StartedFrom returns the stream sequence of the snapshot the verifier started from, or 0
+// when it read the stream from its first event.
+func (v *Verifier) StartedFrom() uint64 { return v.fromSeq }
+
 // follow records how to stop the consumer that now follows the stream, stops it at once if
 // the verifier stopped already (its first events failed), and stops the verifier once
 // the consumer has stopped (Close, an apply error, or the connection closed).
@@ -187,7 +219,11 @@ func (v *Verifier) follow(halt func(), done <-chan struct{}) {
 
 // followOrdered follows the stream with an ordered consumer from its first event.
 func (v *Verifier) followOrdered(ctx context.Context, js jetstream.JetStream) error {
-	cons, err := js.OrderedConsumer(ctx, v.stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from := v.applied.Load(); from > 0 { // started from a snapshot
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
+	}
+	cons, err := js.OrderedConsumer(ctx, v.stream, cfg)
 	if err != nil {
 		return fmt.Errorf("verifier: follow %s: %w%s", v.stream, err, orderedHint(js.Conn()))
 	}
@@ -373,3 +409,7 @@ func (v *Verifier) Close() error {
 	}
 	return nil
 }
+
+// Dump renders the verifier's index (keyindex.Index.Dump): two verifiers that answer
+// alike dump alike. It is meant for tests.
+func (v *Verifier) Dump() (string, error) { return v.index.Dump() }
