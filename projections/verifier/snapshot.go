@@ -494,3 +494,21 @@ func (d *snapshotDecoder) optTime() *time.Time {
 	}
 	return nil
 }
+
+// LatestSnapshot returns the KEYREG stream sequence of the latest snapshot in
+// SnapshotStream, and false when there is none or its head cannot be read.
+func LatestSnapshot(ctx context.Context, js jetstream.JetStream) (uint64, bool) {
+	ss, err := js.Stream(ctx, SnapshotStream)
+	if err != nil {
+		return 0, false
+	}
+	m, err := ss.GetLastMsgForSubject(ctx, SnapshotHeadSubject)
+	if err != nil {
+		return 0, false
+	}
+	var h snapshotHead
+	if json.Unmarshal(m.Data, &h) != nil || h.Format != snapshotFormat {
+		return 0, false
+	}
+	return h.Seq, true
+}
