@@ -29,15 +29,19 @@ func (s *Store) EachKey(fn func(*events.KeyState) bool) (checkpoint uint64) {
 	return checkpoint
 }
 
-// loadIndex builds the verify index from the key views.
+// loadIndex builds the verify index from the key views, a few thousand keys at a time so
+// that the decoded states of every key are never in memory beside the index.
 func (s *Store) loadIndex() error {
-	var keys []events.KeyState
+	keys := make([]events.KeyState, 0, 4096)
 	err := s.scanPrefix([]byte(prefixKey), func(key, value []byte) error {
 		var k events.KeyState
 		if err := json.Unmarshal(value, &k); err != nil {
 			return fmt.Errorf("load verify index: %s: %w", key, err)
 		}
-		keys = append(keys, k)
+		if keys = append(keys, k); len(keys) == cap(keys) {
+			s.verify.Put(keys...)
+			keys = keys[:0]
+		}
 		return nil
 	})
 	if err != nil {
