@@ -1,6 +1,8 @@
 // Package verifier lets a service verify keyreg keys locally, with no network call per
-// request. A Verifier follows keyreg's KEYREG stream over a NATS connection from the first
-// event, folds every key event into an in-memory index, and answers Verify as keyreg's own
+// request. A Verifier loads the latest snapshot of the verify index that keyreg serve keeps
+// (see WriteSnapshot; Options.NoSnapshot, or no usable snapshot: none), follows keyreg's
+// KEYREG stream over a NATS connection from the event after it (or from the first event),
+// folds every key event into an in-memory index, and answers Verify as keyreg's own
 // POST /v1/verify does: the same keyindex.Index, fed by the same fold
 // (events.KeyState.Apply), so the same codes in the same order, for every workspace.
 //
@@ -124,7 +126,8 @@ type Verifier struct {
 	err     error         // why it stopped following; nil while it follows
 }
 
-// Start follows the stream on nc from its first event and returns once the verifier has
+// Start follows the stream on nc from the latest snapshot (or its first event: see
+// Options.NoSnapshot) and returns once the verifier has
 // applied every event stored when Start was called, so its first answers are as fresh as
 // keyreg's own. It returns an error if the stream cannot be read, if an event cannot be
 // applied, or if ctx ends first. It does not own nc: Close leaves it open, and closing nc
