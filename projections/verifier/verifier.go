@@ -187,8 +187,17 @@ func Start(ctx context.Context, nc *nats.Conn, opts Options) (*Verifier, error) 
 // it reports why to OnError and leaves the verifier empty, to read the stream from its
 // first event.
 func (v *Verifier) startFromSnapshot(ctx context.Context, js jetstream.JetStream, info *jetstream.StreamInfo) {
-	x := &keyindex.Index{}
-	seq, err := loadSnapshot(ctx, js, info, x)
+	// A second try: the server purges a snapshot once it has written the next one, which
+	// may happen while this one is read.
+	var x *keyindex.Index
+	var seq uint64
+	var err error
+	for range 2 {
+		x = &keyindex.Index{}
+		if seq, err = loadSnapshot(ctx, js, info, x); err == nil || ctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil {
 		if v.onError != nil {
 			v.onError(fmt.Errorf("verifier: snapshot not used, reading %s from its first event: %w", v.stream, err))
