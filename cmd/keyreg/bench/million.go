@@ -146,7 +146,9 @@ type million struct {
 // batches whose first event expects the workspace's last key.created (as CreateKey under
 // the quota does) and whose others expect their new key to have no event.
 func (m *million) build() (uint64, error) {
-	ctx, n := m.ctx, m.opts.Keys
+	ctx, cancel := context.WithCancel(m.ctx)
+	defer cancel()
+	n := m.opts.Keys
 	s, err := server.OpenStream(ctx, server.Config{DataDir: m.data})
 	if err != nil {
 		return 0, err
@@ -173,8 +175,9 @@ func (m *million) build() (uint64, error) {
 			if err != nil {
 				return err
 			}
-			seqs, err := s.Log.Append(ctx, msgs)
+			seqs, err := appendRetrying(ctx, s.Log, msgs)
 			if err != nil {
+				cancel() // the other workers stop too
 				return err
 			}
 			lastCreated = seqs[len(seqs)-1]
@@ -195,6 +198,20 @@ func (m *million) build() (uint64, error) {
 	m.report(Figure{fmt.Sprintf("build: keys appended (%d workspaces, atomic batches of %d)", spaces, millionBatch), float64(n), "keys"})
 	m.report(Figure{"build: keys appended per second", float64(n) / took.Seconds(), "keys/s"})
 	return s.Log.LastSeq(ctx)
+}
+
+// appendRetrying appends msgs, waiting up to a minute for each try, and tries again after
+// an error other than a conflict (a timeout on a loaded machine): a batch whose first
+// event is stored already is recognized and not stored twice (events.Appender).
+func appendRetrying(ctx context.Context, log events.Appender, msgs []events.Message) ([]uint64, error) {
+	for try := 1; ; try++ {
+		actx, cancel := context.WithTimeout(ctx, time.Minute)
+		seqs, err := log.Append(actx, msgs)
+		cancel()
+		if err == nil || errors.Is(err, events.ErrConflict) || ctx.Err() != nil || try == 5 {
+			return seqs, err
+		}
+	}
 }
 
 // millionWorkspace is the name of Million's workspace i.
