@@ -19,15 +19,29 @@ func (s *Store) Verify(secret string, ip netip.Addr, permission events.Permissio
 	return s.verify.Verify(secret, ip, permission, now)
 }
 
-// loadIndex builds the verify index from the key views.
+// EachKey calls fn with every key of the verify index (keyindex.Index.Each) and returns
+// the checkpoint it read first: the keys fn sees hold every record up to it (Apply updates
+// the index before advancing the checkpoint), and may hold later ones. The verifier's
+// snapshots are made so.
+func (s *Store) EachKey(fn func(*events.KeyState) bool) (checkpoint uint64) {
+	checkpoint = s.cp.Load()
+	s.verify.Each(fn)
+	return checkpoint
+}
+
+// loadIndex builds the verify index from the key views, a few thousand keys at a time so
+// that the decoded states of every key are never in memory beside the index.
 func (s *Store) loadIndex() error {
-	var keys []events.KeyState
+	keys := make([]events.KeyState, 0, 4096)
 	err := s.scanPrefix([]byte(prefixKey), func(key, value []byte) error {
 		var k events.KeyState
 		if err := json.Unmarshal(value, &k); err != nil {
 			return fmt.Errorf("load verify index: %s: %w", key, err)
 		}
-		keys = append(keys, k)
+		if keys = append(keys, k); len(keys) == cap(keys) {
+			s.verify.Put(keys...)
+			keys = keys[:0]
+		}
 		return nil
 	})
 	if err != nil {

@@ -49,7 +49,15 @@ type VerifyResult struct {
 type Index struct {
 	mu     sync.RWMutex
 	byHash map[[32]byte]*entry
-	byKey  map[string]*entry // by "<ws>/<id>"
+	byKey  map[keyRef]*entry
+	shared interned // values many keys hold alike, kept once
+}
+
+// keyRef is the key of an entry in Index.byKey: its workspace and id, the strings of its
+// state (no copy of its own).
+type keyRef struct {
+	ws events.Workspace
+	id string
 }
 
 // Verify checks a presented secret for a request from ip that needs permission, at time
@@ -97,12 +105,12 @@ func (x *Index) Verify(secret string, ip netip.Addr, permission events.Permissio
 // Key returns the state of key ws/id as the index holds it, and whether it holds it.
 func (x *Index) Key(ws events.Workspace, id string) (events.KeyState, bool) {
 	x.mu.RLock()
-	defer x.mu.RUnlock()
-	e := x.byKey[indexKey(ws, id)]
+	e := x.byKey[keyRef{ws, id}]
+	x.mu.RUnlock()
 	if e == nil {
 		return events.KeyState{}, false
 	}
-	return e.state, true
+	return e.full(), true
 }
 
 // Len returns how many keys the index holds.
@@ -110,6 +118,25 @@ func (x *Index) Len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return len(x.byKey)
+}
+
+// Each calls fn with every key the index holds, revoked ones included, in no particular
+// order, until fn returns false. fn must not modify the state's lists. Each holds the index's lock
+// only while it collects the entries, so Apply and Put go on while fn runs; each state fn
+// sees is whole, as of the collection or later.
+func (x *Index) Each(fn func(*events.KeyState) bool) {
+	x.mu.RLock()
+	entries := make([]*entry, 0, len(x.byKey))
+	for _, e := range x.byKey {
+		entries = append(entries, e)
+	}
+	x.mu.RUnlock()
+	for _, e := range entries {
+		k := e.full()
+		if !fn(&k) {
+			return
+		}
+	}
 }
 
 // Apply folds one log record into the index, as projections.Store.Apply folds it into
@@ -133,16 +160,15 @@ func (x *Index) Apply(r events.Record) error {
 	if err := CheckSubject(r.Subject, ws, agg, id); err != nil {
 		return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 	}
-	vk := indexKey(ws, id)
 	x.mu.RLock()
-	old := x.byKey[vk]
+	old := x.byKey[keyRef{ws, id}]
 	x.mu.RUnlock()
 	var st events.KeyState
 	if old != nil {
 		if old.state.Version >= r.Seq {
 			return nil
 		}
-		st = old.state // Apply replaces slices, never changes them in place
+		st = old.full() // Apply replaces slices, never changes them in place
 	}
 	if err := st.Apply(r.Seq, r.Data, d.Event, d.Payload); err != nil {
 		return fmt.Errorf("apply seq %d: %w", r.Seq, err)
@@ -151,7 +177,7 @@ func (x *Index) Apply(r events.Record) error {
 		return fmt.Errorf("apply seq %d: key %s/%s: %s before key.created", r.Seq, ws, id, d.Event.Type)
 	}
 	x.mu.Lock()
-	x.putLocked(vk, st)
+	x.putLocked(st)
 	x.mu.Unlock()
 	return nil
 }
@@ -169,8 +195,13 @@ func isKeySubject(subject string) bool {
 
 // entry is one key of an Index. Entries are immutable: a change replaces the
 // entry, so a reader may use one after releasing the lock.
+//
+// To keep a million keys in little memory, an entry's state does not keep the hex
+// SecretHash and PreviousHash that its digests hold (full restores them), and its
+// workspace, status, creator, permissions and allowlist are shared with the other
+// entries that hold the same (interned).
 type entry struct {
-	state         events.KeyState
+	state         events.KeyState // SecretHash and PreviousHash cleared when the digests hold them
 	current       [32]byte
 	previous      [32]byte
 	hasCurrent    bool
@@ -185,12 +216,85 @@ func newEntry(k events.KeyState) *entry {
 		e.hasPrevious = decodeDigest(&e.previous, k.PreviousHash)
 		e.previousUntil = *k.PreviousValidUntil
 	}
+	if e.hasCurrent {
+		e.state.SecretHash = ""
+	}
+	if e.hasPrevious {
+		e.state.PreviousHash = ""
+	}
 	return e
 }
 
+// full returns the entry's state whole, its hex hashes restored.
+func (e *entry) full() events.KeyState {
+	k := e.state
+	if e.hasCurrent {
+		k.SecretHash = hex.EncodeToString(e.current[:])
+	}
+	if e.hasPrevious {
+		k.PreviousHash = hex.EncodeToString(e.previous[:])
+	}
+	return k
+}
+
+// decodeDigest decodes a 64-digit lowercase hex hash into dst; it reports false, leaving
+// the hash to be kept as it is, for anything else.
 func decodeDigest(dst *[32]byte, h string) bool {
+	if len(h) != 2*len(dst) || strings.ToLower(h) != h {
+		return false
+	}
 	n, err := hex.Decode(dst[:], []byte(h))
 	return err == nil && n == len(dst)
+}
+
+// interned keeps one copy of the values many keys hold alike.
+type interned struct {
+	strs   map[string]string
+	perms  map[string][]events.Permission
+	allows map[string][]netip.Prefix
+	buf    []byte
+}
+
+// state returns k with its workspace, status, creator, permissions and allowlist
+// replaced by their shared copies (nil and empty lists stay apart).
+func (in *interned) state(k events.KeyState) events.KeyState {
+	if in.strs == nil {
+		in.strs, in.perms, in.allows = map[string]string{}, map[string][]events.Permission{}, map[string][]netip.Prefix{}
+	}
+	k.Workspace = events.Workspace(in.str(string(k.Workspace)))
+	k.Status = in.str(k.Status)
+	k.CreatedBy = in.str(k.CreatedBy)
+	if k.Permissions != nil {
+		in.buf = in.buf[:0]
+		for _, p := range k.Permissions {
+			in.buf = append(append(in.buf, p...), 0)
+		}
+		if p, ok := in.perms[string(in.buf)]; ok {
+			k.Permissions = p
+		} else {
+			in.perms[string(in.buf)] = k.Permissions
+		}
+	}
+	if k.Allowlist != nil {
+		in.buf = in.buf[:0]
+		for _, p := range k.Allowlist {
+			in.buf, _ = p.AppendBinary(in.buf)
+		}
+		if a, ok := in.allows[string(in.buf)]; ok {
+			k.Allowlist = a
+		} else {
+			in.allows[string(in.buf)] = k.Allowlist
+		}
+	}
+	return k
+}
+
+func (in *interned) str(s string) string {
+	if v, ok := in.strs[s]; ok {
+		return v
+	}
+	in.strs[s] = s
+	return s
 }
 
 // Put replaces the entries of the given keys (by their workspace and id) with these
@@ -203,17 +307,16 @@ func (x *Index) Put(keys ...events.KeyState) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, k := range keys {
-		x.putLocked(indexKey(k.Workspace, k.ID), k)
+		x.putLocked(k)
 	}
 }
 
-// indexKey is the key of ws/id in Index.byKey.
-func indexKey(ws events.Workspace, id string) string { return string(ws) + "/" + id }
-
-func (x *Index) putLocked(key string, k events.KeyState) {
+func (x *Index) putLocked(k events.KeyState) {
 	if x.byKey == nil {
-		x.byHash, x.byKey = map[[32]byte]*entry{}, map[string]*entry{}
+		x.byHash, x.byKey = map[[32]byte]*entry{}, map[keyRef]*entry{}
 	}
+	k = x.shared.state(k)
+	key := keyRef{k.Workspace, k.ID}
 	if old := x.byKey[key]; old != nil {
 		if old.hasCurrent && x.byHash[old.current] == old {
 			delete(x.byHash, old.current)
@@ -240,7 +343,7 @@ func (x *Index) Dump() (string, error) {
 	defer x.mu.RUnlock()
 	lines := make([]string, 0, len(x.byHash))
 	for d, e := range x.byHash {
-		b, err := json.Marshal(e.state)
+		b, err := json.Marshal(e.full())
 		if err != nil {
 			return "", err
 		}

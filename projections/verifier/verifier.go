@@ -1,6 +1,8 @@
 // Package verifier lets a service verify keyreg keys locally, with no network call per
-// request. A Verifier follows keyreg's KEYREG stream over a NATS connection from the first
-// event, folds every key event into an in-memory index, and answers Verify as keyreg's own
+// request. A Verifier loads the latest snapshot of the verify index that keyreg serve keeps
+// (see WriteSnapshot; Options.NoSnapshot, or no usable snapshot: none), follows keyreg's
+// KEYREG stream over a NATS connection from the event after it (or from the first event),
+// folds every key event into an in-memory index, and answers Verify as keyreg's own
 // POST /v1/verify does: the same keyindex.Index, fed by the same fold
 // (events.KeyState.Apply), so the same codes in the same order, for every workspace.
 //
@@ -84,6 +86,13 @@ type Options struct {
 	// there again, so it applies every event once, in order. Close deletes it. Two
 	// verifiers must not share a name: each would delete the other's consumer.
 	ConsumerName string
+	// NoSnapshot makes the verifier read the stream from its first event instead of
+	// starting from the latest snapshot of the verify index that keyreg serve keeps in
+	// SnapshotStream (see WriteSnapshot). Without it, a verifier loads that snapshot and
+	// follows the stream from the sequence after it; when there is none, or it cannot be
+	// read, is corrupt, of another format or of another stream, it reports why to OnError
+	// and reads the stream from its first event.
+	NoSnapshot bool
 }
 
 // ConsumerInactiveThreshold is how long the server keeps the named consumer of
@@ -97,7 +106,8 @@ const consumerHeartbeat = 2 * time.Second
 // Verifier is an in-memory verify view of a keyreg stream. Its methods are safe for
 // concurrent use.
 type Verifier struct {
-	index   keyindex.Index
+	index   *keyindex.Index
+	fromSeq uint64 // the sequence of the snapshot it started from; 0: none
 	applied atomic.Uint64
 	stopped atomic.Bool  // set once it stops following: Verify answers UNAVAILABLE
 	caught  atomic.Int64 // CaughtUpAt in Unix nanoseconds
@@ -116,13 +126,14 @@ type Verifier struct {
 	err     error         // why it stopped following; nil while it follows
 }
 
-// Start follows the stream on nc from its first event and returns once the verifier has
+// Start follows the stream on nc from the latest snapshot (or its first event: see
+// Options.NoSnapshot) and returns once the verifier has
 // applied every event stored when Start was called, so its first answers are as fresh as
 // keyreg's own. It returns an error if the stream cannot be read, if an event cannot be
 // applied, or if ctx ends first. It does not own nc: Close leaves it open, and closing nc
 // stops the verifier (Err then returns ErrClosed).
 func Start(ctx context.Context, nc *nats.Conn, opts Options) (*Verifier, error) {
-	v := &Verifier{stream: opts.Stream, onError: opts.OnError, maxLag: opts.MaxLag, changed: make(chan struct{})}
+	v := &Verifier{index: &keyindex.Index{}, stream: opts.Stream, onError: opts.OnError, maxLag: opts.MaxLag, changed: make(chan struct{})}
 	if v.stream == "" {
 		v.stream = events.StreamName
 	}
@@ -143,6 +154,9 @@ func Start(ctx context.Context, nc *nats.Conn, opts Options) (*Verifier, error) 
 		return nil, fmt.Errorf("verifier: stream %s: %w", v.stream, err)
 	}
 	last := s.CachedInfo().State.LastSeq
+	if !opts.NoSnapshot {
+		v.startFromSnapshot(ctx, js, s.CachedInfo())
+	}
 	if opts.ConsumerName != "" {
 		n := &named{v: v, js: js, name: opts.ConsumerName, done: make(chan struct{})}
 		it, err := n.open(ctx)
@@ -168,6 +182,36 @@ func Start(ctx context.Context, nc *nats.Conn, opts Options) (*Verifier, error) 
 	return v, nil
 }
 
+// startFromSnapshot loads the latest snapshot of the verify index, if any, and makes the
+// verifier follow the stream from the sequence after it. When the snapshot cannot be used,
+// it reports why to OnError and leaves the verifier empty, to read the stream from its
+// first event.
+func (v *Verifier) startFromSnapshot(ctx context.Context, js jetstream.JetStream, info *jetstream.StreamInfo) {
+	// A second try: the server purges a snapshot once it has written the next one, which
+	// may happen while this one is read.
+	var x *keyindex.Index
+	var seq uint64
+	var err error
+	for range 2 {
+		x = &keyindex.Index{}
+		if seq, err = loadSnapshot(ctx, js, info, x); err == nil || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		if v.onError != nil {
+			v.onError(fmt.Errorf("verifier: snapshot not used, reading %s from its first event: %w", v.stream, err))
+		}
+		return
+	}
+	v.index, v.fromSeq = x, seq
+	v.applied.Store(seq)
+}
+
+// StartedFrom returns the stream sequence of the snapshot the verifier started from, or 0
+// when it read the stream from its first event.
+func (v *Verifier) StartedFrom() uint64 { return v.fromSeq }
+
 // follow records how to stop the consumer that now follows the stream, stops it at once if
 // the verifier stopped already (its first events failed), and stops the verifier once
 // the consumer has stopped (Close, an apply error, or the connection closed).
@@ -187,7 +231,11 @@ func (v *Verifier) follow(halt func(), done <-chan struct{}) {
 
 // followOrdered follows the stream with an ordered consumer from its first event.
 func (v *Verifier) followOrdered(ctx context.Context, js jetstream.JetStream) error {
-	cons, err := js.OrderedConsumer(ctx, v.stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from := v.applied.Load(); from > 0 { // started from a snapshot
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
+	}
+	cons, err := js.OrderedConsumer(ctx, v.stream, cfg)
 	if err != nil {
 		return fmt.Errorf("verifier: follow %s: %w%s", v.stream, err, orderedHint(js.Conn()))
 	}
@@ -373,3 +421,7 @@ func (v *Verifier) Close() error {
 	}
 	return nil
 }
+
+// Dump renders the verifier's index (keyindex.Index.Dump): two verifiers that answer
+// alike dump alike. It is meant for tests.
+func (v *Verifier) Dump() (string, error) { return v.index.Dump() }

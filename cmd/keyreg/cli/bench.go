@@ -11,6 +11,7 @@ import (
 func newBenchCmd(g *globals) *cobra.Command {
 	opts := bench.Options{}
 	var httpOpts benchHTTPFlags
+	var million bench.MillionOptions
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure this machine: appends (fsync on), commands, replay and verify",
@@ -25,11 +26,15 @@ process. The figures are this machine's, at this moment.`,
 		Example: `  keyreg bench
   keyreg bench --events 10000 --publishers 64
   keyreg bench --http
-  keyreg bench --http --addr 127.0.0.1:8080 --token "$(cat root.key)"`,
+  keyreg bench --http --addr 127.0.0.1:8080 --token "$(cat root.key)"
+  keyreg bench --keys 1000000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if httpOpts.on {
 				return runBenchHTTP(cmd, g, httpOpts, opts.Dir)
+			}
+			if million.Keys > 0 {
+				return runMillion(cmd, g, million, opts.Dir)
 			}
 			if opts.Dir == "" {
 				dir, cleanup, err := bench.TempDir()
@@ -47,6 +52,8 @@ process. The figures are this machine's, at this moment.`,
 	cmd.Flags().IntVar(&opts.Publishers, "publishers", 16, "concurrent publishers and command clients")
 	cmd.Flags().StringVar(&opts.Dir, "dir", "", "directory for the throwaway stream and views (default: a temporary one)")
 	httpOpts.add(cmd)
+	cmd.Flags().IntVar(&million.Keys, "keys", 0, "instead: build this many keys through the log (1000000 for the million-key run) and measure a keyreg serve child on them: memory, verify latency, start-ups, replay, embedded verifier start-up")
+	cmd.Flags().IntVar(&million.Verifies, "verifies", 20000, "with --keys: HTTP verifies measured per start")
 	return cmd
 }
 
@@ -107,4 +114,19 @@ func runBenchHTTP(cmd *cobra.Command, g *globals, f benchHTTPFlags, dir string) 
 		return g.printJSON(results)
 	}
 	return nil
+}
+
+// runMillion is `keyreg bench --keys N`.
+func runMillion(cmd *cobra.Command, g *globals, opts bench.MillionOptions, dir string) error {
+	if dir == "" {
+		d, cleanup, err := bench.TempDir()
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		dir = d
+	}
+	opts.Dir, opts.Progress = dir, g.stderr
+	fmt.Fprintf(g.stdout, "keyreg bench: %d keys, in %s\n", opts.Keys, dir)
+	return bench.Million(cmd.Context(), opts, func(f bench.Figure) { bench.PrintFigure(g.stdout, f) })
 }

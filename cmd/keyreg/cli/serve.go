@@ -98,6 +98,7 @@ last batch, NATS shut down.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.IntVar(&cfg.SealEveryEvents, "seal-every-events", 1000, "append a signed audit checkpoint once this many events are not covered (-1: never)")
 	f.DurationVar(&cfg.SealInterval, "seal-interval", time.Minute, "append a signed audit checkpoint this often while events are not covered (-1s: never)")
+	f.DurationVar(&cfg.VerifySnapshotInterval, "verify-snapshot-interval", server.DefaultVerifySnapshotInterval, "how often to snapshot the verify index for embedded verifiers when it moved; also at start and on shutdown (-1s: never)")
 	f.IntVar(&cfg.MaxKeysPerWorkspace, "max-keys-per-workspace", commands.DefaultMaxKeysPerWorkspace, "the most keys a workspace holds, revoked ones included (-1: no limit)")
 	f.IntVar(&cfg.MaxIdentifiersPerWorkspace, "max-identifiers-per-workspace", commands.DefaultMaxIdentifiersPerWorkspace, "the most identifiers a workspace holds, retired ones included (-1: no limit)")
 	f.BoolVar(&cfg.ReadOnly, "read-only", false, "serve a copy of the views (--views) for inspection: reads only, writes answer 405")

@@ -86,6 +86,11 @@ type Config struct {
 	// headers and body, WriteTimeout answering it; event streams and exports clear both.
 	// IdleTimeout bounds a kept-alive connection between requests.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// VerifySnapshotInterval is how often the node writes a snapshot of its verify index for
+	// embedded verifiers (projections/verifier) when its views moved; it also writes one
+	// once caught up at start and on shutdown (0: DefaultVerifySnapshotInterval; a
+	// negative value: never).
+	VerifySnapshotInterval time.Duration
 }
 
 // Default HTTP timeouts.
@@ -401,6 +406,12 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 	if n.users != nil {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return n.users.run(ctx) }, func(error) { cancel() })
+	}
+	if snap, err := n.newSnapshotter(cfg); err != nil {
+		return err
+	} else if snap != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return snap.run(ctx) }, func(error) { cancel() })
 	}
 	err := g.Run()
 	n.rebuild.wait()

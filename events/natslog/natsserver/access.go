@@ -37,12 +37,13 @@ const InProcessUser = events.ReservedSubscriberName
 const InProcessInboxPrefix = "_KEYREG_INBOX"
 
 // SubscriberPublishAllow lists the subjects a subscriber may publish to: the JetStream API
-// requests that read the KEYREG stream (stream info, message and direct gets), create,
+// requests that read the KEYREG stream (stream info, message and direct gets) and the verify
+// index snapshots (snapshotReads), create,
 // inspect, consume and delete consumers on it (ordered, ephemeral and durable), and the
 // acknowledgements and flow-control replies of those consumers. Nothing else.
 func SubscriberPublishAllow() []string {
 	s := events.StreamName
-	return []string{
+	return append([]string{
 		"$JS.API.INFO",
 		"$JS.API.STREAM.NAMES",
 		"$JS.API.STREAM.LIST",
@@ -62,6 +63,27 @@ func SubscriberPublishAllow() []string {
 		"$JS.ACK.*.*." + s + ".>",
 		"$JS.FC." + s + ".>",
 		"$JS.FC.*.*." + s + ".>",
+	}, snapshotReads()...)
+}
+
+// SnapshotStream and SnapshotSubjects are the stream and subjects of the verify index
+// snapshots that keyreg serve writes for embedded verifiers (projections/verifier keeps the
+// same names). A snapshot holds only what the KEYREG stream holds, for every workspace:
+// every subscriber may read the whole KEYREG stream, so every subscriber may read the
+// snapshots, and none may write them (SubscriberPublishDeny). A NATS user confined to
+// some workspaces' events must not be given snapshotReads.
+const (
+	SnapshotStream   = "KEYREG_VERIFY_SNAPSHOT"
+	SnapshotSubjects = "keyreg-snapshot.>"
+)
+
+// snapshotReads are the JetStream API requests that read the snapshots: the stream's info
+// and direct gets of its messages.
+func snapshotReads() []string {
+	return []string{
+		"$JS.API.STREAM.INFO." + SnapshotStream,
+		"$JS.API.DIRECT.GET." + SnapshotStream,
+		"$JS.API.DIRECT.GET." + SnapshotStream + ".>",
 	}
 }
 
@@ -72,6 +94,7 @@ func SubscriberPublishAllow() []string {
 func SubscriberPublishDeny() []string {
 	return []string{
 		events.SubjectPrefix + ".>",
+		SnapshotSubjects,
 		"$JS.API.STREAM.CREATE.>",
 		"$JS.API.STREAM.UPDATE.>",
 		"$JS.API.STREAM.DELETE.>",
@@ -116,6 +139,7 @@ func ConfinedPublishAllow(user string, maxConsumers int) []string {
 		"$JS.API.DIRECT.GET." + s,
 		"$JS.API.DIRECT.GET." + s + ".>",
 	}
+	allow = append(allow, snapshotReads()...)
 	for _, c := range events.ConsumerNames(user, maxConsumers) {
 		allow = append(allow,
 			"$JS.API.CONSUMER.CREATE."+s+"."+c,
