@@ -84,8 +84,8 @@ func (a *API) verify(ctx context.Context, in wire.VerifyRequest) (keyindex.Verif
 	if err != nil {
 		return keyindex.VerifyResult{}, 0, invalid("ip", in.IP, err.Error())
 	}
-	var perm events.Permission
-	if in.Permission != "" {
+	perm := events.Permission(in.Permission)
+	if perm != "" && !isPermission(in.Permission) {
 		if perm, err = events.ParsePermission(in.Permission); err != nil {
 			return keyindex.VerifyResult{}, 0, a.fail(ctx, err)
 		}
@@ -307,6 +307,33 @@ func (k keptAdapter) Handle(op *huma.Operation, h func(huma.Context)) { k.keep(o
 
 func (k keptAdapter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	k.API.Adapter().ServeHTTP(w, r)
+}
+
+// isPermission reports whether s has a permission's syntax, as events.ParsePermission
+// checks it, without its regular expression (verify checks one on every call).
+func isPermission(s string) bool {
+	if len(s) > events.MaxPermissionBytes {
+		return false
+	}
+	dots, wordStart := 0, true
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z':
+			wordStart = false
+		case c >= '0' && c <= '9' || c == '_':
+			if wordStart {
+				return false
+			}
+		case c == '.':
+			if wordStart {
+				return false
+			}
+			dots, wordStart = dots+1, true
+		default:
+			return false
+		}
+	}
+	return dots > 0 && !wordStart
 }
 
 // parseVerifyIP parses the end-user address of a verify request: an IPv4 or IPv6 address

@@ -358,3 +358,17 @@ func BenchmarkParsePlainVerify(b *testing.B) {
 		}
 	}
 }
+
+// FuzzIsPermission: isPermission, verify's shortcut, agrees with events.ParsePermission.
+func FuzzIsPermission(f *testing.F) {
+	for _, s := range []string{"users.track", "kpi.dau.data_series", "a.b", "a", "", ".a", "a.", "a..b", "A.b", "1a.b",
+		"a._b", "a.b1_", "a.b\n", "a.b c", "é.b", strings.Repeat("a.", 64) + "b", strings.Repeat("a", 127) + ".b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		_, err := events.ParsePermission(s)
+		if isPermission(s) != (err == nil) {
+			t.Fatalf("isPermission(%q) = %v; ParsePermission: %v", s, isPermission(s), err)
+		}
+	})
+}
