@@ -141,7 +141,9 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) *http.Request {
 	if r.Body == nil {
 		return r
 	}
-	http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	if canSetReadDeadline(w) {
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
@@ -159,6 +161,23 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) *http.Request {
 	r = r.WithContext(context.WithValue(r.Context(), bodyKey{}, body))
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	return r
+}
+
+// canSetReadDeadline reports whether w, or a writer it wraps, sets read deadlines, as
+// http.ResponseController looks for one. Asking first spares the error the controller
+// makes when none does (a server that buffers answers, as keyreg serve does), which costs
+// more than reading a small body.
+func canSetReadDeadline(w http.ResponseWriter) bool {
+	for {
+		switch t := w.(type) {
+		case interface{ SetReadDeadline(time.Time) error }:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
+	}
 }
 
 // noRoute answers a request that matches no route with a problem: 405 (with Allow) when
