@@ -135,7 +135,7 @@ func state[T any](t *txn, cache map[string]*T, key []byte) (*T, error) {
 	case err != nil:
 		return nil, fmt.Errorf("read %s: %w", key, err)
 	default:
-		err := json.Unmarshal(v, st)
+		err := decodeValue(v, any(st))
 		closer.Close()
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", key, err)
@@ -273,7 +273,7 @@ type historyValue struct {
 
 func (t *txn) indexHistory(seq uint64, e events.Event, ws events.Workspace, agg events.Aggregate, id string) error {
 	h := historyValue{Type: e.Type, Actor: e.Actor, Time: e.Time}
-	v, err := h.marshal(t.buf[:0])
+	v, err := encodeValue(t.buf[:0], &h)
 	if err != nil {
 		return err
 	}
@@ -281,7 +281,7 @@ func (t *txn) indexHistory(seq uint64, e events.Event, ws events.Workspace, agg 
 		return err
 	}
 	h.Aggregate, h.ID = agg, id
-	if v, err = h.marshal(v[:0]); err != nil {
+	if v, err = encodeValue(v[:0], &h); err != nil {
 		return err
 	}
 	t.buf = v
@@ -331,28 +331,29 @@ func appendJSONString(b []byte, s string) []byte {
 
 // flush writes the changed states and the checkpoint to the batch.
 func (t *txn) flush(cp uint64) error {
-	if err := putAll(t.b, t.workspaces); err != nil {
+	if err := putAll(t, t.workspaces); err != nil {
 		return err
 	}
-	if err := putAll(t.b, t.keys); err != nil {
+	if err := putAll(t, t.keys); err != nil {
 		return err
 	}
-	if err := putAll(t.b, t.idents); err != nil {
+	if err := putAll(t, t.idents); err != nil {
 		return err
 	}
-	if err := putAll(t.b, t.claims); err != nil {
+	if err := putAll(t, t.claims); err != nil {
 		return err
 	}
 	return t.b.Set([]byte(keyCheckpoint), strconv.AppendUint(nil, cp, 10), nil)
 }
 
-func putAll[T any](b *pebble.Batch, states map[string]*T) error {
+func putAll[T any](t *txn, states map[string]*T) error {
 	for k, st := range states {
-		v, err := json.Marshal(st)
+		v, err := encodeValue(t.buf[:0], any(st))
 		if err != nil {
 			return fmt.Errorf("encode %s: %w", k, err)
 		}
-		if err := b.Set([]byte(k), v, nil); err != nil {
+		t.buf = v
+		if err := t.b.Set([]byte(k), v, nil); err != nil {
 			return err
 		}
 	}

@@ -73,11 +73,62 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open projections %s: %w", dir, err)
 	}
 	s := &Store{db: db, opts: opts, changed: make(chan struct{})}
+	if err := s.checkFormat(dir); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open projections %s: %w", dir, err)
 	}
 	return s, nil
+}
+
+// checkFormat marks a new, empty store with FormatVersion and refuses one of another
+// format: views written before the binary values (format 1: no mark, JSON values) or by a
+// newer keyreg.
+func (s *Store) checkFormat(dir string) error {
+	v, closer, err := s.db.Get([]byte(keyFormat))
+	switch {
+	case err == nil:
+		f, perr := strconv.Atoi(string(v))
+		closer.Close()
+		if perr != nil {
+			return fmt.Errorf("open projections %s: bad %s %q", dir, keyFormat, v)
+		}
+		if f != FormatVersion {
+			return formatErr(dir, f)
+		}
+		return nil
+	case !errors.Is(err, pebble.ErrNotFound):
+		return fmt.Errorf("open projections %s: read %s: %w", dir, keyFormat, err)
+	}
+	empty := true
+	if err := s.scan(nil, nil, func(key, value []byte) error {
+		empty = false
+		return errStop
+	}); err != nil && !errors.Is(err, errStop) {
+		return fmt.Errorf("open projections %s: %w", dir, err)
+	}
+	switch {
+	case !empty:
+		return formatErr(dir, 1)
+	case s.opts.ReadOnly:
+		return nil
+	}
+	wo := pebble.Sync
+	if s.opts.NoSync {
+		wo = pebble.NoSync
+	}
+	if err := s.db.Set([]byte(keyFormat), strconv.AppendInt(nil, FormatVersion, 10), wo); err != nil {
+		return fmt.Errorf("open projections %s: mark format: %w", dir, err)
+	}
+	return nil
+}
+
+func formatErr(dir string, found int) error {
+	return fmt.Errorf("%w: the views in %s are in format %d, and this keyreg reads format %d: "+
+		"rebuild them from the stream with `keyreg replay` (the stream itself is unchanged)", ErrFormat, dir, found, FormatVersion)
 }
 
 func (s *Store) load() error {

@@ -3,10 +3,9 @@ package projections
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/cockroachdb/pebble/v2"
 	"golang.org/x/mod/sumdb/tlog"
@@ -113,7 +112,7 @@ func (t *txn) applyCheckpoint(d events.Decoded) error {
 	if err := st.Apply(d.Seq, d.Data, d.Event, d.Payload); err != nil {
 		return err
 	}
-	v, err := json.Marshal(st)
+	v, err := encodeValue(nil, &st)
 	if err != nil {
 		return err
 	}
@@ -292,7 +291,7 @@ func (s *Store) CheckpointAtLeast(size uint64) (events.CheckpointState, error) {
 	p := []byte(prefixCheckpointBySize)
 	err := s.scan(checkpointBySizeKey(size), prefixEnd(p), func(key, value []byte) error {
 		found = true
-		if err := json.Unmarshal(value, &st); err != nil {
+		if err := decodeValue(value, &st); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 		return errStop
@@ -391,7 +390,7 @@ func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record) error {
 		}
 	}
 	t.tree.wsSize[ws] = n + 1
-	return t.b.Set(appendSeq(wsTreeSeqPrefix(ws), r.Seq), strconv.AppendInt(nil, n, 10), nil)
+	return t.b.Set(appendSeq(wsTreeSeqPrefix(ws), r.Seq), binary.AppendUvarint(nil, uint64(n)), nil)
 }
 
 // workspaceTreeSize returns the number of events of ws with a stream sequence up to asOf.
@@ -413,11 +412,11 @@ func workspaceTreeSize(r pebble.Reader, ws events.Workspace, asOf uint64) (int64
 	if err != nil {
 		return 0, fmt.Errorf("workspace %s tree size: %w", ws, err)
 	}
-	n, err := strconv.ParseInt(string(v), 10, 64)
-	if err != nil {
+	n, w := binary.Uvarint(v)
+	if w <= 0 || w != len(v) || n >= 1<<62 {
 		return 0, fmt.Errorf("workspace %s tree size: bad leaf index %q at %s", ws, v, it.Key())
 	}
-	return n + 1, nil
+	return int64(n) + 1, nil
 }
 
 func readHashAt(r pebble.Reader, key []byte) (tlog.Hash, error) {
