@@ -31,7 +31,7 @@ func codecSamples() []any {
 			Status: "active", SecretHash: h, CreatedAt: utc, UpdatedAt: utc, Head: events.Head{Version: 1 << 40, LastHash: h}},
 		&events.KeyState{ID: "K2", Permissions: []events.Permission{"users.track", "x"},
 			Allowlist: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.1.2.3/8"), netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("::ffff:1.2.3.4/128")},
-			Status: "revoked", ExpiresAt: &zoned, SecretHash: "not-hex", PreviousHash: strings.ToUpper(h), PreviousValidUntil: &utc,
+			Status:    "revoked", ExpiresAt: &zoned, SecretHash: "not-hex", PreviousHash: strings.ToUpper(h), PreviousValidUntil: &utc,
 			CreatedAt: time.Unix(0, 0).UTC(), UpdatedAt: utc.Add(-30 * 365 * 24 * time.Hour), Head: events.Head{LastHash: "abc"}},
 		&events.IdentifierState{},
 		&events.IdentifierState{ID: "I1", Workspace: "acme", Kind: "app", Name: "iOS", Platform: "ios", Status: "retired", CreatedAt: utc, CreatedBy: "A", UpdatedAt: zoned, Head: events.Head{Version: 9, LastHash: h}},
@@ -95,6 +95,9 @@ func FuzzDecodeValue(f *testing.F) {
 		b, _ := encodeValue(nil, v)
 		f.Add(uint8(i), b)
 	}
+	// Inputs the fuzzer found: a bad prefix after a good length; a list count of 1.
+	f.Add(uint8(79), []byte("\x0200\x00\x00\x03\v00000000000\x010\x05\n0000000000"))
+	f.Add(uint8(0), []byte("\x00\x00\x01\x0000\x000\x00\x00"))
 	f.Fuzz(func(t *testing.T, i uint8, b []byte) {
 		typ := reflect.TypeOf(samples[int(i)%len(samples)]).Elem()
 		v := reflect.New(typ).Interface()
