@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections/keyindex"
@@ -41,7 +42,19 @@ func (s *Store) Apply(recs []events.Record) error {
 
 // ApplyDecoded is Apply for records already decoded (events.DecodeRecord), so that a bulk
 // rebuild can decode on other cores while this one applies.
-func (s *Store) ApplyDecoded(recs []events.Decoded) error {
+func (s *Store) ApplyDecoded(recs []events.Decoded) error { return s.applyDecoded(recs, nil) }
+
+// ApplyHashed is ApplyDecoded with each record's leaf hash in the audit trees already
+// computed: leaves[i] is tlog.RecordHash(recs[i].Data). A bulk rebuild hashes on other
+// cores too.
+func (s *Store) ApplyHashed(recs []events.Decoded, leaves []tlog.Hash) error {
+	if len(leaves) != len(recs) {
+		return fmt.Errorf("apply: %d leaf hashes for %d records", len(leaves), len(recs))
+	}
+	return s.applyDecoded(recs, leaves)
+}
+
+func (s *Store) applyDecoded(recs []events.Decoded, leaves []tlog.Hash) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.mu.Lock()
@@ -55,7 +68,7 @@ func (s *Store) ApplyDecoded(recs []events.Decoded) error {
 	first := last
 	t := newTxn(s)
 	defer t.b.Close()
-	for _, d := range recs {
+	for i, d := range recs {
 		r := d.Record
 		switch {
 		case r.Seq <= last:
@@ -69,10 +82,16 @@ func (s *Store) ApplyDecoded(recs []events.Decoded) error {
 		if err := t.apply(d); err != nil {
 			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 		}
-		if err := t.addLeaf(r); err != nil {
+		var leaf tlog.Hash
+		if leaves != nil {
+			leaf = leaves[i]
+		} else {
+			leaf = tlog.RecordHash(r.Data)
+		}
+		if err := t.addLeaf(r, leaf); err != nil {
 			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 		}
-		if err := t.addWorkspaceLeaf(d.Event.Workspace(), r); err != nil {
+		if err := t.addWorkspaceLeaf(d.Event.Workspace(), r, leaf); err != nil {
 			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 		}
 		last = r.Seq

@@ -35,21 +35,57 @@ func checkpointBySizeKey(size uint64) []byte {
 // the audit tree existed, and must be rebuilt from the log (keyreg replay).
 var ErrNoTree = errors.New("projections: audit tree incomplete: the views predate it; rebuild them (keyreg replay)")
 
-// treeTxn is the part of a txn that grows the audit tree: the hashes written in this
-// batch, which a plain Pebble batch cannot read back.
+// treeTxn is the part of a txn that grows the audit trees: the hashes written in this
+// batch that the next leaves read back, which a plain Pebble batch cannot.
 type treeTxn struct {
-	pending map[int64]tlog.Hash
+	started bool
+	top     frontier
 	// The workspace trees: their sizes so far (-1: none, the views predate them), and
-	// their hashes written in this batch by Pebble key.
-	wsSize    map[events.Workspace]int64
-	wsPending map[string]tlog.Hash
+	// their frontiers.
+	ws map[events.Workspace]*wsTreeTxn
 }
 
-// addLeaf adds record r as leaf r.Seq-1 and writes the hashes it completes.
-func (t *txn) addLeaf(r events.Record) error {
+type wsTreeTxn struct {
+	size int64
+	f    frontier
+}
+
+// frontier holds, for each level of a tree, the last hash stored at that level in this
+// batch. Adding leaf n reads back only the left siblings on its path, the last nodes
+// completed at their levels, so a batch needs no map of every hash it wrote: a hash not
+// in the frontier was written by an earlier batch and is read from the DB.
+type frontier struct {
+	idx  []int64 // storage index of the hash at each level; -1 for none
+	hash []tlog.Hash
+}
+
+func (f *frontier) get(idx int64) (tlog.Hash, bool) {
+	for l, x := range f.idx {
+		if x == idx {
+			return f.hash[l], true
+		}
+	}
+	return tlog.Hash{}, false
+}
+
+// stored records the hashes that tlog.StoredHashes returned for a leaf: hashes[l] is at
+// level l, at storage index base+l.
+func (f *frontier) stored(base int64, hashes []tlog.Hash) {
+	for len(f.idx) < len(hashes) {
+		f.idx = append(f.idx, -1)
+		f.hash = append(f.hash, tlog.Hash{})
+	}
+	for l, h := range hashes {
+		f.idx[l], f.hash[l] = base+int64(l), h
+	}
+}
+
+// addLeaf adds record r, whose leaf hash is leaf (tlog.RecordHash of its data), as leaf
+// r.Seq-1 and writes the hashes it completes.
+func (t *txn) addLeaf(r events.Record, leaf tlog.Hash) error {
 	n := int64(r.Seq) - 1
-	if t.tree.pending == nil {
-		t.tree.pending = map[int64]tlog.Hash{}
+	if !t.tree.started {
+		t.tree.started = true
 		// The first leaf of a batch: the views must hold the tree so far (views built
 		// before the audit tree do not), or the new hashes would be wrong.
 		if n > 0 {
@@ -58,15 +94,14 @@ func (t *txn) addLeaf(r events.Record) error {
 			}
 		}
 	}
-	hashes, err := tlog.StoredHashes(n, r.Data, tlog.HashReaderFunc(t.readHashes))
+	hashes, err := tlog.StoredHashesForRecordHash(n, leaf, tlog.HashReaderFunc(t.readHashes))
 	if err != nil {
 		return fmt.Errorf("audit tree leaf %d: %w", n, err)
 	}
 	base := tlog.StoredHashIndex(0, n)
+	t.tree.top.stored(base, hashes)
 	for i, h := range hashes {
-		idx := base + int64(i)
-		t.tree.pending[idx] = h
-		if err := t.b.Set(treeKey(idx), h[:], nil); err != nil {
+		if err := t.b.Set(treeKey(base+int64(i)), h[:], nil); err != nil {
 			return err
 		}
 	}
@@ -76,7 +111,7 @@ func (t *txn) addLeaf(r events.Record) error {
 func (t *txn) readHashes(indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
 	for i, idx := range indexes {
-		if h, ok := t.tree.pending[idx]; ok {
+		if h, ok := t.tree.top.get(idx); ok {
 			out[i] = h
 			continue
 		}
@@ -332,15 +367,14 @@ func wsTreeSeqPrefix(ws events.Workspace) []byte {
 // workspace's tree. Views built before the workspace trees existed have none for the
 // workspaces they hold: those workspaces stay without one (WorkspaceTree says ErrNoTree)
 // until a rebuild, and the views keep serving.
-func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record) error {
-	if t.tree.wsSize == nil {
-		t.tree.wsSize = map[events.Workspace]int64{}
-		t.tree.wsPending = map[string]tlog.Hash{}
+func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record, leaf tlog.Hash) error {
+	if t.tree.ws == nil {
+		t.tree.ws = map[events.Workspace]*wsTreeTxn{}
 	}
-	n, ok := t.tree.wsSize[ws]
+	wt, ok := t.tree.ws[ws]
 	if !ok {
-		var err error
-		if n, err = workspaceTreeSize(t.s.db, ws, ^uint64(0)); err != nil {
+		n, err := workspaceTreeSize(t.s.db, ws, ^uint64(0))
+		if err != nil {
 			return err
 		}
 		// Views built before the workspace trees hold history but no tree.
@@ -356,20 +390,21 @@ func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record) error {
 				n = -1
 			}
 		}
-		t.tree.wsSize[ws] = n
+		wt = &wsTreeTxn{size: n}
+		t.tree.ws[ws] = wt
 	}
+	n := wt.size
 	if n < 0 {
 		return nil // a workspace of views that predate the workspace trees
 	}
 	read := tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(indexes))
 		for i, idx := range indexes {
-			key := wsTreeKey(ws, idx)
-			if h, ok := t.tree.wsPending[string(key)]; ok {
+			if h, ok := wt.f.get(idx); ok {
 				out[i] = h
 				continue
 			}
-			h, err := readHashAt(t.s.db, key)
+			h, err := readHashAt(t.s.db, wsTreeKey(ws, idx))
 			if err != nil {
 				return nil, err
 			}
@@ -377,19 +412,18 @@ func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record) error {
 		}
 		return out, nil
 	})
-	hashes, err := tlog.StoredHashes(n, r.Data, read)
+	hashes, err := tlog.StoredHashesForRecordHash(n, leaf, read)
 	if err != nil {
 		return fmt.Errorf("workspace %s tree leaf %d: %w", ws, n, err)
 	}
 	base := tlog.StoredHashIndex(0, n)
+	wt.f.stored(base, hashes)
 	for i, h := range hashes {
-		key := wsTreeKey(ws, base+int64(i))
-		t.tree.wsPending[string(key)] = h
-		if err := t.b.Set(key, h[:], nil); err != nil {
+		if err := t.b.Set(wsTreeKey(ws, base+int64(i)), h[:], nil); err != nil {
 			return err
 		}
 	}
-	t.tree.wsSize[ws] = n + 1
+	wt.size = n + 1
 	return t.b.Set(appendSeq(wsTreeSeqPrefix(ws), r.Seq), binary.AppendUvarint(nil, uint64(n)), nil)
 }
 
