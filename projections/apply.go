@@ -111,6 +111,11 @@ func (s *Store) applyDecoded(recs []events.Decoded, leaves []tlog.Hash) error {
 		return fmt.Errorf("apply up to seq %d: commit: %w", last, err)
 	}
 	s.stats.add(int(last-first), built.Sub(start), time.Since(built))
+	if s.bulk != nil {
+		if err := s.bulk.commit(t, s.db); err != nil {
+			return fmt.Errorf("apply up to seq %d: %w", last, err)
+		}
+	}
 	s.updateIndex(t.keys)
 	s.setCheckpoint(last)
 	return nil
@@ -126,12 +131,13 @@ type txn struct {
 	keys       map[string]*events.KeyState
 	idents     map[string]*events.IdentifierState
 	claims     map[string]*events.NameClaimState
-	tree       treeTxn // the audit tree's hashes written in this batch
-	buf        []byte  // scratch for encoding index values (Pebble's Set copies them)
+	tree       treeTxn     // the audit tree's hashes written in this batch
+	buf        []byte      // scratch for encoding index values (Pebble's Set copies them)
+	bulk       []bulkEntry // in a bulk rebuild, the lanes' entries of this batch
 }
 
 func newTxn(s *Store) *txn {
-	return &txn{
+	t := &txn{
 		s:          s,
 		b:          s.db.NewBatch(),
 		workspaces: map[string]*events.WorkspaceState{},
@@ -139,6 +145,11 @@ func newTxn(s *Store) *txn {
 		idents:     map[string]*events.IdentifierState{},
 		claims:     map[string]*events.NameClaimState{},
 	}
+	if s.bulk != nil { // the trees so far are in bulkLoad, not (yet) in the DB
+		t.tree.started = true
+		t.tree.top = s.bulk.top.clone()
+	}
+	return t
 }
 
 // state returns the state stored under key, from the txn's cache or the DB (zero when
@@ -304,7 +315,7 @@ func (t *txn) indexHistory(seq uint64, e events.Event, ws events.Workspace, agg 
 		return err
 	}
 	t.buf = v
-	return t.b.Set(wsHistoryKey(ws, seq), v, nil)
+	return t.put(string(wsHistoryPrefix(ws)), wsHistoryKey(ws, seq), v)
 }
 
 // marshal appends h's JSON to b: the same bytes as json.Marshal(h), written by hand

@@ -101,7 +101,7 @@ func (t *txn) addLeaf(r events.Record, leaf tlog.Hash) error {
 	base := tlog.StoredHashIndex(0, n)
 	t.tree.top.stored(base, hashes)
 	for i, h := range hashes {
-		if err := t.b.Set(treeKey(base+int64(i)), h[:], nil); err != nil {
+		if err := t.put(prefixTree, treeKey(base+int64(i)), h[:]); err != nil {
 			return err
 		}
 	}
@@ -372,7 +372,13 @@ func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record, leaf tlog.H
 		t.tree.ws = map[events.Workspace]*wsTreeTxn{}
 	}
 	wt, ok := t.tree.ws[ws]
-	if !ok {
+	if !ok && t.s.bulk != nil {
+		wt = &wsTreeTxn{}
+		if b := t.s.bulk.ws[ws]; b != nil {
+			wt = &wsTreeTxn{size: b.size, f: b.f.clone()}
+		}
+		t.tree.ws[ws] = wt
+	} else if !ok {
 		n, err := workspaceTreeSize(t.s.db, ws, ^uint64(0))
 		if err != nil {
 			return err
@@ -418,13 +424,14 @@ func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record, leaf tlog.H
 	}
 	base := tlog.StoredHashIndex(0, n)
 	wt.f.stored(base, hashes)
+	lane := prefixWSTree + string(ws) + "/"
 	for i, h := range hashes {
-		if err := t.b.Set(wsTreeKey(ws, base+int64(i)), h[:], nil); err != nil {
+		if err := t.put(lane, wsTreeKey(ws, base+int64(i)), h[:]); err != nil {
 			return err
 		}
 	}
 	wt.size = n + 1
-	return t.b.Set(appendSeq(wsTreeSeqPrefix(ws), r.Seq), binary.AppendUvarint(nil, uint64(n)), nil)
+	return t.put(string(wsTreeSeqPrefix(ws)), appendSeq(wsTreeSeqPrefix(ws), r.Seq), binary.AppendUvarint(nil, uint64(n)))
 }
 
 // workspaceTreeSize returns the number of events of ws with a stream sequence up to asOf.

@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -305,45 +303,6 @@ func TestRebuildRefusesNonEmptyDir(t *testing.T) {
 	}
 }
 
-// BenchmarkReplay measures a full rebuild into Pebble beside a plain drain of the same
-// stream with an ordered consumer, and reports both rates and their ratio.
-//
-// The stream has -replay.events events (default 20,000; the figure for the notes is
-// taken with -replay.events=1000000).
-func BenchmarkReplay(b *testing.B) {
-	for _, n := range []int{*replayEvents} {
-		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
-			log := eventstest.NewJetStreamLog(b)
-			ctx := context.Background()
-			eventstest.Fill(b, log, "bench", n)
-			var drain, rebuild time.Duration
-			for i := 0; b.Loop(); i++ {
-				start := time.Now()
-				stop := errors.New("stop")
-				seen := 0
-				log.Follow(ctx, 1, func(r events.Record) error {
-					if seen++; seen == n {
-						return stop
-					}
-					return nil
-				})
-				drain += time.Since(start)
-				start = time.Now()
-				if _, err := replay.Rebuild(ctx, log, filepath.Join(b.TempDir(), fmt.Sprint(i)), replay.Options{}); err != nil {
-					b.Fatal(err)
-				}
-				rebuild += time.Since(start)
-			}
-			drainRate := float64(n*b.N) / drain.Seconds()
-			rebuildRate := float64(n*b.N) / rebuild.Seconds()
-			b.ReportMetric(drainRate, "drain-events/s")
-			b.ReportMetric(rebuildRate, "replay-events/s")
-			b.ReportMetric(rebuildRate/drainRate, "ratio")
-		})
-	}
-}
-
-var replayEvents = flag.Int("replay.events", 20_000, "events in BenchmarkReplay's stream")
 
 // downgrade rewrites the views in dir as format 1 wrote them: states and history entries
 // as JSON, leaf indexes in decimal (ReadableValue gives exactly those bytes), no format
