@@ -14,7 +14,13 @@ import (
 // the trees' frontiers cross batches and flushes), gives the same bytes as applying live.
 func TestBulkRebuildEqualsLive(t *testing.T) {
 	defer func(n int) { bulkFlushBytes = n }(bulkFlushBytes)
-	bulkFlushBytes = 500
+	for _, flushAt := range []int{500, 1 << 30} {
+		bulkFlushBytes = flushAt
+		testBulkRebuild(t, flushAt < 1<<20)
+	}
+}
+
+func testBulkRebuild(t *testing.T, flushes bool) {
 	log := events.NewMemLog()
 	w := newWriter(log)
 	scenario(t, w, 0)
@@ -40,7 +46,7 @@ func TestBulkRebuildEqualsLive(t *testing.T) {
 	if err := bulk.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if bulk.bulk.files < 8 {
+	if flushes && bulk.bulk.files < 8 || !flushes && bulk.bulk.files > 4 {
 		t.Fatalf("only %d tables ingested: the lanes did not flush along the way", bulk.bulk.files)
 	}
 	if w, g := dump(t, live), dump(t, bulk); !bytes.Equal(w, g) {

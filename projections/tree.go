@@ -50,6 +50,10 @@ type wsTreeTxn struct {
 	f    frontier
 }
 
+// errNotInFrontier means a bulk rebuild, which keeps its trees' frontiers across batches,
+// missed a hash there: a bug.
+var errNotInFrontier = errors.New("projections: bulk rebuild: a tree hash is missing from the frontier")
+
 // frontier holds, for each level of a tree, the last hash stored at that level in this
 // batch. Adding leaf n reads back only the left siblings on its path, the last nodes
 // completed at their levels, so a batch needs no map of every hash it wrote: a hash not
@@ -114,6 +118,9 @@ func (t *txn) readHashes(indexes []int64) ([]tlog.Hash, error) {
 		if h, ok := t.tree.top.get(idx); ok {
 			out[i] = h
 			continue
+		}
+		if t.s.bulk != nil {
+			return nil, errNotInFrontier
 		}
 		h, err := readHash(t.s.db, idx)
 		if err != nil {
@@ -409,6 +416,9 @@ func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record, leaf tlog.H
 			if h, ok := wt.f.get(idx); ok {
 				out[i] = h
 				continue
+			}
+			if t.s.bulk != nil {
+				return nil, errNotInFrontier
 			}
 			h, err := readHashAt(t.s.db, wsTreeKey(ws, idx))
 			if err != nil {
