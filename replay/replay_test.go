@@ -303,7 +303,6 @@ func TestRebuildRefusesNonEmptyDir(t *testing.T) {
 	}
 }
 
-
 // downgrade rewrites the views in dir as format 1 wrote them: states and history entries
 // as JSON, leaf indexes in decimal (ReadableValue gives exactly those bytes), no format
 // mark.
