@@ -75,10 +75,12 @@ func (e Event) Encode() ([]byte, error) { return json.Marshal(e) }
 
 // Decode parses an event stored in the log and checks its required attributes.
 func Decode(b []byte) (Event, error) {
-	var e Event
-	d := json.NewDecoder(bytes.NewReader(b))
-	if err := d.Decode(&e); err != nil {
-		return Event{}, fmt.Errorf("decode event: %w", err)
+	e, ok := decodeCanonical(b)
+	if !ok {
+		d := json.NewDecoder(bytes.NewReader(b))
+		if err := d.Decode(&e); err != nil {
+			return Event{}, fmt.Errorf("decode event: %w", err)
+		}
 	}
 	if e.SpecVersion != SpecVersion || e.ID == "" || e.Type == "" || e.Source == "" {
 		return Event{}, fmt.Errorf("decode event %q: missing or wrong CloudEvents attributes", e.ID)

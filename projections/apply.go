@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections/keyindex"
@@ -41,7 +42,19 @@ func (s *Store) Apply(recs []events.Record) error {
 
 // ApplyDecoded is Apply for records already decoded (events.DecodeRecord), so that a bulk
 // rebuild can decode on other cores while this one applies.
-func (s *Store) ApplyDecoded(recs []events.Decoded) error {
+func (s *Store) ApplyDecoded(recs []events.Decoded) error { return s.applyDecoded(recs, nil) }
+
+// ApplyHashed is ApplyDecoded with each record's leaf hash in the audit trees already
+// computed: leaves[i] is tlog.RecordHash(recs[i].Data). A bulk rebuild hashes on other
+// cores too.
+func (s *Store) ApplyHashed(recs []events.Decoded, leaves []tlog.Hash) error {
+	if len(leaves) != len(recs) {
+		return fmt.Errorf("apply: %d leaf hashes for %d records", len(leaves), len(recs))
+	}
+	return s.applyDecoded(recs, leaves)
+}
+
+func (s *Store) applyDecoded(recs []events.Decoded, leaves []tlog.Hash) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.mu.Lock()
@@ -55,7 +68,7 @@ func (s *Store) ApplyDecoded(recs []events.Decoded) error {
 	first := last
 	t := newTxn(s)
 	defer t.b.Close()
-	for _, d := range recs {
+	for i, d := range recs {
 		r := d.Record
 		switch {
 		case r.Seq <= last:
@@ -69,10 +82,16 @@ func (s *Store) ApplyDecoded(recs []events.Decoded) error {
 		if err := t.apply(d); err != nil {
 			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 		}
-		if err := t.addLeaf(r); err != nil {
+		var leaf tlog.Hash
+		if leaves != nil {
+			leaf = leaves[i]
+		} else {
+			leaf = tlog.RecordHash(r.Data)
+		}
+		if err := t.addLeaf(r, leaf); err != nil {
 			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 		}
-		if err := t.addWorkspaceLeaf(d.Event.Workspace(), r); err != nil {
+		if err := t.addWorkspaceLeaf(d.Event.Workspace(), r, leaf); err != nil {
 			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 		}
 		last = r.Seq
@@ -92,6 +111,11 @@ func (s *Store) ApplyDecoded(recs []events.Decoded) error {
 		return fmt.Errorf("apply up to seq %d: commit: %w", last, err)
 	}
 	s.stats.add(int(last-first), built.Sub(start), time.Since(built))
+	if s.bulk != nil {
+		if err := s.bulk.commit(t, s.db); err != nil {
+			return fmt.Errorf("apply up to seq %d: %w", last, err)
+		}
+	}
 	s.updateIndex(t.keys)
 	s.setCheckpoint(last)
 	return nil
@@ -107,12 +131,13 @@ type txn struct {
 	keys       map[string]*events.KeyState
 	idents     map[string]*events.IdentifierState
 	claims     map[string]*events.NameClaimState
-	tree       treeTxn // the audit tree's hashes written in this batch
-	buf        []byte  // scratch for encoding index values (Pebble's Set copies them)
+	tree       treeTxn     // the audit tree's hashes written in this batch
+	buf        []byte      // scratch for encoding index values (Pebble's Set copies them)
+	bulk       []bulkEntry // in a bulk rebuild, the lanes' entries of this batch
 }
 
 func newTxn(s *Store) *txn {
-	return &txn{
+	t := &txn{
 		s:          s,
 		b:          s.db.NewBatch(),
 		workspaces: map[string]*events.WorkspaceState{},
@@ -120,6 +145,11 @@ func newTxn(s *Store) *txn {
 		idents:     map[string]*events.IdentifierState{},
 		claims:     map[string]*events.NameClaimState{},
 	}
+	if s.bulk != nil { // the trees so far are in bulkLoad, not (yet) in the DB
+		t.tree.started = true
+		t.tree.top = s.bulk.top.clone()
+	}
+	return t
 }
 
 // state returns the state stored under key, from the txn's cache or the DB (zero when
@@ -135,7 +165,7 @@ func state[T any](t *txn, cache map[string]*T, key []byte) (*T, error) {
 	case err != nil:
 		return nil, fmt.Errorf("read %s: %w", key, err)
 	default:
-		err := json.Unmarshal(v, st)
+		err := decodeValue(v, any(st))
 		closer.Close()
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", key, err)
@@ -273,7 +303,7 @@ type historyValue struct {
 
 func (t *txn) indexHistory(seq uint64, e events.Event, ws events.Workspace, agg events.Aggregate, id string) error {
 	h := historyValue{Type: e.Type, Actor: e.Actor, Time: e.Time}
-	v, err := h.marshal(t.buf[:0])
+	v, err := encodeValue(t.buf[:0], &h)
 	if err != nil {
 		return err
 	}
@@ -281,11 +311,11 @@ func (t *txn) indexHistory(seq uint64, e events.Event, ws events.Workspace, agg 
 		return err
 	}
 	h.Aggregate, h.ID = agg, id
-	if v, err = h.marshal(v[:0]); err != nil {
+	if v, err = encodeValue(v[:0], &h); err != nil {
 		return err
 	}
 	t.buf = v
-	return t.b.Set(wsHistoryKey(ws, seq), v, nil)
+	return t.put(string(wsHistoryPrefix(ws)), wsHistoryKey(ws, seq), v)
 }
 
 // marshal appends h's JSON to b: the same bytes as json.Marshal(h), written by hand
@@ -331,28 +361,29 @@ func appendJSONString(b []byte, s string) []byte {
 
 // flush writes the changed states and the checkpoint to the batch.
 func (t *txn) flush(cp uint64) error {
-	if err := putAll(t.b, t.workspaces); err != nil {
+	if err := putAll(t, t.workspaces); err != nil {
 		return err
 	}
-	if err := putAll(t.b, t.keys); err != nil {
+	if err := putAll(t, t.keys); err != nil {
 		return err
 	}
-	if err := putAll(t.b, t.idents); err != nil {
+	if err := putAll(t, t.idents); err != nil {
 		return err
 	}
-	if err := putAll(t.b, t.claims); err != nil {
+	if err := putAll(t, t.claims); err != nil {
 		return err
 	}
 	return t.b.Set([]byte(keyCheckpoint), strconv.AppendUint(nil, cp, 10), nil)
 }
 
-func putAll[T any](b *pebble.Batch, states map[string]*T) error {
+func putAll[T any](t *txn, states map[string]*T) error {
 	for k, st := range states {
-		v, err := json.Marshal(st)
+		v, err := encodeValue(t.buf[:0], any(st))
 		if err != nil {
 			return fmt.Errorf("encode %s: %w", k, err)
 		}
-		if err := b.Set([]byte(k), v, nil); err != nil {
+		t.buf = v
+		if err := t.b.Set([]byte(k), v, nil); err != nil {
 			return err
 		}
 	}

@@ -2,7 +2,6 @@ package projections
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -63,7 +62,7 @@ func (s *Store) Audit(ws events.Workspace, f AuditFilter, after uint64, limit in
 	var out []HistoryEntry
 	err := s.scan(appendSeq(bytes.Clone(p), after+1), upper, func(key, value []byte) error {
 		var h historyValue
-		if err := json.Unmarshal(value, &h); err != nil {
+		if err := decodeValue(value, &h); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 		seq, err := parseSeqSuffix(key)

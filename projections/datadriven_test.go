@@ -3,7 +3,6 @@ package projections
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -174,12 +173,10 @@ func (h *harness) run(t *testing.T, d *datadriven.TestData) string {
 				return nil
 			}
 			b.WriteString(h.readable(strings.ReplaceAll(string(k), "\x00", `\x00`)))
-			if bytes.HasPrefix(k, []byte(prefixTree)) || bytes.HasPrefix(k, []byte(prefixWSTree)) {
-				v = []byte(hex.EncodeToString(v)) // raw 32-byte hashes of the audit trees
-			}
 			if len(v) > 0 {
 				b.WriteString(" -> ")
-				b.WriteString(h.readable(string(v)))
+				// States and history entries as JSON, hashes in hex (ReadableValue).
+				b.WriteString(h.readable(ReadableValue(k, v)))
 			}
 			b.WriteString("\n")
 			return nil

@@ -21,15 +21,16 @@
 // digits (so byte order is numeric order), <hash> the lower-case hex SHA-256 of a secret.
 //
 //	meta/checkpoint                         last applied stream sequence, in decimal
-//	ws/<ws>                                 events.WorkspaceState JSON
-//	key/<ws>/<id>                           events.KeyState JSON
+//	meta/format                             FormatVersion, in decimal (absent: format 1)
+//	ws/<ws>                                 events.WorkspaceState
+//	key/<ws>/<id>                           events.KeyState
 //	secret/<hash>                           "<ws>/<id>" of the key whose current secret, or
 //	                                        previous secret after a rotation, has this hash
 //	                                        (kept after revocation, so Verify says REVOKED)
-//	ident/<ws>/<id>                         events.IdentifierState JSON
+//	ident/<ws>/<id>                         events.IdentifierState
 //	identname/<ws>/<kind>/<folded>\x00<id>  empty; one per active identifier, where
 //	                                        <folded> is events.FoldName of its name
-//	nameclaim/<ws>/<claim id>               events.NameClaimState JSON
+//	nameclaim/<ws>/<claim id>               events.NameClaimState
 //	hist/<ws>/<aggregate>/<id>/<seq>        {"type","actor","time"} of each event of an
 //	                                        aggregate
 //	wshist/<ws>/<seq>                       {"type","actor","time","aggregate","id"} of each
@@ -38,12 +39,13 @@
 //	                                        index <index> (20 digits); see tree.go
 //	wtlog/<ws>/<index>                      32-byte hash of workspace <ws>'s own audit tree
 //	                                        (its events only); see tree.go
-//	wtseq/<ws>/<seq>                        leaf index (decimal) of the event <seq> in the
+//	wtseq/<ws>/<seq>                        leaf index (uvarint) of the event <seq> in the
 //	                                        tree of <ws>
-//	ckpt/latest                             events.CheckpointState JSON of the latest
+//	ckpt/latest                             events.CheckpointState of the latest
 //	                                        signed checkpoint of the audit tree
 //	ckpt/size/<size>                        the same, of every checkpoint, by tree size
 //
-// Event bodies stay in the log; the history indexes hold just enough to filter an audit
+// States, history entries and checkpoints are in the binary form of codec.go (format 2;
+// format 1 stored JSON, which ReadableValue shows). Event bodies stay in the log; the history indexes hold just enough to filter an audit
 // query, and the bodies are fetched by sequence (events.Reader.Get).
 package projections

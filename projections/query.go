@@ -3,7 +3,6 @@ package projections
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,7 +13,7 @@ import (
 	"github.com/keyreg/keyreg/events"
 )
 
-// get decodes the JSON value of key into v; events.ErrNotFound when absent.
+// get decodes the value of key into v; events.ErrNotFound when absent.
 func (s *Store) get(key []byte, v any) error { return get(s.db, key, v) }
 
 func get(r pebble.Reader, key []byte, v any) error {
@@ -26,7 +25,7 @@ func get(r pebble.Reader, key []byte, v any) error {
 		return err
 	}
 	defer closer.Close()
-	return json.Unmarshal(b, v)
+	return decodeValue(b, v)
 }
 
 // getErr returns err of the read of what (a "workspace", "key" or "identifier") id of ws:
@@ -58,7 +57,7 @@ func (s *Store) Workspaces(after events.Workspace, limit int) ([]events.Workspac
 			return errStop
 		}
 		var st events.WorkspaceState
-		if err := json.Unmarshal(value, &st); err != nil {
+		if err := decodeValue(value, &st); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 		out = append(out, st)
@@ -109,7 +108,7 @@ func (s *Store) Keys(ws events.Workspace, f KeyFilter) ([]events.KeyState, error
 			return errStop
 		}
 		var st events.KeyState
-		if err := json.Unmarshal(value, &st); err != nil {
+		if err := decodeValue(value, &st); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 		if f.Status == "" || st.StatusAt(at) == f.Status {
@@ -295,7 +294,7 @@ func (s *Store) history(p []byte, after uint64, limit int) ([]HistoryEntry, erro
 			return errStop
 		}
 		var h historyValue
-		if err := json.Unmarshal(value, &h); err != nil {
+		if err := decodeValue(value, &h); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 		seq, err := parseSeqSuffix(key)

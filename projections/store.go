@@ -50,6 +50,7 @@ type Store struct {
 	cp      atomic.Uint64
 	verify  keyindex.Index
 	stats   applyStats
+	bulk    *bulkLoad // set for a rebuild into a new store: see bulk.go
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when the checkpoint advances
@@ -73,11 +74,66 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open projections %s: %w", dir, err)
 	}
 	s := &Store{db: db, opts: opts, changed: make(chan struct{})}
+	fresh, err := s.checkFormat(dir)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if fresh && opts.NoSync {
+		s.bulk = newBulkLoad(dir, po.FS, po, db)
+	}
 	if err := s.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open projections %s: %w", dir, err)
 	}
 	return s, nil
+}
+
+// checkFormat marks a new, empty store with FormatVersion (fresh is then true) and refuses
+// one of another format: views written before the binary values (format 1: no mark, JSON
+// values) or by a newer keyreg.
+func (s *Store) checkFormat(dir string) (fresh bool, err error) {
+	v, closer, gerr := s.db.Get([]byte(keyFormat))
+	switch {
+	case gerr == nil:
+		f, perr := strconv.Atoi(string(v))
+		closer.Close()
+		if perr != nil {
+			return false, fmt.Errorf("open projections %s: bad %s %q", dir, keyFormat, v)
+		}
+		if f != FormatVersion {
+			return false, formatErr(dir, f)
+		}
+		return false, nil
+	case !errors.Is(gerr, pebble.ErrNotFound):
+		return false, fmt.Errorf("open projections %s: read %s: %w", dir, keyFormat, gerr)
+	}
+	empty := true
+	if err := s.scan(nil, nil, func(key, value []byte) error {
+		empty = false
+		return errStop
+	}); err != nil && !errors.Is(err, errStop) {
+		return false, fmt.Errorf("open projections %s: %w", dir, err)
+	}
+	switch {
+	case !empty:
+		return false, formatErr(dir, 1)
+	case s.opts.ReadOnly:
+		return false, nil
+	}
+	wo := pebble.Sync
+	if s.opts.NoSync {
+		wo = pebble.NoSync
+	}
+	if err := s.db.Set([]byte(keyFormat), strconv.AppendInt(nil, FormatVersion, 10), wo); err != nil {
+		return false, fmt.Errorf("open projections %s: mark format: %w", dir, err)
+	}
+	return true, nil
+}
+
+func formatErr(dir string, found int) error {
+	return fmt.Errorf("%w: the views in %s are in format %d, and this keyreg reads format %d: "+
+		"rebuild them from the stream with `keyreg replay` (the stream itself is unchanged)", ErrFormat, dir, found, FormatVersion)
 }
 
 func (s *Store) load() error {
@@ -104,6 +160,9 @@ func (s *Store) Checkpoint() uint64 { return s.cp.Load() }
 func (s *Store) Sync() error {
 	if s.opts.ReadOnly {
 		return nil
+	}
+	if err := s.flushBulk(); err != nil {
+		return fmt.Errorf("sync projections: %w", err)
 	}
 	if s.opts.NoSync {
 		if err := s.db.Flush(); err != nil {

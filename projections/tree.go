@@ -3,10 +3,9 @@ package projections
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/cockroachdb/pebble/v2"
 	"golang.org/x/mod/sumdb/tlog"
@@ -36,21 +35,61 @@ func checkpointBySizeKey(size uint64) []byte {
 // the audit tree existed, and must be rebuilt from the log (keyreg replay).
 var ErrNoTree = errors.New("projections: audit tree incomplete: the views predate it; rebuild them (keyreg replay)")
 
-// treeTxn is the part of a txn that grows the audit tree: the hashes written in this
-// batch, which a plain Pebble batch cannot read back.
+// treeTxn is the part of a txn that grows the audit trees: the hashes written in this
+// batch that the next leaves read back, which a plain Pebble batch cannot.
 type treeTxn struct {
-	pending map[int64]tlog.Hash
+	started bool
+	top     frontier
 	// The workspace trees: their sizes so far (-1: none, the views predate them), and
-	// their hashes written in this batch by Pebble key.
-	wsSize    map[events.Workspace]int64
-	wsPending map[string]tlog.Hash
+	// their frontiers.
+	ws map[events.Workspace]*wsTreeTxn
 }
 
-// addLeaf adds record r as leaf r.Seq-1 and writes the hashes it completes.
-func (t *txn) addLeaf(r events.Record) error {
+type wsTreeTxn struct {
+	size int64
+	f    frontier
+}
+
+// errNotInFrontier means a bulk rebuild, which keeps its trees' frontiers across batches,
+// missed a hash there: a bug.
+var errNotInFrontier = errors.New("projections: bulk rebuild: a tree hash is missing from the frontier")
+
+// frontier holds, for each level of a tree, the last hash stored at that level in this
+// batch. Adding leaf n reads back only the left siblings on its path, the last nodes
+// completed at their levels, so a batch needs no map of every hash it wrote: a hash not
+// in the frontier was written by an earlier batch and is read from the DB.
+type frontier struct {
+	idx  []int64 // storage index of the hash at each level; -1 for none
+	hash []tlog.Hash
+}
+
+func (f *frontier) get(idx int64) (tlog.Hash, bool) {
+	for l, x := range f.idx {
+		if x == idx {
+			return f.hash[l], true
+		}
+	}
+	return tlog.Hash{}, false
+}
+
+// stored records the hashes that tlog.StoredHashes returned for a leaf: hashes[l] is at
+// level l, at storage index base+l.
+func (f *frontier) stored(base int64, hashes []tlog.Hash) {
+	for len(f.idx) < len(hashes) {
+		f.idx = append(f.idx, -1)
+		f.hash = append(f.hash, tlog.Hash{})
+	}
+	for l, h := range hashes {
+		f.idx[l], f.hash[l] = base+int64(l), h
+	}
+}
+
+// addLeaf adds record r, whose leaf hash is leaf (tlog.RecordHash of its data), as leaf
+// r.Seq-1 and writes the hashes it completes.
+func (t *txn) addLeaf(r events.Record, leaf tlog.Hash) error {
 	n := int64(r.Seq) - 1
-	if t.tree.pending == nil {
-		t.tree.pending = map[int64]tlog.Hash{}
+	if !t.tree.started {
+		t.tree.started = true
 		// The first leaf of a batch: the views must hold the tree so far (views built
 		// before the audit tree do not), or the new hashes would be wrong.
 		if n > 0 {
@@ -59,15 +98,14 @@ func (t *txn) addLeaf(r events.Record) error {
 			}
 		}
 	}
-	hashes, err := tlog.StoredHashes(n, r.Data, tlog.HashReaderFunc(t.readHashes))
+	hashes, err := tlog.StoredHashesForRecordHash(n, leaf, tlog.HashReaderFunc(t.readHashes))
 	if err != nil {
 		return fmt.Errorf("audit tree leaf %d: %w", n, err)
 	}
 	base := tlog.StoredHashIndex(0, n)
+	t.tree.top.stored(base, hashes)
 	for i, h := range hashes {
-		idx := base + int64(i)
-		t.tree.pending[idx] = h
-		if err := t.b.Set(treeKey(idx), h[:], nil); err != nil {
+		if err := t.put(prefixTree, treeKey(base+int64(i)), h[:]); err != nil {
 			return err
 		}
 	}
@@ -77,9 +115,12 @@ func (t *txn) addLeaf(r events.Record) error {
 func (t *txn) readHashes(indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
 	for i, idx := range indexes {
-		if h, ok := t.tree.pending[idx]; ok {
+		if h, ok := t.tree.top.get(idx); ok {
 			out[i] = h
 			continue
+		}
+		if t.s.bulk != nil {
+			return nil, errNotInFrontier
 		}
 		h, err := readHash(t.s.db, idx)
 		if err != nil {
@@ -113,7 +154,7 @@ func (t *txn) applyCheckpoint(d events.Decoded) error {
 	if err := st.Apply(d.Seq, d.Data, d.Event, d.Payload); err != nil {
 		return err
 	}
-	v, err := json.Marshal(st)
+	v, err := encodeValue(nil, &st)
 	if err != nil {
 		return err
 	}
@@ -292,7 +333,7 @@ func (s *Store) CheckpointAtLeast(size uint64) (events.CheckpointState, error) {
 	p := []byte(prefixCheckpointBySize)
 	err := s.scan(checkpointBySizeKey(size), prefixEnd(p), func(key, value []byte) error {
 		found = true
-		if err := json.Unmarshal(value, &st); err != nil {
+		if err := decodeValue(value, &st); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 		return errStop
@@ -333,15 +374,20 @@ func wsTreeSeqPrefix(ws events.Workspace) []byte {
 // workspace's tree. Views built before the workspace trees existed have none for the
 // workspaces they hold: those workspaces stay without one (WorkspaceTree says ErrNoTree)
 // until a rebuild, and the views keep serving.
-func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record) error {
-	if t.tree.wsSize == nil {
-		t.tree.wsSize = map[events.Workspace]int64{}
-		t.tree.wsPending = map[string]tlog.Hash{}
+func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record, leaf tlog.Hash) error {
+	if t.tree.ws == nil {
+		t.tree.ws = map[events.Workspace]*wsTreeTxn{}
 	}
-	n, ok := t.tree.wsSize[ws]
-	if !ok {
-		var err error
-		if n, err = workspaceTreeSize(t.s.db, ws, ^uint64(0)); err != nil {
+	wt, ok := t.tree.ws[ws]
+	if !ok && t.s.bulk != nil {
+		wt = &wsTreeTxn{}
+		if b := t.s.bulk.ws[ws]; b != nil {
+			wt = &wsTreeTxn{size: b.size, f: b.f.clone()}
+		}
+		t.tree.ws[ws] = wt
+	} else if !ok {
+		n, err := workspaceTreeSize(t.s.db, ws, ^uint64(0))
+		if err != nil {
 			return err
 		}
 		// Views built before the workspace trees hold history but no tree.
@@ -357,20 +403,24 @@ func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record) error {
 				n = -1
 			}
 		}
-		t.tree.wsSize[ws] = n
+		wt = &wsTreeTxn{size: n}
+		t.tree.ws[ws] = wt
 	}
+	n := wt.size
 	if n < 0 {
 		return nil // a workspace of views that predate the workspace trees
 	}
 	read := tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(indexes))
 		for i, idx := range indexes {
-			key := wsTreeKey(ws, idx)
-			if h, ok := t.tree.wsPending[string(key)]; ok {
+			if h, ok := wt.f.get(idx); ok {
 				out[i] = h
 				continue
 			}
-			h, err := readHashAt(t.s.db, key)
+			if t.s.bulk != nil {
+				return nil, errNotInFrontier
+			}
+			h, err := readHashAt(t.s.db, wsTreeKey(ws, idx))
 			if err != nil {
 				return nil, err
 			}
@@ -378,20 +428,20 @@ func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record) error {
 		}
 		return out, nil
 	})
-	hashes, err := tlog.StoredHashes(n, r.Data, read)
+	hashes, err := tlog.StoredHashesForRecordHash(n, leaf, read)
 	if err != nil {
 		return fmt.Errorf("workspace %s tree leaf %d: %w", ws, n, err)
 	}
 	base := tlog.StoredHashIndex(0, n)
+	wt.f.stored(base, hashes)
+	lane := prefixWSTree + string(ws) + "/"
 	for i, h := range hashes {
-		key := wsTreeKey(ws, base+int64(i))
-		t.tree.wsPending[string(key)] = h
-		if err := t.b.Set(key, h[:], nil); err != nil {
+		if err := t.put(lane, wsTreeKey(ws, base+int64(i)), h[:]); err != nil {
 			return err
 		}
 	}
-	t.tree.wsSize[ws] = n + 1
-	return t.b.Set(appendSeq(wsTreeSeqPrefix(ws), r.Seq), strconv.AppendInt(nil, n, 10), nil)
+	wt.size = n + 1
+	return t.put(string(wsTreeSeqPrefix(ws)), appendSeq(wsTreeSeqPrefix(ws), r.Seq), binary.AppendUvarint(nil, uint64(n)))
 }
 
 // workspaceTreeSize returns the number of events of ws with a stream sequence up to asOf.
@@ -413,11 +463,11 @@ func workspaceTreeSize(r pebble.Reader, ws events.Workspace, asOf uint64) (int64
 	if err != nil {
 		return 0, fmt.Errorf("workspace %s tree size: %w", ws, err)
 	}
-	n, err := strconv.ParseInt(string(v), 10, 64)
-	if err != nil {
+	n, w := binary.Uvarint(v)
+	if w <= 0 || w != len(v) || n >= 1<<62 {
 		return 0, fmt.Errorf("workspace %s tree size: bad leaf index %q at %s", ws, v, it.Key())
 	}
-	return n + 1, nil
+	return int64(n) + 1, nil
 }
 
 func readHashAt(r pebble.Reader, key []byte) (tlog.Hash, error) {

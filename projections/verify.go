@@ -1,7 +1,6 @@
 package projections
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"time"
@@ -35,7 +34,7 @@ func (s *Store) loadIndex() error {
 	keys := make([]events.KeyState, 0, 4096)
 	err := s.scanPrefix([]byte(prefixKey), func(key, value []byte) error {
 		var k events.KeyState
-		if err := json.Unmarshal(value, &k); err != nil {
+		if err := decodeValue(value, &k); err != nil {
 			return fmt.Errorf("load verify index: %s: %w", key, err)
 		}
 		if keys = append(keys, k); len(keys) == cap(keys) {

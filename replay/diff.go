@@ -19,14 +19,16 @@ type Difference struct {
 	Right []byte
 }
 
+// String shows the difference with the values readable (projections.ReadableValue).
 func (d Difference) String() string {
+	l, r := projections.ReadableValue([]byte(d.Key), d.Left), projections.ReadableValue([]byte(d.Key), d.Right)
 	switch {
 	case d.Left == nil:
-		return fmt.Sprintf("%s: only in right: %s", d.Key, d.Right)
+		return fmt.Sprintf("%s: only in right: %s", d.Key, r)
 	case d.Right == nil:
-		return fmt.Sprintf("%s: only in left: %s", d.Key, d.Left)
+		return fmt.Sprintf("%s: only in left: %s", d.Key, l)
 	}
-	return fmt.Sprintf("%s: left %s, right %s", d.Key, d.Left, d.Right)
+	return fmt.Sprintf("%s: left %s, right %s", d.Key, l, r)
 }
 
 type kv struct{ k, v []byte }

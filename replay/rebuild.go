@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
 )
@@ -108,13 +110,19 @@ func RebuildGeneration(ctx context.Context, log events.Reader, gens Generations,
 	return name, stats, gens.RemoveStale()
 }
 
+// hashedBatch is a batch of decoded records and their leaf hashes in the audit trees.
+type hashedBatch struct {
+	recs   []events.Decoded
+	leaves []tlog.Hash
+}
+
 // pipeline reads, decodes and applies records on three stages, so that reading the
-// stream, decoding JSON (split over the cores) and writing Pebble overlap.
+// stream, decoding JSON and hashing (split over the cores) and writing Pebble overlap.
 func pipeline(ctx context.Context, log events.Reader, store *projections.Store, from, target uint64, size int, opts Options, stats *Stats) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	raw := make(chan []events.Record, 2)
-	decoded := make(chan []events.Decoded, 2)
+	decoded := make(chan hashedBatch, 2)
 	errc := make(chan error, 3)
 
 	go func() { // read
@@ -149,11 +157,12 @@ func pipeline(ctx context.Context, log events.Reader, store *projections.Store, 
 		}
 	}()
 
-	go func() { // decode, in parallel halves
+	go func() { // decode and hash, in parallel parts
 		defer close(decoded)
 		workers := max(1, runtime.GOMAXPROCS(0))
 		for batch := range raw {
 			out := make([]events.Decoded, len(batch))
+			leaves := make([]tlog.Hash, len(batch))
 			errs := make([]error, workers)
 			var wg sync.WaitGroup
 			chunk := (len(batch) + workers - 1) / workers
@@ -172,6 +181,7 @@ func pipeline(ctx context.Context, log events.Reader, store *projections.Store, 
 							return
 						}
 						out[i] = d
+						leaves[i] = tlog.RecordHash(batch[i].Data)
 					}
 				}()
 			}
@@ -181,19 +191,19 @@ func pipeline(ctx context.Context, log events.Reader, store *projections.Store, 
 				return
 			}
 			select {
-			case decoded <- out:
+			case decoded <- hashedBatch{out, leaves}:
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
 
-	for batch := range decoded { // apply
-		if err := store.ApplyDecoded(batch); err != nil {
+	for b := range decoded { // apply, in order
+		if err := store.ApplyHashed(b.recs, b.leaves); err != nil {
 			return err
 		}
-		stats.Applied += uint64(len(batch))
-		stats.Checkpoint = batch[len(batch)-1].Seq
+		stats.Applied += uint64(len(b.recs))
+		stats.Checkpoint = b.recs[len(b.recs)-1].Seq
 		if opts.Progress != nil {
 			opts.Progress(stats.Applied, target)
 		}

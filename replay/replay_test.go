@@ -1,15 +1,15 @@
 package replay_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -211,8 +211,10 @@ func TestDiffFindsPlantedDifference(t *testing.T) {
 	changed := string(it.Key())
 	it.Next()
 	removed := string(it.Key())
+	it.Next()
+	planted := bytes.Clone(it.Value()) // another key's state: a value that decodes
 	it.Close()
-	db.Set([]byte(changed), []byte(`{"planted":true}`), pebble.Sync)
+	db.Set([]byte(changed), planted, pebble.Sync)
 	db.Delete([]byte(removed), pebble.Sync)
 	db.Close()
 
@@ -221,7 +223,7 @@ func TestDiffFindsPlantedDifference(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(diffs) != 2 || diffs[0].Key != changed || string(diffs[0].Right) != `{"planted":true}` ||
+	if len(diffs) != 2 || diffs[0].Key != changed || !bytes.Equal(diffs[0].Right, planted) ||
 		diffs[1].Key != removed || diffs[1].Right != nil || diffs[1].Left == nil {
 		t.Fatalf("diffs = %v, want %s changed and %s missing", diffs, changed, removed)
 	}
@@ -301,42 +303,71 @@ func TestRebuildRefusesNonEmptyDir(t *testing.T) {
 	}
 }
 
-// BenchmarkReplay measures a full rebuild into Pebble beside a plain drain of the same
-// stream with an ordered consumer, and reports both rates and their ratio.
-//
-// The stream has -replay.events events (default 20,000; the figure for the notes is
-// taken with -replay.events=1000000).
-func BenchmarkReplay(b *testing.B) {
-	for _, n := range []int{*replayEvents} {
-		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
-			log := eventstest.NewJetStreamLog(b)
-			ctx := context.Background()
-			eventstest.Fill(b, log, "bench", n)
-			var drain, rebuild time.Duration
-			for i := 0; b.Loop(); i++ {
-				start := time.Now()
-				stop := errors.New("stop")
-				seen := 0
-				log.Follow(ctx, 1, func(r events.Record) error {
-					if seen++; seen == n {
-						return stop
-					}
-					return nil
-				})
-				drain += time.Since(start)
-				start = time.Now()
-				if _, err := replay.Rebuild(ctx, log, filepath.Join(b.TempDir(), fmt.Sprint(i)), replay.Options{}); err != nil {
-					b.Fatal(err)
-				}
-				rebuild += time.Since(start)
-			}
-			drainRate := float64(n*b.N) / drain.Seconds()
-			rebuildRate := float64(n*b.N) / rebuild.Seconds()
-			b.ReportMetric(drainRate, "drain-events/s")
-			b.ReportMetric(rebuildRate, "replay-events/s")
-			b.ReportMetric(rebuildRate/drainRate, "ratio")
-		})
+// downgrade rewrites the views in dir as format 1 wrote them: states and history entries
+// as JSON, leaf indexes in decimal (ReadableValue gives exactly those bytes), no format
+// mark.
+func downgrade(t *testing.T, dir string) {
+	t.Helper()
+	db, err := pebble.Open(dir, &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	b := db.NewBatch()
+	it, _ := db.NewIter(nil)
+	for ok := it.First(); ok; ok = it.Next() {
+		k := string(it.Key())
+		switch {
+		case k == "meta/format":
+			b.Delete(it.Key(), nil)
+		case strings.HasPrefix(k, "tlog/"), strings.HasPrefix(k, "wtlog/"):
+		default:
+			b.Set(it.Key(), []byte(projections.ReadableValue(it.Key(), it.Value())), nil)
+		}
+	}
+	it.Close()
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
 	}
 }
 
-var replayEvents = flag.Int("replay.events", 20_000, "events in BenchmarkReplay's stream")
+// TestMigrateFormat1: views of format 1 (JSON values) are refused with ErrFormat, and a
+// rebuild into a new generation, what `keyreg replay` runs, migrates them: the new
+// generation serves, equals a fresh rebuild, and the old one is gone.
+func TestMigrateFormat1(t *testing.T) {
+	log := eventstest.NewJetStreamLog(t)
+	keyID, _, _ := scenario(t, log)
+	ctx := context.Background()
+	gens := replay.Generations{Root: t.TempDir()}
+	old, _, err := replay.RebuildGeneration(ctx, log, gens, replay.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	downgrade(t, gens.Dir(old))
+	if _, err := projections.Open(gens.Dir(old), projections.Options{}); !errors.Is(err, projections.ErrFormat) ||
+		!strings.Contains(err.Error(), "format 1") || !strings.Contains(err.Error(), "keyreg replay") {
+		t.Fatalf("opening format-1 views: %v, want ErrFormat naming format 1 and keyreg replay", err)
+	}
+
+	gen, stats, err := replay.RebuildGeneration(ctx, log, gens, replay.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, _ := gens.Current(); cur != gen || gen == old || stats.Applied == 0 {
+		t.Fatalf("after the migration generation %s serves (built %s, old %s, %d applied)", cur, gen, old, stats.Applied)
+	}
+	if _, err := os.Stat(gens.Dir(old)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the format-1 generation is still there: %v", err)
+	}
+	migrated := open(t, gens.Dir(gen))
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	if _, err := replay.Rebuild(ctx, log, fresh, replay.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := dump(t, migrated), dump(t, open(t, fresh)); !slices.Equal(got, want) {
+		t.Fatal("the migrated views differ from a fresh rebuild")
+	}
+	if k, err := migrated.Key(ctx, "acme", keyID); err != nil || k.ID != keyID || len(k.Allowlist) != 0 {
+		t.Fatalf("Key on the migrated views = %+v, %v", k, err)
+	}
+}

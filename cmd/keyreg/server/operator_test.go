@@ -467,7 +467,19 @@ func plant(t *testing.T, dir, key string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Set([]byte(key), []byte(`{"planted":true}`), pebble.Sync); err != nil {
+	// Another key's state: a value that decodes, as the views' values must.
+	it, _ := db.NewIter(&pebble.IterOptions{LowerBound: []byte("key/"), UpperBound: []byte("key0")})
+	var other []byte
+	for ok := it.First(); ok && other == nil; ok = it.Next() {
+		if string(it.Key()) != key {
+			other = slices.Clone(it.Value())
+		}
+	}
+	it.Close()
+	if other == nil {
+		t.Fatal("plant: no other key to copy")
+	}
+	if err := db.Set([]byte(key), other, pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

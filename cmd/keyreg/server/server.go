@@ -234,6 +234,9 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	store, err := projections.Open(n.gens.Dir(cur), projections.Options{})
+	if errors.Is(err, projections.ErrFormat) {
+		return nil, fmt.Errorf("serve: %w; stop nothing else and run: keyreg replay --data %s", err, cfg.DataDir)
+	}
 	if err != nil {
 		return nil, err
 	}
