@@ -87,7 +87,7 @@ func (a *API) verify(ctx context.Context, in wire.VerifyRequest) (keyindex.Verif
 	perm := events.Permission(in.Permission)
 	if perm != "" && !isPermission(in.Permission) {
 		if perm, err = events.ParsePermission(in.Permission); err != nil {
-			return keyindex.VerifyResult{}, 0, a.fail(ctx, err)
+			return keyindex.VerifyResult{}, 0, invalid("permission", in.Permission, err.Error())
 		}
 	}
 	now := a.d.Now()

@@ -227,7 +227,7 @@ func TestVerifyPlainDeclines(t *testing.T) {
 		"NotObject":      {`["` + key + `"]`, "application/json", "", "body"},
 		"Empty":          {``, "application/json", "", ""},
 		"Unterminated":   {`{"key":"` + key + `","ip":"10.1.2.3"`, "application/json", "", "body"},
-		"NonASCII":       {`{"key":"` + key + `","ip":"10.1.2.3","permission":"usérs.track"}`, "application/json", "", "permissions"},
+		"NonASCII":       {`{"key":"` + key + `","ip":"10.1.2.3","permission":"usérs.track"}`, "application/json", "", "permission"},
 		"ControlChar":    {"{\"key\":\"" + key + "\",\"ip\":\"10.1.2.3\t\"}", "application/json", "", "body"},
 		"CharsetType":    {verifyBody(key, "10.1.2.3", ""), "application/json; charset=utf-8", "", ""},
 		"OtherType":      {verifyBody(key, "10.1.2.3", ""), "application/cbor", "", ""},

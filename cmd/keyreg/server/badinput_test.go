@@ -147,7 +147,7 @@ func TestBadInputCatalogue(t *testing.T) {
 		{"VerifyIPEmpty", "POST", "/v1/verify", f.writer, `{"key":"kr_x","ip":""}`, nil, 400, "invalid_input", "ip", ""},
 		{"VerifyIPMissing", "POST", "/v1/verify", f.writer, `{"key":"kr_x"}`, nil, 400, "invalid_input", "ip", ""},
 		{"VerifyKeyNotString", "POST", "/v1/verify", f.writer, `{"key":42,"ip":"10.0.0.1"}`, nil, 400, "invalid_input", "key", ""},
-		{"VerifyBadPermission", "POST", "/v1/verify", f.writer, `{"key":"kr_x","ip":"10.0.0.1","permission":"A B"}`, nil, 400, "invalid_input", "permissions", "A B"},
+		{"VerifyBadPermission", "POST", "/v1/verify", f.writer, `{"key":"kr_x","ip":"10.0.0.1","permission":"A B"}`, nil, 400, "invalid_input", "permission", "A B"},
 		{"VerifyUnknownField", "POST", "/v1/verify", f.writer, `{"key":"kr_x","ip":"10.0.0.1","secret":"y"}`, nil, 400, "unknown_field", "secret", "secret"},
 		{"VerifyNoToken", "POST", "/v1/verify", "", `{"key":"kr_x","ip":"10.0.0.1"}`, nil, 401, "unauthorized", "", ""},
 		{"VerifyRevokedToken", "POST", "/v1/verify", revoked.Secret, `{"key":"kr_x","ip":"10.0.0.1"}`, nil, 401, "unauthorized", "", ""},
