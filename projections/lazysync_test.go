@@ -191,3 +191,44 @@ func TestLazySyncRecoveredUntilCaughtUp(t *testing.T) {
 	}
 	closeStore(s)
 }
+
+// BenchmarkApplyEach applies records one batch each, as the live projector does under
+// light load, to a store on disk: each batch fsynced (Options{}) and not (LazySync). The
+// ratio of the two is what the views' fsync costs each change on the write path.
+func BenchmarkApplyEach(b *testing.B) {
+	log := events.NewMemLog()
+	scenario(b, newWriter(log), 1000)
+	recs := allRecords(b, log)
+	for _, bc := range []struct {
+		name string
+		opts Options
+	}{
+		{"Disk/Sync", Options{}},
+		{"Disk/LazySync", Options{LazySync: true}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			s, err := Open(b.TempDir(), bc.opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { s.Close() }()
+			i := 0
+			for b.Loop() {
+				if i == len(recs) {
+					b.StopTimer()
+					s.Close()
+					if s, err = Open(b.TempDir(), bc.opts); err != nil {
+						b.Fatal(err)
+					}
+					i = 0
+					b.StartTimer()
+				}
+				if err := s.Apply(recs[i : i+1]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "batches/s")
+		})
+	}
+}
