@@ -14,7 +14,7 @@ import (
 )
 
 // Apply applies log records in order and writes every view change, index change and the
-// new checkpoint in one Pebble batch, fsynced unless Options.NoSync or LazySync. Records at or below
+// new checkpoint in one Pebble batch, synced unless Options.NoSync or LazySync. Records at or below
 // the checkpoint are skipped, so re-applying is harmless. After the batch commits, the
 // Verify index is updated and then the checkpoint advances.
 //

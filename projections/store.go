@@ -61,10 +61,10 @@ type Store struct {
 	cp      atomic.Uint64
 	verify  keyindex.Index
 	stats   applyStats
+	fs      vfs.FS
+	dir     string
 	// marked: the directory holds the lazy-sync marker; recovered: it did at Open and the
 	// log has not been applied again since (see Recovered).
-	fs        vfs.FS
-	dir       string
 	marked    bool
 	recovered atomic.Bool
 
