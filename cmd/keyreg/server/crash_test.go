@@ -23,6 +23,8 @@ import (
 	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
 	"github.com/keyreg/keyreg/cmd/keyreg/wire"
+	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/events/eventstest"
 	"github.com/keyreg/keyreg/projections"
 	"github.com/keyreg/keyreg/replay"
@@ -494,6 +496,110 @@ func copyDir(t *testing.T, dir, to string) {
 		}
 		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkViewsFsync measures, in one run, the write path of keyreg serve (commands with
+// group commit on the embedded stream, fsync on; the projector; the wait until the views
+// applied the change; the answer read from the views) with the views fsynced on every batch
+// and without (projections.Options.LazySync), taking turns for 5 rounds of 64 clients each
+// updating its own key's allowlist (and 1 client updating 64 keys in turn); commands read the state they decide on from the log (as
+// keyreg serve does today) or from the views. It logs each variant's updates/s and mean
+// wait for the views, and the ratios lazy/fsync (b.N is ignored: one run is the
+// measurement).
+func BenchmarkViewsFsync(b *testing.B) {
+	const (
+		clients = 64
+		rounds  = 5
+		writes  = 400 // per round and variant
+		ws      = "bench"
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	data := b.TempDir()
+	st, err := server.OpenStream(ctx, server.Config{DataDir: data, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	log := events.NewGroupLog(st.Log)
+	h := &commands.Handler{Log: log}
+	if _, err := h.CreateWorkspace(ctx, commands.CreateWorkspace{Workspace: ws, Name: "bench"}); err != nil {
+		b.Fatal(err)
+	}
+	var keys []string
+	for i := range clients {
+		r, err := h.CreateKey(ctx, commands.CreateKey{Workspace: ws, Name: fmt.Sprint("key ", i), Allowlist: []string{"10.0.0.0/8"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		keys = append(keys, r.ID)
+	}
+	type variant struct {
+		name       string
+		store      *projections.Store
+		stateViews bool
+		sum        commands.WriteStages
+	}
+	stores := map[string]*projections.Store{}
+	for name, opts := range map[string]projections.Options{"fsync": {}, "lazy": {LazySync: true}} {
+		s, err := projections.Open(filepath.Join(data, name), opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		stores[name] = s
+	}
+	variants := []*variant{
+		{name: "fsync, state from log", store: stores["fsync"]}, {name: "lazy, state from log", store: stores["lazy"]},
+		{name: "fsync, state from views", store: stores["fsync"], stateViews: true}, {name: "lazy, state from views", store: stores["lazy"], stateViews: true},
+	}
+	for _, run := range []struct {
+		name            string
+		clients, writes int // writes per round and variant
+	}{{"1 client", 1, 100}, {"64 clients", clients, 400}} {
+		for _, v := range variants {
+			v.sum = commands.WriteStages{}
+		}
+		for round := range rounds {
+			for i := range variants {
+				v := variants[(i+round)%len(variants)] // each goes first in turn
+				// Only this variant's projector runs, caught up before the clock starts.
+				p := projections.NewProjector(v.store, st.Log)
+				pctx, stop := context.WithCancel(ctx)
+				ran := make(chan error, 1)
+				go func() { ran <- p.Run(pctx) }()
+				last, err := st.Log.LastSeq(ctx)
+				if err == nil {
+					err = p.WaitFor(ctx, last)
+				}
+				path := commands.WritePath{Log: log, Wait: p.WaitFor,
+					Respond: func(ctx context.Context, id string) error { _, err := v.store.Key(ctx, ws, id); return err }}
+				if v.stateViews {
+					path.State = v.store
+				}
+				var s commands.WriteStages
+				if err == nil {
+					s, err = commands.MeasureUpdates(ctx, path, ws, keys, run.clients, run.writes)
+				}
+				stop()
+				<-ran
+				if err != nil {
+					b.Fatal(err)
+				}
+				v.sum = v.sum.Add(s)
+			}
+		}
+		rate := func(s commands.WriteStages) float64 { return float64(s.Writes) / s.Wall.Seconds() }
+		per := func(d time.Duration, s commands.WriteStages) float64 { return float64(d.Microseconds()) / float64(s.Writes) }
+		for _, v := range variants {
+			b.Logf("%s, views %-24s %5d updates in %8s: %5.0f/s; per update: wait for views %6.0f µs, append+fsync %7.0f µs, state read %7.0f µs",
+				run.name, v.name+":", v.sum.Writes, v.sum.Wall.Round(time.Millisecond), rate(v.sum), per(v.sum.Wait, v.sum), per(v.sum.Append, v.sum), per(v.sum.Read, v.sum))
+		}
+		for i, state := range []string{"log", "views"} {
+			fs, lz := variants[2*i].sum, variants[2*i+1].sum
+			b.Logf("%s, state from %s: lazy/fsync updates/s %.2f, wait for views %.2f", run.name, state, rate(lz)/rate(fs), per(lz.Wait, lz)/per(fs.Wait, fs))
 		}
 	}
 }
