@@ -541,6 +541,7 @@ func BenchmarkViewsFsync(b *testing.B) {
 		store      *projections.Store
 		stateViews bool
 		sum        commands.WriteStages
+		batches    int64 // the views' batches during the measurements
 	}
 	stores := map[string]*projections.Store{}
 	for name, opts := range map[string]projections.Options{"fsync": {}, "lazy": {LazySync: true}} {
@@ -558,9 +559,9 @@ func BenchmarkViewsFsync(b *testing.B) {
 	for _, run := range []struct {
 		name            string
 		clients, writes int // writes per round and variant
-	}{{"1 client", 1, 100}, {"64 clients", clients, 400}} {
+	}{{"1 client", 1, 60}, {"64 clients", clients, 1000}} {
 		for _, v := range variants {
-			v.sum = commands.WriteStages{}
+			v.sum, v.batches = commands.WriteStages{}, 0
 		}
 		for round := range rounds {
 			for i := range variants {
@@ -580,9 +581,11 @@ func BenchmarkViewsFsync(b *testing.B) {
 					path.State = v.store
 				}
 				var s commands.WriteStages
+				before := v.store.ApplyStats().Batches
 				if err == nil {
 					s, err = commands.MeasureUpdates(ctx, path, ws, keys, run.clients, run.writes)
 				}
+				v.batches += v.store.ApplyStats().Batches - before
 				stop()
 				<-ran
 				if err != nil {
@@ -592,10 +595,12 @@ func BenchmarkViewsFsync(b *testing.B) {
 			}
 		}
 		rate := func(s commands.WriteStages) float64 { return float64(s.Writes) / s.Wall.Seconds() }
-		per := func(d time.Duration, s commands.WriteStages) float64 { return float64(d.Microseconds()) / float64(s.Writes) }
+		per := func(d time.Duration, s commands.WriteStages) float64 {
+			return float64(d.Microseconds()) / float64(s.Writes)
+		}
 		for _, v := range variants {
-			b.Logf("%s, views %-24s %5d updates in %8s: %5.0f/s; per update: wait for views %6.0f µs, append+fsync %7.0f µs, state read %7.0f µs",
-				run.name, v.name+":", v.sum.Writes, v.sum.Wall.Round(time.Millisecond), rate(v.sum), per(v.sum.Wait, v.sum), per(v.sum.Append, v.sum), per(v.sum.Read, v.sum))
+			b.Logf("%s, views %-24s %5d updates in %8s: %5.0f/s; per update: wait for views %6.0f µs, append+fsync %7.0f µs, state read %7.0f µs; %d views batches",
+				run.name, v.name+":", v.sum.Writes, v.sum.Wall.Round(time.Millisecond), rate(v.sum), per(v.sum.Wait, v.sum), per(v.sum.Append, v.sum), per(v.sum.Read, v.sum), v.batches)
 		}
 		for i, state := range []string{"log", "views"} {
 			fs, lz := variants[2*i].sum, variants[2*i+1].sum
