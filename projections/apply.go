@@ -15,7 +15,7 @@ import (
 )
 
 // Apply applies log records in order and writes every view change, index change and the
-// new checkpoint in one Pebble batch, synced unless Options.NoSync. Records at or below
+// new checkpoint in one Pebble batch, synced unless Options.NoSync or LazySync. Records at or below
 // the checkpoint are skipped, so re-applying is harmless. After the batch commits, the
 // Verify index is updated and then the checkpoint advances.
 //
@@ -103,7 +103,7 @@ func (s *Store) applyDecoded(recs []events.Decoded, leaves []tlog.Hash) error {
 		return fmt.Errorf("apply up to seq %d: %w", last, err)
 	}
 	wo := pebble.Sync
-	if s.opts.NoSync {
+	if s.opts.NoSync || s.opts.LazySync {
 		wo = pebble.NoSync
 	}
 	built := time.Now()

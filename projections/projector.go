@@ -32,6 +32,9 @@ func NewProjector(store *Store, log events.Reader) *Projector {
 // batches of whatever has arrived, up to MaxBatch; how records are grouped never changes
 // the views.
 //
+// Once the store's checkpoint reaches the log's last sequence as it was when Run started,
+// Store.Recovered reports false.
+//
 // Before following, Run refuses a store whose checkpoint is beyond the log's last
 // sequence, with an error wrapping ErrAheadOfLog. Other errors come from reading the log
 // or from Store.Apply. Run again only after it returned.
@@ -58,6 +61,8 @@ func (p *Projector) run(ctx context.Context) error {
 			"the stream was recreated or restored from an older backup; rebuild the views with `keyreg replay`",
 			ErrAheadOfLog, cp, last)
 	}
+	// A store that lost batches in a crash has them back once it reaches last.
+	p.store.caughtUp(last)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -111,6 +116,7 @@ func (p *Projector) run(ctx context.Context) error {
 		if err := p.store.Apply(batch); err != nil {
 			return stop(fmt.Errorf("projector: %w", err))
 		}
+		p.store.caughtUp(last)
 	}
 }
 

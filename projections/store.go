@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,16 @@ type Options struct {
 	// crash before that loses the unflushed batches, never part of one; rebuilds are
 	// thrown away on a crash anyway.
 	NoSync bool
+	// LazySync is for a live store whose log is durable on its own (the JetStream stream
+	// fsyncs every change before it is acknowledged): batches go to the write-ahead log but
+	// are not fsynced, so a change costs one fsync, the stream's. A crash of the machine
+	// (or a kill before Pebble wrote its buffer) may lose the latest batches, never part of
+	// one; the checkpoint goes back with them, and a Projector applies them again from the
+	// log. What a crash can take is bounded by Pebble: it fsyncs each WAL when the memtable
+	// rotates (every 4 MiB of batches), and Sync and Close fsync the rest. Since the lost
+	// batches may hold changes already answered, such a store marks its directory while it
+	// is open (see Recovered). NoSync wins over it.
+	LazySync bool
 	// ReadOnly opens an existing store for queries only; Apply fails with ErrReadOnly.
 	ReadOnly bool
 }
@@ -51,6 +62,12 @@ type Store struct {
 	verify  keyindex.Index
 	stats   applyStats
 	bulk    *bulkLoad // set for a rebuild into a new store: see bulk.go
+	fs      vfs.FS
+	dir     string
+	// marked: the directory holds the lazy-sync marker; recovered: it did at Open and the
+	// log has not been applied again since (see Recovered).
+	marked    bool
+	recovered atomic.Bool
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when the checkpoint advances
@@ -73,7 +90,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open projections %s: %w", dir, err)
 	}
-	s := &Store{db: db, opts: opts, changed: make(chan struct{})}
+	s := &Store{db: db, opts: opts, fs: po.FS, dir: dir, changed: make(chan struct{})}
 	fresh, err := s.checkFormat(dir)
 	if err != nil {
 		db.Close()
@@ -82,7 +99,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if fresh && opts.NoSync {
 		s.bulk = newBulkLoad(dir, po.FS, po, db)
 	}
-	if err := s.load(); err != nil {
+	err = s.mark()
+	if err == nil {
+		err = s.load()
+	}
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open projections %s: %w", dir, err)
 	}
@@ -136,6 +157,80 @@ func formatErr(dir string, found int) error {
 		"rebuild them from the stream with `keyreg replay` (the stream itself is unchanged)", ErrFormat, dir, found, FormatVersion)
 }
 
+// lazyMarker is the file that a store opened with LazySync keeps in its directory until
+// it is closed cleanly; found at Open, it means the last one crashed.
+const lazyMarker = "KEYREG-LAZY-SYNC-OPEN"
+
+// mark notes whether dir holds the lazy-sync marker (the last store opened there crashed)
+// and, for a LazySync store, creates it, durably, before any batch.
+func (s *Store) mark() error {
+	fs, dir := s.fs, s.dir
+	name := fs.PathJoin(dir, lazyMarker)
+	_, err := fs.Stat(name)
+	switch {
+	case err == nil:
+		s.marked = true
+		s.recovered.Store(true)
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("lazy-sync marker: %w", err)
+	}
+	if s.marked || !s.opts.LazySync || s.opts.NoSync || s.opts.ReadOnly {
+		return nil
+	}
+	f, err := fs.Create(name, vfs.WriteCategoryUnspecified)
+	if err == nil {
+		err = errors.Join(f.Sync(), f.Close())
+	}
+	if err == nil {
+		err = syncDir(fs, dir)
+	}
+	if err != nil {
+		return fmt.Errorf("lazy-sync marker: %w", err)
+	}
+	s.marked = true
+	return nil
+}
+
+// unmark removes the lazy-sync marker, once every batch is durable and none is missing.
+func (s *Store) unmark() error {
+	if !s.marked || s.opts.ReadOnly || s.recovered.Load() {
+		return nil
+	}
+	fs, dir := s.fs, s.dir
+	if err := fs.Remove(fs.PathJoin(dir, lazyMarker)); err != nil {
+		return fmt.Errorf("lazy-sync marker: %w", err)
+	}
+	s.marked = false
+	if err := syncDir(fs, dir); err != nil {
+		return fmt.Errorf("lazy-sync marker: %w", err)
+	}
+	return nil
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
+}
+
+// Recovered reports whether the store may lack batches that it had committed: it was
+// opened after a store with LazySync crashed in its directory, and a Projector has not yet
+// applied the log up to where the log ended when that Projector started. Changes in the
+// lost batches may already have been answered (read-your-writes waited for them), so
+// whoever serves reads must let the Projector catch up first. A clean Close keeps the mark
+// until then.
+func (s *Store) Recovered() bool { return s.recovered.Load() }
+
+// caughtUp clears Recovered once the checkpoint has reached seq, a log sequence at or
+// beyond everything the crashed store had applied.
+func (s *Store) caughtUp(seq uint64) {
+	if s.recovered.Load() && s.cp.Load() >= seq {
+		s.recovered.Store(false)
+	}
+}
+
 func (s *Store) load() error {
 	v, closer, err := s.db.Get([]byte(keyCheckpoint))
 	switch {
@@ -156,7 +251,8 @@ func (s *Store) load() error {
 // Checkpoint returns the stream sequence of the last applied record, 0 for an empty store.
 func (s *Store) Checkpoint() uint64 { return s.cp.Load() }
 
-// Sync makes every committed batch durable; it matters only with Options.NoSync.
+// Sync makes every committed batch durable; it matters only with Options.NoSync or
+// Options.LazySync.
 func (s *Store) Sync() error {
 	if s.opts.ReadOnly {
 		return nil
@@ -188,6 +284,9 @@ func (s *Store) Close() error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	err := s.Sync()
+	if err == nil {
+		err = s.unmark()
+	}
 	if cerr := s.db.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("close projections: %w", cerr)
 	}

@@ -233,7 +233,8 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.openAudit(ctx); err != nil {
 		return nil, err
 	}
-	store, err := projections.Open(n.gens.Dir(cur), projections.Options{})
+	// One fsync per change, the stream's: the views re-apply from it what a crash takes.
+	store, err := projections.Open(n.gens.Dir(cur), projections.Options{LazySync: true})
 	if errors.Is(err, projections.ErrFormat) {
 		return nil, fmt.Errorf("serve: %w; stop nothing else and run: keyreg replay --data %s", err, cfg.DataDir)
 	}
@@ -353,6 +354,18 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 			return err
 		}
 		v.start(drain, n.projErr)
+		if v.store.Recovered() {
+			// A crash may have taken the views' latest batches, changes already answered:
+			// apply them again before answering anything, so that no read goes back.
+			cfg.Logger.Info("the views were not closed cleanly: catching up with the stream before serving", "checkpoint", v.store.Checkpoint(), "stream", startLast)
+			if err := v.projector.WaitFor(ctx, startLast); err != nil {
+				ln.Close()
+				if ctx.Err() != nil {
+					return nil // stopped while catching up
+				}
+				return fmt.Errorf("serve: catch up after a crash: %w", err)
+			}
+		}
 		go func() {
 			if v.projector.WaitFor(ctx, startLast) == nil {
 				n.caught.Store(true)

@@ -254,7 +254,7 @@ func (n *Node) Rebuild(ctx context.Context) error {
 		return fail(err)
 	}
 	n.rebuild.set(func(s *httpapi.ReplayStatus) { s.State, s.Generation = "catching_up", gen })
-	store, err := projections.Open(dir, projections.Options{})
+	store, err := projections.Open(dir, projections.Options{LazySync: true})
 	if err != nil {
 		return fail(err)
 	}
