@@ -168,5 +168,5 @@ func (r *runner) reportStages(name string, st commands.WriteStages, applied proj
 	stage("wait for views", st.Wait)
 	stage("response", st.Response)
 	r.report(Result{Name: fmt.Sprintf("  of wait: views fold (%d batches)", applied.Batches), Count: st.Writes, Took: applied.Build, Unit: "writes"})
-	r.report(Result{Name: "  of wait: views commit+fsync", Count: st.Writes, Took: applied.Commit, Unit: "writes"})
+	r.report(Result{Name: "  of wait: views commit", Count: st.Writes, Took: applied.Commit, Unit: "writes"})
 }
