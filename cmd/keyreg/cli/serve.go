@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -14,7 +17,7 @@ import (
 
 func newServeCmd(g *globals) *cobra.Command {
 	cfg := server.Config{}
-	var logLevel string
+	var logLevel, cpuProfile string
 	var trusted []string
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -79,6 +82,13 @@ last batch, NATS shut down.`,
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
 			cfg.Stderr = g.stderr
+			if cpuProfile != "" {
+				stop, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			return server.Run(cmd.Context(), cfg)
 		},
 	}
@@ -112,7 +122,27 @@ last batch, NATS shut down.`,
 	f.DurationVar(&cfg.ReadTimeout, "http-read-timeout", server.DefaultReadTimeout, "how long a client may take to send a whole request (headers and body)")
 	f.DurationVar(&cfg.WriteTimeout, "http-write-timeout", server.DefaultWriteTimeout, "how long answering a request may take (event streams and exports excepted)")
 	f.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", server.DefaultIdleTimeout, "how long a kept-alive connection may wait for its next request")
+	// A hidden flag for profiling the server (issue 12): a CPU profile of the whole run,
+	// written when serve stops.
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file when serve stops")
+	_ = f.MarkHidden("cpuprofile")
 	return cmd
+}
+
+// startCPUProfile starts a CPU profile written to path; stop ends it and closes the file.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile %q: %w", path, err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile %q: %w", path, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // parsePrefix parses a CIDR prefix or a single address (a /32 or /128).

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,6 +26,7 @@ func TestServeAndAdminUsageErrors(t *testing.T) {
 		{"CertWithoutKey", 2, []string{"--tls-cert and --tls-key go together"}, append(serve, "--tls-cert", "cert.pem")},
 		{"NATSKeyWithoutCert", 2, []string{"--nats-tls-cert and --nats-tls-key go together"}, append(serve, "--nats-tls-key", "key.pem")},
 		{"MissingCertFile", 1, []string{"--tls-cert", "nope.pem", "no such file"}, append(serve, "--tls-cert", "nope.pem", "--tls-key", "nope.key")},
+		{"CPUProfileMissingDir", 1, []string{"--cpuprofile", "no such file"}, append(serve, "--cpuprofile", filepath.Join(data, "nope", "cpu.pprof"))},
 		{"RecoverRootNoData", 2, []string{"--data DIR is required"}, []string{"admin", "recover-root", "--data", ""}},
 		{"RecoverRootMissingDir", 1, []string{"data dir", "no such file"}, []string{"admin", "recover-root", "--data", filepath.Join(data, "nope")}},
 		{"RecoverRootLongReason", 2, []string{"--reason"}, []string{"admin", "recover-root", "--data", data, "--reason", strings.Repeat("x", 2000)}},
@@ -35,5 +38,28 @@ func TestServeAndAdminUsageErrors(t *testing.T) {
 				t.Fatalf("not a one-line error, or a secret: %q %q", r.stdout, r.stderr)
 			}
 		})
+	}
+}
+
+// TestStartCPUProfile: the profile serve's hidden --cpuprofile starts is written, as a
+// gzipped pprof profile, when it is stopped.
+func TestStartCPUProfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cpu.pprof")
+	stop, err := startCPUProfile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := 0
+	for i := range 1_000_000 {
+		x += i % 7
+	}
+	_ = x
+	stop()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
+		t.Fatalf("profile is not gzipped pprof data: %d bytes starting %q", len(b), b[:min(len(b), 8)])
 	}
 }
