@@ -72,6 +72,7 @@ type Store struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when the checkpoint advances
 	closed  bool
+	readers sync.WaitGroup // EachKey calls under way: Close waits for them
 }
 
 // Open opens (creating it unless ReadOnly) the store in dir, reads its checkpoint and loads
@@ -281,6 +282,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.readers.Wait()
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	err := s.Sync()

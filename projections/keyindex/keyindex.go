@@ -10,11 +10,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/keyreg/keyreg/events"
 )
@@ -44,20 +47,72 @@ type VerifyResult struct {
 
 // Index holds every key, revoked ones included, by the digest of its current secret and
 // of its previous secret after a rotation. The zero value is an empty index, ready to
-// use. Verify, Key, Len and Dump are safe for concurrent use with Apply and Put; Apply
+// use, that keeps each key's whole state (Key and Each return it); set VerifyOnly before
+// first use for one that keeps only what Verify needs, in about a third of the memory.
+// Verify, Key, Len, Each and Dump are safe for concurrent use with Apply and Put; Apply
 // and Put calls must not run concurrently with each other.
+//
+// A key is one fixed-size entry (its secret digest, expiry, version, and indexes into the
+// lists of workspaces, statuses, permission sets and allowlists, each held once however
+// many keys share it); its id is in one byte arena; two open-addressing tables find an
+// entry by secret digest and by workspace and id.
 type Index struct {
-	mu     sync.RWMutex
-	byHash map[[32]byte]*entry
-	byKey  map[keyRef]*entry
-	shared interned // values many keys hold alike, kept once
+	// VerifyOnly makes the index keep only what Verify needs and Apply folds: a key's id,
+	// workspace, permissions, allowlist, status, expiry, secret digests and version. Key,
+	// Each and Dump then return states with just these fields (name, creator, times of
+	// creation and update and last hash empty), and Apply folds events onto them: the
+	// verify answers are the same. Set it before the index is first used.
+	VerifyOnly bool
+
+	mu      sync.RWMutex
+	seed    maphash.Seed
+	entries []entry
+	rest    []*events.KeyState // the whole states, unless VerifyOnly: by entry
+	ids     []byte             // the entries' ids, one after the other
+	prev    map[uint32]prevDigest
+	digests table // refs: entry+1, | refPrev for an entry's previous digest
+	keys    table // refs: entry+1
+
+	wss      []events.Workspace
+	wsIdx    map[events.Workspace]uint32
+	strs     []string // statuses
+	strIdx   map[string]uint32
+	creators map[string]string
+	perms    [][]events.Permission // [0] is nil
+	permIdx  map[string]uint32
+	allows   [][]netip.Prefix // [0] is nil
+	allowIdx map[string]uint32
+	buf      []byte
 }
 
-// keyRef is the key of an entry in Index.byKey: its workspace and id, the strings of its
-// state (no copy of its own).
-type keyRef struct {
-	ws events.Workspace
-	id string
+// refPrev marks a digest table reference to an entry's previous digest.
+const refPrev = 1 << 31
+
+// entry is the part of a key that Verify reads.
+type entry struct {
+	current [32]byte // when flagCurrent
+	expSec  int64    // ExpiresAt, when flagExpires: Unix seconds and nanoseconds
+	version uint64
+	idOff   uint32 // the id is ids[idOff:idOff+idLen]
+	idLen   uint32
+	expNsec int32
+	ws      uint32 // index into wss
+	perms   uint32 // index into perms
+	allow   uint32 // index into allows
+	status  uint32 // index into strs
+	flags   uint8
+}
+
+const (
+	flagCurrent uint8 = 1 << iota // SecretHash is a 64-digit lowercase hex digest: current holds it
+	flagExpires                   // ExpiresAt is set
+	flagActive                    // Status is active
+)
+
+// prevDigest is the previous secret of a rotated key and until when it works.
+type prevDigest struct {
+	digest [32]byte
+	until  time.Time
 }
 
 // Verify checks a presented secret for a request from ip that needs permission, at time
@@ -74,67 +129,217 @@ func (x *Index) Verify(secret string, ip netip.Addr, permission events.Permissio
 	}
 	d := events.SecretDigest(secret)
 	x.mu.RLock()
-	e := x.byHash[d]
-	x.mu.RUnlock()
-	if e == nil || (d != e.current && !now.Before(e.previousUntil)) {
+	_, ref := x.findDigest(&d)
+	if ref == 0 {
+		x.mu.RUnlock()
 		return VerifyResult{Code: CodeNotFound}
 	}
-	k := &e.state
-	r := VerifyResult{KeyID: k.ID, Workspace: k.Workspace}
-	switch k.StatusAt(now) {
-	case events.StatusActive:
-	case events.StatusExpired:
-		r.Code = CodeExpired
-		return r
-	default:
+	i := ref&^refPrev - 1
+	e := &x.entries[i]
+	var until time.Time
+	if ref&refPrev != 0 {
+		until = x.prev[i].until
+	}
+	r := VerifyResult{KeyID: x.idOf(e), Workspace: x.wss[e.ws]}
+	flags, expSec, expNsec := e.flags, e.expSec, e.expNsec
+	perms, allow := x.perms[e.perms], x.allows[e.allow]
+	x.mu.RUnlock()
+	if ref&refPrev != 0 && !now.Before(until) {
+		return VerifyResult{Code: CodeNotFound}
+	}
+	switch {
+	case flags&flagActive == 0:
 		r.Code = CodeRevoked
 		return r
+	case flags&flagExpires != 0 && !before(now, expSec, expNsec):
+		r.Code = CodeExpired
+		return r
 	}
-	if !events.AllowlistContains(k.Allowlist, ip) {
+	if !events.AllowlistContains(allow, ip) {
 		r.Code = CodeIPNotAllowed
 		return r
 	}
-	if permission != "" && !slices.Contains(k.Permissions, permission) {
+	if permission != "" && !slices.Contains(perms, permission) {
 		r.Code = CodePermissionDenied
 		return r
 	}
-	r.Valid, r.Code, r.Permissions = true, CodeValid, k.Permissions
+	r.Valid, r.Code, r.Permissions = true, CodeValid, perms
 	return r
 }
 
-// Key returns the state of key ws/id as the index holds it, and whether it holds it.
+// before reports whether t is before the instant of Unix seconds sec and nanoseconds nsec.
+func before(t time.Time, sec int64, nsec int32) bool {
+	s := t.Unix()
+	return s < sec || (s == sec && int32(t.Nanosecond()) < nsec)
+}
+
+// idOf returns the id of e, sharing the arena's bytes (never changed once written).
+func (x *Index) idOf(e *entry) string {
+	if e.idLen == 0 {
+		return ""
+	}
+	return unsafe.String(&x.ids[e.idOff], int(e.idLen))
+}
+
+// findDigest returns the digest table's slot and reference for digest d, or -1 and 0.
+func (x *Index) findDigest(d *[32]byte) (int, uint32) {
+	if x.digests.n == 0 {
+		return -1, 0
+	}
+	mask := len(x.digests.slots) - 1
+	for i := int(maphash.Bytes(x.seed, d[:])) & mask; ; i = (i + 1) & mask {
+		r := x.digests.slots[i]
+		if r == 0 {
+			return -1, 0
+		}
+		if x.refDigest(r) == *d {
+			return i, r
+		}
+	}
+}
+
+// refDigest returns the digest a digest table reference stands for.
+func (x *Index) refDigest(r uint32) [32]byte {
+	i := r&^refPrev - 1
+	if r&refPrev != 0 {
+		return x.prev[i].digest
+	}
+	return x.entries[i].current
+}
+
+func (x *Index) digestRefHash(r uint32) uint64 {
+	d := x.refDigest(r)
+	return maphash.Bytes(x.seed, d[:])
+}
+
+// setDigest makes digest d find reference r, in place of any key it found before.
+func (x *Index) setDigest(d [32]byte, r uint32) {
+	if pos, old := x.findDigest(&d); old != 0 {
+		x.digests.slots[pos] = r
+		return
+	}
+	x.digests.add(maphash.Bytes(x.seed, d[:]), r, x.digestRefHash)
+}
+
+// dropDigests removes the digests of entry i that still find it.
+func (x *Index) dropDigests(i uint32) {
+	if e := &x.entries[i]; e.flags&flagCurrent != 0 {
+		if pos, r := x.findDigest(&e.current); r != 0 && r&^refPrev == i+1 {
+			x.digests.remove(pos, x.digestRefHash)
+		}
+	}
+	if p, ok := x.prev[i]; ok {
+		if pos, r := x.findDigest(&p.digest); r != 0 && r&^refPrev == i+1 {
+			x.digests.remove(pos, x.digestRefHash)
+		}
+		delete(x.prev, i)
+	}
+}
+
+func (x *Index) keyHash(ws uint32, id string) uint64 {
+	return maphash.String(x.seed, id) ^ (uint64(ws)+1)*0x9e3779b97f4a7c15
+}
+
+func (x *Index) keyRefHash(r uint32) uint64 {
+	e := &x.entries[r-1]
+	return x.keyHash(e.ws, x.idOf(e))
+}
+
+// findKey returns the entry of key ws/id, and whether there is one.
+func (x *Index) findKey(ws events.Workspace, id string) (uint32, bool) {
+	w, ok := x.wsIdx[ws]
+	if !ok || x.keys.n == 0 {
+		return 0, false
+	}
+	mask := len(x.keys.slots) - 1
+	for i := int(x.keyHash(w, id)) & mask; ; i = (i + 1) & mask {
+		r := x.keys.slots[i]
+		if r == 0 {
+			return 0, false
+		}
+		if e := &x.entries[r-1]; e.ws == w && x.idOf(e) == id {
+			return r - 1, true
+		}
+	}
+}
+
+// stateOf returns the state of entry i: whole, or as verifyState for a VerifyOnly index.
+func (x *Index) stateOf(i uint32) events.KeyState {
+	if x.rest == nil {
+		return x.verifyState(i)
+	}
+	e := &x.entries[i]
+	k := *x.rest[i]
+	if e.flags&flagCurrent != 0 {
+		k.SecretHash = hex.EncodeToString(e.current[:])
+	}
+	if p, ok := x.prev[i]; ok {
+		k.PreviousHash = hex.EncodeToString(p.digest[:])
+	}
+	return k
+}
+
+// verifyState returns the fields of entry i's state that a VerifyOnly index keeps (see
+// VerifyOnly), the others empty.
+func (x *Index) verifyState(i uint32) events.KeyState {
+	e := &x.entries[i]
+	k := events.KeyState{ID: x.idOf(e), Workspace: x.wss[e.ws], Permissions: x.perms[e.perms],
+		Allowlist: x.allows[e.allow], Status: x.strs[e.status]}
+	k.Version = e.version
+	if e.flags&flagExpires != 0 {
+		t := time.Unix(e.expSec, int64(e.expNsec)).UTC()
+		k.ExpiresAt = &t
+	}
+	if e.flags&flagCurrent != 0 {
+		k.SecretHash = hex.EncodeToString(e.current[:])
+	}
+	if p, ok := x.prev[i]; ok {
+		t := p.until
+		k.PreviousHash, k.PreviousValidUntil = hex.EncodeToString(p.digest[:]), &t
+	}
+	return k
+}
+
+// Key returns the state of key ws/id as the index holds it (see VerifyOnly), and whether
+// it holds it.
 func (x *Index) Key(ws events.Workspace, id string) (events.KeyState, bool) {
 	x.mu.RLock()
-	e := x.byKey[keyRef{ws, id}]
-	x.mu.RUnlock()
-	if e == nil {
+	defer x.mu.RUnlock()
+	i, ok := x.findKey(ws, id)
+	if !ok {
 		return events.KeyState{}, false
 	}
-	return e.full(), true
+	return x.stateOf(i), true
 }
 
 // Len returns how many keys the index holds.
 func (x *Index) Len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.byKey)
+	return len(x.entries)
 }
 
-// Each calls fn with every key the index holds, revoked ones included, in no particular
-// order, until fn returns false. fn must not modify the state's lists. Each holds the index's lock
-// only while it collects the entries, so Apply and Put go on while fn runs; each state fn
-// sees is whole, as of the collection or later.
+// Each calls fn with every key the index holds (see VerifyOnly), revoked ones included,
+// in no particular order, until fn returns false. fn must not modify the state's lists.
+// Each holds the index's lock only while it collects a few hundred states at a time, so
+// Apply and Put go on while fn runs; each state fn sees is whole, as of its collection
+// or later.
 func (x *Index) Each(fn func(*events.KeyState) bool) {
-	x.mu.RLock()
-	entries := make([]*entry, 0, len(x.byKey))
-	for _, e := range x.byKey {
-		entries = append(entries, e)
-	}
-	x.mu.RUnlock()
-	for _, e := range entries {
-		k := e.full()
-		if !fn(&k) {
+	batch := make([]events.KeyState, 0, 256)
+	for next := 0; ; {
+		batch = batch[:0]
+		x.mu.RLock()
+		for ; next < len(x.entries) && len(batch) < cap(batch); next++ {
+			batch = append(batch, x.stateOf(uint32(next)))
+		}
+		x.mu.RUnlock()
+		if len(batch) == 0 {
 			return
+		}
+		for i := range batch {
+			if !fn(&batch[i]) {
+				return
+			}
 		}
 	}
 }
@@ -160,16 +365,17 @@ func (x *Index) Apply(r events.Record) error {
 	if err := CheckSubject(r.Subject, ws, agg, id); err != nil {
 		return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 	}
-	x.mu.RLock()
-	old := x.byKey[keyRef{ws, id}]
-	x.mu.RUnlock()
 	var st events.KeyState
-	if old != nil {
-		if old.state.Version >= r.Seq {
+	x.mu.RLock()
+	i, ok := x.findKey(ws, id)
+	if ok {
+		if x.entries[i].version >= r.Seq {
+			x.mu.RUnlock()
 			return nil
 		}
-		st = old.full() // Apply replaces slices, never changes them in place
+		st = x.stateOf(i) // Apply replaces slices, never changes them in place
 	}
+	x.mu.RUnlock()
 	if err := st.Apply(r.Seq, r.Data, d.Event, d.Payload); err != nil {
 		return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 	}
@@ -193,108 +399,18 @@ func isKeySubject(subject string) bool {
 	return ok && strings.HasPrefix(rest, string(events.AggKey)+".")
 }
 
-// entry is one key of an Index. Entries are immutable: a change replaces the
-// entry, so a reader may use one after releasing the lock.
-//
-// To keep a million keys in little memory, an entry's state does not keep the hex
-// SecretHash and PreviousHash that its digests hold (full restores them), and its
-// workspace, status, creator, permissions and allowlist are shared with the other
-// entries that hold the same (interned).
-type entry struct {
-	state         events.KeyState // SecretHash and PreviousHash cleared when the digests hold them
-	current       [32]byte
-	previous      [32]byte
-	hasCurrent    bool
-	hasPrevious   bool
-	previousUntil time.Time
-}
-
-func newEntry(k events.KeyState) *entry {
-	e := &entry{state: k}
-	e.hasCurrent = decodeDigest(&e.current, k.SecretHash)
-	if k.PreviousHash != "" && k.PreviousValidUntil != nil {
-		e.hasPrevious = decodeDigest(&e.previous, k.PreviousHash)
-		e.previousUntil = *k.PreviousValidUntil
-	}
-	if e.hasCurrent {
-		e.state.SecretHash = ""
-	}
-	if e.hasPrevious {
-		e.state.PreviousHash = ""
-	}
-	return e
-}
-
-// full returns the entry's state whole, its hex hashes restored.
-func (e *entry) full() events.KeyState {
-	k := e.state
-	if e.hasCurrent {
-		k.SecretHash = hex.EncodeToString(e.current[:])
-	}
-	if e.hasPrevious {
-		k.PreviousHash = hex.EncodeToString(e.previous[:])
-	}
-	return k
-}
-
 // decodeDigest decodes a 64-digit lowercase hex hash into dst; it reports false, leaving
 // the hash to be kept as it is, for anything else.
 func decodeDigest(dst *[32]byte, h string) bool {
 	if len(h) != 2*len(dst) || strings.ToLower(h) != h {
 		return false
 	}
-	n, err := hex.Decode(dst[:], []byte(h))
-	return err == nil && n == len(dst)
-}
-
-// interned keeps one copy of the values many keys hold alike.
-type interned struct {
-	strs   map[string]string
-	perms  map[string][]events.Permission
-	allows map[string][]netip.Prefix
-	buf    []byte
-}
-
-// state returns k with its workspace, status, creator, permissions and allowlist
-// replaced by their shared copies (nil and empty lists stay apart).
-func (in *interned) state(k events.KeyState) events.KeyState {
-	if in.strs == nil {
-		in.strs, in.perms, in.allows = map[string]string{}, map[string][]events.Permission{}, map[string][]netip.Prefix{}
+	var d [32]byte
+	if n, err := hex.Decode(d[:], []byte(h)); err != nil || n != len(d) {
+		return false
 	}
-	k.Workspace = events.Workspace(in.str(string(k.Workspace)))
-	k.Status = in.str(k.Status)
-	k.CreatedBy = in.str(k.CreatedBy)
-	if k.Permissions != nil {
-		in.buf = in.buf[:0]
-		for _, p := range k.Permissions {
-			in.buf = append(append(in.buf, p...), 0)
-		}
-		if p, ok := in.perms[string(in.buf)]; ok {
-			k.Permissions = p
-		} else {
-			in.perms[string(in.buf)] = k.Permissions
-		}
-	}
-	if k.Allowlist != nil {
-		in.buf = in.buf[:0]
-		for _, p := range k.Allowlist {
-			in.buf, _ = p.AppendBinary(in.buf)
-		}
-		if a, ok := in.allows[string(in.buf)]; ok {
-			k.Allowlist = a
-		} else {
-			in.allows[string(in.buf)] = k.Allowlist
-		}
-	}
-	return k
-}
-
-func (in *interned) str(s string) string {
-	if v, ok := in.strs[s]; ok {
-		return v
-	}
-	in.strs[s] = s
-	return s
+	*dst = d
+	return true
 }
 
 // Put replaces the entries of the given keys (by their workspace and id) with these
@@ -311,43 +427,159 @@ func (x *Index) Put(keys ...events.KeyState) {
 	}
 }
 
+func (x *Index) init() {
+	if x.wsIdx != nil {
+		return
+	}
+	x.seed = maphash.MakeSeed()
+	x.prev = map[uint32]prevDigest{}
+	x.wsIdx, x.strIdx, x.creators = map[events.Workspace]uint32{}, map[string]uint32{}, map[string]string{}
+	x.perms, x.permIdx = [][]events.Permission{nil}, map[string]uint32{}
+	x.allows, x.allowIdx = [][]netip.Prefix{nil}, map[string]uint32{}
+}
+
 func (x *Index) putLocked(k events.KeyState) {
-	if x.byKey == nil {
-		x.byHash, x.byKey = map[[32]byte]*entry{}, map[keyRef]*entry{}
-	}
-	k = x.shared.state(k)
-	key := keyRef{k.Workspace, k.ID}
-	if old := x.byKey[key]; old != nil {
-		if old.hasCurrent && x.byHash[old.current] == old {
-			delete(x.byHash, old.current)
+	x.init()
+	i, ok := x.findKey(k.Workspace, k.ID)
+	if ok {
+		x.dropDigests(i)
+	} else {
+		if len(x.entries) >= refPrev-1 || len(x.ids)+len(k.ID) > math.MaxUint32 {
+			panic("keyindex: too many keys")
 		}
-		if old.hasPrevious && x.byHash[old.previous] == old {
-			delete(x.byHash, old.previous)
+		ws := x.workspace(k.Workspace)
+		i = uint32(len(x.entries))
+		x.entries = append(x.entries, entry{idOff: uint32(len(x.ids)), idLen: uint32(len(k.ID)), ws: ws})
+		x.ids = append(x.ids, k.ID...)
+		if !x.VerifyOnly {
+			x.rest = append(x.rest, nil)
+		}
+		x.keys.add(x.keyHash(ws, k.ID), i+1, x.keyRefHash)
+	}
+	e := &x.entries[i]
+	e.perms, e.allow, e.status = x.permSet(k.Permissions), x.allowlist(k.Allowlist), x.str(k.Status)
+	e.version, e.flags, e.current = k.Version, 0, [32]byte{}
+	if k.Status == events.StatusActive {
+		e.flags |= flagActive
+	}
+	if k.ExpiresAt != nil {
+		e.flags |= flagExpires
+		e.expSec, e.expNsec = k.ExpiresAt.Unix(), int32(k.ExpiresAt.Nanosecond())
+	} else {
+		e.expSec, e.expNsec = 0, 0
+	}
+	hasCurrent := decodeDigest(&e.current, k.SecretHash)
+	hasPrev := false
+	if k.PreviousHash != "" && k.PreviousValidUntil != nil {
+		var p prevDigest
+		if hasPrev = decodeDigest(&p.digest, k.PreviousHash); hasPrev {
+			p.until = *k.PreviousValidUntil
+			x.prev[i] = p
+			x.setDigest(p.digest, (i+1)|refPrev)
 		}
 	}
-	e := newEntry(k)
-	x.byKey[key] = e
-	if e.hasPrevious {
-		x.byHash[e.previous] = e
+	if hasCurrent {
+		e.flags |= flagCurrent
+		x.setDigest(e.current, i+1)
 	}
-	if e.hasCurrent {
-		x.byHash[e.current] = e
+	if x.VerifyOnly {
+		return
 	}
+	k.Workspace, k.Status = x.wss[e.ws], x.strs[e.status]
+	k.Permissions, k.Allowlist = x.perms[e.perms], x.allows[e.allow]
+	if c, ok := x.creators[k.CreatedBy]; ok {
+		k.CreatedBy = c
+	} else {
+		x.creators[k.CreatedBy] = k.CreatedBy
+	}
+	if hasCurrent {
+		k.SecretHash = ""
+	}
+	if hasPrev {
+		k.PreviousHash = ""
+	}
+	x.rest[i] = &k
+}
+
+// workspace returns the index of ws in x.wss, adding it.
+func (x *Index) workspace(ws events.Workspace) uint32 {
+	if i, ok := x.wsIdx[ws]; ok {
+		return i
+	}
+	ws = events.Workspace(strings.Clone(string(ws)))
+	x.wsIdx[ws] = uint32(len(x.wss))
+	x.wss = append(x.wss, ws)
+	return x.wsIdx[ws]
+}
+
+// str returns the index of s in x.strs, adding it.
+func (x *Index) str(s string) uint32 {
+	if i, ok := x.strIdx[s]; ok {
+		return i
+	}
+	s = strings.Clone(s)
+	x.strIdx[s] = uint32(len(x.strs))
+	x.strs = append(x.strs, s)
+	return x.strIdx[s]
+}
+
+// permSet returns the index of a permission list in x.perms, adding a copy (nil and
+// empty lists stay apart).
+func (x *Index) permSet(ps []events.Permission) uint32 {
+	if ps == nil {
+		return 0
+	}
+	x.buf = append(x.buf[:0], 1)
+	for _, p := range ps {
+		x.buf = append(append(x.buf, p...), 0)
+	}
+	if i, ok := x.permIdx[string(x.buf)]; ok {
+		return i
+	}
+	i := uint32(len(x.perms))
+	x.permIdx[string(x.buf)] = i
+	x.perms = append(x.perms, append(make([]events.Permission, 0, len(ps)), ps...))
+	return i
+}
+
+// allowlist returns the index of an allowlist in x.allows, adding a copy (nil and empty
+// lists stay apart).
+func (x *Index) allowlist(as []netip.Prefix) uint32 {
+	if as == nil {
+		return 0
+	}
+	x.buf = append(x.buf[:0], 1)
+	for _, p := range as {
+		x.buf, _ = p.AppendBinary(x.buf)
+	}
+	if i, ok := x.allowIdx[string(x.buf)]; ok {
+		return i
+	}
+	i := uint32(len(x.allows))
+	x.allowIdx[string(x.buf)] = i
+	x.allows = append(x.allows, append(make([]netip.Prefix, 0, len(as)), as...))
+	return i
 }
 
 // Dump renders the index, one line per secret digest (the digest, the key's current and
-// previous digests, until when the previous one works, and the key's state as JSON),
-// sorted: two indexes that answer alike dump alike. It is meant for tests.
+// previous digests, until when the previous one works, and as JSON the fields of the
+// key's state that a VerifyOnly index keeps), sorted: two indexes that answer alike dump
+// alike, whether VerifyOnly or not. It is meant for tests.
 func (x *Index) Dump() (string, error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	lines := make([]string, 0, len(x.byHash))
-	for d, e := range x.byHash {
-		b, err := json.Marshal(e.full())
+	lines := make([]string, 0, x.digests.n)
+	for _, r := range x.digests.slots {
+		if r == 0 {
+			continue
+		}
+		i := r&^refPrev - 1
+		b, err := json.Marshal(x.verifyState(i))
 		if err != nil {
 			return "", err
 		}
-		lines = append(lines, fmt.Sprintf("%x %x %x %s %s", d, e.current, e.previous, e.previousUntil, b))
+		p := x.prev[i]
+		lines = append(lines, fmt.Sprintf("%x %x %x %s %s", x.refDigest(r), x.entries[i].current, p.digest, p.until, b))
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n"), nil

@@ -90,9 +90,9 @@ func EnsureSnapshotStream(ctx context.Context, js jetstream.JetStream, replicas 
 // WriteSnapshot writes a snapshot of the keys each calls its function with, into
 // SnapshotStream (EnsureSnapshotStream first), then purges the snapshots before it. each
 // returns the sequence of stream whose records the keys hold, all of them up to it (they
-// may hold later ones). stream is the KEYREG stream's name ("": events.StreamName).
+// may hold later ones), or an error: then no snapshot is written. stream is the KEYREG stream's name ("": events.StreamName).
 // keyreg serve calls it with projections.Store.EachKey.
-func WriteSnapshot(ctx context.Context, js jetstream.JetStream, stream string, each func(func(*events.KeyState) bool) uint64) (SnapshotInfo, error) {
+func WriteSnapshot(ctx context.Context, js jetstream.JetStream, stream string, each func(func(*events.KeyState) bool) (uint64, error)) (SnapshotInfo, error) {
 	if stream == "" {
 		stream = events.StreamName
 	}
@@ -108,13 +108,16 @@ func WriteSnapshot(ctx context.Context, js jetstream.JetStream, stream string, e
 	bw := bufio.NewWriterSize(cw, snapshotChunk)
 	enc := snapshotEncoder{w: bw}
 	keys := 0
-	seq := each(func(k *events.KeyState) bool {
+	seq, err := each(func(k *events.KeyState) bool {
 		if enc.key(k) != nil {
 			return false
 		}
 		keys++
 		return true
 	})
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("verifier: snapshot: %w", err)
+	}
 	if enc.err == nil {
 		enc.err = bw.Flush()
 	}

@@ -2,6 +2,7 @@ package verifier_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -81,6 +82,27 @@ func sameIndex(t *testing.T, what string, a, b *verifier.Verifier) {
 	if da != db {
 		t.Fatalf("%s: the verifier from the snapshot holds\n%s\nthe one from sequence 1\n%s", what, db, da)
 	}
+	// Dump shows what verify reads; the whole states (names, creators, times) must match too.
+	for line := range strings.Lines(da) {
+		var k events.KeyState
+		if err := json.Unmarshal([]byte(line[strings.Index(line, "{"):]), &k); err != nil {
+			t.Fatal(err)
+		}
+		ka, _ := a.Key(k.Workspace, k.ID)
+		kb, ok := b.Key(k.Workspace, k.ID)
+		if ja, jb := mustJSON(t, ka), mustJSON(t, kb); !ok || ja != jb || ka.Name == "" {
+			t.Fatalf("%s: key %s/%s: the verifier from the snapshot holds\n%s\nthe one from sequence 1\n%s", what, k.Workspace, k.ID, jb, ja)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // TestVerifierFromSnapshot: a verifier started from the snapshot keyreg writes holds
