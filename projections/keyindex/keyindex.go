@@ -66,7 +66,8 @@ type Index struct {
 
 	mu      sync.RWMutex
 	seed    maphash.Seed
-	entries []entry
+	chunks  []*[chunkLen]entry // the entries, chunkLen to a chunk: no slack, no copy to grow
+	n       uint32             // entries in use
 	rest    []*events.KeyState // the whole states, unless VerifyOnly: by entry
 	ids     []byte             // the entries' ids, one after the other
 	prev    map[uint32]prevDigest
@@ -84,6 +85,12 @@ type Index struct {
 	allowIdx map[string]uint32
 	buf      []byte
 }
+
+// chunkLen is how many entries a chunk holds.
+const chunkLen = 4096
+
+// entry returns entry i.
+func (x *Index) entry(i uint32) *entry { return &x.chunks[i/chunkLen][i%chunkLen] }
 
 // refPrev marks a digest table reference to an entry's previous digest.
 const refPrev = 1 << 31
@@ -135,7 +142,7 @@ func (x *Index) Verify(secret string, ip netip.Addr, permission events.Permissio
 		return VerifyResult{Code: CodeNotFound}
 	}
 	i := ref&^refPrev - 1
-	e := &x.entries[i]
+	e := x.entry(i)
 	var until time.Time
 	if ref&refPrev != 0 {
 		until = x.prev[i].until
@@ -204,7 +211,7 @@ func (x *Index) refDigest(r uint32) [32]byte {
 	if r&refPrev != 0 {
 		return x.prev[i].digest
 	}
-	return x.entries[i].current
+	return x.entry(i).current
 }
 
 func (x *Index) digestRefHash(r uint32) uint64 {
@@ -223,7 +230,7 @@ func (x *Index) setDigest(d [32]byte, r uint32) {
 
 // dropDigests removes the digests of entry i that still find it.
 func (x *Index) dropDigests(i uint32) {
-	if e := &x.entries[i]; e.flags&flagCurrent != 0 {
+	if e := x.entry(i); e.flags&flagCurrent != 0 {
 		if pos, r := x.findDigest(&e.current); r != 0 && r&^refPrev == i+1 {
 			x.digests.remove(pos, x.digestRefHash)
 		}
@@ -241,7 +248,7 @@ func (x *Index) keyHash(ws uint32, id string) uint64 {
 }
 
 func (x *Index) keyRefHash(r uint32) uint64 {
-	e := &x.entries[r-1]
+	e := x.entry(r-1)
 	return x.keyHash(e.ws, x.idOf(e))
 }
 
@@ -257,7 +264,7 @@ func (x *Index) findKey(ws events.Workspace, id string) (uint32, bool) {
 		if r == 0 {
 			return 0, false
 		}
-		if e := &x.entries[r-1]; e.ws == w && x.idOf(e) == id {
+		if e := x.entry(r-1); e.ws == w && x.idOf(e) == id {
 			return r - 1, true
 		}
 	}
@@ -268,7 +275,7 @@ func (x *Index) stateOf(i uint32) events.KeyState {
 	if x.rest == nil {
 		return x.verifyState(i)
 	}
-	e := &x.entries[i]
+	e := x.entry(i)
 	k := *x.rest[i]
 	if e.flags&flagCurrent != 0 {
 		k.SecretHash = hex.EncodeToString(e.current[:])
@@ -282,7 +289,7 @@ func (x *Index) stateOf(i uint32) events.KeyState {
 // verifyState returns the fields of entry i's state that a VerifyOnly index keeps (see
 // VerifyOnly), the others empty.
 func (x *Index) verifyState(i uint32) events.KeyState {
-	e := &x.entries[i]
+	e := x.entry(i)
 	k := events.KeyState{ID: x.idOf(e), Workspace: x.wss[e.ws], Permissions: x.perms[e.perms],
 		Allowlist: x.allows[e.allow], Status: x.strs[e.status]}
 	k.Version = e.version
@@ -316,7 +323,7 @@ func (x *Index) Key(ws events.Workspace, id string) (events.KeyState, bool) {
 func (x *Index) Len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.entries)
+	return int(x.n)
 }
 
 // Each calls fn with every key the index holds (see VerifyOnly), revoked ones included,
@@ -329,7 +336,7 @@ func (x *Index) Each(fn func(*events.KeyState) bool) {
 	for next := 0; ; {
 		batch = batch[:0]
 		x.mu.RLock()
-		for ; next < len(x.entries) && len(batch) < cap(batch); next++ {
+		for ; next < int(x.n) && len(batch) < cap(batch); next++ {
 			batch = append(batch, x.stateOf(uint32(next)))
 		}
 		x.mu.RUnlock()
@@ -369,7 +376,7 @@ func (x *Index) Apply(r events.Record) error {
 	x.mu.RLock()
 	i, ok := x.findKey(ws, id)
 	if ok {
-		if x.entries[i].version >= r.Seq {
+		if x.entry(i).version >= r.Seq {
 			x.mu.RUnlock()
 			return nil
 		}
@@ -444,19 +451,23 @@ func (x *Index) putLocked(k events.KeyState) {
 	if ok {
 		x.dropDigests(i)
 	} else {
-		if len(x.entries) >= refPrev-1 || len(x.ids)+len(k.ID) > math.MaxUint32 {
+		if x.n >= refPrev-1 || len(x.ids)+len(k.ID) > math.MaxUint32 {
 			panic("keyindex: too many keys")
 		}
 		ws := x.workspace(k.Workspace)
-		i = uint32(len(x.entries))
-		x.entries = append(x.entries, entry{idOff: uint32(len(x.ids)), idLen: uint32(len(k.ID)), ws: ws})
+		i = x.n
+		if i%chunkLen == 0 {
+			x.chunks = append(x.chunks, new([chunkLen]entry))
+		}
+		x.n++
+		*x.entry(i) = entry{idOff: uint32(len(x.ids)), idLen: uint32(len(k.ID)), ws: ws}
 		x.ids = append(x.ids, k.ID...)
 		if !x.VerifyOnly {
 			x.rest = append(x.rest, nil)
 		}
 		x.keys.add(x.keyHash(ws, k.ID), i+1, x.keyRefHash)
 	}
-	e := &x.entries[i]
+	e := x.entry(i)
 	e.perms, e.allow, e.status = x.permSet(k.Permissions), x.allowlist(k.Allowlist), x.str(k.Status)
 	e.version, e.flags, e.current = k.Version, 0, [32]byte{}
 	if k.Status == events.StatusActive {
@@ -579,7 +590,7 @@ func (x *Index) Dump() (string, error) {
 			return "", err
 		}
 		p := x.prev[i]
-		lines = append(lines, fmt.Sprintf("%x %x %x %s %s", x.refDigest(r), x.entries[i].current, p.digest, p.until, b))
+		lines = append(lines, fmt.Sprintf("%x %x %x %s %s", x.refDigest(r), x.entry(i).current, p.digest, p.until, b))
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n"), nil
