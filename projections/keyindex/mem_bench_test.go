@@ -16,7 +16,7 @@ import (
 // rotated with a grace period.
 func benchKeys(n int) ([]events.KeyState, []string) {
 	keys, secrets := make([]events.KeyState, n), make([]string, n)
-	perms := [][]events.Permission{{"users.track"}, {"users.track", "users.alias.new"}, {"keyreg.verify"}}
+	perms := [][]events.Permission{{"users.track"}, {"users.track", "users.alias.new"}, {"keyreg.verify", "users.track"}}
 	allow := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	for i := range keys {
 		secrets[i] = testSecret(fmt.Sprint("bench", i))
