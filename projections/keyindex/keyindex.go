@@ -116,11 +116,16 @@ const (
 	flagActive                    // Status is active
 )
 
-// prevDigest is the previous secret of a rotated key and until when it works.
+// prevDigest is the previous secret of a rotated key and until when it works (Unix
+// seconds and nanoseconds: no pointer for the collector to follow).
 type prevDigest struct {
-	digest [32]byte
-	until  time.Time
+	digest    [32]byte
+	untilSec  int64
+	untilNsec int32
 }
+
+// until returns until when the previous secret works.
+func (p *prevDigest) until() time.Time { return time.Unix(p.untilSec, int64(p.untilNsec)).UTC() }
 
 // Verify checks a presented secret for a request from ip that needs permission, at time
 // now. The checks run in this order, the first failing one giving the code: MALFORMED (not
@@ -143,15 +148,15 @@ func (x *Index) Verify(secret string, ip netip.Addr, permission events.Permissio
 	}
 	i := ref&^refPrev - 1
 	e := x.entry(i)
-	var until time.Time
+	var prev prevDigest
 	if ref&refPrev != 0 {
-		until = x.prev[i].until
+		prev = x.prev[i]
 	}
 	r := VerifyResult{KeyID: x.idOf(e), Workspace: x.wss[e.ws]}
 	flags, expSec, expNsec := e.flags, e.expSec, e.expNsec
 	perms, allow := x.perms[e.perms], x.allows[e.allow]
 	x.mu.RUnlock()
-	if ref&refPrev != 0 && !now.Before(until) {
+	if ref&refPrev != 0 && !before(now, prev.untilSec, prev.untilNsec) {
 		return VerifyResult{Code: CodeNotFound}
 	}
 	switch {
@@ -301,7 +306,7 @@ func (x *Index) verifyState(i uint32) events.KeyState {
 		k.SecretHash = hex.EncodeToString(e.current[:])
 	}
 	if p, ok := x.prev[i]; ok {
-		t := p.until
+		t := p.until()
 		k.PreviousHash, k.PreviousValidUntil = hex.EncodeToString(p.digest[:]), &t
 	}
 	return k
@@ -484,7 +489,7 @@ func (x *Index) putLocked(k events.KeyState) {
 	if k.PreviousHash != "" && k.PreviousValidUntil != nil {
 		var p prevDigest
 		if hasPrev = decodeDigest(&p.digest, k.PreviousHash); hasPrev {
-			p.until = *k.PreviousValidUntil
+			p.untilSec, p.untilNsec = k.PreviousValidUntil.Unix(), int32(k.PreviousValidUntil.Nanosecond())
 			x.prev[i] = p
 			x.setDigest(p.digest, (i+1)|refPrev)
 		}
@@ -589,8 +594,12 @@ func (x *Index) Dump() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		p := x.prev[i]
-		lines = append(lines, fmt.Sprintf("%x %x %x %s %s", x.refDigest(r), x.entry(i).current, p.digest, p.until, b))
+		p, ok := x.prev[i]
+		var until time.Time
+		if ok {
+			until = p.until()
+		}
+		lines = append(lines, fmt.Sprintf("%x %x %x %s %s", x.refDigest(r), x.entry(i).current, p.digest, until, b))
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n"), nil
