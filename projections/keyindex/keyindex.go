@@ -253,7 +253,7 @@ func (x *Index) keyHash(ws uint32, id string) uint64 {
 }
 
 func (x *Index) keyRefHash(r uint32) uint64 {
-	e := x.entry(r-1)
+	e := x.entry(r - 1)
 	return x.keyHash(e.ws, x.idOf(e))
 }
 
@@ -269,7 +269,7 @@ func (x *Index) findKey(ws events.Workspace, id string) (uint32, bool) {
 		if r == 0 {
 			return 0, false
 		}
-		if e := x.entry(r-1); e.ws == w && x.idOf(e) == id {
+		if e := x.entry(r - 1); e.ws == w && x.idOf(e) == id {
 			return r - 1, true
 		}
 	}
