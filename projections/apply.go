@@ -133,7 +133,7 @@ type txn struct {
 	claims     map[string]*events.NameClaimState
 	tree       treeTxn     // the audit tree's hashes written in this batch
 	buf        []byte      // scratch for encoding index values (Pebble's Set copies them)
-	bulk       []bulkEntry // in a bulk rebuild, the lanes' entries of this batch
+	bulk       bulkEntries // in a bulk rebuild, the lanes' entries of this batch
 }
 
 func newTxn(s *Store) *txn {
