@@ -41,8 +41,10 @@ type bulkLoad struct {
 	opts  sstable.WriterOptions
 	lanes map[string]*lane // by lane prefix
 	bytes int
-	files int        // tables written so far, to name the next
-	busy  chan error // the flush running in the background, if any: its result
+	files int            // tables written so far, to name the next
+	busy  chan error     // the flush running in the background, if any: its result
+	sizes map[string]int // each lane's bytes at the last flush, to size its next buffer
+	stage bulkEntries    // the txns' entries, buffers reused from one txn to the next (applyMu)
 
 	top frontier                        // the audit tree's frontier
 	ws  map[events.Workspace]*wsTreeTxn // each workspace tree's size and frontier
@@ -74,7 +76,7 @@ func newBulkLoad(dir string, fs vfs.FS, po *pebble.Options, db *pebble.DB) *bulk
 	o.EnsureDefaults()
 	// Level 0's options: an ingested table may land on any level.
 	return &bulkLoad{dir: dir, fs: fs, opts: o.MakeWriterOptions(0, db.TableFormat()),
-		lanes: map[string]*lane{}, ws: map[events.Workspace]*wsTreeTxn{}}
+		lanes: map[string]*lane{}, sizes: map[string]int{}, ws: map[events.Workspace]*wsTreeTxn{}}
 }
 
 // commit takes the entries and tree frontiers of a committed txn, and starts a flush when
@@ -93,6 +95,9 @@ func (b *bulkLoad) commit(t *txn, db *pebble.DB) error {
 		if l == nil || n != name {
 			if l = b.lanes[n]; l == nil {
 				l = &lane{}
+				if size := b.sizes[n]; size > 0 {
+					l.buf = make([]byte, 0, size+size/8)
+				}
 				b.lanes[n] = l
 			}
 			name = n
@@ -102,6 +107,8 @@ func (b *bulkLoad) commit(t *txn, db *pebble.DB) error {
 		b.bytes += v - start
 		start = v
 	}
+	b.stage = bulkEntries{names: t.bulk.names[:0], l: lane{buf: t.bulk.l.buf[:0], ends: t.bulk.l.ends[:0]}}
+	t.bulk = bulkEntries{}
 	if b.bytes < bulkFlushBytes {
 		return nil
 	}
@@ -161,6 +168,7 @@ func (b *bulkLoad) flush(db *pebble.DB, sync bool) error {
 		t := bulkTable{path: filepath.Join(b.dir, fmt.Sprintf("bulk-%06d.sst", b.files))}
 		for _, p := range prefixes {
 			t.lanes = append(t.lanes, b.lanes[p])
+			b.sizes[p] = len(b.lanes[p].buf)
 		}
 		tables = append(tables, t)
 	}

@@ -43,7 +43,7 @@ func BenchmarkReplay(b *testing.B) {
 				drain += time.Since(start)
 				drainCPU += cpuTime() - cpu
 				start, cpu = time.Now(), cpuTime()
-				if _, err := replay.Rebuild(ctx, log, filepath.Join(b.TempDir(), fmt.Sprint(i)), replay.Options{}); err != nil {
+				if _, err := replay.Rebuild(ctx, log, filepath.Join(b.TempDir(), fmt.Sprint(i)), replay.Options{GCPercent: *replayGC}); err != nil {
 					b.Fatal(err)
 				}
 				rebuild += time.Since(start)
@@ -70,4 +70,7 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-var replayEvents = flag.Int("replay.events", 20_000, "events in BenchmarkReplay's stream")
+var (
+	replayEvents = flag.Int("replay.events", 20_000, "events in BenchmarkReplay's stream")
+	replayGC     = flag.Int("replay.gc", 400, "BenchmarkReplay's Options.GCPercent, as keyreg replay's")
+)
