@@ -62,9 +62,10 @@ func (s *Store) ApplyHashed(recs []events.Decoded, leaves []tlog.Hash) error {
 // hash in the audit trees and its history entries. A bulk rebuild prepares records on
 // other cores (Prepare) while one applies them in order (ApplyPrepared).
 type Prepared struct {
-	leaf    tlog.Hash
-	history bool   // the entries below are set
-	wsLane  string // the workspace history's lane
+	leaf      tlog.Hash
+	subjectOK bool   // the record's subject matches its event (keyindex.CheckSubject)
+	history   bool   // the entries below are set
+	wsLane    string // the workspace history's lane
 	// The per-aggregate and workspace history entries' keys and values, back to back
 	// in buf: hist key, hist value, workspace key, workspace value ending at ends[0..3].
 	buf  []byte
@@ -77,6 +78,8 @@ func Prepare(d events.Decoded) (Prepared, error) {
 	e := d.Event
 	ws := e.Workspace()
 	agg, id := e.Aggregate()
+	// A mismatch is left for apply to report, in order.
+	p.subjectOK = keyindex.CheckSubject(d.Subject, ws, agg, id) == nil
 	h := historyValue{Type: e.Type, Actor: e.Actor, Time: e.Time}
 	b := make([]byte, 0, 2*len(ws)+len(agg)+len(id)+2*seqDigits+2*len(e.Type)+2*len(e.Actor)+len(agg)+len(id)+64)
 	b = append(b, prefixHistory...)
@@ -242,8 +245,10 @@ func (t *txn) apply(d events.Decoded, p *Prepared) error {
 	e := d.Event
 	ws := e.Workspace()
 	agg, id := e.Aggregate()
-	if err := keyindex.CheckSubject(r.Subject, ws, agg, id); err != nil {
-		return err
+	if p == nil || !p.subjectOK {
+		if err := keyindex.CheckSubject(r.Subject, ws, agg, id); err != nil {
+			return err
+		}
 	}
 	switch agg {
 	case events.AggWorkspace:
