@@ -117,6 +117,9 @@ func (e Event) Payload() (Payload, error) {
 	if p == nil {
 		return nil, fmt.Errorf("decode event %s: unknown type %q", e.ID, e.Type)
 	}
+	if decodePayloadCanonical(data, p) {
+		return p, nil
+	}
 	if err := json.Unmarshal(data, p); err != nil {
 		return nil, fmt.Errorf("decode %s data: %w", t, err)
 	}

@@ -14,10 +14,10 @@ import (
 // this path is several times faster than encoding/json's.
 func decodeCanonical(b []byte) (e Event, ok bool) {
 	p := canonParser{b: b}
-	if !p.member(`{"specversion":`, &e.SpecVersion) ||
+	if !p.memberOf(`{"specversion":`, &e.SpecVersion, SpecVersion) ||
 		!p.member(`,"id":`, &e.ID) ||
 		!p.member(`,"source":`, &e.Source) ||
-		!p.member(`,"type":`, (*string)(&e.Type)) ||
+		!p.memberType(&e.Type) ||
 		!p.member(`,"subject":`, &e.Subject) ||
 		!p.lit(`,"time":`) {
 		return Event{}, false
@@ -29,7 +29,7 @@ func decodeCanonical(b []byte) (e Event, ok bool) {
 	if err := e.Time.UnmarshalJSON(b[start:p.i]); err != nil {
 		return Event{}, false
 	}
-	if !p.member(`,"datacontenttype":`, &e.DataContentType) || !p.lit(`,"data":`) {
+	if !p.memberOf(`,"datacontenttype":`, &e.DataContentType, DataContentType) || !p.lit(`,"data":`) {
 		return Event{}, false
 	}
 	data, ok := p.object()
@@ -79,26 +79,71 @@ func (p *canonParser) member(name string, dst *string) bool {
 	return ok
 }
 
+// memberOf is member for a value that is usually known: then dst takes known's bytes
+// rather than a copy.
+func (p *canonParser) memberOf(name string, dst *string, known string) bool {
+	if !p.lit(name) {
+		return false
+	}
+	v, ok := p.raw()
+	if string(v) == known {
+		*dst = known
+	} else {
+		*dst = string(v)
+	}
+	return ok
+}
+
+// memberType consumes the type member into dst, taking a known type's string rather
+// than a copy.
+func (p *canonParser) memberType(dst *Type) bool {
+	if !p.lit(`,"type":`) {
+		return false
+	}
+	v, ok := p.raw()
+	if t, found := knownTypes[string(v)]; found {
+		*dst = t
+	} else {
+		*dst = Type(v)
+	}
+	return ok
+}
+
+// knownTypes is the types of payloadOf by name.
+var knownTypes = func() map[string]Type {
+	m := map[string]Type{}
+	for t := range payloadOf {
+		m[string(t)] = t
+	}
+	return m
+}()
+
 // str consumes a string of valid UTF-8 without escapes or control characters.
 func (p *canonParser) str() (string, bool) {
+	v, ok := p.raw()
+	return string(v), ok
+}
+
+// raw is str without the copy: the string's bytes in b, nil when not ok.
+func (p *canonParser) raw() ([]byte, bool) {
 	b := p.b
 	if p.i >= len(b) || b[p.i] != '"' {
-		return "", false
+		return nil, false
 	}
 	for j := p.i + 1; j < len(b); j++ {
 		switch c := b[j]; {
 		case c == '"':
 			s := b[p.i+1 : j]
 			if !utf8.Valid(s) {
-				return "", false
+				return nil, false
 			}
 			p.i = j + 1
-			return string(s), true
+			return s, true
 		case c < 0x20 || c == '\\':
-			return "", false
+			return nil, false
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 // object consumes a JSON object, finding its end by counting brackets outside strings;

@@ -51,10 +51,69 @@ func (s *Store) ApplyHashed(recs []events.Decoded, leaves []tlog.Hash) error {
 	if len(leaves) != len(recs) {
 		return fmt.Errorf("apply: %d leaf hashes for %d records", len(leaves), len(recs))
 	}
-	return s.applyDecoded(recs, leaves)
+	prep := make([]Prepared, len(recs))
+	for i := range prep {
+		prep[i].leaf = leaves[i]
+	}
+	return s.applyDecoded(recs, prep)
 }
 
-func (s *Store) applyDecoded(recs []events.Decoded, leaves []tlog.Hash) error {
+// Prepared is the part of applying a record that depends on that record alone: its leaf
+// hash in the audit trees and its history entries. A bulk rebuild prepares records on
+// other cores (Prepare) while one applies them in order (ApplyPrepared).
+type Prepared struct {
+	leaf      tlog.Hash
+	subjectOK bool   // the record's subject matches its event (keyindex.CheckSubject)
+	history   bool   // the entries below are set
+	wsLane    string // the workspace history's lane
+	// The per-aggregate and workspace history entries' keys and values, back to back
+	// in buf: hist key, hist value, workspace key, workspace value ending at ends[0..3].
+	buf  []byte
+	ends [4]int
+}
+
+// Prepare computes d's Prepared.
+func Prepare(d events.Decoded) (Prepared, error) {
+	p := Prepared{leaf: tlog.RecordHash(d.Data)}
+	e := d.Event
+	ws := e.Workspace()
+	agg, id := e.Aggregate()
+	// A mismatch is left for apply to report, in order.
+	p.subjectOK = keyindex.CheckSubject(d.Subject, ws, agg, id) == nil
+	h := historyValue{Type: e.Type, Actor: e.Actor, Time: e.Time}
+	b := make([]byte, 0, 2*len(ws)+len(agg)+len(id)+2*seqDigits+2*len(e.Type)+2*len(e.Actor)+len(agg)+len(id)+64)
+	b = append(b, prefixHistory...)
+	b = append(append(b, ws...), '/')
+	b = append(append(b, agg...), '/')
+	b = append(append(b, id...), '/')
+	b = appendSeq(b, d.Seq)
+	p.ends[0] = len(b)
+	b, err := encodeValue(b, &h)
+	if err != nil {
+		return p, fmt.Errorf("apply seq %d: %w", d.Seq, err)
+	}
+	p.ends[1] = len(b)
+	b = append(b, prefixWSHistory...)
+	b = appendSeq(append(append(b, ws...), '/'), d.Seq)
+	p.ends[2] = len(b)
+	h.Aggregate, h.ID = agg, id
+	if b, err = encodeValue(b, &h); err != nil {
+		return p, fmt.Errorf("apply seq %d: %w", d.Seq, err)
+	}
+	p.ends[3] = len(b)
+	p.buf, p.history, p.wsLane = b, true, string(b[p.ends[1]:p.ends[2]-seqDigits])
+	return p, nil
+}
+
+// ApplyPrepared is ApplyDecoded with prep[i] = Prepare(recs[i]) computed ahead.
+func (s *Store) ApplyPrepared(recs []events.Decoded, prep []Prepared) error {
+	if len(prep) != len(recs) {
+		return fmt.Errorf("apply: %d prepared records for %d records", len(prep), len(recs))
+	}
+	return s.applyDecoded(recs, prep)
+}
+
+func (s *Store) applyDecoded(recs []events.Decoded, prep []Prepared) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.mu.Lock()
@@ -79,12 +138,16 @@ func (s *Store) applyDecoded(recs []events.Decoded, leaves []tlog.Hash) error {
 		if s.opts.ReadOnly {
 			return fmt.Errorf("apply seq %d: %w", r.Seq, ErrReadOnly)
 		}
-		if err := t.apply(d); err != nil {
+		var p *Prepared
+		if prep != nil {
+			p = &prep[i]
+		}
+		if err := t.apply(d, p); err != nil {
 			return fmt.Errorf("apply seq %d: %w", r.Seq, err)
 		}
 		var leaf tlog.Hash
-		if leaves != nil {
-			leaf = leaves[i]
+		if p != nil {
+			leaf = p.leaf
 		} else {
 			leaf = tlog.RecordHash(r.Data)
 		}
@@ -133,7 +196,7 @@ type txn struct {
 	claims     map[string]*events.NameClaimState
 	tree       treeTxn     // the audit tree's hashes written in this batch
 	buf        []byte      // scratch for encoding index values (Pebble's Set copies them)
-	bulk       []bulkEntry // in a bulk rebuild, the lanes' entries of this batch
+	bulk       bulkEntries // in a bulk rebuild, the lanes' entries of this batch
 }
 
 func newTxn(s *Store) *txn {
@@ -148,6 +211,7 @@ func newTxn(s *Store) *txn {
 	if s.bulk != nil { // the trees so far are in bulkLoad, not (yet) in the DB
 		t.tree.started = true
 		t.tree.top = s.bulk.top.clone()
+		t.bulk, s.bulk.stage = s.bulk.stage, bulkEntries{}
 	}
 	return t
 }
@@ -175,13 +239,16 @@ func state[T any](t *txn, cache map[string]*T, key []byte) (*T, error) {
 	return st, nil
 }
 
-func (t *txn) apply(d events.Decoded) error {
+// apply folds d into the txn; p, when not nil, is Prepare(d) or holds its leaf alone.
+func (t *txn) apply(d events.Decoded, p *Prepared) error {
 	r := d.Record
 	e := d.Event
 	ws := e.Workspace()
 	agg, id := e.Aggregate()
-	if err := keyindex.CheckSubject(r.Subject, ws, agg, id); err != nil {
-		return err
+	if p == nil || !p.subjectOK {
+		if err := keyindex.CheckSubject(r.Subject, ws, agg, id); err != nil {
+			return err
+		}
 	}
 	switch agg {
 	case events.AggWorkspace:
@@ -240,6 +307,13 @@ func (t *txn) apply(d events.Decoded) error {
 		// NATS credentials: kept by keyreg serve's NATS users, not in the views (history only).
 	default:
 		return fmt.Errorf("unknown aggregate %q", agg)
+	}
+	if p != nil && p.history {
+		b := p.buf
+		if err := t.b.Set(b[:p.ends[0]], b[p.ends[0]:p.ends[1]], nil); err != nil {
+			return err
+		}
+		return t.put(p.wsLane, b[p.ends[1]:p.ends[2]], b[p.ends[2]:p.ends[3]])
 	}
 	return t.indexHistory(r.Seq, e, ws, agg, id)
 }

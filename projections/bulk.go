@@ -1,7 +1,6 @@
 package projections
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -25,10 +24,14 @@ import (
 // straight to the bottom level. The other entries (states, per-aggregate history, the
 // indexes) go through batches as usual.
 //
-// The lanes are held in memory until bulkFlushBytes of them are pending, and at Sync. Until
-// then the DB does not hold them, so the batch reads the trees' frontiers and sizes from
-// bulkLoad instead of the DB. The views are the same bytes either way (TestRebuildEqualsLive).
-var bulkFlushBytes = 32 << 20 // a variable for tests
+// The lanes are held in memory, packed in one buffer each (no pointer per entry for the
+// GC to scan), until bulkFlushBytes of them are pending. Their tables are then written and
+// ingested by a goroutine in the background while the rebuild goes on (one flush at a
+// time: the next waits for it, and reports its error), so that only the last part is left
+// for Sync. Until then the DB does not hold them, so the batch reads the trees' frontiers
+// and sizes from bulkLoad instead of the DB. The views are the same bytes either way
+// (TestRebuildEqualsLive, TestBulkRebuildEqualsLive).
+var bulkFlushBytes = 4 << 20 // a variable for tests
 
 // bulkLoad is the state of a bulk rebuild, owned by the Apply that holds applyMu.
 type bulkLoad struct {
@@ -38,21 +41,34 @@ type bulkLoad struct {
 	opts  sstable.WriterOptions
 	lanes map[string]*lane // by lane prefix
 	bytes int
-	files int // tables written so far, to name the next
+	files int            // tables written so far, to name the next
+	busy  chan error     // the flush running in the background, if any: its result
+	sizes map[string]int // each lane's bytes at the last flush, to size its next buffer
+	stage bulkEntries    // the txns' entries, buffers reused from one txn to the next (applyMu)
 
 	top frontier                        // the audit tree's frontier
 	ws  map[events.Workspace]*wsTreeTxn // each workspace tree's size and frontier
 }
 
-// lane is the pending entries of one lane, in key order.
+// lane is the pending entries of one lane, in key order: their keys and values back to
+// back in buf, entry i's key ending at ends[2i] and its value at ends[2i+1].
 type lane struct {
-	keys, values [][]byte
+	buf  []byte
+	ends []int
 }
 
-// bulkEntry is an entry a txn sends to a lane once its batch commits.
-type bulkEntry struct {
-	lane       string
-	key, value []byte
+func (l *lane) add(key, value []byte) {
+	l.buf = append(l.buf, key...)
+	l.ends = append(l.ends, len(l.buf))
+	l.buf = append(l.buf, value...)
+	l.ends = append(l.ends, len(l.buf))
+}
+
+// bulkEntries are the entries a txn sends to the lanes once its batch commits: entry i
+// goes to lane names[i], its key and value packed in l as a lane packs them.
+type bulkEntries struct {
+	names []string
+	l     lane
 }
 
 func newBulkLoad(dir string, fs vfs.FS, po *pebble.Options, db *pebble.DB) *bulkLoad {
@@ -60,11 +76,11 @@ func newBulkLoad(dir string, fs vfs.FS, po *pebble.Options, db *pebble.DB) *bulk
 	o.EnsureDefaults()
 	// Level 0's options: an ingested table may land on any level.
 	return &bulkLoad{dir: dir, fs: fs, opts: o.MakeWriterOptions(0, db.TableFormat()),
-		lanes: map[string]*lane{}, ws: map[events.Workspace]*wsTreeTxn{}}
+		lanes: map[string]*lane{}, sizes: map[string]int{}, ws: map[events.Workspace]*wsTreeTxn{}}
 }
 
-// commit takes the entries and tree frontiers of a committed txn, and flushes when enough
-// are pending.
+// commit takes the entries and tree frontiers of a committed txn, and starts a flush when
+// enough are pending.
 func (b *bulkLoad) commit(t *txn, db *pebble.DB) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -72,30 +88,41 @@ func (b *bulkLoad) commit(t *txn, db *pebble.DB) error {
 	for ws, wt := range t.tree.ws {
 		b.ws[ws] = wt
 	}
-	for _, e := range t.bulk {
-		l := b.lanes[e.lane]
-		if l == nil {
-			l = &lane{}
-			b.lanes[e.lane] = l
+	var l *lane
+	name := ""
+	start := 0
+	for i, n := range t.bulk.names {
+		if l == nil || n != name {
+			if l = b.lanes[n]; l == nil {
+				l = &lane{}
+				if size := b.sizes[n]; size > 0 {
+					l.buf = make([]byte, 0, size+size/8)
+				}
+				b.lanes[n] = l
+			}
+			name = n
 		}
-		l.keys = append(l.keys, e.key)
-		l.values = append(l.values, e.value)
-		b.bytes += len(e.key) + len(e.value)
+		k, v := t.bulk.l.ends[2*i], t.bulk.l.ends[2*i+1]
+		l.add(t.bulk.l.buf[start:k], t.bulk.l.buf[k:v])
+		b.bytes += v - start
+		start = v
 	}
+	b.stage = bulkEntries{names: t.bulk.names[:0], l: lane{buf: t.bulk.l.buf[:0], ends: t.bulk.l.ends[:0]}}
+	t.bulk = bulkEntries{}
 	if b.bytes < bulkFlushBytes {
 		return nil
 	}
-	return b.flush(db)
+	return b.flush(db, false)
 }
 
-// flushBulk has the DB ingest the pending lanes of a bulk rebuild.
+// flushBulk has the DB ingest the pending lanes of a bulk rebuild, and waits for it.
 func (s *Store) flushBulk() error {
 	if s.bulk == nil {
 		return nil
 	}
 	s.bulk.mu.Lock()
 	defer s.bulk.mu.Unlock()
-	return s.bulk.flush(s.db)
+	return s.bulk.flush(s.db, true)
 }
 
 // put sets key to value in the batch or, in a bulk rebuild, sends it to lane (the
@@ -104,13 +131,28 @@ func (t *txn) put(lane string, key, value []byte) error {
 	if t.s.bulk == nil {
 		return t.b.Set(key, value, nil)
 	}
-	t.bulk = append(t.bulk, bulkEntry{lane: lane, key: key, value: bytes.Clone(value)})
+	t.bulk.names = append(t.bulk.names, lane)
+	t.bulk.l.add(key, value)
 	return nil
 }
 
-// flush (with mu held) writes the pending lanes as one table per kind of lane (the lanes of a kind in
-// prefix order, so each table is sorted) and has the DB ingest them.
-func (b *bulkLoad) flush(db *pebble.DB) error {
+// wait (with mu held) waits for the flush in the background, if any, and returns its error.
+func (b *bulkLoad) wait() error {
+	if b.busy == nil {
+		return nil
+	}
+	err := <-b.busy
+	b.busy = nil
+	return err
+}
+
+// flush (with mu held) waits for the previous flush, then writes the pending lanes as one
+// table per kind of lane (the lanes of a kind in prefix order, so each table is sorted)
+// and has the DB ingest them: in the background, or before it returns when sync.
+func (b *bulkLoad) flush(db *pebble.DB, sync bool) error {
+	if err := b.wait(); err != nil {
+		return err
+	}
 	if len(b.lanes) == 0 {
 		return nil
 	}
@@ -119,29 +161,58 @@ func (b *bulkLoad) flush(db *pebble.DB) error {
 		kind := p[:strings.IndexByte(p, '/')+1]
 		byKind[kind] = append(byKind[kind], p)
 	}
-	var paths []string
+	tables := make([]bulkTable, 0, len(byKind))
 	for _, prefixes := range byKind {
 		slices.Sort(prefixes)
 		b.files++
-		path := filepath.Join(b.dir, fmt.Sprintf("bulk-%06d.sst", b.files))
-		f, err := b.fs.Create(path, vfs.WriteCategoryUnspecified)
+		t := bulkTable{path: filepath.Join(b.dir, fmt.Sprintf("bulk-%06d.sst", b.files))}
+		for _, p := range prefixes {
+			t.lanes = append(t.lanes, b.lanes[p])
+			b.sizes[p] = len(b.lanes[p].buf)
+		}
+		tables = append(tables, t)
+	}
+	b.lanes = map[string]*lane{}
+	b.bytes = 0
+	if sync {
+		return b.ingest(db, tables)
+	}
+	b.busy = make(chan error, 1)
+	go func() { b.busy <- b.ingest(db, tables) }()
+	return nil
+}
+
+// bulkTable is a table to write: the entries of its lanes, in order.
+type bulkTable struct {
+	path  string
+	lanes []*lane
+}
+
+// ingest writes tables and has the DB ingest them. It reads only b's fields that do not
+// change (dir, fs, opts), so that it can run beside the next batches.
+func (b *bulkLoad) ingest(db *pebble.DB, tables []bulkTable) error {
+	paths := make([]string, 0, len(tables))
+	for _, t := range tables {
+		f, err := b.fs.Create(t.path, vfs.WriteCategoryUnspecified)
 		if err != nil {
 			return fmt.Errorf("bulk load: %w", err)
 		}
 		w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), b.opts)
-		for _, p := range prefixes {
-			l := b.lanes[p]
-			for i, k := range l.keys {
-				if err := w.Set(k, l.values[i]); err != nil {
+		for _, l := range t.lanes {
+			start := 0
+			for i := 0; i < len(l.ends); i += 2 {
+				k, v := l.ends[i], l.ends[i+1]
+				if err := w.Set(l.buf[start:k], l.buf[k:v]); err != nil {
 					w.Close()
-					return fmt.Errorf("bulk load %s: %w", k, err)
+					return fmt.Errorf("bulk load %s: %w", l.buf[start:k], err)
 				}
+				start = v
 			}
 		}
 		if err := w.Close(); err != nil {
 			return fmt.Errorf("bulk load: %w", err)
 		}
-		paths = append(paths, path)
+		paths = append(paths, t.path)
 	}
 	if err := db.Ingest(context.Background(), paths); err != nil {
 		return fmt.Errorf("bulk load: ingest: %w", err)
@@ -149,8 +220,6 @@ func (b *bulkLoad) flush(db *pebble.DB) error {
 	for _, p := range paths {
 		b.fs.Remove(p) // ingest links the table into the DB; this name may remain
 	}
-	b.lanes = map[string]*lane{}
-	b.bytes = 0
 	return nil
 }
 

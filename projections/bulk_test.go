@@ -46,6 +46,9 @@ func testBulkRebuild(t *testing.T, flushes bool) {
 	if err := bulk.Sync(); err != nil {
 		t.Fatal(err)
 	}
+	if bulk.bulk.busy != nil || len(bulk.bulk.lanes) != 0 {
+		t.Fatal("Sync returned before the lanes were ingested")
+	}
 	if flushes && bulk.bulk.files < 8 || !flushes && bulk.bulk.files > 4 {
 		t.Fatalf("only %d tables ingested: the lanes did not flush along the way", bulk.bulk.files)
 	}

@@ -48,6 +48,9 @@ type treeTxn struct {
 type wsTreeTxn struct {
 	size int64
 	f    frontier
+	// The lanes of the tree's hashes and leaf indexes in a bulk rebuild, kept so as not
+	// to build them for every leaf.
+	lane, seqLane string
 }
 
 // errNotInFrontier means a bulk rebuild, which keeps its trees' frontiers across batches,
@@ -382,7 +385,7 @@ func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record, leaf tlog.H
 	if !ok && t.s.bulk != nil {
 		wt = &wsTreeTxn{}
 		if b := t.s.bulk.ws[ws]; b != nil {
-			wt = &wsTreeTxn{size: b.size, f: b.f.clone()}
+			wt = &wsTreeTxn{size: b.size, f: b.f.clone(), lane: b.lane, seqLane: b.seqLane}
 		}
 		t.tree.ws[ws] = wt
 	} else if !ok {
@@ -434,14 +437,17 @@ func (t *txn) addWorkspaceLeaf(ws events.Workspace, r events.Record, leaf tlog.H
 	}
 	base := tlog.StoredHashIndex(0, n)
 	wt.f.stored(base, hashes)
-	lane := prefixWSTree + string(ws) + "/"
+	if wt.lane == "" {
+		wt.lane, wt.seqLane = prefixWSTree+string(ws)+"/", string(wsTreeSeqPrefix(ws))
+	}
 	for i, h := range hashes {
-		if err := t.put(lane, wsTreeKey(ws, base+int64(i)), h[:]); err != nil {
+		if err := t.put(wt.lane, appendSeq([]byte(wt.lane), uint64(base+int64(i))), h[:]); err != nil {
 			return err
 		}
 	}
 	wt.size = n + 1
-	return t.put(string(wsTreeSeqPrefix(ws)), appendSeq(wsTreeSeqPrefix(ws), r.Seq), binary.AppendUvarint(nil, uint64(n)))
+	var idx [binary.MaxVarintLen64]byte
+	return t.put(wt.seqLane, appendSeq([]byte(wt.seqLane), r.Seq), binary.AppendUvarint(idx[:0], uint64(n)))
 }
 
 // workspaceTreeSize returns the number of events of ws with a stream sequence up to asOf.

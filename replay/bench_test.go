@@ -22,7 +22,8 @@ import (
 // ratio moves with the load, the CPU one much less.
 //
 // The stream has -replay.events events (default 20,000; the figure for the notes is
-// taken with -replay.events=1000000).
+// taken with -replay.events=1000000). The rebuild runs with Options.GCPercent
+// -replay.gc (default 400, as keyreg replay) and Options.BatchSize -replay.batch.
 func BenchmarkReplay(b *testing.B) {
 	for _, n := range []int{*replayEvents} {
 		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
@@ -43,7 +44,7 @@ func BenchmarkReplay(b *testing.B) {
 				drain += time.Since(start)
 				drainCPU += cpuTime() - cpu
 				start, cpu = time.Now(), cpuTime()
-				if _, err := replay.Rebuild(ctx, log, filepath.Join(b.TempDir(), fmt.Sprint(i)), replay.Options{}); err != nil {
+				if _, err := replay.Rebuild(ctx, log, filepath.Join(b.TempDir(), fmt.Sprint(i)), replay.Options{GCPercent: *replayGC, BatchSize: *replayBatch}); err != nil {
 					b.Fatal(err)
 				}
 				rebuild += time.Since(start)
@@ -70,4 +71,8 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-var replayEvents = flag.Int("replay.events", 20_000, "events in BenchmarkReplay's stream")
+var (
+	replayEvents = flag.Int("replay.events", 20_000, "events in BenchmarkReplay's stream")
+	replayGC     = flag.Int("replay.gc", 400, "BenchmarkReplay's Options.GCPercent, as keyreg replay's")
+	replayBatch  = flag.Int("replay.batch", 0, "BenchmarkReplay's Options.BatchSize (0: the default)")
+)

@@ -237,7 +237,7 @@ func (r *runner) drain(last uint64) error {
 func (r *runner) replay(last uint64) (*projections.Store, error) {
 	dir := filepath.Join(r.opts.Dir, "bench-views")
 	if err := r.timed("replay into Pebble views", "events", int(last), func() error {
-		_, err := replay.Rebuild(r.ctx, r.log, dir, replay.Options{UntilSeq: last})
+		_, err := replay.Rebuild(r.ctx, r.log, dir, replay.Options{UntilSeq: last, GCPercent: 400})
 		return err
 	}); err != nil {
 		return nil, err
