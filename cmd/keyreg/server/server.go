@@ -236,7 +236,7 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// One fsync per change, the stream's: the views re-apply from it what a crash takes.
 	store, err := projections.Open(n.gens.Dir(cur), projections.Options{LazySync: true})
 	if errors.Is(err, projections.ErrFormat) {
-		return nil, fmt.Errorf("serve: %w; stop nothing else and run: keyreg replay --data %s", err, cfg.DataDir)
+		return nil, fmt.Errorf("serve: %w; with this server stopped, run: keyreg replay --data %s", err, cfg.DataDir)
 	}
 	if err != nil {
 		return nil, err
