@@ -17,6 +17,7 @@ import (
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/events/eventstest"
 	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/projections/projectionstest"
 	"github.com/keyreg/keyreg/replay"
 )
 
@@ -303,34 +304,6 @@ func TestRebuildRefusesNonEmptyDir(t *testing.T) {
 	}
 }
 
-// downgrade rewrites the views in dir as format 1 wrote them: states and history entries
-// as JSON, leaf indexes in decimal (ReadableValue gives exactly those bytes), no format
-// mark.
-func downgrade(t *testing.T, dir string) {
-	t.Helper()
-	db, err := pebble.Open(dir, &pebble.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	b := db.NewBatch()
-	it, _ := db.NewIter(nil)
-	for ok := it.First(); ok; ok = it.Next() {
-		k := string(it.Key())
-		switch {
-		case k == "meta/format":
-			b.Delete(it.Key(), nil)
-		case strings.HasPrefix(k, "tlog/"), strings.HasPrefix(k, "wtlog/"):
-		default:
-			b.Set(it.Key(), []byte(projections.ReadableValue(it.Key(), it.Value())), nil)
-		}
-	}
-	it.Close()
-	if err := b.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestMigrateFormat1: views of format 1 (JSON values) are refused with ErrFormat, and a
 // rebuild into a new generation, what `keyreg replay` runs, migrates them: the new
 // generation serves, equals a fresh rebuild, and the old one is gone.
@@ -343,7 +316,7 @@ func TestMigrateFormat1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	downgrade(t, gens.Dir(old))
+	projectionstest.ToFormat1(t, gens.Dir(old))
 	if _, err := projections.Open(gens.Dir(old), projections.Options{}); !errors.Is(err, projections.ErrFormat) ||
 		!strings.Contains(err.Error(), "format 1") || !strings.Contains(err.Error(), "keyreg replay") {
 		t.Fatalf("opening format-1 views: %v, want ErrFormat naming format 1 and keyreg replay", err)

@@ -9,39 +9,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
 	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/projections"
+	"github.com/keyreg/keyreg/projections/projectionstest"
 	"github.com/keyreg/keyreg/replay"
 )
-
-// toFormat1 rewrites the views in dir as format 1 wrote them: JSON states and history
-// entries (projections.ReadableValue gives those bytes), no format mark.
-func toFormat1(t *testing.T, dir string) {
-	t.Helper()
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quiet{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	b := db.NewBatch()
-	it, _ := db.NewIter(nil)
-	for ok := it.First(); ok; ok = it.Next() {
-		switch k := string(it.Key()); {
-		case k == "meta/format":
-			b.Delete(it.Key(), nil)
-		case strings.HasPrefix(k, "tlog/"), strings.HasPrefix(k, "wtlog/"):
-		default:
-			b.Set(it.Key(), []byte(projections.ReadableValue(it.Key(), it.Value())), nil)
-		}
-	}
-	it.Close()
-	if err := b.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestServeRefusesFormat1: serve on views of format 1 refuses to start, naming the
 // command that migrates them; after keyreg replay (RebuildViews) it serves them.
@@ -51,7 +24,7 @@ func TestServeRefusesFormat1(t *testing.T) {
 	f := newFixture(t, n, "acme")
 	k := f.createKey(map[string]any{"name": "kept", "allowlist": []string{"10.0.0.0/8"}})
 	n.stop()
-	toFormat1(t, filepath.Join(data, "projections", currentGenDir(t, data)))
+	projectionstest.ToFormat1(t, filepath.Join(data, "projections", currentGenDir(t, data)))
 
 	cfg := server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	nd, err := server.Open(context.Background(), cfg)
