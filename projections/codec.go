@@ -419,6 +419,11 @@ func (r *valueReader) anyTime(nilOK bool) (time.Time, bool) {
 		if err := t.UnmarshalText(r.bytes()); err != nil {
 			r.fail(err)
 		}
+		if _, offset := t.Zone(); offset == 0 {
+			// "+00:00" parses as Local where Local is UTC, and is written again as "Z",
+			// which parses as UTC: one time, one value.
+			t = t.UTC()
+		}
 		return t, true
 	case timeNil:
 		if !nilOK {

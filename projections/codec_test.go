@@ -95,9 +95,12 @@ func FuzzDecodeValue(f *testing.F) {
 		b, _ := encodeValue(nil, v)
 		f.Add(uint8(i), b)
 	}
-	// Inputs the fuzzer found: a bad prefix after a good length; a list count of 1.
+	// Inputs the fuzzer found: a bad prefix after a good length; a list count of 1; a time
+	// as text at offset zero.
 	f.Add(uint8(79), []byte("\x0200\x00\x00\x03\v00000000000\x010\x05\n0000000000"))
 	f.Add(uint8(0), []byte("\x00\x00\x01\x0000\x000\x00\x00"))
+	// A time as text with offset +00:00 (Local where Local is UTC; written again as Z).
+	f.Add(uint8(14), []byte("\x15000000000000000000000\x00\x01\x190000-01-01T00:00:00+00:00\x03000\x0200"))
 	f.Fuzz(func(t *testing.T, i uint8, b []byte) {
 		typ := reflect.TypeOf(samples[int(i)%len(samples)]).Elem()
 		v := reflect.New(typ).Interface()
