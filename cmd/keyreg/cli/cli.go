@@ -19,13 +19,15 @@ type Env func(string) string
 // exit code: 0 on success, 1 on failure (after a one-line message on stderr), 2 on bad
 // usage.
 func Run(ctx context.Context, args []string, getenv Env, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := newRoot(getenv, stdin, stdout, stderr)
+	g := &globals{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
+	root := newRootFor(g)
 	suggestEverywhere(root)
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	cmd, err := root.ExecuteContextC(ctx)
+	g.saveSequences() // also after a failure: a write may have been answered before it
 	if err == nil {
 		return 0
 	}
@@ -71,6 +73,11 @@ func isCobraUsage(err error) bool {
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func newRoot(getenv Env, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	return newRootFor(&globals{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr})
+}
+
+// newRootFor returns the root command, whose commands share g.
+func newRootFor(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "keyreg",
 		Short: "An event-sourced registry of REST API keys, IP allowlists and API identifiers",
@@ -80,7 +87,12 @@ answer queries and verify keys; replay rebuilds the views.
 
 Run a server:   keyreg serve --data ./keyreg-data
 Use it:         export KEYREG_ADDR=http://127.0.0.1:8080 KEYREG_TOKEN=kr_...
-                keyreg workspace create acme --name "Acme Inc"`,
+                keyreg workspace create acme --name "Acme Inc"
+
+Read your writes on any node of a cluster: a write answers with the stream sequence it
+reached ("sequence" in --json). keyreg keeps the last one per --addr (in sequences.json under
+$KEYREG_CACHE_DIR, else the user cache dir + /keyreg; mode 0600, no secrets), and its next
+reads wait until the node that answers has applied it. --min-seq N waits for N instead.`,
 		Example: `  keyreg serve --bootstrap-key-file ./root.key
   export KEYREG_TOKEN=$(cat ./root.key)
   keyreg workspace create acme --name "Acme Inc"
@@ -94,10 +106,10 @@ Use it:         export KEYREG_ADDR=http://127.0.0.1:8080 KEYREG_TOKEN=kr_...
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err.Error()} })
-	g := &globals{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
 	root.PersistentFlags().StringVar(&g.addr, "addr", "", "server address (default $KEYREG_ADDR or http://127.0.0.1:8080)")
 	root.PersistentFlags().StringVar(&g.token, "token", "", "registry key secret (default $KEYREG_TOKEN)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripts instead of tables")
+	root.PersistentFlags().Uint64Var(&g.minSeq, "min-seq", 0, "reads wait until the server has applied this stream `SEQUENCE` (a write's \"sequence\" in --json; default: the last write of this command line to --addr, kept in $KEYREG_CACHE_DIR or the user cache dir)")
 	root.AddCommand(newServeCmd(g), newWorkspaceCmd(g), newKeyCmd(g), newIdentifierCmd(g), newVerifyCmd(g))
 	root.AddCommand(newReplayCmd(g), newBackupCmd(g), newRestoreCmd(g), newBenchCmd(g))
 	root.AddCommand(newWatchCmd(g))
@@ -115,4 +127,6 @@ type globals struct {
 	stdout, stderr io.Writer
 	addr, token    string
 	json           bool
+	minSeq         uint64    // --min-seq: 0 for the kept one (startSequence)
+	carried        []carried // the clients made, whose sequences are kept (saveSequences)
 }

@@ -15,11 +15,14 @@ import (
 const defaultAddr = "http://127.0.0.1:8080"
 
 // client returns a client of the server named by --addr, $KEYREG_ADDR or defaultAddr,
-// with the token of --token or $KEYREG_TOKEN.
+// with the token of --token or $KEYREG_TOKEN. Its reads send --min-seq, else the sequence
+// of the last write to that address (see startSequence).
 func (g *globals) client() *client.Client {
 	addr := firstNonEmpty(g.addr, g.getenv("KEYREG_ADDR"), defaultAddr)
 	token := strings.TrimSpace(firstNonEmpty(g.token, g.getenv("KEYREG_TOKEN")))
-	return client.New(addr, token, &http.Client{Timeout: 30 * time.Second})
+	c := client.New(addr, token, &http.Client{Timeout: 30 * time.Second})
+	g.startSequence(c)
+	return c
 }
 
 // workspace returns the workspace of -w/--workspace (flag), else $KEYREG_WORKSPACE.

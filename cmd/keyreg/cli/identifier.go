@@ -29,6 +29,9 @@ The workspace is -w/--workspace, else $KEYREG_WORKSPACE.`,
 // printIdentifierResult prints an identifier after a write (summary then the
 // identifier) or a read.
 func (g *globals) printIdentifierResult(s wire.Identifier, summary string) error {
+	if g.json && summary != "" {
+		return g.printWritten(s)
+	}
 	if g.json {
 		return g.printJSON(s)
 	}

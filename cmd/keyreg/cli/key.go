@@ -65,7 +65,7 @@ Without --allow the key works from any address.`,
 			return err
 		}
 		if g.json {
-			return g.printJSON(ks)
+			return g.printWritten(ks)
 		}
 		return printSecret(g.stdout, "Created", ks)
 	}
@@ -149,6 +149,9 @@ func newKeyShowCmd(g *globals, ws *string) *cobra.Command {
 
 // printKeyResult prints a key after a write (summary then the key) or a read.
 func (g *globals) printKeyResult(k wire.Key, summary string) error {
+	if g.json && summary != "" {
+		return g.printWritten(k)
+	}
 	if g.json {
 		return g.printJSON(k)
 	}
@@ -278,7 +281,7 @@ func newKeyRotateCmd(g *globals, ws *string) *cobra.Command {
 			return err
 		}
 		if g.json {
-			return g.printJSON(ks)
+			return g.printWritten(ks)
 		}
 		return printSecret(g.stdout, "Rotated", ks)
 	}

@@ -71,7 +71,7 @@ Permissions are never removed; adding one again with the same description change
 			return err
 		}
 		if g.json {
-			return g.printJSON(p)
+			return g.printWritten(p)
 		}
 		fmt.Fprintf(g.stdout, "Defined permission %s in workspace %s.\n", p.Name, wsID)
 		return printPermissions(g.stdout, []wire.Permission{p})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
 	"github.com/keyreg/keyreg/commands"
 )
@@ -50,6 +51,10 @@ KV lock) appends a checkpoint of the tree, signed with the ed25519 key DATA/audi
 (made on first start; "keyreg audit pubkey" prints its public half), every
 --seal-every-events events or every --seal-interval while there are new events.
 
+Any node of a cluster answers: writes answer with the stream sequence they reached (header
+Keyreg-Sequence), and a read sent with it (header Keyreg-Min-Sequence or ?min_seq=) waits
+until this node's views have applied it, at most --min-seq-wait (then 503 with Retry-After).
+
 It stops cleanly on SIGINT or SIGTERM: HTTP requests drained, projector stopped after its
 last batch, NATS shut down.`,
 		Example: `  keyreg serve
@@ -79,6 +84,9 @@ last batch, NATS shut down.`,
 					return usagef("--trusted-proxies %q: not an IP address or CIDR prefix (such as 10.0.0.0/8)", shorten(t))
 				}
 				cfg.TrustedProxies = append(cfg.TrustedProxies, p)
+			}
+			if cfg.MinSeqWait <= 0 {
+				return usagef("--min-seq-wait %s: use a positive duration, e.g. 5s", cfg.MinSeqWait)
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
 			cfg.Stderr = g.stderr
@@ -122,6 +130,7 @@ last batch, NATS shut down.`,
 	f.DurationVar(&cfg.ReadTimeout, "http-read-timeout", server.DefaultReadTimeout, "how long a client may take to send a whole request (headers and body)")
 	f.DurationVar(&cfg.WriteTimeout, "http-write-timeout", server.DefaultWriteTimeout, "how long answering a request may take (event streams and exports excepted)")
 	f.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", server.DefaultIdleTimeout, "how long a kept-alive connection may wait for its next request")
+	f.DurationVar(&cfg.MinSeqWait, "min-seq-wait", httpapi.DefaultMinSeqWait, "how long a read with min_seq (Keyreg-Min-Sequence) waits for this node's views to apply it before it answers 503")
 	// A hidden flag for profiling the server (issue 12): a CPU profile of the whole run,
 	// written when serve stops.
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file when serve stops")

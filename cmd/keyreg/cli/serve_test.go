@@ -26,6 +26,7 @@ func TestServeAndAdminUsageErrors(t *testing.T) {
 		{"CertWithoutKey", 2, []string{"--tls-cert and --tls-key go together"}, append(serve, "--tls-cert", "cert.pem")},
 		{"NATSKeyWithoutCert", 2, []string{"--nats-tls-cert and --nats-tls-key go together"}, append(serve, "--nats-tls-key", "key.pem")},
 		{"MissingCertFile", 1, []string{"--tls-cert", "nope.pem", "no such file"}, append(serve, "--tls-cert", "nope.pem", "--tls-key", "nope.key")},
+		{"MinSeqWaitZero", 2, []string{"--min-seq-wait", "0s"}, append(serve, "--min-seq-wait", "0s")},
 		{"CPUProfileMissingDir", 1, []string{"--cpuprofile", "no such file"}, append(serve, "--cpuprofile", filepath.Join(data, "nope", "cpu.pprof"))},
 		{"RecoverRootNoData", 2, []string{"--data DIR is required"}, []string{"admin", "recover-root", "--data", ""}},
 		{"RecoverRootMissingDir", 1, []string{"data dir", "no such file"}, []string{"admin", "recover-root", "--data", filepath.Join(data, "nope")}},

@@ -36,7 +36,7 @@ func newWorkspaceCreateCmd(g *globals) *cobra.Command {
 			return err
 		}
 		if g.json {
-			return g.printJSON(ws)
+			return g.printWritten(ws)
 		}
 		fmt.Fprintf(g.stdout, "Created workspace %s.\n", ws.ID)
 		return printWorkspaces(g.stdout, []wire.Workspace{ws})

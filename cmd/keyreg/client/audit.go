@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
 // AuditQuery selects events of a workspace's audit log. The zero value selects all.
@@ -83,6 +85,9 @@ func (c *Client) AuditExport(ctx context.Context, ws string, q AuditQuery, forma
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if seq := c.minSeq(http.MethodGet, ""); seq > 0 {
+		req.Header.Set(wire.MinSequenceHeader, strconv.FormatUint(seq, 10))
 	}
 	hc := *c.hc
 	hc.Timeout = 0 // an export takes as long as it takes; ctx bounds it

@@ -5,6 +5,12 @@
 //
 // A read of keys or identifiers takes ReadOptions: AsOf (or AsOfSeq, AsOfTime) reads the
 // state as it was at a past moment.
+//
+// Read-your-writes on any node: a Client remembers the highest stream sequence its writes
+// were answered with (header Keyreg-Sequence) and sends it on its reads (header
+// Keyreg-Min-Sequence), so a read on any node of a cluster waits until that node has
+// applied the client's own writes. Sequence and ObserveSequence carry it between clients
+// (or processes); SetReadYourWrites(false) turns it off.
 package client
 
 import (
@@ -19,6 +25,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/wire"
@@ -29,6 +36,8 @@ type Client struct {
 	base  string
 	token string
 	hc    *http.Client
+	seq   atomic.Uint64 // the highest Keyreg-Sequence seen or observed
+	noRYW atomic.Bool   // reads send no Keyreg-Min-Sequence
 }
 
 // New returns a client of the server at addr ("http://host:port"; a bare "host:port" means
@@ -48,6 +57,56 @@ func New(addr, token string, httpClient *http.Client) *Client {
 
 // Addr returns the server's base URL.
 func (c *Client) Addr() string { return c.base }
+
+// Sequence returns the highest stream sequence the client has seen a write answered with
+// (header Keyreg-Sequence) or was given by ObserveSequence: the one its reads send as
+// Keyreg-Min-Sequence. 0: none yet.
+func (c *Client) Sequence() uint64 { return c.seq.Load() }
+
+// ObserveSequence raises the remembered sequence to seq when it is higher, e.g. to one a
+// write answered another client or process: the reads that follow then see that write on
+// any node.
+func (c *Client) ObserveSequence(seq uint64) {
+	for {
+		cur := c.seq.Load()
+		if seq <= cur || c.seq.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// SetReadYourWrites turns read-your-writes off (false: reads send no Keyreg-Min-Sequence
+// and answer at once with what the node has applied; the sequence is still remembered)
+// or on again (true, the default).
+func (c *Client) SetReadYourWrites(on bool) { c.noRYW.Store(!on) }
+
+// minSeq returns the Keyreg-Min-Sequence a request sends: the remembered sequence, on
+// reads (GET, and verify) while read-your-writes is on; 0: none.
+func (c *Client) minSeq(method, path string) uint64 {
+	if c.noRYW.Load() || (method != http.MethodGet && path != "/v1/verify") {
+		return 0
+	}
+	return c.seq.Load()
+}
+
+// observe remembers the Keyreg-Sequence of a successful answer.
+func (c *Client) observe(resp *http.Response) {
+	if v, err := strconv.ParseUint(resp.Header.Get(wire.SequenceHeader), 10, 64); err == nil {
+		c.ObserveSequence(v)
+	}
+}
+
+// staleSequence reports whether err refuses the sequence sent as Keyreg-Min-Sequence as
+// beyond the stream (400 naming the header: the client never sends a malformed one). The
+// sequence is then of another stream (one restored or created again since), and
+// forgotten.
+func (c *Client) staleSequence(err *Error, sent uint64) bool {
+	if sent == 0 || err.Status != http.StatusBadRequest || err.Problem.Field != wire.MinSequenceHeader {
+		return false
+	}
+	c.seq.CompareAndSwap(sent, 0)
+	return true
+}
 
 // WriteOptions are the optional headers of a write. The zero value sends none.
 type WriteOptions struct {
@@ -292,19 +351,35 @@ func identifierPath(ws, id string) string { return identifiersPath(ws) + "/" + u
 const maxResponse = 64 << 20
 
 // do sends one request with JSON body in (nil: no body) and decodes a 2xx answer's JSON
-// into out.
+// into out. A read sends the remembered sequence (minSeq); should the server refuse it as
+// beyond its stream, the read is sent again without it.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in any, o WriteOptions, out any) error {
+	var body []byte
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("client: encode request: %w", err)
+		}
+		body = b
+	}
+	seq := c.minSeq(method, path)
+	err := c.send(ctx, method, path, query, body, o, seq, out)
+	if e := (*Error)(nil); errors.As(err, &e) && c.staleSequence(e, seq) {
+		err = c.send(ctx, method, path, query, body, o, 0, out)
+	}
+	return err
+}
+
+// send sends one request with body (nil: none) and Keyreg-Min-Sequence minSeq (0: none),
+// remembers the answer's Keyreg-Sequence, and decodes a 2xx answer's JSON into out.
+func (c *Client) send(ctx context.Context, method, path string, query url.Values, in []byte, o WriteOptions, minSeq uint64, out any) error {
 	u := c.base + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
 	var body io.Reader
 	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("client: encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
+		body = bytes.NewReader(in)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
@@ -316,6 +391,9 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if minSeq > 0 {
+		req.Header.Set(wire.MinSequenceHeader, strconv.FormatUint(minSeq, 10))
 	}
 	for _, h := range []struct{ name, value string }{
 		{"Idempotency-Key", o.IdempotencyKey}, {"If-Match", ifMatch(o.IfMatch)}, {"Keyreg-Reason", o.Reason},
@@ -347,6 +425,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return problemError(resp, data)
 	}
+	c.observe(resp)
 	if out == nil {
 		return nil
 	}

@@ -1,6 +1,7 @@
 // Package httpapi is keyreg's HTTP API (/v1): handlers generated into an OpenAPI 3.1
 // document by huma, registry-key auth, RFC 9457 problems, idempotency keys, If-Match,
-// read-your-writes, verify with a failure rate limit, health and Prometheus metrics.
+// read-your-writes (on any node: Keyreg-Sequence, min_seq), verify with a failure rate
+// limit, health and Prometheus metrics.
 package httpapi
 
 import (
@@ -15,6 +16,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -43,6 +45,8 @@ type API struct {
 	// streamOps are the route patterns ("GET /v1/...") of the operations whose answers
 	// stream for as long as they last, marked where they are registered (IsStream).
 	streamOps map[string]bool
+	// minSeqWaiting counts the reads waiting for their min_seq (minSeqMiddleware).
+	minSeqWaiting atomic.Int64
 }
 
 // New builds the API and registers every operation.
@@ -70,7 +74,8 @@ func New(d Deps) *API {
 	a := &API{d: d, mux: mux, limiter: newFailureLimiter(d.VerifyFailureRate, d.VerifyFailureBurst),
 		idem: newIdempotency(idemTTL, idemMaxEntries, idemMaxBytes, idemMaxEntryBytes), streamOps: map[string]bool{}}
 	a.huma = humago.New(mux, cfg)
-	a.huma.UseMiddleware(a.callerMiddleware, pathIDMiddleware, a.strictJSONMiddleware, a.idempotencyMiddleware)
+	a.huma.OpenAPI().OnAddOperation = append(a.huma.OpenAPI().OnAddOperation, documentMinSeq)
+	a.huma.UseMiddleware(a.callerMiddleware, pathIDMiddleware, a.strictJSONMiddleware, a.idempotencyMiddleware, a.minSeqMiddleware)
 	a.registerWorkspaces()
 	a.registerKeys()
 	a.registerPermissions()

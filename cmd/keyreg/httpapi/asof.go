@@ -12,7 +12,7 @@ import (
 type readView struct {
 	View
 	at      time.Time
-	current bool // the current views, not a past moment: answers carry an ETag
+	current bool // the current views (or the state a write's answer shows), not a past moment: answers carry an ETag
 }
 
 // view authorizes a read of workspace ws that needs perm and returns the view it answers

@@ -49,6 +49,9 @@ type Deps struct {
 	// beyond) and in all (503 beyond); 0 means DefaultSSEMaxPerKey, DefaultSSEMaxTotal.
 	SSEMaxPerKey int
 	SSEMaxTotal  int
+	// MinSeqWait bounds how long a read with min_seq waits for the views to apply it
+	// (then 503 with Retry-After); 0 means DefaultMinSeqWait.
+	MinSeqWait time.Duration
 }
 
 // Commands are the write commands the API runs (commands.Handler). Each returns the

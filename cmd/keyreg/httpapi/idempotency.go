@@ -40,9 +40,10 @@ const (
 //
 // The key also fixes the id of the command's first event (a ULID derived from principal,
 // method, path, key and body), and the log dedupes on event ids, so a retry after a
-// restart, when the kept answer is gone, still appends nothing; it then answers with the
-// current state, and for a created or rotated key without the secret, which is never
-// stored.
+// restart or on another node, where no answer is kept, still appends nothing; it then
+// answers as the first try did, with the state as of the command's last event (its ETag
+// and Keyreg-Sequence) and Idempotent-Replayed: true (see answerView), but for a created
+// or rotated key without the secret, which is never stored.
 //
 // The cache is bounded in entries and in bytes. An entry is in the queue (oldest first)
 // and in the index at once; remove is the only way out of both.

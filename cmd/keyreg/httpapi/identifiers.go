@@ -24,6 +24,14 @@ type identifierOutput struct {
 	Body     wire.Identifier
 }
 
+// identifierWriteOutput is the answer to a change of an identifier.
+type identifierWriteOutput struct {
+	ETag     string `header:"ETag"`
+	Location string `header:"Location"`
+	WriteHeaders
+	Body wire.Identifier
+}
+
 type identifiersOutput struct {
 	Body struct {
 		Identifiers []wire.Identifier `json:"identifiers"`
@@ -71,7 +79,7 @@ func (a *API) registerRegisterIdentifier() {
 			Name     string `json:"name"`
 			Platform string `json:"platform,omitempty" doc:"For kind app: ios, android, web, ..."`
 		}
-	}) (*identifierOutput, error) {
+	}) (*identifierWriteOutput, error) {
 		if err := a.writable(); err != nil {
 			return nil, err
 		}
@@ -150,7 +158,7 @@ func (a *API) registerRenameIdentifier() {
 		Body           struct {
 			Name string `json:"name"`
 		}
-	}) (*identifierOutput, error) {
+	}) (*identifierWriteOutput, error) {
 		p, c, version, err := a.beginWrite(ctx, in.WS, PermIdentifiersWrite, in.IfMatch)
 		if err != nil {
 			return nil, err
@@ -169,7 +177,7 @@ func (a *API) registerRetireIdentifier() {
 		IdentifierPathParams
 		IfMatch        string `header:"If-Match"`
 		IdempotencyKey string `header:"Idempotency-Key"`
-	}) (*identifierOutput, error) {
+	}) (*identifierWriteOutput, error) {
 		p, c, version, err := a.beginWrite(ctx, in.WS, PermIdentifiersWrite, in.IfMatch)
 		if err != nil {
 			return nil, err
@@ -181,12 +189,21 @@ func (a *API) registerRetireIdentifier() {
 }
 
 // afterIdentifierWrite answers a command on identifier res.ID with the identifier as it
-// is now.
-func (a *API) afterIdentifierWrite(ctx context.Context, name, ws string, res commands.Result, err error) (*identifierOutput, error) {
+// is now (as it was after the command, for a retry answered from the log: see
+// answerView).
+func (a *API) afterIdentifierWrite(ctx context.Context, name, ws string, res commands.Result, err error) (*identifierWriteOutput, error) {
 	if err := a.afterWrite(ctx, name, res, err); err != nil {
 		return nil, err
 	}
-	return a.identifierResponse(ctx, a.currentView(), ws, res.ID)
+	v, err := a.answerView(ctx, res)
+	if err != nil {
+		return nil, err
+	}
+	s, err := a.identifierResponse(ctx, v, ws, res.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &identifierWriteOutput{ETag: s.ETag, Location: s.Location, WriteHeaders: written(res), Body: s.Body}, nil
 }
 
 // identifierResponse answers identifier id of ws as view v has it; with an ETag when v

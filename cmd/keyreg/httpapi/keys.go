@@ -28,7 +28,16 @@ type keyOutput struct {
 type keyWithSecretOutput struct {
 	ETag     string `header:"ETag"`
 	Location string `header:"Location"`
-	Body     wire.KeyWithSecret
+	WriteHeaders
+	Body wire.KeyWithSecret
+}
+
+// keyWriteOutput is the answer to a change of a key.
+type keyWriteOutput struct {
+	ETag     string `header:"ETag"`
+	Location string `header:"Location"`
+	WriteHeaders
+	Body wire.Key
 }
 
 type keysOutput struct {
@@ -154,7 +163,7 @@ func (a *API) registerUpdateKey() {
 			Permissions *[]string    `json:"permissions,omitempty"`
 			ExpiresAt   NullableTime `json:"expires_at,omitempty"`
 		}
-	}) (*keyOutput, error) {
+	}) (*keyWriteOutput, error) {
 		p, c, version, err := a.beginWrite(ctx, in.WS, PermKeysWrite, in.IfMatch)
 		if err != nil {
 			return nil, err
@@ -180,7 +189,7 @@ func (a *API) registerPutAllowlist() {
 		Body           struct {
 			Allowlist []string `json:"allowlist" doc:"IPv4/IPv6 addresses and CIDR prefixes, at most 1000; [] allows any address"`
 		}
-	}) (*keyOutput, error) {
+	}) (*keyWriteOutput, error) {
 		p, c, version, err := a.beginWrite(ctx, in.WS, PermKeysWrite, in.IfMatch)
 		if err != nil {
 			return nil, err
@@ -230,7 +239,7 @@ func (a *API) registerRevokeKey() {
 		KeyPathParams
 		IfMatch        string `header:"If-Match"`
 		IdempotencyKey string `header:"Idempotency-Key"`
-	}) (*keyOutput, error) {
+	}) (*keyWriteOutput, error) {
 		p, c, version, err := a.beginWrite(ctx, in.WS, PermKeysWrite, in.IfMatch)
 		if err != nil {
 			return nil, err
@@ -305,22 +314,32 @@ func (a *API) afterWrite(ctx context.Context, name string, res commands.Result, 
 	return nil
 }
 
-// afterKeyWrite answers a command on key res.ID with the key as it is now.
-func (a *API) afterKeyWrite(ctx context.Context, name, ws string, res commands.Result, err error) (*keyOutput, error) {
+// afterKeyWrite answers a command on key res.ID with the key as it is now (as it was
+// after the command, for a retry answered from the log: see answerView).
+func (a *API) afterKeyWrite(ctx context.Context, name, ws string, res commands.Result, err error) (*keyWriteOutput, error) {
 	if err := a.afterWrite(ctx, name, res, err); err != nil {
 		return nil, err
 	}
-	return a.keyResponse(ctx, a.currentView(), ws, res.ID)
+	v, err := a.answerView(ctx, res)
+	if err != nil {
+		return nil, err
+	}
+	k, err := a.keyResponse(ctx, v, ws, res.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &keyWriteOutput{ETag: k.ETag, Location: k.Location, WriteHeaders: written(res), Body: k.Body}, nil
 }
 
 // afterSecretWrite answers a command that made key res.ID a new secret with the key and
-// the secret.
+// the secret (none for a retry answered from the log: the secret is never stored).
 func (a *API) afterSecretWrite(ctx context.Context, name, ws string, res commands.Result, err error) (*keyWithSecretOutput, error) {
 	k, err := a.afterKeyWrite(ctx, name, ws, res, err)
 	if err != nil {
 		return nil, err
 	}
-	return &keyWithSecretOutput{ETag: k.ETag, Location: k.Location, Body: wire.KeyWithSecret{Key: k.Body, Secret: res.Secret}}, nil
+	return &keyWithSecretOutput{ETag: k.ETag, Location: k.Location, WriteHeaders: k.WriteHeaders,
+		Body: wire.KeyWithSecret{Key: k.Body, Secret: res.Secret}}, nil
 }
 
 // keyResponse answers key id of ws as view v has it; with an ETag when v is current.

@@ -19,7 +19,8 @@ type permissionsOutput struct {
 type permissionOutput struct {
 	ETag     string `header:"ETag"`
 	Location string `header:"Location"`
-	Body     wire.Permission
+	WriteHeaders
+	Body wire.Permission
 }
 
 func permissionOut(p events.PermissionInfo) wire.Permission {
@@ -106,13 +107,14 @@ func (a *API) registerDefinePermission() {
 		if err := a.waitApplied(ctx, res.Seq); err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		ws, err := a.d.Views.Workspace(ctx, events.Workspace(in.WS))
+		ws, err := a.answerWorkspace(ctx, events.Workspace(in.WS), res)
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
 		for _, d := range ws.Permissions {
 			if string(d.Name) == in.Body.Name {
-				return &permissionOutput{ETag: etag(ws.Version), Location: "/v1/permissions?workspace=" + in.WS, Body: permissionOut(d)}, nil
+				return &permissionOutput{ETag: etag(ws.Version), Location: "/v1/permissions?workspace=" + in.WS,
+					WriteHeaders: written(res), Body: permissionOut(d)}, nil
 			}
 		}
 		return nil, a.fail(ctx, events.ErrNotFound)

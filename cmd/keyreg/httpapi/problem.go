@@ -39,9 +39,12 @@ type Problem struct {
 	// as the ETag header).
 	CurrentVersion uint64 `json:"current_version,omitempty" doc:"For precondition_failed: the resource's current version (its ETag is also in the ETag header)"`
 	// Limit is, for quota_exceeded, the most the workspace may hold.
-	Limit    int `json:"limit,omitempty" doc:"For quota_exceeded: the most keys or identifiers the workspace may hold"`
-	headers  http.Header
-	internal error
+	Limit int `json:"limit,omitempty" doc:"For quota_exceeded: the most keys or identifiers the workspace may hold"`
+	// AppliedSeq is, for a read whose min_seq the views had not applied in time, the
+	// sequence they had applied.
+	AppliedSeq uint64 `json:"applied_seq,omitempty" doc:"For a read whose min_seq this node had not applied in time (503): the stream sequence its views had applied"`
+	headers    http.Header
+	internal   error
 }
 
 func (p *Problem) Error() string { return p.Code + ": " + p.Detail }

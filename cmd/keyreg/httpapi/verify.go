@@ -40,7 +40,9 @@ var verifyOp = huma.Operation{
 // string fields, nothing that needs unescaping) with a decoder of its own and the caller
 // middleware alone, and hands every other request to huma's handler. The shortcut skips
 // only what cannot apply to such a body: strictJSONMiddleware (no key twice, no list),
-// pathIDMiddleware (no path ids), idempotencyMiddleware (verify takes no Idempotency-Key).
+// pathIDMiddleware (no path ids), idempotencyMiddleware (verify takes no Idempotency-Key);
+// minSeqMiddleware only when the request asks no min_seq the views lack (minSeqApplied),
+// else the request goes to huma's handler.
 func (a *API) registerVerify() {
 	var full func(huma.Context) // huma's handler, middlewares and all
 	var op *huma.Operation
@@ -115,6 +117,9 @@ func (a *API) verifyPlain(ctx huma.Context) bool {
 	if ct, err := a.huma.Negotiate(ctx.Header("Accept")); err != nil || ct != "application/json" {
 		return false
 	}
+	if !a.minSeqApplied(ctx) {
+		return false
+	}
 	in, ok := parsePlainVerify(requestBody(ctx.Context()))
 	if !ok {
 		return false
@@ -145,6 +150,22 @@ func (a *API) verifyPlain(ctx huma.Context) bool {
 		}
 	})
 	return true
+}
+
+// minSeqApplied reports whether a verify request asks no min_seq the views have not
+// applied: no query at all, and no Keyreg-Min-Sequence header or one the views have
+// applied. Any other request (one that must wait, or a bad value) goes to huma's handler,
+// whose minSeqMiddleware serves it.
+func (a *API) minSeqApplied(ctx huma.Context) bool {
+	if ctx.URL().RawQuery != "" {
+		return false
+	}
+	h := ctx.Header(wire.MinSequenceHeader)
+	if h == "" {
+		return true
+	}
+	seq, err := strconv.ParseUint(h, 10, 64)
+	return err == nil && seq > 0 && seq <= a.d.Views.Checkpoint()
 }
 
 // writeError answers err (a *Problem) from a handler as huma answers an error a handler

@@ -260,8 +260,8 @@ func TestVerifyPlainDeclines(t *testing.T) {
 // (registerVerify). A middleware added to the API must be weighed there first.
 func TestVerifyPlainKnowsTheMiddlewares(t *testing.T) {
 	a := New(Deps{})
-	if n := len(a.huma.Middlewares()); n != 4 {
-		t.Fatalf("the API has %d middlewares; the plain path of verify (registerVerify) knows of 4: caller, path ids, strict JSON, idempotency", n)
+	if n := len(a.huma.Middlewares()); n != 5 {
+		t.Fatalf("the API has %d middlewares; the plain path of verify (registerVerify) knows of 5: caller, path ids, strict JSON, idempotency, min_seq", n)
 	}
 }
 

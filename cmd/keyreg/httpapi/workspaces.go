@@ -14,7 +14,8 @@ import (
 type workspaceOutput struct {
 	ETag     string `header:"ETag"`
 	Location string `header:"Location"`
-	Body     wire.Workspace
+	WriteHeaders
+	Body wire.Workspace
 }
 
 type workspacesOutput struct {
@@ -58,11 +59,11 @@ func (a *API) registerCreateWorkspace() {
 		if err := a.waitApplied(ctx, res.Seq); err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		ws, err := a.d.Views.Workspace(ctx, events.Workspace(res.ID))
+		ws, err := a.answerWorkspace(ctx, events.Workspace(res.ID), res)
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		return &workspaceOutput{ETag: etag(ws.Version), Location: "/v1/workspaces/" + string(ws.ID), Body: workspaceOut(ws)}, nil
+		return &workspaceOutput{ETag: etag(ws.Version), Location: "/v1/workspaces/" + string(ws.ID), WriteHeaders: written(res), Body: workspaceOut(ws)}, nil
 	})
 }
 

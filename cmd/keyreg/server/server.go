@@ -91,6 +91,9 @@ type Config struct {
 	// once caught up at start and on shutdown (0: DefaultVerifySnapshotInterval; a
 	// negative value: never).
 	VerifySnapshotInterval time.Duration
+	// MinSeqWait bounds how long a read with min_seq waits for the views to apply it
+	// (0: httpapi.DefaultMinSeqWait).
+	MinSeqWait time.Duration
 }
 
 // Default HTTP timeouts.

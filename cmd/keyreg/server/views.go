@@ -41,7 +41,7 @@ func (n *Node) newViews(gen string, store *projections.Store) *views {
 	v := &views{gen: gen, store: store}
 	deps := httpapi.Deps{Views: store, Log: n.js, Metrics: n.metrics, Logger: n.cfg.Logger, ReadyCheck: n.ready, Replayer: n, TrustedProxies: n.cfg.TrustedProxies}
 	deps.Audit = n.auditDeps(store)
-	deps.SSEMaxPerKey, deps.SSEMaxTotal = n.cfg.SSEMaxPerKey, n.cfg.SSEMaxTotal
+	deps.SSEMaxPerKey, deps.SSEMaxTotal, deps.MinSeqWait = n.cfg.SSEMaxPerKey, n.cfg.SSEMaxTotal, n.cfg.MinSeqWait
 	if n.users != nil {
 		deps.Subscribers = nodeSubscribers{n}
 	}

@@ -20,6 +20,18 @@ const MaxPageSize = 1000
 // next one stored), so a client can resume from it after a dropped connection.
 const StartSequenceHeader = "Keyreg-Start-Sequence"
 
+// Read-your-writes across nodes. Every successful write answers with SequenceHeader: the
+// stream sequence the change reached (for an idempotent replay or a change that was
+// already made, that of the event that holds the state). A read sent with that sequence
+// as MinSequenceHeader, or as the query parameter MinSequenceQuery, waits until the
+// answering node's views have applied it (bounded: 503 with Retry-After beyond), so it
+// sees the change on any node of the cluster.
+const (
+	SequenceHeader    = "Keyreg-Sequence"
+	MinSequenceHeader = "Keyreg-Min-Sequence"
+	MinSequenceQuery  = "min_seq"
+)
+
 // Workspace is a workspace as the API shows it.
 type Workspace struct {
 	ID        string    `json:"id" doc:"Slug [a-z0-9][a-z0-9-]{0,62}"`
@@ -48,7 +60,7 @@ type Key struct {
 // KeyWithSecret is a key with its new secret, shown once: at creation and rotation.
 type KeyWithSecret struct {
 	Key    Key    `json:"key"`
-	Secret string `json:"secret,omitempty" doc:"The key's secret (kr_...), shown only in this response. Empty when an Idempotency-Key replay finds the key created before a restart."`
+	Secret string `json:"secret,omitempty" doc:"The key's secret (kr_...), shown only in this response. Absent when an Idempotency-Key retry is answered from the log (after a restart, or on another node than the first try; header Idempotent-Replayed: true): the secret is never stored, so it cannot be shown again."`
 }
 
 // Identifier is an app identifier or an additional API identifier.
@@ -143,6 +155,9 @@ type Problem struct {
 	CurrentVersion uint64 `json:"current_version,omitempty"`
 	// Limit is, for quota_exceeded, the most the workspace may hold.
 	Limit int `json:"limit,omitempty"`
+	// AppliedSeq is, for a read whose min_seq the views had not applied in time, the
+	// sequence they had applied.
+	AppliedSeq uint64 `json:"applied_seq,omitempty"`
 }
 
 // ErrorDetail is one validation error of a Problem.
