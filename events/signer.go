@@ -91,6 +91,7 @@ func (p SignerRetired) Summary(time.Time) string { return "retired audit signer 
 // stream sequences of its registration (AddedSeq) and retirement (RetiredSeq, 0 while
 // active).
 type SignerState struct {
+	ID          string    `json:"id"` // SignerID(VerifierKey)
 	VerifierKey string    `json:"verifier_key"`
 	Node        string    `json:"node"`
 	AddedAt     time.Time `json:"added_at"`
@@ -120,7 +121,7 @@ func (s *SignerState) Vouches(size uint64) bool {
 func (s *SignerState) Apply(seq uint64, data []byte, e Event, p Payload) error {
 	switch p := p.(type) {
 	case *SignerAdded:
-		*s = SignerState{VerifierKey: p.VerifierKey, Node: p.Node, AddedAt: e.Time, AddedBy: e.Actor, AddedSeq: seq}
+		*s = SignerState{ID: SignerID(p.VerifierKey), VerifierKey: p.VerifierKey, Node: p.Node, AddedAt: e.Time, AddedBy: e.Actor, AddedSeq: seq}
 	case *SignerRetired:
 		s.RetiredAt, s.RetiredBy, s.RetiredSeq = e.Time, e.Actor, seq
 	default:

@@ -260,8 +260,14 @@ func parseVerifiers(keys []string) (note.Verifiers, error) {
 		return nil, errors.New("replay: verify: no verifier key given")
 	}
 	var list []note.Verifier
+	seen := map[string]bool{}
 	for _, k := range keys {
-		v, err := note.NewVerifier(strings.TrimSpace(k))
+		k = strings.TrimSpace(k)
+		if seen[k] {
+			continue // a key given twice (a file and a flag) is one key, not an ambiguous pair
+		}
+		seen[k] = true
+		v, err := note.NewVerifier(k)
 		if err != nil {
 			return nil, fmt.Errorf("replay: verify: verifier key %q: %w", k, err)
 		}
@@ -373,13 +379,17 @@ func checkTrailer(line []byte, verifiers note.Verifiers) (trailer, uint64, tlog.
 	return tr, size, root, nil
 }
 
-// signersOf lists the key names of a note's signature lines, for a failure message.
+// signersOf lists the keys of a note's signature lines, as "<name>+<key hash>" (the start
+// of the verifier key, "keyreg+1a2b3c4d"), for a failure message.
 func signersOf(msg string) string {
 	var names []string
 	_, sigs, _ := strings.Cut(msg, "\n\n")
 	for _, l := range strings.Split(sigs, "\n") {
-		if name, ok := strings.CutPrefix(l, "— "); ok {
-			name, _, _ = strings.Cut(name, " ")
+		if rest, ok := strings.CutPrefix(l, "— "); ok {
+			name, b64, _ := strings.Cut(rest, " ")
+			if b, err := base64.StdEncoding.DecodeString(b64); err == nil && len(b) >= 4 {
+				name += fmt.Sprintf("+%02x%02x%02x%02x", b[0], b[1], b[2], b[3])
+			}
 			names = append(names, name)
 		}
 	}

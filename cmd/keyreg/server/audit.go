@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/commands/sealer"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/events/natslog"
@@ -42,8 +45,45 @@ func (n *Node) openAudit(ctx context.Context) error {
 		return v.store, v.projector
 	}
 	cfg := sealer.Config{EveryEvents: n.cfg.SealEveryEvents, Interval: n.cfg.SealInterval}
-	n.audit = &auditNode{sealer: sealer.New(cfg, n.Log, views, signer, lease, n.cfg.Logger), vkey: vkey}
+	key := sealer.Key{Signer: signer, VerifierKey: vkey}
+	n.audit = &auditNode{sealer: sealer.New(cfg, n.Log, views, key, lease, n.cfg.Logger), vkey: vkey}
 	return nil
+}
+
+// registerAuditKey records the node's verifier key in the log (once: the registration is
+// idempotent), so that the published key set holds it before this node seals. A retired
+// key is logged, not fatal: the node serves, and seals nothing until given a new key.
+func (n *Node) registerAuditKey(ctx context.Context) error {
+	if n.audit == nil {
+		return nil
+	}
+	host, _ := os.Hostname()
+	node := host + " " + n.ln.Addr().String()
+	st, err := n.audit.sealer.Register(ctx, node)
+	if errors.Is(err, sealer.ErrKeyRetired) {
+		n.cfg.Logger.Warn("this node's audit key is retired: it seals nothing; to give it a new key, stop it, remove "+
+			filepath.Join(n.cfg.DataDir, "audit", "signing.key")+" and start it again", "verifier_key", n.audit.vkey)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("serve: audit key: %w", err)
+	}
+	n.cfg.Logger.Info("audit signer registered", "verifier_key", st.VerifierKey, "node", st.Node, "seq", st.AddedSeq)
+	return nil
+}
+
+// auditSigners serves the API's audit signers from the log.
+type auditSigners struct {
+	log  events.Reader
+	cmds *commands.Handler
+}
+
+func (a auditSigners) Signers(ctx context.Context) ([]events.SignerState, error) {
+	return commands.LogState{Log: a.log}.Signers(ctx)
+}
+
+func (a auditSigners) RetireSigner(ctx context.Context, c commands.RetireSigner) (commands.Result, error) {
+	return a.cmds.RetireSigner(ctx, c)
 }
 
 // auditDeps are the API's audit dependencies: exports of store's views sealed by the
@@ -59,7 +99,7 @@ func (n *Node) auditDeps(store *projections.Store) httpapi.AuditDeps {
 		return httpapi.AuditDeps{Exporter: x, VerifierKey: vkey}
 	}
 	x.Seal, x.Attest = n.audit.sealer.Seal, n.audit.sealer.Attest
-	return httpapi.AuditDeps{Exporter: x, VerifierKey: n.audit.vkey}
+	return httpapi.AuditDeps{Exporter: x, VerifierKey: n.audit.vkey, Signers: auditSigners{log: n.js, cmds: n.Commands}}
 }
 
 // Sealer returns the node's sealer (nil when read-only).

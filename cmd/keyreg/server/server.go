@@ -248,6 +248,9 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.bootstrap(ctx, cfg); err != nil {
 		return nil, err
 	}
+	if err := n.registerAuditKey(ctx); err != nil {
+		return nil, err
+	}
 	if n.users != nil {
 		if err := n.users.load(ctx); err != nil {
 			return nil, err
