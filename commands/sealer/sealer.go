@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -113,6 +114,8 @@ type Sealer struct {
 	logger *slog.Logger
 
 	mu sync.Mutex // one seal at a time on this node
+
+	warnedRetired atomic.Bool // the warning that the key is retired was logged
 
 	roundMu sync.Mutex
 	started time.Time // when Run (or New) started: Interval counts from it at the latest
@@ -411,6 +414,9 @@ func (s *Sealer) Run(ctx context.Context) error {
 func (s *Sealer) retired(ctx context.Context) bool {
 	st, err := commands.LogState{Log: s.cmds.Log}.Signer(ctx, s.key.VerifierKey)
 	if err == nil && st.RetiredSeq != 0 {
+		if s.warnedRetired.Swap(true) {
+			return true
+		}
 		s.logger.Warn("sealer: this node's audit key is retired: it seals nothing; give the node a new key (remove <data>/audit/signing.key and restart it)", "verifier_key", s.key.VerifierKey)
 		return true
 	}
@@ -432,6 +438,9 @@ func (s *Sealer) lead(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-renew:
+			if s.retired(ctx) {
+				return ErrKeyRetired // give the lease up: another node seals
+			}
 			if err := s.lease.Renew(ctx); err != nil {
 				return err
 			}
