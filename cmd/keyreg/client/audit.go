@@ -162,7 +162,7 @@ func (c *Client) AuditKeySet(ctx context.Context) (AuditKeySet, error) {
 }
 
 // RetireAuditSigner retires the audit signer with id (AuditSigner.ID) (DELETE
-// /v1/audit/signers/{id}, needs keyreg.admin): the log no longer vouches for checkpoints
+// /v1/audit/signers/{signer}, needs keyreg.admin): the log no longer vouches for checkpoints
 // its key signs from then on.
 func (c *Client) RetireAuditSigner(ctx context.Context, id string, o WriteOptions) error {
 	return c.do(ctx, http.MethodDelete, "/v1/audit/signers/"+url.PathEscape(id), nil, nil, o, nil)

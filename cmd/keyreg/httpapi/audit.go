@@ -12,6 +12,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/commands/sealer"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
 	"github.com/keyreg/keyreg/replay"
@@ -216,13 +217,13 @@ func (a *API) registerAuditPubkey() {
 
 func (a *API) registerRetireSigner() {
 	huma.Register(a.huma, huma.Operation{
-		OperationID: "retire-audit-signer", Method: http.MethodDelete, Path: "/v1/audit/signers/{id}", Tags: auditTags, Security: bearer,
+		OperationID: "retire-audit-signer", Method: http.MethodDelete, Path: "/v1/audit/signers/{signer}", Tags: auditTags, Security: bearer,
 		Summary: "Retire an audit signer's key", DefaultStatus: http.StatusNoContent,
 		Description: "Withdraws a verifier key from the published set (keyreg.signer.retired.v1): the log no longer vouches for " +
 			"checkpoints it signs of trees that hold the retirement, and its node stops sealing until given a new key. " +
-			"id is the signer's id (GET /v1/audit/pubkey lists them; keyreg audit signer retire takes the key). Needs keyreg.admin.",
+			"signer is the signer's id (GET /v1/audit/pubkey lists them; keyreg audit signer retire takes the key). Needs keyreg.admin.",
 	}, func(ctx context.Context, in *struct {
-		ID string `path:"id"`
+		ID string `path:"signer" doc:"The signer's id (32 hex digits): signers[].id of GET /v1/audit/pubkey"`
 	}) (*struct{}, error) {
 		if err := a.writable(); err != nil {
 			return nil, err
@@ -302,6 +303,9 @@ func (a *API) streamExport(hctx huma.Context, q replay.ExportQuery) {
 		switch {
 		case errors.Is(err, replay.ErrNoCheckpoint):
 			p = problem(http.StatusServiceUnavailable, CodeUnavailable, "no signed checkpoint of the audit log yet: this server cannot seal one; retry once the sealer has run")
+		case errors.Is(err, sealer.ErrNotVouched):
+			p = problem(http.StatusServiceUnavailable, CodeUnavailable, "this node cannot sign the export: the log does not vouch for its audit key ("+
+				err.Error()+"); export from another node, or give this one a new key (remove <data>/audit/signing.key and restart it)")
 		case errors.Is(err, projections.ErrNoTree):
 			p = problem(http.StatusServiceUnavailable, CodeUnavailable, "the views predate the workspace audit trees that prove an export complete: an operator must rebuild them (keyreg replay)")
 		}

@@ -144,7 +144,7 @@ type AuditDeps struct {
 	// GET /v1/audit/pubkey; empty: 404.
 	VerifierKey string
 	// Signers, when set, is the key set the log vouches for: GET /v1/audit/pubkey serves
-	// its active keys, and DELETE /v1/audit/signers/{id} retires one. Without it the
+	// its active keys, and DELETE /v1/audit/signers/{signer} retires one. Without it the
 	// published set is VerifierKey alone and retiring answers 409 not_supported.
 	Signers AuditSigners
 }
