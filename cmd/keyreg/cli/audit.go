@@ -280,13 +280,13 @@ by --type or --actor.`,
 	cmd.Flags().BoolVar(&allowGaps, "allow-gaps", false, "tolerate gaps in the chains (exports filtered by type or actor)")
 	cmd.MarkFlagRequired("pubkey")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		var vkeys []string
+		var set []replay.TrustedKey
 		for _, k := range keys {
-			set, err := readPubkeys("--pubkey", k)
+			ks, err := readPubkeys("--pubkey", k)
 			if err != nil {
 				return err
 			}
-			vkeys = append(vkeys, set...)
+			set = append(set, ks...)
 		}
 		var r io.Reader = g.stdin
 		if args[0] != "-" {
@@ -297,7 +297,7 @@ by --type or --actor.`,
 			defer f.Close()
 			r = f
 		}
-		sum, err := replay.VerifyExport(r, replay.VerifyOptions{Keys: vkeys, AllowGaps: allowGaps})
+		sum, err := replay.VerifyExport(r, replay.VerifyOptions{KeySet: set, AllowGaps: allowGaps})
 		var ve *replay.VerifyError
 		if err != nil && !errors.As(err, &ve) {
 			return err // not about the export: a bad key, an unreadable file
@@ -321,29 +321,19 @@ by --type or --actor.`,
 	return cmd
 }
 
-// readPubkeys returns the verifier keys that --pubkey gives: the key itself, or @FILE
-// holding keys one per line (blank lines and lines starting with # are skipped), as
-// "keyreg audit pubkey" writes them. A value that is not a key but names a file gets a
-// hint to write @FILE.
-func readPubkeys(flag, k string) ([]string, error) {
+// readPubkeys returns the verifier keys that flag gives: the key itself, or @FILE holding
+// a key set (replay.ParseKeySet: keys one per line, as "keyreg audit pubkey" writes them,
+// with the bounds "--all" adds). A value that is not a key but names a file gets a hint to
+// write @FILE.
+func readPubkeys(flag, k string) ([]replay.TrustedKey, error) {
 	if path, ok := strings.CutPrefix(k, "@"); ok {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return nil, usagef("%s @%s: %v", flag, path, err)
 		}
-		var keys []string
-		for i, line := range strings.Split(string(b), "\n") {
-			line = strings.TrimSpace(line)
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
-			}
-			if _, err := note.NewVerifier(line); err != nil {
-				return nil, usagef("%s @%s: line %d %q: %v: want one verifier key (keyreg+...) a line", flag, path, i+1, line, err)
-			}
-			keys = append(keys, line)
-		}
-		if len(keys) == 0 {
-			return nil, usagef("%s @%s: no verifier key in the file", flag, path)
+		keys, err := replay.ParseKeySet(string(b))
+		if err != nil {
+			return nil, usagef("%s @%s: %v", flag, path, err)
 		}
 		return keys, nil
 	}
@@ -354,7 +344,7 @@ func readPubkeys(flag, k string) ([]string, error) {
 		}
 		return nil, usagef("%s %q: %v: give the key (keyreg+...) or @FILE holding keys, e.g. @keyreg.pub", flag, k, err)
 	}
-	return []string{k}, nil
+	return []replay.TrustedKey{{VerifierKey: k}}, nil
 }
 
 func printVerifySummary(w io.Writer, s replay.VerifySummary, err error) {
@@ -397,21 +387,33 @@ func printVerifySummary(w io.Writer, s replay.VerifySummary, err error) {
 }
 
 func newAuditPubkeyCmd(g *globals) *cobra.Command {
-	var data string
+	var (
+		data string
+		all  bool
+	)
 	cmd := &cobra.Command{
-		Use:   "pubkey [--data DIR]",
+		Use:   "pubkey [--all | --data DIR]",
 		Short: "Print the published key set of the audit checkpoints, one key a line",
 		Long: `Prints the public keys that check the signatures of the audit checkpoints, one a line,
 for "keyreg audit verify --pubkey @FILE": asked of the server (GET /v1/audit/pubkey), the
 keys the log vouches for, one per node (each node registers its own key in the log on
 start; "keyreg audit signer retire" withdraws one). With --data it prints the one key of
 that node's data dir (made by its first "keyreg serve"). Give reviewers a copy obtained out
-of band: a key set fetched from the server proves only that the server signed.`,
+of band: a key set fetched from the server proves only that the server signed.
+
+--all prints every key the log records, each with the part of the log it is vouched for:
+"added=N" (the stream sequence of its registration) and, once retired, "retired=N". With
+such a file, "audit verify" accepts a key's checkpoints only of trees that hold its
+registration and not its retirement: exports signed before a retirement keep verifying,
+and a checkpoint the retired key signs later fails.`,
 		Example: `  keyreg audit pubkey --data /var/lib/keyreg > keyreg.pub
   keyreg audit pubkey --addr http://keyreg.internal:8080`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ks client.AuditKeySet
+			if data != "" && all {
+				return usagef("--all asks the server: give it or --data, not both")
+			}
 			if data != "" {
 				vkey, err := sealer.ReadVerifierKey(data)
 				if err != nil {
@@ -427,11 +429,22 @@ of band: a key set fetched from the server proves only that the server signed.`,
 			if g.json {
 				return g.printJSON(ks)
 			}
-			_, err := fmt.Fprint(g.stdout, strings.Join(ks.VerifierKeys, "\n")+"\n")
+			lines := ks.VerifierKeys
+			if all {
+				lines = nil
+				for _, s := range ks.Signers {
+					lines = append(lines, replay.TrustedKey{VerifierKey: s.VerifierKey, AddedSeq: s.AddedSeq, RetiredSeq: s.RetiredSeq}.String())
+				}
+				if len(lines) == 0 {
+					return errors.New("the server records no audit signer")
+				}
+			}
+			_, err := fmt.Fprint(g.stdout, strings.Join(lines, "\n")+"\n")
 			return err
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", "", "read the key from this data dir instead of asking the server")
+	cmd.Flags().BoolVar(&all, "all", false, "every key the log records, retired ones too, with added=N and retired=N")
 	return cmd
 }
 
@@ -493,13 +506,14 @@ func newAuditSignerRetireCmd(g *globals) *cobra.Command {
 		if len(keys) != 1 {
 			return usagef("retire %s: the file holds %d keys; give one", args[0], len(keys))
 		}
-		if err := g.client().RetireAuditSigner(cmd.Context(), events.SignerID(keys[0]), w.o); err != nil {
+		vkey := keys[0].VerifierKey
+		if err := g.client().RetireAuditSigner(cmd.Context(), events.SignerID(vkey), w.o); err != nil {
 			return err
 		}
 		if g.json {
-			return g.printJSON(map[string]any{"retired": keys[0]})
+			return g.printJSON(map[string]any{"retired": vkey})
 		}
-		fmt.Fprintf(g.stdout, "Retired audit signer %s.\n", keys[0])
+		fmt.Fprintf(g.stdout, "Retired audit signer %s.\n", vkey)
 		return nil
 	}
 	return cmd

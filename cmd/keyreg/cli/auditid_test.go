@@ -119,6 +119,22 @@ func TestAuditSignerSet(t *testing.T) {
 	forged := write("forged.jsonl", resign(t, e2, signer))
 	h.fails(1, []string{"not signed by a trusted key", keyName(k1)}, "audit", "verify", forged, "--pubkey", "@"+set2File)
 
+	// The whole set with its bounds (--all): k1 is vouched for up to its retirement, so
+	// the export it signed before verifies and its later checkpoint fails; k2's verifies.
+	all := h.ok("audit", "pubkey", "--all")
+	lines := strings.Split(strings.TrimSpace(all), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], k1+" added=") || !strings.Contains(lines[0], " retired=") ||
+		!strings.HasPrefix(lines[1], k2+" added=") || strings.Contains(lines[1], "retired") {
+		t.Fatalf("audit pubkey --all = %q", all)
+	}
+	allFile := write("all.pub", all)
+	contains(t, "verify k1's export with --all", h.ok("audit", "verify", e1, "--pubkey", "@"+allFile), "OK", keyName(k1))
+	contains(t, "verify k2's export with --all", h.ok("audit", "verify", e2, "--pubkey", "@"+allFile), "OK", keyName(k2))
+	h.fails(1, []string{"FAILED", keyName(k1), "retired at stream sequence"}, "audit", "verify", forged, "--pubkey", "@"+allFile)
+	// Without the bounds (the key set from before the retirement), the forged export
+	// passes: that is why a retirement must reach reviewers as a new key set.
+	h.ok("audit", "verify", forged, "--pubkey", "@"+set1File)
+
 	// The node given its retired key back seals nothing: its export cannot be signed.
 	if err := n.Stop(); err != nil {
 		t.Fatal(err)
