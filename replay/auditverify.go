@@ -286,10 +286,9 @@ func parseVerifiers(keys []TrustedKey) (note.Verifiers, error) {
 }
 
 // checkVouched checks that a signature of a note (what names it) is by a key that set
-// vouches for a checkpoint of size leaves: with no bounds, or with size within them. An
-// export statement (statement true; size is then its snapshot sequence) is signed when the
-// export is made, after its checkpoint: only the retirement bounds it, as a statement of a
-// snapshot that holds the key's retirement was surely signed after it.
+// vouches for size: a checkpoint's tree size, or an export statement's snapshot sequence
+// (statement true; a statement of a snapshot that holds the key's retirement was surely
+// signed after it).
 func checkVouched(n *note.Note, what string, size uint64, set []TrustedKey, statement bool) error {
 	var why []string
 	at := "tree size"
@@ -302,17 +301,10 @@ func checkVouched(n *note.Note, what string, size uint64, set []TrustedKey, stat
 			if !strings.HasPrefix(strings.TrimSpace(k.VerifierKey), name+"+") {
 				continue
 			}
-			if statement {
-				k.AddedSeq = 0
-			}
 			if k.vouches(size) {
 				return nil
 			}
-			if k.RetiredSeq != 0 && size >= k.RetiredSeq {
-				why = append(why, fmt.Sprintf("%s was retired at stream sequence %d, and the %s's %s %d is at or after it", name, k.RetiredSeq, what, at, size))
-			} else {
-				why = append(why, fmt.Sprintf("%s was registered at stream sequence %d, after the checkpoint's tree of %d events", name, k.AddedSeq, size))
-			}
+			why = append(why, fmt.Sprintf("%s was retired at stream sequence %d, and the %s's %s %d is at or after it", name, k.RetiredSeq, what, at, size))
 		}
 	}
 	if len(why) == 0 {

@@ -16,23 +16,23 @@ import (
 func TestParseKeySet(t *testing.T) {
 	_, k1, _ := note.GenerateKey(rand.Reader, "keyreg")
 	_, k2, _ := note.GenerateKey(rand.Reader, "keyreg")
-	got, err := replay.ParseKeySet("# keys\n" + k1 + " added=3 retired=9\n\n  " + k2 + "\n")
+	got, err := replay.ParseKeySet("# keys\n" + k1 + " retired=9\n\n  " + k2 + "\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []replay.TrustedKey{{VerifierKey: k1, AddedSeq: 3, RetiredSeq: 9}, {VerifierKey: k2}}
+	want := []replay.TrustedKey{{VerifierKey: k1, RetiredSeq: 9}, {VerifierKey: k2}}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("ParseKeySet = %+v, want %+v", got, want)
 	}
-	if s := got[0].String(); s != k1+" added=3 retired=9" {
+	if s := got[0].String(); s != k1+" retired=9" {
 		t.Fatalf("String = %q", s)
 	}
 	for name, c := range map[string]struct{ in, want string }{
-		"Empty":            {"# nothing\n\n", "no verifier key"},
-		"NotAKey":          {k1 + "\nkeyreg+zz\n", "line 2"},
-		"UnknownBound":     {k1 + " until=4\n", "line 1: \"until=4\""},
-		"ZeroBound":        {k1 + " added=0\n", "line 1: \"added=0\""},
-		"RetiredBeforeAdd": {k1 + " added=5 retired=5\n", "retired=5 is not after added=5"},
+		"Empty":        {"# nothing\n\n", "no verifier key"},
+		"NotAKey":      {k1 + "\nkeyreg+zz\n", "line 2"},
+		"UnknownBound": {k1 + " until=4\n", "want retired=N"},
+		"ZeroBound":    {k1 + " retired=0\n", "line 1: \"retired=0\""},
+		"TwoBounds":    {k1 + " retired=4 retired=5\n", "at most retired=N"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := replay.ParseKeySet(c.in); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -42,8 +42,8 @@ func TestParseKeySet(t *testing.T) {
 	}
 }
 
-// TestVerifyKeyBounds: a key vouched for trees from its registration to its retirement
-// verifies a checkpoint within those bounds only, and the failure names the key and why.
+// TestVerifyKeyBounds: a retired key verifies checkpoints of trees before its retirement
+// only, and the failure names the key and why.
 func TestVerifyKeyBounds(t *testing.T) {
 	log := eventstest.NewJetStreamLog(t)
 	auditScenario(t, log)
@@ -60,9 +60,8 @@ func TestVerifyKeyBounds(t *testing.T) {
 		wants string // "" when it verifies
 	}{
 		{"Bare", replay.TrustedKey{VerifierKey: e.vkey}, ""},
-		{"Within", replay.TrustedKey{VerifierKey: e.vkey, AddedSeq: size, RetiredSeq: size + 1}, ""},
-		{"RetiredInTheTree", replay.TrustedKey{VerifierKey: e.vkey, AddedSeq: 1, RetiredSeq: size}, name + " was retired at stream sequence"},
-		{"AddedAfterTheTree", replay.TrustedKey{VerifierKey: e.vkey, AddedSeq: size + 1}, name + " was registered at stream sequence"},
+		{"RetiredAfterTheTree", replay.TrustedKey{VerifierKey: e.vkey, RetiredSeq: size + 1}, ""},
+		{"RetiredInTheTree", replay.TrustedKey{VerifierKey: e.vkey, RetiredSeq: size}, name + " was retired at stream sequence"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := replay.VerifyExport(bytes.NewReader(export), replay.VerifyOptions{KeySet: []replay.TrustedKey{c.key}})

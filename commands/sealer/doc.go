@@ -20,10 +20,12 @@
 // registration and not its retirement (events.SignerState.Vouches). The sealer signs a
 // checkpoint only then (ErrNotVouched, ErrKeyRetired otherwise), and an export statement
 // only while its key is not retired; a node whose key is retired gives the lease up.
-// Verifiers apply the same rule offline: `keyreg audit pubkey --all` prints each key with
-// "added=N" and "retired=N", and `keyreg audit verify` rejects a checkpoint of a tree
-// outside its key's bounds, so the exports a key signed before its retirement keep
-// verifying and a checkpoint it signs later does not. The plain `keyreg audit pubkey`
+// Verifiers apply the retirement offline: `keyreg audit pubkey --all` prints a retired
+// key with "retired=N", and `keyreg audit verify` rejects a checkpoint of a tree that
+// holds its key's retirement, so the exports a key signed before its retirement keep
+// verifying and a checkpoint it signs later does not. (Offline there is no lower bound: a
+// key of a node that sealed before keyreg recorded signers registers on its next start,
+// after checkpoints it signed.) The plain `keyreg audit pubkey`
 // prints the active keys alone, one a line, the format of the one-key files before.
 //
 // Sharing one private key between nodes was the alternative: one public key forever, but a

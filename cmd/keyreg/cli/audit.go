@@ -323,7 +323,7 @@ by --type or --actor.`,
 
 // readPubkeys returns the verifier keys that flag gives: the key itself, or @FILE holding
 // a key set (replay.ParseKeySet: keys one per line, as "keyreg audit pubkey" writes them,
-// with the bounds "--all" adds). A value that is not a key but names a file gets a hint to
+// with the retired=N that "--all" adds). A value that is not a key but names a file gets a hint to
 // write @FILE.
 func readPubkeys(flag, k string) ([]replay.TrustedKey, error) {
 	if path, ok := strings.CutPrefix(k, "@"); ok {
@@ -401,11 +401,10 @@ start; "keyreg audit signer retire" withdraws one). With --data it prints the on
 that node's data dir (made by its first "keyreg serve"). Give reviewers a copy obtained out
 of band: a key set fetched from the server proves only that the server signed.
 
---all prints every key the log records, each with the part of the log it is vouched for:
-"added=N" (the stream sequence of its registration) and, once retired, "retired=N". With
-such a file, "audit verify" accepts a key's checkpoints only of trees that hold its
-registration and not its retirement: exports signed before a retirement keep verifying,
-and a checkpoint the retired key signs later fails.`,
+--all prints every key the log records, a retired one followed by "retired=N" (the stream
+sequence of its retirement). With such a file, "audit verify" accepts a retired key's
+checkpoints only of trees that do not hold its retirement: exports signed before it keep
+verifying, and a checkpoint the retired key signs later fails.`,
 		Example: `  keyreg audit pubkey --data /var/lib/keyreg > keyreg.pub
   keyreg audit pubkey --addr http://keyreg.internal:8080`,
 		Args: cobra.NoArgs,
@@ -433,7 +432,7 @@ and a checkpoint the retired key signs later fails.`,
 			if all {
 				lines = nil
 				for _, s := range ks.Signers {
-					lines = append(lines, replay.TrustedKey{VerifierKey: s.VerifierKey, AddedSeq: s.AddedSeq, RetiredSeq: s.RetiredSeq}.String())
+					lines = append(lines, replay.TrustedKey{VerifierKey: s.VerifierKey, RetiredSeq: s.RetiredSeq}.String())
 				}
 				if len(lines) == 0 {
 					return errors.New("the server records no audit signer")
@@ -444,7 +443,7 @@ and a checkpoint the retired key signs later fails.`,
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", "", "read the key from this data dir instead of asking the server")
-	cmd.Flags().BoolVar(&all, "all", false, "every key the log records, retired ones too, with added=N and retired=N")
+	cmd.Flags().BoolVar(&all, "all", false, "every key the log records, retired ones too, with retired=N")
 	return cmd
 }
 
