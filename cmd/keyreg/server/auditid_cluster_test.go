@@ -14,28 +14,10 @@ import (
 	"testing"
 	"time"
 
-	natsd "github.com/nats-io/nats-server/v2/server"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
 )
-
-// startNATS starts a nats-server with JetStream on 127.0.0.1 (a port chosen at run time),
-// its store under t.TempDir(), for keyreg nodes to share with --nats-url.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	s, err := natsd.NewServer(&natsd.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		SyncAlways: true, NoSigs: true, NoLog: true, ServerName: "auditid"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	if !s.ReadyForConnections(30 * time.Second) {
-		t.Fatal("nats-server not ready within 30s")
-	}
-	return s.ClientURL()
-}
 
 // startKillable runs `keyreg serve` (the real binary) with args, as nodetest.StartBinary
 // does, for a test that kills it with SIGKILL: kill does, and the cleanup kills it if the
@@ -116,7 +98,7 @@ func keyHash(vkey string) string {
 // written on node B, whose audit export (sealed on demand, by B) verifies with the key
 // set fetched before the kill, and fails with A's key alone, naming B's key.
 func TestAuditIdentityMovesWithTheSealer(t *testing.T) {
-	url := startNATS(t)
+	url := startNATS(t) // ryw_test.go
 	common := []string{"--nats-url", url, "--replicas", "1"}
 	a, killA := startKillable(t, append(common, "--seal-every-events", "2", "--seal-interval", "-1s")...)
 	root := a.Root
