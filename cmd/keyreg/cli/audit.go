@@ -405,8 +405,9 @@ of band: a key set fetched from the server proves only that the server signed.
 sequence of its retirement). With such a file, "audit verify" accepts a retired key's
 checkpoints only of trees that do not hold its retirement: exports signed before it keep
 verifying, and a checkpoint the retired key signs later fails.`,
-		Example: `  keyreg audit pubkey --data /var/lib/keyreg > keyreg.pub
-  keyreg audit pubkey --addr http://keyreg.internal:8080`,
+		Example: `  keyreg audit pubkey --addr http://keyreg.internal:8080 > keyreg.pub
+  keyreg audit pubkey --all > keyreg-all.pub
+  keyreg audit pubkey --data /var/lib/keyreg`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ks client.AuditKeySet

@@ -83,6 +83,11 @@ func TestAuditSignerSet(t *testing.T) {
 
 	// Retire the first: admin only; it leaves the set.
 	h.fails(1, []string{"401"}, "audit", "signer", "retire", k1, "--token", "kr_bogus")
+	var reader struct {
+		Secret string `json:"secret"`
+	}
+	h.okJSON(&reader, "key", "create", "-w", "acme", "--name", "reader", "--permission", "keyreg.audit.read")
+	h.fails(1, []string{"403"}, "audit", "signer", "retire", k1, "--token", reader.Secret)
 	h.ok("audit", "signer", "retire", k1, "--reason", "rotation")
 	set2 := h.ok("audit", "pubkey")
 	if set2 != k2+"\n" {
