@@ -47,6 +47,8 @@ func samplePayloads() map[Type]Payload {
 		TypeSubscriberAdded: &SubscriberAdded{Name: "billing", MaxConsumers: 3,
 			PasswordHash: "$2a$04$Jq1S8cK3tQ5yqf8sH0sG1eQ2m8b7O6k9r3x4y5z6A7B8C9D0E1F2G"},
 		TypeSubscriberRemoved: &SubscriberRemoved{Name: "billing"},
+		TypeSignerAdded:       &SignerAdded{VerifierKey: "keyreg+4c8a5e1f+AcRGMdNw0nDSzM8AgpSCasPMt2oWHuAsEsKaYBbqAn1B", Node: "node-a"},
+		TypeSignerRetired:     &SignerRetired{VerifierKey: "keyreg+4c8a5e1f+AcRGMdNw0nDSzM8AgpSCasPMt2oWHuAsEsKaYBbqAn1B"},
 	}
 }
 

@@ -27,6 +27,7 @@ var aggregateStates = map[Aggregate]struct {
 	AggName:       {func() folder { return &NameClaimState{} }, TypeNameClaimed},
 	AggCheckpoint: {func() folder { return &CheckpointState{} }, TypeCheckpointSealed},
 	AggSubscriber: {func() folder { return &SubscriberState{} }, TypeSubscriberAdded},
+	AggSigner:     {func() folder { return &SignerState{} }, TypeSignerAdded},
 }
 
 // TestEventTypeUnits checks that every type in Types is whole: a row consistent with its

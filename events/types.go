@@ -75,6 +75,8 @@ var Types = []TypeInfo{
 	eventType(AggCheckpoint, func() Payload { return &CheckpointSealed{} }),
 	eventType(AggSubscriber, func() Payload { return &SubscriberAdded{} }),
 	eventType(AggSubscriber, func() Payload { return &SubscriberRemoved{} }),
+	eventType(AggSigner, func() Payload { return &SignerAdded{} }),
+	eventType(AggSigner, func() Payload { return &SignerRetired{} }),
 }
 
 // eventType is the row of Types of the payload newPayload makes, of aggregate agg.

@@ -305,6 +305,8 @@ func (t *txn) apply(d events.Decoded, p *Prepared) error {
 		}
 	case events.AggSubscriber:
 		// NATS credentials: kept by keyreg serve's NATS users, not in the views (history only).
+	case events.AggSigner:
+		// Audit signers: read from the log by the sealer and the server (history only).
 	default:
 		return fmt.Errorf("unknown aggregate %q", agg)
 	}

@@ -46,8 +46,13 @@ func (e *VerifyError) Unwrap() error { return ErrExportInvalid }
 // VerifyOptions say whom to trust and what to tolerate.
 type VerifyOptions struct {
 	// Keys are the verifier keys (golang.org/x/mod/sumdb/note format, as `keyreg audit
-	// pubkey` prints them) of the sealers trusted; at least one.
+	// pubkey` prints them) of the sealers trusted, with no bounds; Keys and KeySet hold at
+	// least one between them.
 	Keys []string
+	// KeySet are trusted keys with the part of the log each is vouched for (ParseKeySet):
+	// the checkpoint and the statement must be signed by a key vouched for the
+	// checkpoint's tree size.
+	KeySet []TrustedKey
 	// AllowGaps tolerates breaks of the prevhash chains, for exports filtered by event
 	// type or actor, which leave out events of the aggregates they hold by design. The
 	// breaks are counted in the summary instead.
@@ -119,7 +124,11 @@ func VerifyExport(r io.Reader, opts VerifyOptions) (sum VerifySummary, err error
 			sum.NotProven = "the export failed verification: nothing is proven"
 		}
 	}()
-	verifiers, err := parseVerifiers(opts.Keys)
+	set := slices.Clone(opts.KeySet)
+	for _, k := range opts.Keys {
+		set = append(set, TrustedKey{VerifierKey: k})
+	}
+	verifiers, err := parseVerifiers(set)
 	if err != nil {
 		return sum, err
 	}
@@ -152,7 +161,7 @@ func VerifyExport(r io.Reader, opts VerifyOptions) (sum VerifySummary, err error
 	if trailerLine == nil {
 		return sum, &VerifyError{Reason: "the export is empty: no checkpoint line"}
 	}
-	tr, size, root, err := checkTrailer(trailerLine, verifiers)
+	tr, size, root, err := checkTrailer(trailerLine, verifiers, set)
 	if err != nil {
 		if ve, ok := err.(*VerifyError); ok {
 			ve.Line = lastNo
@@ -255,19 +264,53 @@ func (v *verifier) complete() error {
 	return nil
 }
 
-func parseVerifiers(keys []string) (note.Verifiers, error) {
+func parseVerifiers(keys []TrustedKey) (note.Verifiers, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("replay: verify: no verifier key given")
 	}
 	var list []note.Verifier
+	seen := map[string]bool{}
 	for _, k := range keys {
-		v, err := note.NewVerifier(strings.TrimSpace(k))
+		vkey := strings.TrimSpace(k.VerifierKey)
+		if seen[vkey] {
+			continue // a key given twice (a file and a flag) is one key, not an ambiguous pair
+		}
+		seen[vkey] = true
+		v, err := note.NewVerifier(vkey)
 		if err != nil {
-			return nil, fmt.Errorf("replay: verify: verifier key %q: %w", k, err)
+			return nil, fmt.Errorf("replay: verify: verifier key %q: %w", vkey, err)
 		}
 		list = append(list, v)
 	}
 	return note.VerifierList(list...), nil
+}
+
+// checkVouched checks that a signature of a note (what names it) is by a key that set
+// vouches for size: a checkpoint's tree size, or an export statement's snapshot sequence
+// (statement true; a statement of a snapshot that holds the key's retirement was surely
+// signed after it).
+func checkVouched(n *note.Note, what string, size uint64, set []TrustedKey, statement bool) error {
+	var why []string
+	at := "tree size"
+	if statement {
+		at = "snapshot sequence"
+	}
+	for _, sig := range n.Sigs {
+		name := fmt.Sprintf("%s+%08x", sig.Name, sig.Hash)
+		for _, k := range set {
+			if !strings.HasPrefix(strings.TrimSpace(k.VerifierKey), name+"+") {
+				continue
+			}
+			if k.vouches(size) {
+				return nil
+			}
+			why = append(why, fmt.Sprintf("%s was retired at stream sequence %d, and the %s's %s %d is at or after it", name, k.RetiredSeq, what, at, size))
+		}
+	}
+	if len(why) == 0 {
+		return nil // bare keys: no bounds
+	}
+	return &VerifyError{Reason: "the " + what + " is signed by a key the key set does not vouch for at that point of the log: " + strings.Join(why, "; ")}
 }
 
 // readLine returns the next line without its newline, whatever its length.
@@ -323,7 +366,7 @@ func openNote(msg, what string, verifiers note.Verifiers) (*note.Note, error) {
 
 // checkTrailer checks the checkpoint's signature and that it signs the size and root the
 // line states, and the statement's signature and that it agrees with the trailer.
-func checkTrailer(line []byte, verifiers note.Verifiers) (trailer, uint64, tlog.Hash, error) {
+func checkTrailer(line []byte, verifiers note.Verifiers, set []TrustedKey) (trailer, uint64, tlog.Hash, error) {
 	var tr trailer
 	if err := json.Unmarshal(line, &tr.ExportTrailer); err != nil || tr.Checkpoint == nil {
 		return tr, 0, tlog.Hash{}, &VerifyError{Reason: "the last line is not the export's checkpoint: the export was cut short"}
@@ -343,6 +386,9 @@ func checkTrailer(line []byte, verifiers note.Verifiers) (trailer, uint64, tlog.
 	if h, err := events.ParseTreeHash(cp.RootHash); err != nil || h != root {
 		return tr, 0, tlog.Hash{}, &VerifyError{Reason: fmt.Sprintf("the checkpoint states root hash %q but its signed note says %s", cp.RootHash, root)}
 	}
+	if err := checkVouched(n, "checkpoint", size, set, false); err != nil {
+		return tr, 0, tlog.Hash{}, err
+	}
 	sig := n.Sigs[0]
 	tr.signer = fmt.Sprintf("%s+%08x", sig.Name, sig.Hash)
 	if tr.Statement == "" {
@@ -355,6 +401,9 @@ func checkTrailer(line []byte, verifiers note.Verifiers) (trailer, uint64, tlog.
 	st, err := ParseStatement([]byte(sn.Text))
 	if err != nil {
 		return tr, 0, tlog.Hash{}, &VerifyError{Reason: "the signed export statement is " + strings.TrimPrefix(err.Error(), "malformed export statement: ")}
+	}
+	if err := checkVouched(sn, "export statement", st.AsOf, set, true); err != nil {
+		return tr, 0, tlog.Hash{}, err
 	}
 	stFilter, _ := json.Marshal(st.Filter)
 	trFilter, _ := json.Marshal(tr.Filter)
@@ -373,13 +422,17 @@ func checkTrailer(line []byte, verifiers note.Verifiers) (trailer, uint64, tlog.
 	return tr, size, root, nil
 }
 
-// signersOf lists the key names of a note's signature lines, for a failure message.
+// signersOf lists the keys of a note's signature lines, as "<name>+<key hash>" (the start
+// of the verifier key, "keyreg+1a2b3c4d"), for a failure message.
 func signersOf(msg string) string {
 	var names []string
 	_, sigs, _ := strings.Cut(msg, "\n\n")
 	for _, l := range strings.Split(sigs, "\n") {
-		if name, ok := strings.CutPrefix(l, "— "); ok {
-			name, _, _ = strings.Cut(name, " ")
+		if rest, ok := strings.CutPrefix(l, "— "); ok {
+			name, b64, _ := strings.Cut(rest, " ")
+			if b, err := base64.StdEncoding.DecodeString(b64); err == nil && len(b) >= 4 {
+				name += fmt.Sprintf("+%02x%02x%02x%02x", b[0], b[1], b[2], b[3])
+			}
 			names = append(names, name)
 		}
 	}

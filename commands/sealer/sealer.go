@@ -3,9 +3,11 @@ package sealer
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -107,11 +109,13 @@ type Sealer struct {
 	cfg    Config
 	views  Views
 	cmds   *commands.Handler
-	signer note.Signer
+	key    Key
 	lease  Lease // nil: always lead
 	logger *slog.Logger
 
 	mu sync.Mutex // one seal at a time on this node
+
+	warnedRetired atomic.Bool // the warning that the key is retired was logged
 
 	roundMu sync.Mutex
 	started time.Time // when Run (or New) started: Interval counts from it at the latest
@@ -119,14 +123,29 @@ type Sealer struct {
 	last    Round     // the latest round
 }
 
+// Key is a node's audit key: its private signer and its verifier key.
+type Key struct {
+	Signer      note.Signer
+	VerifierKey string
+}
+
+// ErrNotVouched means the log does not vouch for the sealer's key for the tree it would
+// sign: the key is not registered (Register) in that tree, or it is retired
+// (ErrKeyRetired then too). The sealer signs nothing then.
+var ErrNotVouched = errors.New("sealer: the log does not vouch for this node's audit key")
+
+// ErrKeyRetired means the sealer's key was retired: it seals and attests nothing any more,
+// and does not take the lease. Wrapped with ErrNotVouched.
+var ErrKeyRetired = errors.New("sealer: this node's audit key is retired")
+
 // New returns a sealer appending to log, reading the views that views returns, signing
-// with signer. lease may be nil (a single node: Run always seals); logger nil means
-// slog.Default().
-func New(cfg Config, log events.Log, views Views, signer note.Signer, lease Lease, logger *slog.Logger) *Sealer {
+// with key once the log vouches for it (see Register). lease may be nil (a single node:
+// Run always seals); logger nil means slog.Default().
+func New(cfg Config, log events.Log, views Views, key Key, lease Lease, logger *slog.Logger) *Sealer {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	s := &Sealer{cfg: cfg.withDefaults(), views: views, signer: signer, lease: lease, logger: logger}
+	s := &Sealer{cfg: cfg.withDefaults(), views: views, key: key, lease: lease, logger: logger}
 	s.started = s.cfg.Now()
 	s.cmds = &commands.Handler{Log: log, Checkpoints: checkpointsOf(views)}
 	return s
@@ -138,6 +157,46 @@ type checkpointsOf Views
 func (f checkpointsOf) SealedCheckpoint(ctx context.Context) (events.CheckpointState, error) {
 	tree, _ := f()
 	return tree.SealedCheckpoint(ctx)
+}
+
+// Register records the sealer's verifier key in the log as a signer of node (see
+// commands.AddSigner), unless it is there already: every node does it on start, so the
+// published key set holds each node's key before any of them seals. It returns the
+// signer's state.
+//
+// Errors: commands.ErrSignerRetired (wrapped, with ErrKeyRetired) when the key was
+// retired: the node must make a new key; the errors of commands.AddSigner.
+func (s *Sealer) Register(ctx context.Context, node string) (events.SignerState, error) {
+	_, err := s.cmds.AddSigner(ctx, commands.AddSigner{VerifierKey: s.key.VerifierKey, Node: node,
+		Meta: events.Meta{Reason: "audit signer of node " + node}})
+	if errors.Is(err, commands.ErrSignerRetired) {
+		return events.SignerState{}, fmt.Errorf("%w: %w", ErrKeyRetired, err)
+	}
+	if err != nil {
+		return events.SignerState{}, fmt.Errorf("sealer: register: %w", err)
+	}
+	return commands.LogState{Log: s.cmds.Log}.Signer(ctx, s.key.VerifierKey)
+}
+
+// VerifierKey returns the sealer's verifier key.
+func (s *Sealer) VerifierKey() string { return s.key.VerifierKey }
+
+// vouched returns nil if the log vouches for the sealer's key for a checkpoint of the first
+// size leaves (events.SignerState.Vouches), read from the log: an error wrapping
+// ErrNotVouched (and ErrKeyRetired when retired in that tree) otherwise.
+func (s *Sealer) vouched(ctx context.Context, size uint64) error {
+	st, err := commands.LogState{Log: s.cmds.Log}.Signer(ctx, s.key.VerifierKey)
+	switch {
+	case err != nil:
+		return fmt.Errorf("sealer: %w", err)
+	case st.Vouches(size):
+		return nil
+	case st.RetiredSeq != 0 && st.RetiredSeq <= size:
+		return fmt.Errorf("%w: %w: key %s retired at sequence %d", ErrNotVouched, ErrKeyRetired, s.key.VerifierKey, st.RetiredSeq)
+	case !st.Exists():
+		return fmt.Errorf("%w: key %s is not registered", ErrNotVouched, s.key.VerifierKey)
+	}
+	return fmt.Errorf("%w: key %s is registered at sequence %d, after the tree of %d events", ErrNotVouched, s.key.VerifierKey, st.AddedSeq, size)
 }
 
 // Seal makes sure a checkpoint covers at least atLeast leaves (stream sequences 1 to
@@ -191,11 +250,14 @@ func (s *Sealer) Seal(ctx context.Context, atLeast uint64) (events.CheckpointSta
 // append signs the checkpoint of the first size leaves of tree and appends it, returning
 // the stream sequence of its event.
 func (s *Sealer) append(ctx context.Context, tree Tree, size uint64) (uint64, error) {
+	if err := s.vouched(ctx, size); err != nil {
+		return 0, fmt.Errorf("seal: %w", err)
+	}
 	root, err := tree.TreeHash(int64(size))
 	if err != nil {
 		return 0, fmt.Errorf("seal: %w", err)
 	}
-	msg, err := note.Sign(&note.Note{Text: string(events.FormatCheckpoint(size, root))}, s.signer)
+	msg, err := note.Sign(&note.Note{Text: string(events.FormatCheckpoint(size, root))}, s.key.Signer)
 	if err != nil {
 		return 0, fmt.Errorf("seal: sign: %w", err)
 	}
@@ -211,9 +273,22 @@ func (s *Sealer) append(ctx context.Context, tree Tree, size uint64) (uint64, er
 
 // Attest signs the text of an export statement (replay.ExportStatement) with the audit
 // key, as a golang.org/x/mod/sumdb/note, and returns the signed note. Audit exports carry
-// it so that a verifier holding only the public key can check what the export holds.
+// it so that a verifier holding only the public key can check what the export holds. It
+// signs only while the key is registered and not retired (errors wrapping ErrNotVouched
+// otherwise).
 func (s *Sealer) Attest(text []byte) (string, error) {
-	msg, err := note.Sign(&note.Note{Text: string(text)}, s.signer)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := commands.LogState{Log: s.cmds.Log}.Signer(ctx, s.key.VerifierKey)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("attest: %w", err)
+	case st.RetiredSeq != 0:
+		return "", fmt.Errorf("attest: %w: %w: key %s retired at sequence %d", ErrNotVouched, ErrKeyRetired, s.key.VerifierKey, st.RetiredSeq)
+	case !st.Exists():
+		return "", fmt.Errorf("attest: %w: key %s is not registered", ErrNotVouched, s.key.VerifierKey)
+	}
+	msg, err := note.Sign(&note.Note{Text: string(text)}, s.key.Signer)
 	if err != nil {
 		return "", fmt.Errorf("attest: sign: %w", err)
 	}
@@ -302,6 +377,15 @@ func (s *Sealer) Run(ctx context.Context) error {
 	}
 	retry := s.lease.TTL() / 3
 	for {
+		if s.retired(ctx) {
+			// A retired key must not hold the lease: another node seals.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(retry):
+			}
+			continue
+		}
 		ok, err := s.lease.TryAcquire(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.logger.Warn("sealer: lease", "err", err)
@@ -325,6 +409,20 @@ func (s *Sealer) Run(ctx context.Context) error {
 	}
 }
 
+// retired reports whether the log says the sealer's key is retired (false when it cannot
+// be read: the seal itself checks again).
+func (s *Sealer) retired(ctx context.Context) bool {
+	st, err := commands.LogState{Log: s.cmds.Log}.Signer(ctx, s.key.VerifierKey)
+	if err == nil && st.RetiredSeq != 0 {
+		if s.warnedRetired.Swap(true) {
+			return true
+		}
+		s.logger.Warn("sealer: this node's audit key is retired: it seals nothing; give the node a new key (remove <data>/audit/signing.key and restart it)", "verifier_key", s.key.VerifierKey)
+		return true
+	}
+	return false
+}
+
 // lead seals when due until ctx is done or the lease is lost (the renewal's error then).
 func (s *Sealer) lead(ctx context.Context) error {
 	poll := time.NewTicker(s.cfg.Poll)
@@ -340,11 +438,18 @@ func (s *Sealer) lead(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-renew:
+			if s.retired(ctx) {
+				return ErrKeyRetired // give the lease up: another node seals
+			}
 			if err := s.lease.Renew(ctx); err != nil {
 				return err
 			}
 		case <-poll.C:
-			if _, err := s.Step(ctx); err != nil && ctx.Err() == nil {
+			_, err := s.Step(ctx)
+			if errors.Is(err, ErrKeyRetired) && s.lease != nil {
+				return err // give the lease up: another node seals
+			}
+			if err != nil && ctx.Err() == nil {
 				s.logger.Warn("sealer: seal an audit checkpoint", "err", err)
 			}
 		}

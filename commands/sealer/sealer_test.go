@@ -66,15 +66,32 @@ func newEnv(t *testing.T, log events.Log) *env {
 
 func (e *env) views() (sealer.Tree, sealer.Waiter) { return e.store, e.proj }
 
-// sealer returns a sealer of the env's views with a key of its own, and its verifier key.
+// sealer returns a sealer of the env's views with a key of its own, registered in the log
+// (the views applied it), and its verifier key.
 func (e *env) sealer(t *testing.T, cfg sealer.Config, lease sealer.Lease) (*sealer.Sealer, string) {
+	t.Helper()
+	s, vkey := e.unregisteredSealer(t, cfg, lease)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := s.Register(ctx, "test-node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.proj.WaitFor(ctx, st.AddedSeq); err != nil {
+		t.Fatal(err)
+	}
+	return s, vkey
+}
+
+// unregisteredSealer is sealer without the registration of its key.
+func (e *env) unregisteredSealer(t *testing.T, cfg sealer.Config, lease sealer.Lease) (*sealer.Sealer, string) {
 	t.Helper()
 	skey, vkey, err := note.GenerateKey(rand.Reader, sealer.SignerName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	signer, _ := note.NewSigner(skey)
-	return sealer.New(cfg, e.log, e.views, signer, lease, slog.New(slog.NewTextHandler(io.Discard, nil))), vkey
+	return sealer.New(cfg, e.log, e.views, sealer.Key{Signer: signer, VerifierKey: vkey}, lease, slog.New(slog.NewTextHandler(io.Discard, nil))), vkey
 }
 
 // addKeys creates n keys and waits until the views applied them; it returns the last
@@ -175,12 +192,16 @@ func run(t *testing.T, s *sealer.Sealer) (stop func()) {
 func TestConcurrentSealsAppendOnce(t *testing.T) {
 	forEachLog(t, func(t *testing.T, log events.Log) {
 		e := newEnv(t, log)
+		var sealers []*sealer.Sealer
+		for range 6 {
+			s, _ := e.sealer(t, sealer.Config{}, nil)
+			sealers = append(sealers, s)
+		}
 		last := e.addKeys(t, 5)
 		ctx := context.Background()
 		var wg sync.WaitGroup
 		errs := make(chan error, 6)
-		for range 6 {
-			s, _ := e.sealer(t, sealer.Config{}, nil)
+		for _, s := range sealers {
 			wg.Go(func() {
 				cp, err := s.Seal(ctx, last)
 				if err == nil && cp.TreeSize < last {
@@ -239,9 +260,9 @@ func TestStepRounds(t *testing.T) {
 			}
 		}
 		e.addKeys(t, 5)
-		step(false, 6, 0) // 6 events, fewer than 10, and the interval has not passed
+		step(false, 7, 0) // 7 events (workspace, signer, 5 keys), fewer than 10, and the interval has not passed
 		e.addKeys(t, 6)
-		step(true, 12, 1)
+		step(true, 13, 1)
 		e.addKeys(t, 9)
 		step(false, 9, 1) // 9 new events and the checkpoint's own: not yet 10
 		e.addKeys(t, 1)

@@ -26,7 +26,8 @@ where (actor IP), why (--reason of the change) and what changed, before and afte
 
 "audit log" reads a workspace's events with filters; "audit export" streams them as JSON
 Lines with tamper evidence, or as CSV for a spreadsheet; "audit verify" checks a JSON Lines
-export offline, with only the sealer's public key ("audit pubkey"): the signed checkpoint,
+export offline, with only the published key set ("audit pubkey": one key per node, as the
+log records them; "audit signer retire" withdraws one): the signed checkpoint,
 each event's inclusion proof in the Merkle tree over the whole stream, and each key's chain
 of events. They need a key with keyreg.audit.read (or keyreg.admin).
 
@@ -36,7 +37,7 @@ The workspace is -w/--workspace, else $KEYREG_WORKSPACE.`,
   keyreg audit pubkey > keyreg.pub
   keyreg audit verify acme-audit.jsonl --pubkey @keyreg.pub`)
 	ws := addWorkspaceFlag(cmd)
-	cmd.AddCommand(newAuditLogCmd(g, ws), newAuditExportCmd(g, ws), newAuditVerifyCmd(g), newAuditPubkeyCmd(g))
+	cmd.AddCommand(newAuditLogCmd(g, ws), newAuditExportCmd(g, ws), newAuditVerifyCmd(g), newAuditPubkeyCmd(g), newAuditSignerCmd(g))
 	return cmd
 }
 
@@ -245,8 +246,9 @@ func newAuditVerifyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify FILE --pubkey KEY|@KEYFILE [--allow-gaps]",
 		Short: "Check a JSON Lines audit export offline: signatures, proofs, chains, completeness",
-		Long: `Checks an export made by "keyreg audit export" with no server, only the public key of
-the sealer that signed it (from "keyreg audit pubkey", obtained out of band):
+		Long: `Checks an export made by "keyreg audit export" with no server, only the published key set
+(from "keyreg audit pubkey", obtained out of band: one key per node, as the log records
+them). A signature by a key not in the set fails, naming the key:
 
   - the checkpoint's ed25519 signature, and that it signs the tree size and root it states;
   - the export statement's signature: what the export is (workspace, filter, the stream
@@ -274,17 +276,17 @@ by --type or --actor.`,
   gunzip -c acme-audit.jsonl.gz | keyreg audit verify - --pubkey @keyreg.pub --json`,
 		Args: cobra.ExactArgs(1),
 	}
-	cmd.Flags().StringArrayVar(&keys, "pubkey", nil, "verifier `KEY` of a trusted sealer, or @FILE holding it (repeatable)")
+	cmd.Flags().StringArrayVar(&keys, "pubkey", nil, "verifier `KEY` of a trusted sealer, or @FILE holding keys one per line, as audit pubkey prints them (repeatable)")
 	cmd.Flags().BoolVar(&allowGaps, "allow-gaps", false, "tolerate gaps in the chains (exports filtered by type or actor)")
 	cmd.MarkFlagRequired("pubkey")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		var vkeys []string
+		var set []replay.TrustedKey
 		for _, k := range keys {
-			vkey, err := readPubkey(k)
+			ks, err := readPubkeys("--pubkey", k)
 			if err != nil {
 				return err
 			}
-			vkeys = append(vkeys, vkey)
+			set = append(set, ks...)
 		}
 		var r io.Reader = g.stdin
 		if args[0] != "-" {
@@ -295,7 +297,7 @@ by --type or --actor.`,
 			defer f.Close()
 			r = f
 		}
-		sum, err := replay.VerifyExport(r, replay.VerifyOptions{Keys: vkeys, AllowGaps: allowGaps})
+		sum, err := replay.VerifyExport(r, replay.VerifyOptions{KeySet: set, AllowGaps: allowGaps})
 		var ve *replay.VerifyError
 		if err != nil && !errors.As(err, &ve) {
 			return err // not about the export: a bad key, an unreadable file
@@ -319,24 +321,30 @@ by --type or --actor.`,
 	return cmd
 }
 
-// readPubkey returns the verifier key that --pubkey gives: the key itself, or @FILE
-// holding it. A value that is not a key but names a file gets a hint to write @FILE.
-func readPubkey(k string) (string, error) {
+// readPubkeys returns the verifier keys that flag gives: the key itself, or @FILE holding
+// a key set (replay.ParseKeySet: keys one per line, as "keyreg audit pubkey" writes them,
+// with the retired=N that "--all" adds). A value that is not a key but names a file gets a hint to
+// write @FILE.
+func readPubkeys(flag, k string) ([]replay.TrustedKey, error) {
 	if path, ok := strings.CutPrefix(k, "@"); ok {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return "", usagef("--pubkey @%s: %v", path, err)
+			return nil, usagef("%s @%s: %v", flag, path, err)
 		}
-		return strings.TrimSpace(string(b)), nil
+		keys, err := replay.ParseKeySet(string(b))
+		if err != nil {
+			return nil, usagef("%s @%s: %v", flag, path, err)
+		}
+		return keys, nil
 	}
 	k = strings.TrimSpace(k)
 	if _, err := note.NewVerifier(k); err != nil {
 		if st, serr := os.Stat(k); serr == nil && !st.IsDir() {
-			return "", usagef("--pubkey %s: not a verifier key; did you mean @%s (the key in that file)?", k, k)
+			return nil, usagef("%s %s: not a verifier key; did you mean @%s (the keys in that file)?", flag, k, k)
 		}
-		return "", usagef("--pubkey %q: %v: give the key (keyreg+...) or @FILE holding it, e.g. --pubkey @keyreg.pub", k, err)
+		return nil, usagef("%s %q: %v: give the key (keyreg+...) or @FILE holding keys, e.g. @keyreg.pub", flag, k, err)
 	}
-	return k, nil
+	return []replay.TrustedKey{{VerifierKey: k}}, nil
 }
 
 func printVerifySummary(w io.Writer, s replay.VerifySummary, err error) {
@@ -379,35 +387,134 @@ func printVerifySummary(w io.Writer, s replay.VerifySummary, err error) {
 }
 
 func newAuditPubkeyCmd(g *globals) *cobra.Command {
-	var data string
+	var (
+		data string
+		all  bool
+	)
 	cmd := &cobra.Command{
-		Use:   "pubkey [--data DIR]",
-		Short: "Print the verifier key of the audit checkpoints",
-		Long: `Prints the public key that checks the signatures of the audit checkpoints, for
-"keyreg audit verify --pubkey". With --data it is read from a node's data dir (made by the
-first "keyreg serve"), else asked of the server (GET /v1/audit/pubkey). Give reviewers a
-copy obtained out of band: a key fetched from the server proves only that the server signed.`,
-		Example: `  keyreg audit pubkey --data /var/lib/keyreg > keyreg.pub
-  keyreg audit pubkey --addr http://keyreg.internal:8080`,
+		Use:   "pubkey [--all | --data DIR]",
+		Short: "Print the published key set of the audit checkpoints, one key a line",
+		Long: `Prints the public keys that check the signatures of the audit checkpoints, one a line,
+for "keyreg audit verify --pubkey @FILE": asked of the server (GET /v1/audit/pubkey), the
+keys the log vouches for, one per node (each node registers its own key in the log on
+start; "keyreg audit signer retire" withdraws one). With --data it prints the one key of
+that node's data dir (made by its first "keyreg serve"). Give reviewers a copy obtained out
+of band: a key set fetched from the server proves only that the server signed.
+
+--all prints every key the log records, a retired one followed by "retired=N" (the stream
+sequence of its retirement). With such a file, "audit verify" accepts a retired key's
+checkpoints only of trees that do not hold its retirement: exports signed before it keep
+verifying, and a checkpoint the retired key signs later fails.`,
+		Example: `  keyreg audit pubkey --addr http://keyreg.internal:8080 > keyreg.pub
+  keyreg audit pubkey --all > keyreg-all.pub
+  keyreg audit pubkey --data /var/lib/keyreg`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var vkey string
-			var err error
-			if data != "" {
-				vkey, err = sealer.ReadVerifierKey(data)
-			} else {
-				vkey, err = g.client().AuditPubkey(cmd.Context())
+			var ks client.AuditKeySet
+			if data != "" && all {
+				return usagef("--all asks the server: give it or --data, not both")
 			}
-			if err != nil {
-				return err
+			if data != "" {
+				vkey, err := sealer.ReadVerifierKey(data)
+				if err != nil {
+					return err
+				}
+				ks = client.AuditKeySet{VerifierKey: vkey, VerifierKeys: []string{vkey}}
+			} else {
+				var err error
+				if ks, err = g.client().AuditKeySet(cmd.Context()); err != nil {
+					return err
+				}
 			}
 			if g.json {
-				return g.printJSON(map[string]string{"verifier_key": vkey})
+				return g.printJSON(ks)
 			}
-			_, err = fmt.Fprintln(g.stdout, vkey)
+			lines := ks.VerifierKeys
+			if all {
+				lines = nil
+				for _, s := range ks.Signers {
+					lines = append(lines, replay.TrustedKey{VerifierKey: s.VerifierKey, RetiredSeq: s.RetiredSeq}.String())
+				}
+				if len(lines) == 0 {
+					return errors.New("the server records no audit signer")
+				}
+			}
+			_, err := fmt.Fprint(g.stdout, strings.Join(lines, "\n")+"\n")
 			return err
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", "", "read the key from this data dir instead of asking the server")
+	cmd.Flags().BoolVar(&all, "all", false, "every key the log records, retired ones too, with retired=N")
+	return cmd
+}
+
+func newAuditSignerCmd(g *globals) *cobra.Command {
+	cmd := newGroupCmd("signer", "List and retire the audit signers (one key per node)",
+		`Each node signs checkpoints with its own ed25519 key (kept in <data>/audit/signing.key,
+never in the log) and registers the public half in the log when it starts
+(keyreg.signer.added.v1). The published key set ("keyreg audit pubkey") is the keys
+registered and not retired. "retire" records keyreg.signer.retired.v1: the key leaves the
+set, and its node seals nothing more until it has a new key (stop it, remove
+<data>/audit/signing.key, start it: it registers the new one). Retiring needs keyreg.admin.`,
+		`  keyreg audit signer list
+  keyreg audit signer retire "keyreg+1a2b3c4d+AXg..." --reason "node-a decommissioned"`)
+	cmd.AddCommand(newAuditSignerListCmd(g), newAuditSignerRetireCmd(g))
+	return cmd
+}
+
+func newAuditSignerListCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Short:   "List every audit signer the log records, retired ones too",
+		Example: "  keyreg audit signer list\n  keyreg audit signer list --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ks, err := g.client().AuditKeySet(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(map[string]any{"signers": ks.Signers})
+			}
+			t := newTable(g.stdout, "ID", "NODE", "ADDED", "ADDED AT SEQ", "RETIRED AT SEQ", "VERIFIER KEY")
+			for _, s := range ks.Signers {
+				retired := "-"
+				if s.RetiredSeq != 0 {
+					retired = fmtVersion(s.RetiredSeq)
+				}
+				t.row(s.ID, s.Node, fmtTime(s.AddedAt), fmtVersion(s.AddedSeq), retired, s.VerifierKey)
+			}
+			return t.flush()
+		},
+	}
+}
+
+func newAuditSignerRetireCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "retire KEY|@FILE",
+		Short: "Retire an audit signer's key: it leaves the published set and seals no more",
+		Example: `  keyreg audit signer retire "keyreg+1a2b3c4d+AXg..." --reason "node-a decommissioned"
+  keyreg audit signer retire @node-a.pub`,
+		Args: cobra.ExactArgs(1),
+	}
+	w := addWriteFlags(cmd, false)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		keys, err := readPubkeys("KEY", args[0])
+		if err != nil {
+			return err
+		}
+		if len(keys) != 1 {
+			return usagef("retire %s: the file holds %d keys; give one", args[0], len(keys))
+		}
+		vkey := keys[0].VerifierKey
+		if err := g.client().RetireAuditSigner(cmd.Context(), events.SignerID(vkey), w.o); err != nil {
+			return err
+		}
+		if g.json {
+			return g.printJSON(map[string]any{"retired": vkey})
+		}
+		fmt.Fprintf(g.stdout, "Retired audit signer %s.\n", vkey)
+		return nil
+	}
 	return cmd
 }

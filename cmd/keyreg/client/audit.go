@@ -114,13 +114,56 @@ func (c *Client) AuditExport(ctx context.Context, ws string, q AuditQuery, forma
 	return n, nil
 }
 
-// AuditPubkey returns the verifier key of the server's audit checkpoints, for
-// `keyreg audit verify --pubkey`. It needs no token. Compare it with one obtained out of
-// band: a key fetched from the server proves only that the server signed the export.
+// AuditPubkey returns the verifier key of the server's own audit key. It needs no token.
+// For `keyreg audit verify --pubkey`, prefer AuditKeySet: on a cluster each node signs
+// with its own key.
 func (c *Client) AuditPubkey(ctx context.Context) (string, error) {
-	var out struct {
-		VerifierKey string `json:"verifier_key"`
-	}
+	ks, err := c.AuditKeySet(ctx)
+	return ks.VerifierKey, err
+}
+
+// AuditKeySet is the audit key set GET /v1/audit/pubkey publishes.
+type AuditKeySet struct {
+	// VerifierKey is the key of the node that answered.
+	VerifierKey string `json:"verifier_key"`
+	// VerifierKeys are the keys the log vouches for now: registered, not retired.
+	VerifierKeys []string `json:"verifier_keys"`
+	// Signers are every signer the log records, retired ones included (empty from a
+	// server that does not record them).
+	Signers []AuditSigner `json:"signers,omitempty"`
+}
+
+// AuditSigner is an audit signer the log records: a node's verifier key, and the stream
+// sequences of its registration and retirement (0 while active).
+type AuditSigner struct {
+	ID          string    `json:"id"`
+	VerifierKey string    `json:"verifier_key"`
+	Node        string    `json:"node"`
+	AddedAt     time.Time `json:"added_at"`
+	AddedBy     string    `json:"added_by,omitempty"`
+	AddedSeq    uint64    `json:"added_seq"`
+	RetiredAt   time.Time `json:"retired_at,omitzero"`
+	RetiredBy   string    `json:"retired_by,omitempty"`
+	RetiredSeq  uint64    `json:"retired_seq,omitempty"`
+}
+
+// AuditKeySet returns the server's published audit key set, for `keyreg audit verify
+// --pubkey`. It needs no token. Compare it with one obtained out of band: a key set
+// fetched from the server proves only that the server signed the export. An older server
+// that serves only its own key gives that key as the set.
+func (c *Client) AuditKeySet(ctx context.Context) (AuditKeySet, error) {
+	var out AuditKeySet
 	err := c.do(ctx, http.MethodGet, "/v1/audit/pubkey", nil, nil, WriteOptions{}, &out)
-	return strings.TrimSpace(out.VerifierKey), err
+	out.VerifierKey = strings.TrimSpace(out.VerifierKey)
+	if err == nil && len(out.VerifierKeys) == 0 && out.VerifierKey != "" {
+		out.VerifierKeys = []string{out.VerifierKey}
+	}
+	return out, err
+}
+
+// RetireAuditSigner retires the audit signer with id (AuditSigner.ID) (DELETE
+// /v1/audit/signers/{signer}, needs keyreg.admin): the log no longer vouches for checkpoints
+// its key signs from then on.
+func (c *Client) RetireAuditSigner(ctx context.Context, id string, o WriteOptions) error {
+	return c.do(ctx, http.MethodDelete, "/v1/audit/signers/"+url.PathEscape(id), nil, nil, o, nil)
 }

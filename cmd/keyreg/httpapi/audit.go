@@ -5,11 +5,14 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/commands/sealer"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
 	"github.com/keyreg/keyreg/replay"
@@ -94,7 +97,9 @@ func parseAuditTypes(in []string) ([]events.Type, error) {
 
 type pubkeyOutput struct {
 	Body struct {
-		VerifierKey string `json:"verifier_key" doc:"The sealer's ed25519 verifier key in golang.org/x/mod/sumdb/note format: pass it to keyreg audit verify --pubkey"`
+		VerifierKey  string               `json:"verifier_key" doc:"This node's ed25519 verifier key in golang.org/x/mod/sumdb/note format"`
+		VerifierKeys []string             `json:"verifier_keys" doc:"The published key set: every key the log vouches for now (registered, not retired), one per node; write them one per line to a file for keyreg audit verify --pubkey @FILE"`
+		Signers      []events.SignerState `json:"signers,omitempty" doc:"Every audit signer the log records, retired ones included: key, node, and the stream sequences of its registration and retirement"`
 	}
 }
 
@@ -118,6 +123,7 @@ func (a *API) registerAudit() {
 	a.registerAuditLog()
 	a.registerAuditExport()
 	a.registerAuditPubkey()
+	a.registerRetireSigner()
 }
 
 func (a *API) registerAuditLog() {
@@ -178,15 +184,71 @@ func (a *API) registerAuditExport() {
 func (a *API) registerAuditPubkey() {
 	huma.Register(a.huma, huma.Operation{
 		OperationID: "audit-pubkey", Method: http.MethodGet, Path: "/v1/audit/pubkey", Tags: auditTags,
-		Summary:     "The audit checkpoints' verifier key",
-		Description: "The public key that checks the signatures of the audit checkpoints. It is public: no token needed.",
+		Summary: "The audit checkpoints' verifier keys",
+		Description: "The public keys that check the signatures of the audit checkpoints: the key set the log vouches for " +
+			"(each node registers its key on start; keyreg audit signer retire withdraws one). It is public: no token needed.",
 	}, func(ctx context.Context, in *struct{}) (*pubkeyOutput, error) {
-		if a.d.Audit.VerifierKey == "" {
-			return nil, problem(http.StatusNotFound, CodeNotFound, "this server does not seal checkpoints")
-		}
 		out := &pubkeyOutput{}
 		out.Body.VerifierKey = a.d.Audit.VerifierKey
+		out.Body.VerifierKeys = []string{}
+		if a.d.Audit.Signers == nil {
+			if a.d.Audit.VerifierKey == "" {
+				return nil, problem(http.StatusNotFound, CodeNotFound, "this server does not seal checkpoints")
+			}
+			out.Body.VerifierKeys = append(out.Body.VerifierKeys, a.d.Audit.VerifierKey)
+			return out, nil
+		}
+		signers, err := a.d.Audit.Signers.Signers(ctx)
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		out.Body.Signers = signers
+		for _, s := range signers {
+			if s.Active() {
+				out.Body.VerifierKeys = append(out.Body.VerifierKeys, s.VerifierKey)
+			}
+		}
+		if len(out.Body.VerifierKeys) == 0 {
+			return nil, problem(http.StatusNotFound, CodeNotFound, "no audit signer is registered: no node can seal checkpoints")
+		}
 		return out, nil
+	})
+}
+
+func (a *API) registerRetireSigner() {
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "retire-audit-signer", Method: http.MethodDelete, Path: "/v1/audit/signers/{signer}", Tags: auditTags, Security: bearer,
+		Summary: "Retire an audit signer's key", DefaultStatus: http.StatusNoContent,
+		Description: "Withdraws a verifier key from the published set (keyreg.signer.retired.v1): the log no longer vouches for " +
+			"checkpoints it signs of trees that hold the retirement, and its node stops sealing until given a new key. " +
+			"signer is the signer's id (GET /v1/audit/pubkey lists them; keyreg audit signer retire takes the key). Needs keyreg.admin.",
+	}, func(ctx context.Context, in *struct {
+		ID string `path:"signer" doc:"The signer's id (32 hex digits): signers[].id of GET /v1/audit/pubkey"`
+	}) (*struct{}, error) {
+		if err := a.writable(); err != nil {
+			return nil, err
+		}
+		p, err := a.requireAdmin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if a.d.Audit.Signers == nil {
+			return nil, problem(http.StatusConflict, CodeNotSupported, "this server does not record audit signers")
+		}
+		signers, err := a.d.Audit.Signers.Signers(ctx)
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		i := slices.IndexFunc(signers, func(s events.SignerState) bool { return s.ID == in.ID })
+		if i < 0 {
+			return nil, problem(http.StatusNotFound, CodeNotFound, "no audit signer with id "+strconv.Quote(in.ID)+": GET /v1/audit/pubkey lists them")
+		}
+		_, err = a.d.Audit.Signers.RetireSigner(ctx, commands.RetireSigner{VerifierKey: signers[i].VerifierKey, Meta: callerOf(ctx).meta(p)})
+		a.d.Metrics.command("retire_audit_signer", err)
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		return nil, nil
 	})
 }
 
@@ -241,6 +303,9 @@ func (a *API) streamExport(hctx huma.Context, q replay.ExportQuery) {
 		switch {
 		case errors.Is(err, replay.ErrNoCheckpoint):
 			p = problem(http.StatusServiceUnavailable, CodeUnavailable, "no signed checkpoint of the audit log yet: this server cannot seal one; retry once the sealer has run")
+		case errors.Is(err, sealer.ErrNotVouched):
+			p = problem(http.StatusServiceUnavailable, CodeUnavailable, "this node cannot sign the export: the log does not vouch for its audit key ("+
+				err.Error()+"); export from another node, or give this one a new key (remove <data>/audit/signing.key and restart it)")
 		case errors.Is(err, projections.ErrNoTree):
 			p = problem(http.StatusServiceUnavailable, CodeUnavailable, "the views predate the workspace audit trees that prove an export complete: an operator must rebuild them (keyreg replay)")
 		}

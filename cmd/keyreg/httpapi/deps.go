@@ -143,4 +143,17 @@ type AuditDeps struct {
 	// VerifierKey is the sealer's public key (note verifier key), served by
 	// GET /v1/audit/pubkey; empty: 404.
 	VerifierKey string
+	// Signers, when set, is the key set the log vouches for: GET /v1/audit/pubkey serves
+	// its active keys, and DELETE /v1/audit/signers/{signer} retires one. Without it the
+	// published set is VerifierKey alone and retiring answers 409 not_supported.
+	Signers AuditSigners
+}
+
+// AuditSigners reads and retires the audit signers recorded in the log.
+type AuditSigners interface {
+	// Signers returns every signer the log holds, retired ones included, in the order of
+	// their registration (commands.LogState.Signers).
+	Signers(ctx context.Context) ([]events.SignerState, error)
+	// RetireSigner retires a verifier key. Errors: as commands.Handler.RetireSigner.
+	RetireSigner(ctx context.Context, c commands.RetireSigner) (commands.Result, error)
 }

@@ -248,6 +248,7 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.bootstrap(ctx, cfg); err != nil {
 		return nil, err
 	}
+	n.registerAuditKey(ctx)
 	if n.users != nil {
 		if err := n.users.load(ctx); err != nil {
 			return nil, err
@@ -420,7 +421,7 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 	}
 	if n.audit != nil {
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return n.audit.sealer.Run(ctx) }, func(error) { cancel() })
+		g.Add(func() error { return n.runSealer(ctx) }, func(error) { cancel() })
 	}
 	if n.users != nil {
 		ctx, cancel := context.WithCancel(ctx)
