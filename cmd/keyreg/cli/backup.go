@@ -105,6 +105,7 @@ func checkBackupDir(to string) error {
 
 func newRestoreCmd(g *globals) *cobra.Command {
 	var data, from string
+	var o server.RestoreOptions
 	cmd := &cobra.Command{
 		Use:   "restore --from DIR",
 		Short: "Restore a backup into a new or empty data directory",
@@ -112,16 +113,28 @@ func newRestoreCmd(g *globals) *cobra.Command {
 must be new or empty. An online backup has its stream restored into the data dir's embedded
 NATS server (one replica) and its views made the serving ones; keyreg serve catches them up
 with the rest of the stream. Start keyreg serve on it afterwards; keyreg replay --verify
-confirms the views match the stream.`,
+confirms the views match the stream.
+
+With --nats-url, an online backup's stream goes into that existing NATS cluster instead
+(--replicas replicas; the KEYREG stream must not exist there yet), and --data gets only the
+views: start keyreg serve --nats-url URL --data DIR on it. Other nodes of the cluster start on
+empty data dirs and build their views from the restored stream.`,
 		Example: `  keyreg restore --from /backups/keyreg-2026-11-27 --data ./keyreg-data
   keyreg replay --data ./keyreg-data --verify
-  keyreg serve --data ./keyreg-data`,
+  keyreg serve --data ./keyreg-data
+  keyreg restore --from /backups/keyreg-2026-12-02 --data ./views --nats-url nats://n1:4222 --replicas 3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if from == "" {
 				return usagef("--from DIR is required")
 			}
-			m, err := server.Restore(from, data)
+			if cmd.Flags().Changed("replicas") && o.NATSURL == "" {
+				return usagef("--replicas needs --nats-url (the embedded server keeps one replica)")
+			}
+			if o.Replicas < 1 || o.Replicas > 5 {
+				return usagef("--replicas %d: give 1 to 5", o.Replicas)
+			}
+			m, err := server.RestoreWith(from, data, o)
 			if err != nil {
 				return err
 			}
@@ -136,5 +149,7 @@ confirms the views match the stream.`,
 	}
 	cmd.Flags().StringVar(&data, "data", "keyreg-data", "new or empty data directory to restore into")
 	cmd.Flags().StringVar(&from, "from", "", "backup directory (made by keyreg backup)")
+	cmd.Flags().StringVar(&o.NATSURL, "nats-url", "", "restore an online backup's stream into this NATS cluster instead of the embedded server")
+	cmd.Flags().IntVar(&o.Replicas, "replicas", 3, "stream replicas when restoring into a cluster (--nats-url)")
 	return cmd
 }

@@ -17,10 +17,14 @@ import (
 	"testing"
 	"time"
 
+	natsd "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
 	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
 	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/events/natslog"
 )
 
 // TestOnlineBackupDuringWrites takes an online backup (keyreg backup --addr, the real
@@ -370,4 +374,93 @@ func readStream(t *testing.T, dataDir string, upTo uint64) (uint64, []events.Rec
 		recs = append(recs, r)
 	}
 	return last, recs
+}
+
+// TestOnlineBackupRestoreIntoNATS restores an online backup's stream into an existing NATS
+// server (keyreg restore --nats-url, as for a cluster that keyreg serve --nats-url uses)
+// and the views into a data dir: keyreg serve --nats-url on them answers every key as the
+// source does, and the stream there is the source's, event for event.
+func TestOnlineBackupRestoreIntoNATS(t *testing.T) {
+	src := nodetest.StartBinaryWith(t, nodetest.BinaryOptions{Seal: true})
+	src.JSON("POST", "/v1/workspaces", src.Root, map[string]any{"id": "acme", "name": "Acme"}, 201, nil)
+	for i := range 20 {
+		src.JSON("POST", "/v1/workspaces/acme/keys", src.Root, map[string]any{"name": fmt.Sprintf("k%d", i)}, 201, nil)
+	}
+	bak := filepath.Join(t.TempDir(), "bak")
+	if r := runKeyreg(t, "backup", "--addr", src.URL, "--token", src.Root, "--to", bak); r.code != 0 {
+		t.Fatalf("keyreg backup: exit %d: %s", r.code, r.stderr)
+	}
+	want := listKeys(t, src, "")
+	if err := src.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	srcLast, srcRecs := readStream(t, src.DataDir, 1<<62)
+
+	ns, err := natsd.NewServer(&natsd.Options{Host: "127.0.0.1", Port: natsd.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(30 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	url := ns.ClientURL()
+
+	views := filepath.Join(t.TempDir(), "views")
+	checkFails(t, runKeyreg(t, "restore", "--from", bak, "--data", views, "--replicas", "1"), 2, "--replicas needs --nats-url")
+	r := runKeyreg(t, "restore", "--from", bak, "--data", views, "--nats-url", url, "--replicas", "1")
+	if r.code != 0 {
+		t.Fatalf("keyreg restore --nats-url: exit %d: %s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(views, "nats")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("restore --nats-url made an embedded stream in the data dir: %v", err)
+	}
+	// The stream exists there now: a second restore is refused, and leaves its data dir empty.
+	again := filepath.Join(t.TempDir(), "again")
+	checkFails(t, runKeyreg(t, "restore", "--from", bak, "--data", again, "--nats-url", url, "--replicas", "1"), 1, "restore stream KEYREG")
+
+	dst := nodetest.StartBinaryWith(t, nodetest.BinaryOptions{DataDir: views, Root: src.Root, Args: []string{"--nats-url", url, "--replicas", "1"}})
+	var m server.Manifest
+	if b, err := os.ReadFile(filepath.Join(bak, server.ManifestFile)); err != nil || json.Unmarshal(b, &m) != nil {
+		t.Fatalf("manifest: %v", err)
+	}
+	if want := fmt.Sprintf(" checkpoint=%d ", m.ViewsSeq); !strings.Contains(dst.Output.String(), want) {
+		t.Fatalf("the restored node did not start from the views of the backup (%s):\n%s", want, dst.Output.String())
+	}
+	got := listKeys(t, dst, "")
+	if len(got) != len(want) || len(got) != 20 {
+		t.Fatalf("restored %d keys, the source has %d", len(got), len(want))
+	}
+	for id, w := range want {
+		if !bytes.Equal(got[id], w) {
+			t.Fatalf("key %s differs:\nrestored %s\nsource   %s", id, got[id], w)
+		}
+	}
+	if err := dst.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	log, err := natslog.Open(ctx, nc, natslog.Options{Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range srcRecs {
+		d, err := log.Get(ctx, s.Seq)
+		if err != nil {
+			t.Fatalf("event %d: %v", s.Seq, err)
+		}
+		if s.Subject != d.Subject || s.MsgID != d.MsgID || !s.Time.Equal(d.Time) || !bytes.Equal(s.Data, d.Data) {
+			t.Fatalf("event %d differs:\nrestored %+v\nsource   %+v", s.Seq, d, s)
+		}
+	}
+	if last, err := log.LastSeq(ctx); err != nil || last < srcLast {
+		t.Fatalf("the restored stream ends at %d (%v), the source at %d", last, err, srcLast)
+	}
 }

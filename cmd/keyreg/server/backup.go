@@ -112,12 +112,30 @@ func skip(rel, currentGen string) bool {
 // (format 2) has its stream restored into the data dir's embedded NATS server and its
 // views made the serving generation (see restoreOnline).
 func Restore(from, dataDir string) (m Manifest, err error) {
+	return RestoreWith(from, dataDir, RestoreOptions{})
+}
+
+// RestoreOptions change where RestoreWith puts an online backup's stream.
+type RestoreOptions struct {
+	// NATSURL, when set, is an existing NATS (cluster) to restore the stream into, with
+	// Replicas replicas (0: 1), instead of the data dir's embedded server: the data dir
+	// then gets only the views, for keyreg serve --nats-url. The stream must not exist
+	// there yet. An offline backup (format 1) cannot be restored so.
+	NATSURL  string
+	Replicas int
+}
+
+// RestoreWith is Restore with options.
+func RestoreWith(from, dataDir string, o RestoreOptions) (m Manifest, err error) {
 	b, err := os.ReadFile(filepath.Join(from, ManifestFile))
 	if err != nil {
 		return m, fmt.Errorf("restore: %s is not a keyreg backup: %w", from, err)
 	}
 	if err := json.Unmarshal(b, &m); err != nil || (m.Format != 1 && m.Format != OnlineFormat) {
 		return m, fmt.Errorf("restore: bad manifest in %s", from)
+	}
+	if o.NATSURL != "" && m.Format != OnlineFormat {
+		return m, fmt.Errorf("restore: %s is an offline backup (its stream is the embedded server's files): restore it without --nats-url", from)
 	}
 	if err := emptyDir(dataDir); err != nil {
 		return m, err
@@ -133,7 +151,7 @@ func Restore(from, dataDir string) (m Manifest, err error) {
 		}
 	}()
 	if m.Format == OnlineFormat {
-		return m, restoreOnline(from, dataDir, m)
+		return m, restoreOnline(from, dataDir, m, o)
 	}
 	for _, f := range m.Files {
 		src := filepath.Join(from, filepath.FromSlash(f.Path))

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/events/natslog/natsserver"
@@ -280,9 +282,9 @@ func clearDir(dir string) {
 
 // restoreOnline restores an online backup (from, with manifest m) into dataDir, empty
 // and locked: it checks every file, restores the stream into the data dir's embedded NATS
-// server (with one replica), and makes the views' checkpoint the serving generation.
-// keyreg serve then catches the views up with the rest of the stream.
-func restoreOnline(from, dataDir string, m Manifest) error {
+// server (with one replica) or into o.NATSURL, and makes the views' checkpoint the serving
+// generation. keyreg serve then catches the views up with the rest of the stream.
+func restoreOnline(from, dataDir string, m Manifest, o RestoreOptions) error {
 	got := map[string]BackupFile{}
 	for _, f := range m.Files {
 		if !filepath.IsLocal(filepath.FromSlash(f.Path)) {
@@ -310,21 +312,28 @@ func restoreOnline(from, dataDir string, m Manifest) error {
 	if err != nil {
 		return fmt.Errorf("restore: %s: %w", backupMeta, err)
 	}
-	if meta.Config, err = withReplicas(meta.Config, 1); err != nil {
+	if meta.Config, err = withReplicas(meta.Config, max(o.Replicas, 1)); err != nil {
 		return fmt.Errorf("restore: %s: %w", backupMeta, err)
 	}
 
-	ns, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(dataDir, "nats")})
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	defer func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	}()
-	nc, err := natsserver.ConnectInProcess(ns)
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
+	var nc *nats.Conn
+	if o.NATSURL != "" {
+		nc, err = nats.Connect(o.NATSURL, nats.Name("keyreg restore"))
+		if err != nil {
+			return fmt.Errorf("restore: connect to nats %s: %w", o.NATSURL, err)
+		}
+	} else {
+		ns, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(dataDir, "nats")})
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}()
+		if nc, err = natsserver.ConnectInProcess(ns); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
 	}
 	defer nc.Close()
 	snap, err := os.Open(filepath.Join(from, filepath.FromSlash(backupSnapshot)))
