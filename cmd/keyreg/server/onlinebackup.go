@@ -312,7 +312,11 @@ func restoreOnline(from, dataDir string, m Manifest, o RestoreOptions) error {
 	if err != nil {
 		return fmt.Errorf("restore: %s: %w", backupMeta, err)
 	}
-	if meta.Config, err = withReplicas(meta.Config, max(o.Replicas, 1)); err != nil {
+	replicas := 1 // the embedded server
+	if o.NATSURL != "" {
+		replicas = max(o.Replicas, 1)
+	}
+	if meta.Config, err = withReplicas(meta.Config, replicas); err != nil {
 		return fmt.Errorf("restore: %s: %w", backupMeta, err)
 	}
 
