@@ -21,8 +21,8 @@ func newBackupCmd(g *globals) *cobra.Command {
 the running server, which goes on serving reads and writes, sends a Pebble checkpoint of its
 views (views/), a JetStream snapshot of the stream (stream/), the audit verifier (public) key,
 and MANIFEST.json with every file's SHA-256 and the stream sequence the backup reaches. It
-holds no secret: not the audit signing key (a restored registry makes a new one; the old
-checkpoints verify with audit/verifier.key).
+holds no secret: not the audit signing key (a restored registry makes a new one and records
+it in the log, where the source's key stays recorded: the old checkpoints keep verifying).
 
 Offline (--data DIR): copies the data dir of a stopped keyreg: the stream (nats/), the
 serving generation of the views (projections/), and the rest, such as the audit signing
@@ -141,7 +141,8 @@ empty data dirs and build their views from the restored stream.`,
 			fmt.Fprintf(g.stdout, "Restored %d files from %s (made %s) into %s.\n", len(m.Files), from, m.CreatedAt.Format("2006-01-02T15:04:05Z"), data)
 			if m.Format == server.OnlineFormat {
 				fmt.Fprintf(g.stdout, "The stream holds the events up to sequence %d at least; keyreg serve catches the views up from %d.\n"+
-					"The audit signing key was not in the backup: keyreg serve makes a new one. Checkpoints sealed before the backup verify with %s.\n",
+					"The audit signing key was not in the backup: keyreg serve makes a new one and records it in the log, beside the source's\n"+
+					"(keyreg audit pubkey --all; the source's is also in %s).\n",
 					m.StreamSeq, m.ViewsSeq, filepath.Join(from, "audit", "verifier.key"))
 			}
 			return nil

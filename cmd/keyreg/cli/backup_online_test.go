@@ -77,6 +77,12 @@ func TestOnlineBackupDuringWrites(t *testing.T) {
 	t.Cleanup(stopWriters)
 	waitAcked(t, &acked, 100)
 
+	// An audit export sealed by the source before the backup.
+	early := filepath.Join(t.TempDir(), "early.jsonl")
+	if r := runKeyreg(t, "audit", "export", "-w", "acme", "-o", early, "--addr", src.URL, "--token", src.Root); r.code != 0 {
+		t.Fatalf("audit export: exit %d: %s", r.code, r.stderr)
+	}
+
 	bak := filepath.Join(t.TempDir(), "bak")
 	before := acked.Load()
 	r := runKeyreg(t, "backup", "--addr", src.URL, "--token", src.Root, "--to", bak)
@@ -111,20 +117,20 @@ func TestOnlineBackupDuringWrites(t *testing.T) {
 		t.Fatalf("keyreg restore: exit %d: %s", r.code, r.stderr)
 	}
 	contains(t, "restore", r.stdout, "Restored", fmt.Sprintf("up to sequence %d", m.StreamSeq), "audit", "verifier.key")
+	// The cut: where the restored stream ends, before a node serves it (and appends to it:
+	// its own audit signer, for one).
+	cut, _ := readStream(t, restored, 0)
+	if cut < m.StreamSeq {
+		t.Fatalf("the restored stream ends at %d, before the backup's stream sequence %d", cut, m.StreamSeq)
+	}
 	dst := nodetest.StartBinaryWith(t, nodetest.BinaryOptions{DataDir: restored, Root: src.Root})
 	// The views start from the backup's checkpoint, not from nothing.
 	if want := fmt.Sprintf(" checkpoint=%d ", m.ViewsSeq); !strings.Contains(dst.Output.String(), want) {
 		t.Fatalf("the restored node did not start from the views of the backup (%s):\n%s", want, dst.Output.String())
 	}
-	var health struct{ Checkpoint uint64 }
-	dst.JSON("GET", "/readyz", "", nil, 200, &health)
-	cut := health.Checkpoint // the restored stream's end: the views caught up with it
-	if cut < m.StreamSeq {
-		t.Fatalf("the restored views are at %d, before the backup's stream sequence %d", cut, m.StreamSeq)
-	}
 
-	// Views: every key, as the restored node answers it now and as the source's log
-	// folded at the cut answers it.
+	// Views: every key, as the restored node answers it now (what it appended since holds
+	// no key of acme) and as the source's log folded at the cut answers it.
 	got := listKeys(t, dst, "")
 	want := listKeys(t, src, fmt.Sprintf("&as_of=%d", cut))
 	if len(got) == 0 || len(got) != len(want) {
@@ -133,6 +139,32 @@ func TestOnlineBackupDuringWrites(t *testing.T) {
 	for id, w := range want {
 		if !bytes.Equal(got[id], w) {
 			t.Fatalf("key %s differs:\nrestored %s\nsource   %s", id, got[id], w)
+		}
+	}
+	// Audit: the restored registry signs with a key of its own, recorded in its log beside
+	// the source's; the key set it publishes verifies the export sealed by the source
+	// before the backup, and one it seals itself.
+	keys := filepath.Join(t.TempDir(), "keys")
+	r = runKeyreg(t, "audit", "pubkey", "--all", "--addr", dst.URL)
+	if r.code != 0 || os.WriteFile(keys, []byte(r.stdout), 0o600) != nil {
+		t.Fatalf("audit pubkey: exit %d: %s", r.code, r.stderr)
+	}
+	n := 0
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if strings.HasPrefix(line, "keyreg+") {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("the restored registry publishes %d keys, want the source's and its own:\n%s", n, r.stdout)
+	}
+	late := filepath.Join(t.TempDir(), "late.jsonl")
+	if r := runKeyreg(t, "audit", "export", "-w", "acme", "-o", late, "--addr", dst.URL, "--token", src.Root); r.code != 0 {
+		t.Fatalf("audit export of the restored registry: exit %d: %s", r.code, r.stderr)
+	}
+	for _, f := range []string{early, late} {
+		if r := runKeyreg(t, "audit", "verify", f, "--pubkey", "@"+keys); r.code != 0 {
+			t.Fatalf("audit verify %s with the restored registry's keys: exit %d: %s%s", filepath.Base(f), r.code, r.stdout, r.stderr)
 		}
 	}
 	if err := dst.Stop(); err != nil {
@@ -145,8 +177,8 @@ func TestOnlineBackupDuringWrites(t *testing.T) {
 	// History: every event of the restored stream is the source's, at the same sequence.
 	srcLast, srcRecs := readStream(t, src.DataDir, cut)
 	dstLast, dstRecs := readStream(t, restored, cut)
-	if dstLast != cut || srcLast <= cut {
-		t.Fatalf("restored stream ends at %d (views at %d); the source at %d", dstLast, cut, srcLast)
+	if uint64(len(dstRecs)) != cut || srcLast <= cut {
+		t.Fatalf("restored stream ends at %d (%d events read up to the cut %d); the source at %d", dstLast, len(dstRecs), cut, srcLast)
 	}
 	for i := range dstRecs {
 		s, d := srcRecs[i], dstRecs[i]
@@ -154,7 +186,7 @@ func TestOnlineBackupDuringWrites(t *testing.T) {
 			t.Fatalf("event %d differs:\nrestored %+v\nsource   %+v", i+1, d, s)
 		}
 	}
-	contains(t, "replay --verify", runKeyreg(t, "replay", "--data", restored, "--verify").stdout, fmt.Sprintf("The views match the log (checkpoint %d)", cut))
+	contains(t, "replay --verify", runKeyreg(t, "replay", "--data", restored, "--verify").stdout, fmt.Sprintf("The views match the log (checkpoint %d)", dstLast))
 
 	// The offline backup of the stopped source still works, and restores.
 	off := filepath.Join(t.TempDir(), "offline")
