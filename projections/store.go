@@ -252,6 +252,25 @@ func (s *Store) load() error {
 // Checkpoint returns the stream sequence of the last applied record, 0 for an empty store.
 func (s *Store) Checkpoint() uint64 { return s.cp.Load() }
 
+// CheckpointTo writes a consistent copy of the store into dir, which must not exist yet
+// and should be on the store's file system (Pebble links its tables rather than copying
+// them), and returns the stream sequence the copy has applied. Apply waits meanwhile, so
+// the copy holds whole batches and its checkpoint; the live store goes on as it was.
+func (s *Store) CheckpointTo(dir string) (uint64, error) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed || s.opts.ReadOnly || s.bulk != nil {
+		return 0, fmt.Errorf("checkpoint projections: the store is closed, read-only or a bulk rebuild")
+	}
+	if err := s.db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
+		return 0, fmt.Errorf("checkpoint projections: %w", err)
+	}
+	return s.cp.Load(), nil
+}
+
 // Sync makes every committed batch durable; it matters only with Options.NoSync or
 // Options.LazySync.
 func (s *Store) Sync() error {

@@ -37,6 +37,8 @@ type Deps struct {
 	SSEHeartbeat time.Duration
 	// Replayer, when set, serves POST and GET /v1/admin/replay.
 	Replayer Replayer
+	// Backup, when set, serves GET /v1/admin/backup (online backups).
+	Backup Backuper
 	// Audit writes audit exports and names the sealer's public key.
 	Audit AuditDeps
 	// TrustedProxies are the peers whose X-Forwarded-For gives the client address (for

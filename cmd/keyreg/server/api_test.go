@@ -140,6 +140,7 @@ func TestOpenAPI(t *testing.T) {
 	check("POST", "/v1/workspaces/acme/keys", f.writer, map[string]any{"name": "x", "permissions": []string{"users.trak"}})
 	check("GET", "/v1/admin/replay", n.root, nil)
 	check("POST", "/v1/admin/replay", f.writer, nil) // 403: a rebuild is the admin's
+	check("GET", "/v1/admin/backup", f.writer, nil)  // 403: a backup is the admin's
 	check("POST", "/v1/subscribers", n.root, map[string]any{"name": "billing"})
 	check("GET", "/v1/subscribers", n.root, nil)
 	check("DELETE", "/v1/subscribers/billing", n.root, nil)

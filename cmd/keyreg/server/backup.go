@@ -24,6 +24,13 @@ type Manifest struct {
 	Source     string       `json:"source"`
 	Generation string       `json:"generation"`
 	Files      []BackupFile `json:"files"`
+	// An online backup (format 2, Node.Backup) also names the stream, the sequence its
+	// views had applied, and the stream's last sequence and message count when its
+	// snapshot started (the restored stream holds at least those).
+	Stream         string `json:"stream,omitempty"`
+	ViewsSeq       uint64 `json:"views_seq,omitempty"`
+	StreamSeq      uint64 `json:"stream_seq,omitempty"`
+	StreamMessages uint64 `json:"stream_messages,omitempty"`
 }
 
 // BackupFile is one file of a backup.
@@ -87,11 +94,12 @@ func Backup(dataDir, to string) (Manifest, error) {
 	return m, nil
 }
 
-// skip leaves out of a backup the lock, the views' temporary and stale directories.
+// skip leaves out of a backup the lock, the views' temporary and stale directories, and
+// the staging directories of online backups.
 func skip(rel, currentGen string) bool {
 	parts := strings.Split(filepath.ToSlash(rel), "/")
 	switch {
-	case rel == "LOCK", strings.HasPrefix(parts[0], "verify-"):
+	case rel == "LOCK", strings.HasPrefix(parts[0], "verify-"), strings.HasPrefix(parts[0], "backup-"):
 		return true
 	case parts[0] == "projections" && len(parts) >= 2 && parts[1] != "CURRENT" && parts[1] != currentGen:
 		return true
@@ -100,14 +108,34 @@ func skip(rel, currentGen string) bool {
 }
 
 // Restore checks a backup's manifest and copies it into dataDir, which must be empty or
-// absent. Every file's checksum is verified before and after the copy.
+// absent. Every file's checksum is verified before and after the copy. An online backup
+// (format 2) has its stream restored into the data dir's embedded NATS server and its
+// views made the serving generation (see restoreOnline).
 func Restore(from, dataDir string) (m Manifest, err error) {
+	return RestoreWith(from, dataDir, RestoreOptions{})
+}
+
+// RestoreOptions change where RestoreWith puts an online backup's stream.
+type RestoreOptions struct {
+	// NATSURL, when set, is an existing NATS (cluster) to restore the stream into, with
+	// Replicas replicas (0: 1), instead of the data dir's embedded server: the data dir
+	// then gets only the views, for keyreg serve --nats-url. The stream must not exist
+	// there yet. An offline backup (format 1) cannot be restored so.
+	NATSURL  string
+	Replicas int
+}
+
+// RestoreWith is Restore with options.
+func RestoreWith(from, dataDir string, o RestoreOptions) (m Manifest, err error) {
 	b, err := os.ReadFile(filepath.Join(from, ManifestFile))
 	if err != nil {
 		return m, fmt.Errorf("restore: %s is not a keyreg backup: %w", from, err)
 	}
-	if err := json.Unmarshal(b, &m); err != nil || m.Format != 1 {
+	if err := json.Unmarshal(b, &m); err != nil || (m.Format != 1 && m.Format != OnlineFormat) {
 		return m, fmt.Errorf("restore: bad manifest in %s", from)
+	}
+	if o.NATSURL != "" && m.Format != OnlineFormat {
+		return m, fmt.Errorf("restore: %s is an offline backup (its stream is the embedded server's files): restore it without --nats-url", from)
 	}
 	if err := emptyDir(dataDir); err != nil {
 		return m, err
@@ -119,14 +147,12 @@ func Restore(from, dataDir string) (m Manifest, err error) {
 	defer unlock()
 	defer func() {
 		if err != nil { // leave no half-restored registry behind
-			entries, _ := os.ReadDir(dataDir)
-			for _, e := range entries {
-				if e.Name() != "LOCK" {
-					os.RemoveAll(filepath.Join(dataDir, e.Name()))
-				}
-			}
+			clearDir(dataDir)
 		}
 	}()
+	if m.Format == OnlineFormat {
+		return m, restoreOnline(from, dataDir, m, o)
+	}
 	for _, f := range m.Files {
 		src := filepath.Join(from, filepath.FromSlash(f.Path))
 		if strings.Contains(f.Path, "..") {

@@ -151,6 +151,8 @@ type Node struct {
 	ln     net.Listener // the HTTP listener, bound by Open before the root key is made
 	tlsCfg *tls.Config  // the HTTP API's TLS; nil: plain HTTP
 	users  *natsUsers   // the NATS users of subscribers; nil without an embedded listener
+
+	backupMu sync.Mutex // held by the online backup under way (Backup)
 }
 
 // Store returns the serving generation's views.

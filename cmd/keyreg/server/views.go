@@ -48,6 +48,7 @@ func (n *Node) newViews(gen string, store *projections.Store) *views {
 	if !n.cfg.ReadOnly {
 		v.projector = projections.NewProjector(store, n.js)
 		deps.Commands, deps.Waiter = n.Commands, v.projector
+		deps.Backup = nodeBackup{n}
 	}
 	v.api = httpapi.New(deps)
 	return v
