@@ -153,7 +153,7 @@ func (l *Log) Append(ctx context.Context, msgs []events.Message) ([]uint64, erro
 	if isConflict(err) {
 		return nil, fmt.Errorf("%w: append %s: %v", events.ErrConflict, msgs[0].Subject, err)
 	}
-	return nil, fmt.Errorf("natslog: append %s: %w", msgs[0].Subject, err)
+	return nil, fmt.Errorf("natslog: append %s: %w", msgs[0].Subject, unavailable(err))
 }
 
 // natsMsgs makes the NATS messages of msgs: the event id as Nats-Msg-Id, the expectation
@@ -236,7 +236,7 @@ func isConflict(err error) bool {
 func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
 	info, err := l.stream.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("natslog: stream info: %w", err)
+		return 0, fmt.Errorf("natslog: stream info: %w", unavailable(err))
 	}
 	return info.State.LastSeq, nil
 }
@@ -248,7 +248,7 @@ func (l *Log) Get(ctx context.Context, seq uint64) (events.Record, error) {
 		return events.Record{}, fmt.Errorf("%w: sequence %d", events.ErrNotFound, seq)
 	}
 	if err != nil {
-		return events.Record{}, fmt.Errorf("natslog: get %d: %w", seq, err)
+		return events.Record{}, fmt.Errorf("natslog: get %d: %w", seq, unavailable(err))
 	}
 	return events.Record{Seq: raw.Sequence, Subject: raw.Subject, MsgID: raw.Header.Get(jetstream.MsgIDHeader), Time: raw.Time.UTC(), Data: raw.Data}, nil
 }
@@ -268,7 +268,7 @@ func (l *Log) Read(ctx context.Context, filter string, from uint64, fn func(even
 			return nil
 		}
 		if err != nil || n < readBatch {
-			return err
+			return unavailable(err)
 		}
 		from = next
 	}
@@ -303,12 +303,14 @@ func (l *Log) directBatch(ctx context.Context, filter string, from uint64, batch
 		case <-ctx.Done():
 			return n, from, ctx.Err()
 		case <-timeout.C:
-			return n, from, fmt.Errorf("natslog: read %s from %d: no answer", filter, from)
+			return n, from, fmt.Errorf("natslog: read %s from %d: %w", filter, from, context.DeadlineExceeded)
 		}
 		if len(m.Data) == 0 && m.Header.Get("Status") != "" {
 			switch m.Header.Get("Status") {
 			case "204", "404": // end of batch; no (more) messages
 				return n, from, nil
+			case "503": // no server answers direct gets of the stream now
+				return n, from, fmt.Errorf("natslog: read %s from %d: %w", filter, from, nats.ErrNoResponders)
 			}
 			return n, from, fmt.Errorf("natslog: read %s from %d: %s %s", filter, from, m.Header.Get("Status"), m.Header.Get("Description"))
 		}
