@@ -245,7 +245,7 @@ const RetryAfterSeconds = 2
 func streamUnavailable(outcomeUnknown bool) *Problem {
 	detail := "the event stream cannot take changes now (it is electing a leader, has lost its quorum, or this node lost its connection to it); nothing was stored; retry after Retry-After seconds"
 	if outcomeUnknown {
-		detail = "the event stream did not confirm the change in time (it may be electing a leader or have lost its quorum): the outcome is unknown, the change may have been stored. " +
+		detail = "the event stream did not confirm the change in time (it may be electing a leader, have lost its quorum, or be out of this node's reach): the outcome is unknown, the change may have been stored. " +
 			"A retry with the same Idempotency-Key applies it at most once; without one, read the resource first, as a retry may apply the change twice"
 	}
 	p := problem(http.StatusServiceUnavailable, CodeUnavailable, detail)

@@ -38,14 +38,24 @@ func clusterArgs(c *nodetest.NATSCluster, more ...string) []string {
 func startClusterPair(t *testing.T) (c *nodetest.NATSCluster, nodes [2]*serveProc, dirs [2]string, root string) {
 	t.Helper()
 	c = nodetest.StartNATSCluster(t, 3)
+	var ps []*serveProc
+	ps, root = startClusterNodes(t, c, dirs[:])
+	copy(nodes[:], ps)
+	return c, nodes, dirs, root
+}
+
+// startClusterNodes starts a keyreg node on c for each of dirs, filling it with a fresh
+// data dir, with more serve flags, and returns them with the root secret.
+func startClusterNodes(t *testing.T, c *nodetest.NATSCluster, dirs []string, more ...string) (nodes []*serveProc, root string) {
+	t.Helper()
 	keyFile := filepath.Join(t.TempDir(), "root.key")
-	for i := range nodes {
+	for i := range dirs {
 		dirs[i] = t.TempDir()
-		args := clusterArgs(c)
+		args := clusterArgs(c, more...)
 		if i == 0 {
 			args = append(args, "--bootstrap-key-file", keyFile)
 		}
-		nodes[i] = startServe(t, dirs[i], args...)
+		nodes = append(nodes, startServe(t, dirs[i], args...))
 		waitReadyURL(t, nodes[i].url)
 		if i == 0 {
 			b, err := os.ReadFile(keyFile)
@@ -55,7 +65,7 @@ func startClusterPair(t *testing.T) (c *nodetest.NATSCluster, nodes [2]*servePro
 			root = strings.TrimSpace(string(b))
 		}
 	}
-	return c, nodes, dirs, root
+	return nodes, root
 }
 
 // httpAnswer is what a request got: an answer, or a transport error.
@@ -589,4 +599,106 @@ func TestNATSClusterIfMatchRace(t *testing.T) {
 		t.Fatalf("%d acknowledged updates, %d of them in the history", len(acks), matched)
 	}
 	t.Logf("the key's history: %d events, each acknowledged update once, in If-Match order", len(hist))
+}
+
+// TestNATSClusterWithoutQuorum: while the KEYREG stream has lost its quorum (two of three
+// nats-server processes killed), and then while the node has no NATS server to reach at
+// all, writes answer 503 unavailable with Retry-After, and no 500, before the HTTP write
+// timeout; reads from the node's views keep answering. Once the servers are back, the
+// write retried with the same Idempotency-Key succeeds and is in the key's history once,
+// whether or not a failed attempt had stored it.
+func TestNATSClusterWithoutQuorum(t *testing.T) {
+	c := nodetest.StartNATSCluster(t, 3)
+	// The commands get half the HTTP write timeout: 10s.
+	procs, root := startClusterNodes(t, c, make([]string, 1), "--http-write-timeout", "20s")
+	p := procs[0]
+	hc := &http.Client{Timeout: 2 * time.Minute} // far beyond the write timeout: a hang fails
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cl := client.New(p.url, root, hc)
+	if _, err := cl.CreateWorkspace(ctx, crashWorkspace, "Quorum", client.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := cl.CreateKey(ctx, crashWorkspace, client.CreateKeyRequest{Name: "k", Allowlist: []string{"10.0.0.0/8"}}, client.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPath := "/v1/workspaces/" + crashWorkspace + "/keys/" + k.Key.ID
+	update := func() httpAnswer {
+		return sendReq(ctx, hc, "PUT", p.url+keyPath+"/allowlist", root, map[string]any{"allowlist": []string{"192.0.2.0/24"}}, "Idempotency-Key", "quorum-1")
+	}
+	// writesFail checks that writes answer 503 with Retry-After and reads still answer.
+	writesFail := func(when string) {
+		t.Helper()
+		for _, a := range []httpAnswer{
+			update(),
+			sendReq(ctx, hc, "POST", p.url+"/v1/workspaces/"+crashWorkspace+"/keys", root, map[string]any{"name": "new"}),
+		} {
+			if a.err != nil {
+				t.Fatalf("%s: write: %v", when, a.err)
+			}
+			if _, err := unavailableAnswer(a); err != nil {
+				t.Fatalf("%s: write: %v", when, err)
+			}
+			t.Logf("%s: write answered %d: %s", when, a.status, a.body)
+		}
+		g := sendReq(ctx, hc, "GET", p.url+keyPath, root, nil)
+		var got wire.Key
+		if g.err != nil || g.status != http.StatusOK || json.Unmarshal(g.body, &got) != nil || got.Version != k.Key.Version {
+			t.Fatalf("%s: read the key: %v %d %s", when, g.err, g.status, g.body)
+		}
+		if l := sendReq(ctx, hc, "GET", p.url+"/v1/workspaces/"+crashWorkspace+"/keys", root, nil); l.err != nil || l.status != http.StatusOK {
+			t.Fatalf("%s: list the keys: %v %d %s", when, l.err, l.status, l.body)
+		}
+	}
+
+	c.Kill(1)
+	c.Kill(2)
+	writesFail("without quorum")
+	c.Kill(0)
+	writesFail("without any NATS server")
+
+	for i := range c.Servers {
+		c.Start(i)
+	}
+	for i := range c.Servers {
+		c.WaitHealthy(i)
+	}
+	var got wire.Key
+	for {
+		a := update()
+		if a.err != nil {
+			t.Fatalf("update after the restart: %v", a.err)
+		}
+		if a.status == http.StatusOK {
+			if err := json.Unmarshal(a.body, &got); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		wait, err := unavailableAnswer(a)
+		if err != nil {
+			t.Fatalf("update after the restart: %v", err)
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the stream did not take writes again in time")
+		}
+		sleepCtx(ctx, wait)
+	}
+	h, err := cl.KeyHistory(ctx, crashWorkspace, k.Key.ID, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	updates := 0
+	for _, e := range h.Events {
+		if strings.Contains(string(e.Event), "192.0.2.0/24") {
+			updates++
+		}
+	}
+	if updates != 1 || len(h.Events) != 2 || h.Events[1].Sequence != got.Version {
+		t.Fatalf("history after the retries: %d events, %d of them the update (want it once, at %d)", len(h.Events), updates, got.Version)
+	}
+	if _, err := cl.CreateKey(ctx, crashWorkspace, client.CreateKeyRequest{Name: "after"}, client.WriteOptions{}); err != nil {
+		t.Fatalf("create a key once the servers are back: %v", err)
+	}
 }

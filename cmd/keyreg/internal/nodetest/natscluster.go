@@ -137,11 +137,19 @@ func (c *NATSCluster) Kill(i int) {
 }
 
 // Restart starts server i again, killed before, on the same ports and store, and waits
-// until it reports itself healthy (its streams caught up).
+// until it reports itself healthy (its streams caught up). A server started while most
+// others are down is not healthy until they are back: start those first with Start.
 func (c *NATSCluster) Restart(i int) {
 	c.T.Helper()
-	c.Servers[i].start(c.T, NATSServerBinary(c.T))
+	c.Start(i)
 	c.WaitHealthy(i)
+}
+
+// Start starts server i again, killed before, on the same ports and store, and does not
+// wait.
+func (c *NATSCluster) Start(i int) {
+	c.T.Helper()
+	c.Servers[i].start(c.T, NATSServerBinary(c.T))
 }
 
 // WaitHealthy waits until server i answers GET /healthz with 200, at most StartTimeout.
