@@ -119,7 +119,10 @@ func (l *Log) JetStream() jetstream.JetStream { return l.js }
 func (l *Log) Close() error { return nil }
 
 // Append implements events.Appender. One message is published with a plain JetStream publish;
-// several go in one atomic batch (all or none, one fsync).
+// several go in one atomic batch (all or none, one fsync). While the stream has no leader
+// or no quorum, or the connection is down, it fails with an error wrapping
+// events.ErrUnavailable, and also context.DeadlineExceeded when no answer came: the
+// messages may be stored all the same (see unavailable). Reads fail so too.
 func (l *Log) Append(ctx context.Context, msgs []events.Message) ([]uint64, error) {
 	if len(msgs) == 0 {
 		return nil, fmt.Errorf("natslog: append: no messages")
