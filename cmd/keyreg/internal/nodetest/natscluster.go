@@ -79,7 +79,6 @@ func StartNATSCluster(t testing.TB, n int) *NATSCluster {
 	t.Helper()
 	bin := NATSServerBinary(t)
 	c := &NATSCluster{T: t}
-	t.Cleanup(c.killAll)
 	ports := freePorts(t, 3*n)
 	var routes []string
 	for i := range n {
@@ -110,6 +109,10 @@ cluster {
 			t.Fatal(err)
 		}
 		c.Servers = append(c.Servers, s)
+	}
+	// Registered after the stores' t.TempDir(), so that it runs before they are removed.
+	t.Cleanup(c.killAll)
+	for _, s := range c.Servers {
 		s.start(t, bin)
 	}
 	for i := range c.Servers {
