@@ -239,13 +239,13 @@ func newHumaError(status int, msg string, errs ...error) huma.StatusError {
 // stream cannot take changes: about the time a JetStream stream takes to elect a leader.
 const RetryAfterSeconds = 2
 
-// streamUnavailable is the 503 of a write the event stream did not take: with Retry-After,
-// and a detail that says whether the change may have been stored all the same (the
-// stream's answer did not come in time: the outcome is unknown).
+// streamUnavailable is the 503 of a request the event stream could not serve: with
+// Retry-After, and a detail that says whether a write may have been stored all the same
+// (the stream's answer did not come in time: the outcome is unknown).
 func streamUnavailable(outcomeUnknown bool) *Problem {
-	detail := "the event stream cannot take changes now (it is electing a leader, has lost its quorum, or this node lost its connection to it); nothing was stored; retry after Retry-After seconds"
+	detail := "the event stream is unavailable now (electing a leader, without quorum, or out of this node's reach): a change was not stored; retry after Retry-After seconds"
 	if outcomeUnknown {
-		detail = "the event stream did not confirm the change in time (it may be electing a leader, have lost its quorum, or be out of this node's reach): the outcome is unknown, the change may have been stored. " +
+		detail = "the event stream did not answer in time (electing a leader, without quorum, or out of this node's reach): the outcome of a change is unknown, it may have been stored. " +
 			"A retry with the same Idempotency-Key applies it at most once; without one, read the resource first, as a retry may apply the change twice"
 	}
 	p := problem(http.StatusServiceUnavailable, CodeUnavailable, detail)

@@ -231,7 +231,7 @@ func TestNATSClusterLosesNoAcknowledgedChange(t *testing.T) {
 						bad = append(bad, fmt.Sprintf("writer %d: %v", w, err))
 					} else {
 						unavailable++
-						if strings.Contains(string(a.body), "outcome is unknown") {
+						if strings.Contains(string(a.body), "is unknown") {
 							unknown++
 						}
 					}
