@@ -303,7 +303,7 @@ func TestNATSClusterLosesNoAcknowledgedChange(t *testing.T) {
 	// each serves, and the views are the same on both and in a rebuild.
 	last := streamLastSeq(t, ctx, c)
 	for _, p := range procs {
-		waitCheckpoint(t, ctx, p.url, last)
+		waitViewsAt(t, ctx, p.url, last)
 		checkHistory(t, ctx, client.New(p.url, root, hc), acks)
 	}
 	rebuilt := t.TempDir()
@@ -352,9 +352,9 @@ func streamLastSeq(t *testing.T, ctx context.Context, c *nodetest.NATSCluster) u
 	return info.State.LastSeq
 }
 
-// waitCheckpoint waits until the node's views have applied seq (GET /healthz), at most
+// waitViewsAt waits until the node's views have applied seq (GET /healthz), at most
 // a minute.
-func waitCheckpoint(t *testing.T, ctx context.Context, url string, seq uint64) {
+func waitViewsAt(t *testing.T, ctx context.Context, url string, seq uint64) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	var h struct{ Checkpoint uint64 }
