@@ -259,16 +259,33 @@ func (l *Log) Get(ctx context.Context, seq uint64) (events.Record, error) {
 // readBatch is how many messages one direct batch get asks for.
 const readBatch = 256
 
+// Direct gets that find no server to answer are asked again this many times, this long
+// apart: a replicated stream just created (or a replica just restarted) answers them a
+// moment later, as nats.go retries publishes that find no responders.
+const (
+	directRetries   = 10
+	directRetryWait = 250 * time.Millisecond
+)
+
 // Read implements events.Reader with direct batch gets, so reading one aggregate costs no
 // consumer and no stream info request. Messages stored while Read runs may be included.
 func (l *Log) Read(ctx context.Context, filter string, from uint64, fn func(events.Record) error) error {
 	if from == 0 {
 		from = 1
 	}
-	for {
+	for tries := 0; ; {
 		n, next, err := l.directBatch(ctx, filter, from, readBatch, fn)
 		if errors.Is(err, errStop) {
 			return nil
+		}
+		if n == 0 && errors.Is(err, nats.ErrNoResponders) && tries < directRetries {
+			tries++
+			select {
+			case <-ctx.Done():
+				return unavailable(ctx.Err())
+			case <-time.After(directRetryWait):
+			}
+			continue
 		}
 		if err != nil || n < readBatch {
 			return unavailable(err)
