@@ -155,9 +155,11 @@ func TestNATSClusterLosesNoAcknowledgedChange(t *testing.T) {
 		runs[i].Store(&nodeRun{url: p.url})
 	}
 	ca := client.New(procs[0].url, root, hc)
-	if _, err := ca.CreateWorkspace(ctx, crashWorkspace, "Failover", client.WriteOptions{}); err != nil {
+	ws, err := ca.CreateWorkspace(ctx, crashWorkspace, "Failover", client.WriteOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
+	waitViewsAt(t, ctx, procs[1].url, ws.Version) // node 1 creates keys in it
 	var acks []ack
 	own := make([]string, writers)
 	for w := range own {
@@ -425,6 +427,7 @@ func TestNATSClusterIfMatchRace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitViewsAt(t, ctx, procs[1].url, k.Key.Version) // its writers read the key there
 	const (
 		updates        = 1000
 		writersPerNode = 4
