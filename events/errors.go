@@ -15,6 +15,12 @@ var (
 	ErrNotFound = errors.New("events: not found")
 	// ErrClosed is returned by a log that has been closed.
 	ErrClosed = errors.New("events: closed")
+	// ErrUnavailable means the log cannot take or answer a request now: its stream has no
+	// leader or no quorum, or the connection to it is down. Nothing is wrong with the
+	// request; it may be retried later. When the error also wraps
+	// context.DeadlineExceeded, an append may have been stored all the same (its answer
+	// did not come, in time or at all).
+	ErrUnavailable = errors.New("events: unavailable")
 )
 
 // ValidationError names the field and the bad value of an invalid input. It unwraps to

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// GroupLogTimeout bounds one group write of a GroupLog.
+// GroupLogTimeout bounds one group write of a GroupLog (see groupDeadline).
 const GroupLogTimeout = 30 * time.Second
 
 // maxGroup is the most appends a GroupLog writes in one AppendGroup.
@@ -119,7 +119,7 @@ func (g *GroupLog) write() {
 		for i, p := range live {
 			groups[i] = p.msgs
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), GroupLogTimeout)
+		ctx, cancel := context.WithDeadline(context.Background(), groupDeadline(live))
 		res := g.GroupedLog.AppendGroup(ctx, groups)
 		cancel()
 		for i, p := range live {
@@ -127,4 +127,23 @@ func (g *GroupLog) write() {
 			close(p.done)
 		}
 	}
+}
+
+// groupDeadline is when a group write of live gives up: GroupLogTimeout from now, or
+// sooner when every append in it has a deadline before that, as its callers stop waiting
+// then. So a write stuck on a stream that lost its leader holds the queue behind it no
+// longer than its callers wait.
+func groupDeadline(live []*pendingAppend) time.Time {
+	limit := time.Now().Add(GroupLogTimeout)
+	var latest time.Time
+	for _, p := range live {
+		d, ok := p.ctx.Deadline()
+		if !ok || !d.Before(limit) {
+			return limit
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	return latest
 }

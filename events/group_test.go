@@ -13,15 +13,18 @@ import (
 // waits for it to be closed before writing.
 type gatedLog struct {
 	*MemLog
-	mu      sync.Mutex
-	calls   []int
-	gate    chan struct{}
-	entered chan struct{} // receives when a call reaches the gate
+	mu        sync.Mutex
+	calls     []int
+	deadlines []time.Time // of each call's context (zero: none)
+	gate      chan struct{}
+	entered   chan struct{} // receives when a call reaches the gate
 }
 
 func (l *gatedLog) AppendGroup(ctx context.Context, groups [][]Message) []AppendResult {
 	l.mu.Lock()
 	l.calls = append(l.calls, len(groups))
+	d, _ := ctx.Deadline()
+	l.deadlines = append(l.deadlines, d)
 	gate := l.gate
 	l.mu.Unlock()
 	if gate != nil {
@@ -164,5 +167,39 @@ func TestGroupLogCancelledWhileQueued(t *testing.T) {
 	}
 	if got := l.sizes(); fmt.Sprint(got) != "[1]" {
 		t.Fatalf("writes of %v groups, want [1]", got)
+	}
+}
+
+// TestGroupLogWriteEndsWithItsCallers: a group write gives up when the last of its
+// callers stops waiting (their latest deadline), not GroupLogTimeout later, so a write
+// stuck on a stream without a leader does not hold the queue behind it longer.
+func TestGroupLogWriteEndsWithItsCallers(t *testing.T) {
+	ctx := groupCtx(t)
+	l := &gatedLog{MemLog: NewMemLog(), gate: make(chan struct{}), entered: make(chan struct{}, 10)}
+	g := NewGroupLog(l)
+	var wg sync.WaitGroup
+	wg.Go(func() { g.Append(ctx, []Message{testMsg("A", 0)}) })
+	<-l.entered
+	soon := time.Now().Add(20 * time.Second)
+	later := soon.Add(time.Second)
+	for i, d := range []time.Time{later, soon} {
+		dctx, cancel := context.WithDeadline(ctx, d)
+		defer cancel()
+		wg.Go(func() { g.Append(dctx, []Message{testMsg(fmt.Sprint("B", i), 0)}) })
+		waitQueued(t, g, i+1)
+	}
+	l.mu.Lock()
+	gate := l.gate
+	l.gate = nil // the queued group goes straight through
+	l.mu.Unlock()
+	close(gate)
+	wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if fmt.Sprint(l.calls) != "[1 2]" {
+		t.Fatalf("writes of %v groups, want [1 2]", l.calls)
+	}
+	if d := l.deadlines[1]; !d.Equal(later) {
+		t.Fatalf("the group write's deadline is %v, want %v: the latest of its callers'", d, later)
 	}
 }

@@ -33,8 +33,9 @@ type Record struct {
 type Appender interface {
 	// Append stores msgs atomically and in order: all of them or none. It returns the
 	// sequence of each. It returns an error wrapping ErrConflict when an expectation
-	// fails. If the first message's id is already stored (a retry after a lost
-	// acknowledgement), it stores nothing and returns the sequences stored before.
+	// fails, and one wrapping ErrUnavailable when the log cannot take msgs now. If the
+	// first message's id is already stored (a retry after a lost acknowledgement), it
+	// stores nothing and returns the sequences stored before.
 	Append(ctx context.Context, msgs []Message) ([]uint64, error)
 }
 

@@ -119,7 +119,10 @@ func (l *Log) JetStream() jetstream.JetStream { return l.js }
 func (l *Log) Close() error { return nil }
 
 // Append implements events.Appender. One message is published with a plain JetStream publish;
-// several go in one atomic batch (all or none, one fsync).
+// several go in one atomic batch (all or none, one fsync). While the stream has no leader
+// or no quorum, or the connection is down, it fails with an error wrapping
+// events.ErrUnavailable, and also context.DeadlineExceeded when no answer came: the
+// messages may be stored all the same (see unavailable). Reads fail so too.
 func (l *Log) Append(ctx context.Context, msgs []events.Message) ([]uint64, error) {
 	if len(msgs) == 0 {
 		return nil, fmt.Errorf("natslog: append: no messages")
@@ -153,7 +156,7 @@ func (l *Log) Append(ctx context.Context, msgs []events.Message) ([]uint64, erro
 	if isConflict(err) {
 		return nil, fmt.Errorf("%w: append %s: %v", events.ErrConflict, msgs[0].Subject, err)
 	}
-	return nil, fmt.Errorf("natslog: append %s: %w", msgs[0].Subject, err)
+	return nil, fmt.Errorf("natslog: append %s: %w", msgs[0].Subject, unavailable(err))
 }
 
 // natsMsgs makes the NATS messages of msgs: the event id as Nats-Msg-Id, the expectation
@@ -236,7 +239,7 @@ func isConflict(err error) bool {
 func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
 	info, err := l.stream.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("natslog: stream info: %w", err)
+		return 0, fmt.Errorf("natslog: stream info: %w", unavailable(err))
 	}
 	return info.State.LastSeq, nil
 }
@@ -248,7 +251,7 @@ func (l *Log) Get(ctx context.Context, seq uint64) (events.Record, error) {
 		return events.Record{}, fmt.Errorf("%w: sequence %d", events.ErrNotFound, seq)
 	}
 	if err != nil {
-		return events.Record{}, fmt.Errorf("natslog: get %d: %w", seq, err)
+		return events.Record{}, fmt.Errorf("natslog: get %d: %w", seq, unavailable(err))
 	}
 	return events.Record{Seq: raw.Sequence, Subject: raw.Subject, MsgID: raw.Header.Get(jetstream.MsgIDHeader), Time: raw.Time.UTC(), Data: raw.Data}, nil
 }
@@ -256,19 +259,36 @@ func (l *Log) Get(ctx context.Context, seq uint64) (events.Record, error) {
 // readBatch is how many messages one direct batch get asks for.
 const readBatch = 256
 
+// Direct gets that find no server to answer are asked again this many times, this long
+// apart: a replicated stream just created (or a replica just restarted) answers them a
+// moment later, as nats.go retries publishes that find no responders.
+const (
+	directRetries   = 10
+	directRetryWait = 250 * time.Millisecond
+)
+
 // Read implements events.Reader with direct batch gets, so reading one aggregate costs no
 // consumer and no stream info request. Messages stored while Read runs may be included.
 func (l *Log) Read(ctx context.Context, filter string, from uint64, fn func(events.Record) error) error {
 	if from == 0 {
 		from = 1
 	}
-	for {
+	for tries := 0; ; {
 		n, next, err := l.directBatch(ctx, filter, from, readBatch, fn)
 		if errors.Is(err, errStop) {
 			return nil
 		}
+		if n == 0 && errors.Is(err, nats.ErrNoResponders) && tries < directRetries {
+			tries++
+			select {
+			case <-ctx.Done():
+				return unavailable(ctx.Err())
+			case <-time.After(directRetryWait):
+			}
+			continue
+		}
 		if err != nil || n < readBatch {
-			return err
+			return unavailable(err)
 		}
 		from = next
 	}
@@ -303,12 +323,14 @@ func (l *Log) directBatch(ctx context.Context, filter string, from uint64, batch
 		case <-ctx.Done():
 			return n, from, ctx.Err()
 		case <-timeout.C:
-			return n, from, fmt.Errorf("natslog: read %s from %d: no answer", filter, from)
+			return n, from, fmt.Errorf("natslog: read %s from %d: %w", filter, from, context.DeadlineExceeded)
 		}
 		if len(m.Data) == 0 && m.Header.Get("Status") != "" {
 			switch m.Header.Get("Status") {
 			case "204", "404": // end of batch; no (more) messages
 				return n, from, nil
+			case "503": // no server answers direct gets of the stream now
+				return n, from, fmt.Errorf("natslog: read %s from %d: %w", filter, from, nats.ErrNoResponders)
 			}
 			return n, from, fmt.Errorf("natslog: read %s from %d: %s %s", filter, from, m.Header.Get("Status"), m.Header.Get("Description"))
 		}

@@ -58,6 +58,12 @@ func New(d Deps) *API {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	if d.CommandTimeout <= 0 {
+		d.CommandTimeout = DefaultCommandTimeout
+	}
+	if d.Commands != nil {
+		d.Commands = boundedCommands{c: d.Commands, timeout: d.CommandTimeout}
+	}
 	if d.VerifyFailureRate == 0 {
 		d.VerifyFailureRate, d.VerifyFailureBurst = 5, 20
 	}
@@ -303,6 +309,8 @@ func (a *API) waitApplied(ctx context.Context, seq uint64) error {
 	defer cancel()
 	if err := a.d.Waiter.WaitFor(ctx, seq); err != nil {
 		p := problem(http.StatusServiceUnavailable, CodeUnavailable, "the change was stored but the views have not applied it yet; retry the read")
+		p.RetryIn = RetryAfterSeconds
+		p.headers = http.Header{"Retry-After": {strconv.Itoa(RetryAfterSeconds)}}
 		p.internal = err
 		return p
 	}

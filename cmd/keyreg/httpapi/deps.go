@@ -54,6 +54,11 @@ type Deps struct {
 	// MinSeqWait bounds how long a read with min_seq waits for the views to apply it
 	// (then 503 with Retry-After); 0 means DefaultMinSeqWait.
 	MinSeqWait time.Duration
+	// CommandTimeout bounds each write's command, its append to the stream included (0:
+	// DefaultCommandTimeout). Keep it well below the HTTP server's write timeout: a
+	// command that runs out of time answers 503 unavailable with Retry-After, saying that
+	// the outcome is unknown.
+	CommandTimeout time.Duration
 }
 
 // Commands are the write commands the API runs (commands.Handler). Each returns the

@@ -203,6 +203,13 @@ func (a *API) afterIdentifierWrite(ctx context.Context, name, ws string, res com
 	if err != nil {
 		return nil, err
 	}
+	if a.movedOn(res, s.Body.Version) { // as afterKeyWrite: as the command left it
+		if v, err := a.commandView(ctx, res); err == nil {
+			if then, err := a.identifierResponse(ctx, v, ws, res.ID); err == nil && then.Body.Version == res.Version {
+				s = then
+			}
+		}
+	}
 	return &identifierWriteOutput{ETag: s.ETag, Location: s.Location, WriteHeaders: written(res), Body: s.Body}, nil
 }
 

@@ -315,7 +315,11 @@ func (a *API) afterWrite(ctx context.Context, name string, res commands.Result, 
 }
 
 // afterKeyWrite answers a command on key res.ID with the key as it is now (as it was
-// after the command, for a retry answered from the log: see answerView).
+// after the command, for a retry answered from the log: see answerView). When the views
+// have applied a later change of the key before the answer (on a cluster, often one made
+// on another node), it answers with the key as the command left it, read from the log, so
+// that no two changes are answered with the same version (ETag); if the log cannot be
+// read now, with the key as it is now.
 func (a *API) afterKeyWrite(ctx context.Context, name, ws string, res commands.Result, err error) (*keyWriteOutput, error) {
 	if err := a.afterWrite(ctx, name, res, err); err != nil {
 		return nil, err
@@ -328,7 +332,20 @@ func (a *API) afterKeyWrite(ctx context.Context, name, ws string, res commands.R
 	if err != nil {
 		return nil, err
 	}
+	if a.movedOn(res, k.Body.Version) {
+		if v, err := a.commandView(ctx, res); err == nil {
+			if then, err := a.keyResponse(ctx, v, ws, res.ID); err == nil && then.Body.Version == res.Version {
+				k = then
+			}
+		}
+	}
 	return &keyWriteOutput{ETag: k.ETag, Location: k.Location, WriteHeaders: written(res), Body: k.Body}, nil
+}
+
+// movedOn reports whether the current views show the aggregate of a command that
+// returned res at a later version (now) than the one the command left it at.
+func (a *API) movedOn(res commands.Result, now uint64) bool {
+	return !res.Duplicate && now > res.Version && a.d.Log != nil
 }
 
 // afterSecretWrite answers a command that made key res.ID a new secret with the key and

@@ -180,6 +180,12 @@ func (a *API) answerView(ctx context.Context, res commands.Result) (readView, er
 	if !res.Duplicate {
 		return a.currentView(), nil
 	}
+	return a.commandView(ctx, res)
+}
+
+// commandView is the log as of the last event of the command that returned res: the
+// state the command left, answered with its ETag.
+func (a *API) commandView(ctx context.Context, res commands.Result) (readView, error) {
 	c := replay.Cut{Seq: res.Seq}
 	at, err := c.At(ctx, a.d.Log)
 	if err != nil {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,7 +33,7 @@ type Problem struct {
 	Field   string              `json:"field,omitempty" doc:"The input field that is invalid"`
 	Value   string              `json:"value,omitempty" doc:"The invalid value"`
 	Errors  []*huma.ErrorDetail `json:"errors,omitempty" doc:"Every validation error found"`
-	RetryIn int                 `json:"retry_after_seconds,omitempty" doc:"For 429: seconds to wait"`
+	RetryIn int                 `json:"retry_after_seconds,omitempty" doc:"For 429 and 503: seconds to wait (also in the Retry-After header)"`
 	// Holder is, for name_taken, the id of the active identifier that has the name.
 	Holder string `json:"holder,omitempty" doc:"For name_taken: the id of the active identifier that holds the name"`
 	// CurrentVersion is, for precondition_failed, the resource's version now (also sent
@@ -234,6 +235,25 @@ func newHumaError(status int, msg string, errs ...error) huma.StatusError {
 	return p
 }
 
+// RetryAfterSeconds is the Retry-After of a 503 unavailable answered while the event
+// stream cannot take changes: about the time a JetStream stream takes to elect a leader.
+const RetryAfterSeconds = 2
+
+// streamUnavailable is the 503 of a request the event stream could not serve: with
+// Retry-After, and a detail that says whether a write may have been stored all the same
+// (the stream's answer did not come in time: the outcome is unknown).
+func streamUnavailable(outcomeUnknown bool) *Problem {
+	detail := "the event stream is unavailable now (electing a leader, without quorum, or out of this node's reach): a change was not stored; retry after Retry-After seconds"
+	if outcomeUnknown {
+		detail = "the event stream did not answer in time (electing a leader, without quorum, or out of this node's reach): the outcome of a change is unknown, it may have been stored. " +
+			"A retry with the same Idempotency-Key applies it at most once; without one, read the resource first, as a retry may apply the change twice"
+	}
+	p := problem(http.StatusServiceUnavailable, CodeUnavailable, detail)
+	p.RetryIn = RetryAfterSeconds
+	p.headers = http.Header{"Retry-After": {strconv.Itoa(RetryAfterSeconds)}}
+	return p
+}
+
 // toProblem maps the errors of commands, projections and events to problems: one table
 // for every handler. Anything unknown is a 500 that leaks no internals; the caller logs it.
 func toProblem(err error) *Problem {
@@ -290,6 +310,8 @@ func toProblem(err error) *Problem {
 		return problem(http.StatusNotFound, CodeNotFound, "not found")
 	case errors.Is(err, ErrUnavailable):
 		return problem(http.StatusServiceUnavailable, CodeUnavailable, err.Error())
+	case errors.Is(err, events.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return streamUnavailable(errors.Is(err, context.DeadlineExceeded))
 	case errors.Is(err, events.ErrConflict):
 		return problem(http.StatusConflict, CodeConflict, "too many concurrent changes to this resource; retry")
 	}

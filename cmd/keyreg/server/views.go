@@ -42,6 +42,9 @@ func (n *Node) newViews(gen string, store *projections.Store) *views {
 	deps := httpapi.Deps{Views: store, Log: n.js, Metrics: n.metrics, Logger: n.cfg.Logger, ReadyCheck: n.ready, Replayer: n, TrustedProxies: n.cfg.TrustedProxies}
 	deps.Audit = n.auditDeps(store)
 	deps.SSEMaxPerKey, deps.SSEMaxTotal, deps.MinSeqWait = n.cfg.SSEMaxPerKey, n.cfg.SSEMaxTotal, n.cfg.MinSeqWait
+	// A write answers (503 when the stream did not take it in time) well before the
+	// HTTP write timeout closes its connection.
+	deps.CommandTimeout = min(httpapi.DefaultCommandTimeout, n.cfg.WriteTimeout/2)
 	if n.users != nil {
 		deps.Subscribers = nodeSubscribers{n}
 	}
