@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"slices"
+	"time"
 
 	"github.com/oklog/ulid/v2"
 
@@ -51,6 +52,27 @@ func hasSystemKey(ctx context.Context, log events.Reader) (bool, error) {
 // to append the same key.created event, the stream stores it once, and the others get a
 // Duplicate, without a secret.
 func (n *Node) bootstrap(ctx context.Context, cfg Config) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := n.bootstrapOnce(ctx, cfg)
+		// On a cluster, a replica that lags makes commands conflict again and again until it
+		// catches up: start over.
+		if !cfg.clustered() || !errors.Is(err, events.ErrConflict) || time.Now().After(deadline) {
+			return err
+		}
+		if cfg.Logger != nil {
+			cfg.Logger.Info("bootstrap: conflict on a lagging replica; trying again", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// bootstrapOnce is one try of bootstrap.
+func (n *Node) bootstrapOnce(ctx context.Context, cfg Config) error {
 	if cfg.clustered() {
 		// A replica that lags would show an empty stream where another node has begun.
 		if err := readsCaughtUp(ctx, n.Log); err != nil {
@@ -126,15 +148,27 @@ func alreadyInitialised(cfg Config) {
 }
 
 // rootKeyID returns the id of the bootstrap's root key: the ULID after the id of the
-// system workspace's created event, the same for every node of a cluster.
+// system workspace's created event, the same for every node of a cluster. The workspace
+// exists: until a replica that lags shows its event, it reads again (at most a minute).
 func rootKeyID(ctx context.Context, log events.Reader) (string, error) {
 	var first string
-	err := log.Read(ctx, events.AggregateFilter(events.SystemWorkspace, events.AggWorkspace, string(events.SystemWorkspace)), 1, func(r events.Record) error {
-		first = r.MsgID
-		return errStop
-	})
-	if err != nil && !errors.Is(err, errStop) {
-		return "", err
+	deadline := time.Now().Add(time.Minute)
+	for first == "" {
+		err := log.Read(ctx, events.AggregateFilter(events.SystemWorkspace, events.AggWorkspace, string(events.SystemWorkspace)), 1, func(r events.Record) error {
+			first = r.MsgID
+			return errStop
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return "", err
+		}
+		if first != "" || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	id, perr := ulid.ParseStrict(first)
 	if perr != nil {
