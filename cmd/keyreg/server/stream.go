@@ -30,12 +30,12 @@ func OpenStream(ctx context.Context, cfg Config) (_ *Stream, err error) {
 			s.Close()
 		}
 	}()
+	if err := CheckCluster(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.NATSURL == "" {
 		if cfg.DataDir == "" {
 			return nil, fmt.Errorf("--data is required")
-		}
-		if err := CheckCluster(cfg); err != nil {
-			return nil, err
 		}
 		if s.unlock, err = lockDataDir(cfg.DataDir); err != nil {
 			return nil, err
