@@ -55,13 +55,14 @@ func (n *Node) bootstrap(ctx context.Context, cfg Config) error {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		err := n.bootstrapOnce(ctx, cfg)
-		// On a cluster, a replica that lags makes commands conflict again and again until it
-		// catches up: start over.
-		if !cfg.clustered() || !errors.Is(err, events.ErrConflict) || time.Now().After(deadline) {
+		// On a cluster that has just formed, a replica that lags makes commands conflict
+		// again and again until it catches up, and reads may fail while replicas start:
+		// start over (every step can be taken again: the stream decides who makes what).
+		if err == nil || !cfg.clustered() || ctx.Err() != nil || errors.Is(err, ErrSecretFileExists) || time.Now().After(deadline) {
 			return err
 		}
 		if cfg.Logger != nil {
-			cfg.Logger.Info("bootstrap: conflict on a lagging replica; trying again", "err", err)
+			cfg.Logger.Info("bootstrap: the cluster is not settled yet; trying again", "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -221,6 +221,7 @@ func openClusterLog(ctx context.Context, s *natsserver.Server, nc *nats.Conn, cf
 	if timeout <= 0 {
 		timeout = DefaultClusterStartTimeout
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	logger := cfg.Logger
@@ -239,6 +240,9 @@ func openClusterLog(ctx context.Context, s *natsserver.Server, nc *nats.Conn, cf
 		case <-tick.C:
 			return nil
 		case <-ctx.Done():
+			if parent.Err() != nil {
+				return parent.Err() // stopped while waiting
+			}
 			if err == nil {
 				err = ctx.Err()
 			}
@@ -263,12 +267,19 @@ func openClusterLog(ctx context.Context, s *natsserver.Server, nc *nats.Conn, cf
 	for {
 		tctx, tcancel := context.WithTimeout(ctx, 5*time.Second)
 		log, err := natslog.Open(tctx, nc, natslog.Options{Replicas: cfg.replicas()})
+		if err == nil {
+			// A stream just made or elected may not answer reads yet (direct gets: 503).
+			err = log.Read(tctx, events.SubjectPrefix+".>", 1, func(events.Record) error { return errStop })
+			if errors.Is(err, errStop) {
+				err = nil
+			}
+		}
 		tcancel()
 		if err == nil {
 			return log, nil
 		}
 		leader, routes := natsserver.MetaLeader(s)
-		say("cluster: waiting for the stream (on the first start, until --replicas nodes are up)", "err", err, "leader", leader, "routes", routes, "replicas", cfg.replicas())
+		say("cluster: waiting for the stream to answer (on the first start, until --replicas nodes are up)", "err", err, "leader", leader, "routes", routes, "replicas", cfg.replicas())
 		if err := wait("the stream is not available", err); err != nil {
 			return nil, err
 		}
