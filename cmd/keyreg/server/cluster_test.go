@@ -357,3 +357,56 @@ func TestEmbeddedClusterNodeKilledCatchesUp(t *testing.T) {
 		}
 	}
 }
+
+// status returns the status of a GET of path on n (0 and the error when nothing answers).
+func status(n *nodetest.Node, path string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", n.URL+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// TestEmbeddedClusterStartsInAnyOrder: nodes 2 and 3 of a new cluster start first and wait
+// for node 1, which the R3 stream needs: meanwhile they answer /healthz with 200 and
+// /readyz with 503, and log what they wait for. Once node 1 starts, the three serve, one
+// root key was made, and a key made on node 3 reads on node 1.
+func TestEmbeddedClusterStartsInAnyOrder(t *testing.T) {
+	c := nodetest.StartCluster(t, nodetest.ClusterOptions{Hold: []int{0}})
+	for i, n := range c.Nodes[1:] {
+		eventually(t, fmt.Sprintf("node %d answers /healthz while it waits", i+2), func() error {
+			if st, err := status(n, "/healthz"); st != 200 {
+				return fmt.Errorf("%d (%v)", st, err)
+			}
+			return nil
+		})
+		if st, err := status(n, "/readyz"); st != 503 {
+			t.Fatalf("node %d without node 1: /readyz %d (%v), want 503", i+2, st, err)
+		}
+		eventually(t, fmt.Sprintf("node %d says what it waits for", i+2), func() error {
+			if !strings.Contains(n.Output.String(), "cluster: waiting for") {
+				return fmt.Errorf("output: %s", n.Output.String())
+			}
+			return nil
+		})
+	}
+	c.Start(0)
+	for _, n := range c.Nodes {
+		n.WaitReady()
+	}
+	c.SetRoot()
+	n1, n3 := c.Nodes[0], c.Nodes[2]
+	n3.JSON("POST", "/v1/workspaces", c.Root, map[string]any{"id": "acme", "name": "Acme"}, 201, nil)
+	var k wire.KeyWithSecret
+	n3.JSON("POST", "/v1/workspaces/acme/keys", c.Root, map[string]any{"name": "billing", "permissions": []string{"users.track"}}, 201, &k)
+	eventually(t, "node 1 reads the key made on node 3", func() error {
+		if st, _, b := n1.Do("GET", "/v1/workspaces/acme/keys/"+k.Key.ID, c.Root, nil); st != 200 {
+			return fmt.Errorf("%d %s", st, b)
+		}
+		return nil
+	})
+}

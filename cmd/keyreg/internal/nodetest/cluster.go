@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,10 @@ type ClusterOptions struct {
 	// StartBinaryWith and the cluster flags); NodeArgs, when set, adds flags of node i.
 	Args     []string
 	NodeArgs func(i int) []string
+	// Hold lists nodes that StartCluster leaves stopped, for the test to start with Start.
+	// With any held, StartCluster returns once the other processes run, without waiting for
+	// them to serve (on a first start they wait for the held ones), and Root is empty.
+	Hold []int
 }
 
 // Cluster is a set of `keyreg serve` processes (the real binary) whose embedded NATS
@@ -38,6 +43,7 @@ type Cluster struct {
 	data []string   // each node's data dir
 	args [][]string // each node's serve arguments
 	keys []string   // each node's latest bootstrap key file
+	http []string   // each node's HTTP address, chosen at run time: known before it serves
 }
 
 // freePorts returns n distinct free TCP ports of 127.0.0.1.
@@ -70,11 +76,13 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 		o.Nodes = 3
 	}
 	c := &Cluster{T: t, Name: "kr-test"}
-	ports := freePorts(t, o.Nodes)
+	all := freePorts(t, 2*o.Nodes)
+	ports := all[:o.Nodes]
 	for _, p := range ports {
 		c.Peers = append(c.Peers, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
 	}
 	for i, p := range ports {
+		c.http = append(c.http, fmt.Sprintf("127.0.0.1:%d", all[o.Nodes+i]))
 		args := []string{"--cluster-name", c.Name, "--cluster-listen", fmt.Sprintf("127.0.0.1:%d", p),
 			"--cluster-peers", strings.Join(c.Peers, ","), "--node-name", fmt.Sprintf("n%d", i+1)}
 		args = append(args, o.Args...)
@@ -89,7 +97,12 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 	t.Cleanup(c.stopAll)
 	exits := make([]<-chan struct{}, o.Nodes)
 	for i := range c.Nodes {
-		exits[i] = c.launch(i)
+		if !slices.Contains(o.Hold, i) {
+			exits[i] = c.launch(i)
+		}
+	}
+	if len(o.Hold) > 0 {
+		return c
 	}
 	for i, n := range c.Nodes {
 		n.Addr = waitAddr(t, n.Output, exits[i])
@@ -98,10 +111,7 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 	for _, n := range c.Nodes {
 		n.WaitReady()
 	}
-	c.Root = c.rootFile()
-	for _, n := range c.Nodes {
-		n.Root = c.Root
-	}
+	c.SetRoot()
 	return c
 }
 
@@ -111,7 +121,7 @@ func (c *Cluster) launch(i int) <-chan struct{} {
 	t.Helper()
 	keyFile := filepath.Join(t.TempDir(), "root.key")
 	c.keys[i] = keyFile
-	args := []string{"serve", "--data", c.data[i], "--http", "127.0.0.1:0", "--nats-listen", "", "--bootstrap-key-file", keyFile,
+	args := []string{"serve", "--data", c.data[i], "--http", c.http[i], "--nats-listen", "", "--bootstrap-key-file", keyFile,
 		"--seal-every-events", "-1", "--seal-interval", "-1s"}
 	out := &SyncBuffer{}
 	cmd := exec.Command(Binary(t), append(args, c.args[i]...)...)
@@ -122,7 +132,7 @@ func (c *Cluster) launch(i int) <-chan struct{} {
 	exited := make(chan struct{})
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(exited) }()
-	n := &Node{T: t, DataDir: c.data[i], Output: out, HTTP: httpClient(nil), Pid: cmd.Process.Pid}
+	n := &Node{T: t, DataDir: c.data[i], Output: out, HTTP: httpClient(nil), Pid: cmd.Process.Pid, Addr: c.http[i], URL: "http://" + c.http[i]}
 	n.stopFn = func(sig os.Signal) error {
 		cmd.Process.Signal(sig)
 		select {
@@ -177,9 +187,9 @@ func (c *Cluster) Kill(i int) {
 	}
 }
 
-// Start starts node i again on its data dir, with its flags, once it has stopped (Kill,
-// or Stop), and returns it as soon as it serves HTTP: it may not be ready yet (see
-// Node.WaitReady).
+// Start starts node i (again, on its data dir and with its flags, once it has stopped:
+// Kill, or Stop; or for the first time, when StartCluster held it), and returns it as soon
+// as it serves (its views may not be ready yet: see Node.WaitReady).
 func (c *Cluster) Start(i int) *Node {
 	c.T.Helper()
 	exited := c.launch(i)
@@ -187,6 +197,19 @@ func (c *Cluster) Start(i int) *Node {
 	n.Addr = waitAddr(c.T, n.Output, exited)
 	n.URL = "http://" + n.Addr
 	return n
+}
+
+// SetRoot sets Root from the bootstrap key files of the nodes' latest starts (as
+// StartCluster does), once every node has bootstrapped: it fails the test unless exactly
+// one node wrote one.
+func (c *Cluster) SetRoot() {
+	c.T.Helper()
+	c.Root = c.rootFile()
+	for _, n := range c.Nodes {
+		if n != nil {
+			n.Root = c.Root
+		}
+	}
 }
 
 // rootFile returns the root secret in the bootstrap key file of the nodes' latest starts,
