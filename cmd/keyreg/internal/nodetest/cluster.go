@@ -3,7 +3,6 @@ package nodetest
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,27 +43,6 @@ type Cluster struct {
 	args [][]string // each node's serve arguments
 	keys []string   // each node's latest bootstrap key file
 	http []string   // each node's HTTP address, chosen at run time: known before it serves
-}
-
-// freePorts returns n distinct free TCP ports of 127.0.0.1.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	ports := make([]int, n)
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-	}
-	return ports
 }
 
 // StartCluster starts o.Nodes embedded-cluster nodes at once on fresh data dirs, waits
