@@ -244,9 +244,30 @@ func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
-// Get implements events.Reader.
+// getLagWait bounds how long Get waits for a replica that lags behind the stream leader.
+const getLagWait = 5 * time.Second
+
+// Get implements events.Reader. On a replicated stream a direct get may be answered by a
+// replica that has not stored seq yet, even though the stream has it (an append
+// acknowledged by a majority that did not include this replica): Get then asks again,
+// for at most getLagWait, as long as the stream's last sequence (the leader's) says seq
+// exists.
 func (l *Log) Get(ctx context.Context, seq uint64) (events.Record, error) {
 	raw, err := l.stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) && seq > 0 {
+		deadline := time.Now().Add(getLagWait)
+		for errors.Is(err, jetstream.ErrMsgNotFound) && time.Now().Before(deadline) {
+			if last, lerr := l.LastSeq(ctx); lerr != nil || last < seq {
+				break // not stored: the answer stands
+			}
+			select {
+			case <-ctx.Done():
+				return events.Record{}, ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+			raw, err = l.stream.GetMsg(ctx, seq)
+		}
+	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return events.Record{}, fmt.Errorf("%w: sequence %d", events.ErrNotFound, seq)
 	}

@@ -55,11 +55,24 @@ Any node of a cluster answers: writes answer with the stream sequence they reach
 Keyreg-Sequence), and a read sent with it (header Keyreg-Min-Sequence or ?min_seq=) waits
 until this node's views have applied it, at most --min-seq-wait (then 503 with Retry-After).
 
+With --cluster-name, --cluster-listen and --cluster-peers, three (or five) keyreg serve
+processes form a cluster of their embedded NATS servers: the stream is replicated on
+--replicas of them (3 by default) and survives the loss of any one machine. Every node is
+given the same name and peers (each node's route URL, its own included). At start a node
+waits, at most --cluster-start-timeout, for a majority of the nodes (a JetStream meta
+leader) and the stream (on the first start, until --replicas nodes are up), so the nodes
+start in any order. /healthz answers once HTTP serves, /readyz once the node's views have
+caught up with the stream. Exactly one node of a new cluster makes and prints the root key;
+the others say the registry is already initialised. A node keeps its name in DATA/node-name
+(--node-name, or a random one), and its data dir then only starts with the cluster flags.
+
 It stops cleanly on SIGINT or SIGTERM: HTTP requests drained, projector stopped after its
 last batch, NATS shut down.`,
 		Example: `  keyreg serve
   keyreg serve --data /var/lib/keyreg --http 127.0.0.1:8080 --bootstrap-key-file ./root.key
   keyreg serve --nats-url nats://n1:4222,nats://n2:4222 --replicas 3
+  keyreg serve --cluster-name kr --cluster-listen 10.0.0.1:6222 \
+    --cluster-peers nats-route://10.0.0.1:6222,nats-route://10.0.0.2:6222,nats-route://10.0.0.3:6222
   keyreg serve --nats-listen 0.0.0.0:4222 --nats-subscriber-max-consumers 20
   keyreg serve --read-only --views ./views-nov1 --http 127.0.0.1:8081
   keyreg serve --http 0.0.0.0:8443 --tls-cert /etc/keyreg/tls.crt --tls-key /etc/keyreg/tls.key
@@ -88,6 +101,12 @@ last batch, NATS shut down.`,
 			if cfg.MinSeqWait <= 0 {
 				return usagef("--min-seq-wait %s: use a positive duration, e.g. 5s", cfg.MinSeqWait)
 			}
+			if !cmd.Flags().Changed("replicas") && len(cfg.ClusterPeers) > 0 && len(cfg.ClusterPeers) < cfg.Replicas {
+				cfg.Replicas = len(cfg.ClusterPeers) // a cluster of 1 or 2 nodes: each holds every replica
+			}
+			if err := server.CheckCluster(cfg); err != nil {
+				return usagef("%v", err)
+			}
 			cfg.Logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
 			cfg.Stderr = g.stderr
 			if cpuProfile != "" {
@@ -110,7 +129,12 @@ last batch, NATS shut down.`,
 	f.StringVar(&cfg.NATSSubscriberPasswordFile, "nats-subscriber-password-file", "", "deprecated: the shared subscriber's password file; made with a random one (mode 0600) if absent (default DATA/nats-subscriber.password)")
 	f.IntVar(&cfg.SSEMaxPerKey, "sse-max-per-key", 10, "open event streams (GET .../events, keyreg watch) one registry key may have (429 beyond)")
 	f.IntVar(&cfg.SSEMaxTotal, "sse-max-total", 1000, "open event streams the server serves in all (503 beyond)")
-	f.IntVar(&cfg.Replicas, "replicas", 3, "stream replicas when creating the stream on a cluster (--nats-url)")
+	f.IntVar(&cfg.Replicas, "replicas", 3, "stream replicas when creating the stream on a cluster (--nats-url or --cluster-name)")
+	f.StringVar(&cfg.ClusterName, "cluster-name", "", "make the embedded NATS server a node of this cluster (the same on every node): the stream is replicated across --cluster-peers")
+	f.StringVar(&cfg.ClusterListen, "cluster-listen", "", "with --cluster-name: where this node listens for routes from the other nodes (HOST:PORT)")
+	f.StringSliceVar(&cfg.ClusterPeers, "cluster-peers", nil, "with --cluster-name: every node's route URL, this node's own included (nats-route://HOST:PORT,...)")
+	f.StringVar(&cfg.NodeName, "node-name", "", "with --cluster-name: this node's name in the cluster at its first start, kept in DATA/node-name (default: a random name)")
+	f.DurationVar(&cfg.ClusterStartTimeout, "cluster-start-timeout", server.DefaultClusterStartTimeout, "with --cluster-name: how long to wait at start for a majority of the nodes and the stream")
 	f.StringVar(&cfg.BootstrapKeyFile, "bootstrap-key-file", "", "on first start, also write the root secret to this file (mode 0600)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain HTTP requests on shutdown")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -30,12 +30,12 @@ func (n *Node) openAudit(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	replicas := 1
-	if n.cfg.NATSURL != "" {
-		replicas = max(n.cfg.Replicas, 1)
-	}
 	host, _ := os.Hostname()
-	lease, err := natslog.OpenKVLease(ctx, n.stream.Log.JetStream(), sealer.LeaseKey, host+"/"+events.NewID(), sealer.DefaultLeaseTTL, replicas)
+	var lease *natslog.KVLease
+	err = retryStart(ctx, n.cfg, "the sealer's lease bucket", func(ctx context.Context) (err error) {
+		lease, err = natslog.OpenKVLease(ctx, n.stream.Log.JetStream(), sealer.LeaseKey, host+"/"+events.NewID(), sealer.DefaultLeaseTTL, n.cfg.replicas())
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}

@@ -7,6 +7,9 @@ import (
 	"os"
 	"os/user"
 	"slices"
+	"time"
+
+	"github.com/oklog/ulid/v2"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/commands"
@@ -35,13 +38,48 @@ func hasSystemKey(ctx context.Context, log events.Reader) (bool, error) {
 	return found, err
 }
 
-// bootstrap makes workspace system and a root key with keyreg.admin on a data dir whose
+// bootstrap makes workspace system and a root key with keyreg.admin on a stream whose
 // system workspace has no key yet (an empty log, or a first start that stopped between
 // the two), prints the root secret once to cfg.Stderr and writes it to
 // cfg.BootstrapKeyFile (a new file, mode 0600; an existing file or symlink there fails
-// the start before the key is made). On an initialised data dir it does nothing, and says
-// so when given a BootstrapKeyFile.
+// the start before the key is made). On an initialised stream it does nothing, and says
+// so when given a BootstrapKeyFile or on a cluster.
+//
+// The stream decides, not the data dir: nodes of a cluster that start on empty data dirs
+// at once share one stream, and exactly one of them makes the root key. The workspace is
+// created with the expectation that it has no event yet, and the root key's id (its
+// EventID) is derived from the workspace's created event (rootKeyID), so every node tries
+// to append the same key.created event, the stream stores it once, and the others get a
+// Duplicate, without a secret.
 func (n *Node) bootstrap(ctx context.Context, cfg Config) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := n.bootstrapOnce(ctx, cfg)
+		// On a cluster that has just formed, a replica that lags makes commands conflict
+		// again and again until it catches up, and reads may fail while replicas start:
+		// start over (every step can be taken again: the stream decides who makes what).
+		if err == nil || !cfg.clustered() || ctx.Err() != nil || errors.Is(err, ErrSecretFileExists) || time.Now().After(deadline) {
+			return err
+		}
+		if cfg.Logger != nil {
+			cfg.Logger.Info("bootstrap: the cluster is not settled yet; trying again", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// bootstrapOnce is one try of bootstrap.
+func (n *Node) bootstrapOnce(ctx context.Context, cfg Config) error {
+	if cfg.clustered() {
+		// A replica that lags would show an empty stream where another node has begun.
+		if err := readsCaughtUp(ctx, n.Log); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
 	ws, err := commands.LogState{Log: n.Log}.Workspace(ctx, events.SystemWorkspace)
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
@@ -52,9 +90,7 @@ func (n *Node) bootstrap(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("bootstrap: %w", err)
 		}
 		if made {
-			if cfg.BootstrapKeyFile != "" {
-				fmt.Fprintf(cfg.Stderr, "keyreg: --bootstrap-key-file %s ignored: the data dir is already initialised and its root key was shown at its first start (to replace a lost root key, stop the server and run keyreg admin recover-root)\n", cfg.BootstrapKeyFile)
-			}
+			alreadyInitialised(cfg)
 			return nil
 		}
 	}
@@ -67,19 +103,27 @@ func (n *Node) bootstrap(ctx context.Context, cfg Config) error {
 	}
 	if !ws.Exists() {
 		_, err = n.Commands.CreateWorkspace(ctx, commands.CreateWorkspace{Workspace: string(events.SystemWorkspace), Name: "keyreg system"})
-		if errors.Is(err, commands.ErrAlreadyExists) {
-			return nil // another node bootstrapped first
+		if errors.Is(err, commands.ErrAlreadyExists) { // another node made it first
+			err = readsCaughtUp(ctx, n.Log)
 		}
 		if err != nil {
 			return fmt.Errorf("bootstrap: %w", err)
 		}
 	}
+	id, err := rootKeyID(ctx, n.Log)
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
 	res, err := n.Commands.CreateKey(ctx, commands.CreateKey{
 		Workspace: string(events.SystemWorkspace), Name: RootKeyName, Permissions: []string{string(httpapi.PermAdmin)},
-		Meta: events.Meta{Reason: "bootstrap: first start on an empty data dir"},
+		EventID: id, Meta: events.Meta{Reason: "bootstrap: first start on an empty data dir"},
 	})
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if res.Duplicate { // another node stored it first, and showed its secret
+		alreadyInitialised(cfg)
+		return nil
 	}
 	if file != nil {
 		if err := file.commit([]byte(res.Secret + "\n")); err != nil {
@@ -89,6 +133,55 @@ func (n *Node) bootstrap(ctx context.Context, cfg Config) error {
 	fmt.Fprintf(cfg.Stderr, "\nkeyreg: created workspace %q and its root key %s (keyreg.admin).\n"+
 		"Its secret is shown this once; keep it safe:\n\n    %s\n\n", events.SystemWorkspace, res.ID, res.Secret)
 	return nil
+}
+
+// alreadyInitialised says that the registry has its root key, when the operator may
+// expect one: with a BootstrapKeyFile, or on a cluster (where another node may have made
+// it).
+func alreadyInitialised(cfg Config) {
+	const recover = "to replace a lost root key, stop the server and run keyreg admin recover-root"
+	switch {
+	case cfg.BootstrapKeyFile != "":
+		fmt.Fprintf(cfg.Stderr, "keyreg: --bootstrap-key-file %s ignored: the registry is already initialised and its root key was shown when it was made (%s)\n", cfg.BootstrapKeyFile, recover)
+	case cfg.clustered():
+		fmt.Fprintf(cfg.Stderr, "keyreg: the registry is already initialised: its root key was shown when it was made, on this node or another (%s)\n", recover)
+	}
+}
+
+// rootKeyID returns the id of the bootstrap's root key: the ULID after the id of the
+// system workspace's created event, the same for every node of a cluster. The workspace
+// exists: until a replica that lags shows its event, it reads again (at most a minute).
+func rootKeyID(ctx context.Context, log events.Reader) (string, error) {
+	var first string
+	deadline := time.Now().Add(time.Minute)
+	for first == "" {
+		err := log.Read(ctx, events.AggregateFilter(events.SystemWorkspace, events.AggWorkspace, string(events.SystemWorkspace)), 1, func(r events.Record) error {
+			first = r.MsgID
+			return errStop
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return "", err
+		}
+		if first != "" || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	id, perr := ulid.ParseStrict(first)
+	if perr != nil {
+		return "", fmt.Errorf("the system workspace's first event id %q: %w", first, perr)
+	}
+	for i := len(id) - 1; i >= 0; i-- { // id + 1
+		id[i]++
+		if id[i] != 0 {
+			break
+		}
+	}
+	return id.String(), nil
 }
 
 // RecoverRootOptions configure RecoverRoot.

@@ -38,6 +38,13 @@ const NATSSubscriberPasswordFile = "nats-subscriber.password"
 // returns the options it started the server with, for natsUsers to reload.
 func startEmbedded(cfg Config) (*natsserver.Server, natsserver.Options, error) {
 	so := natsserver.Options{StoreDir: filepath.Join(cfg.DataDir, "nats")}
+	if cfg.clustered() && !cfg.ReadOnly {
+		c, err := clusterOptions(cfg)
+		if err != nil {
+			return nil, so, err
+		}
+		so.Cluster = c
+	}
 	if cfg.NATSListen == "" || cfg.ReadOnly {
 		s, err := natsserver.Start(so)
 		return s, so, err

@@ -34,7 +34,7 @@ type Config struct {
 	DataDir          string // holds nats/ (embedded server) and projections/
 	HTTPAddr         string // host:port; port 0 picks a free one
 	NATSURL          string // empty: the embedded server
-	Replicas         int    // stream replicas on a cluster (with NATSURL)
+	Replicas         int    // stream replicas on a cluster (with NATSURL or ClusterName)
 	BootstrapKeyFile string // where the first start writes the root secret (0600)
 	ShutdownTimeout  time.Duration
 	Logger           *slog.Logger
@@ -86,6 +86,17 @@ type Config struct {
 	// headers and body, WriteTimeout answering it; event streams and exports clear both.
 	// IdleTimeout bounds a kept-alive connection between requests.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// ClusterName, ClusterListen and ClusterPeers make the embedded server one node of a
+	// NATS cluster whose JetStream replicates the stream (Replicas, 0: 3) across its nodes:
+	// every node has the same name and peers (nats-route://host:port of every node, its
+	// own included) and listens for routes on ClusterListen. NodeName names the node in the
+	// cluster at its first start (default: a random name); it is kept in DATA/node-name
+	// (NodeNameFile). At start the node waits for the cluster, at most ClusterStartTimeout
+	// (0: DefaultClusterStartTimeout). See CheckCluster.
+	ClusterName, ClusterListen string
+	ClusterPeers               []string
+	NodeName                   string
+	ClusterStartTimeout        time.Duration
 	// VerifySnapshotInterval is how often the node writes a snapshot of its verify index for
 	// embedded verifiers (projections/verifier) when its views moved; it also writes one
 	// once caught up at start and on shutdown (0: DefaultVerifySnapshotInterval; a
@@ -204,7 +215,13 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("serve: --data is required")
 	}
-	n.stream, err = OpenStream(ctx, cfg)
+	if cfg.clustered() {
+		stop := serveWaiting(n.ln, n.tlsCfg, cfg.Logger)
+		n.stream, err = OpenStream(ctx, cfg)
+		stop()
+	} else {
+		n.stream, err = OpenStream(ctx, cfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}

@@ -39,12 +39,9 @@ func (n *Node) newSnapshotter(cfg Config) (*snapshotter, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &snapshotter{n: n, js: js, every: cfg.VerifySnapshotInterval, replicas: 1}
+	s := &snapshotter{n: n, js: js, every: cfg.VerifySnapshotInterval, replicas: cfg.replicas()}
 	if s.every == 0 {
 		s.every = DefaultVerifySnapshotInterval
-	}
-	if cfg.NATSURL != "" {
-		s.replicas = max(cfg.Replicas, 1)
 	}
 	return s, nil
 }
@@ -61,7 +58,11 @@ func (s *snapshotter) run(ctx context.Context) error {
 		}
 	}
 	wait.Stop()
-	if _, err := verifier.EnsureSnapshotStream(ctx, s.js, s.replicas); err != nil {
+	err := retryStart(ctx, s.n.cfg, "the verify snapshot stream", func(ctx context.Context) error {
+		_, err := verifier.EnsureSnapshotStream(ctx, s.js, s.replicas)
+		return err
+	})
+	if err != nil {
 		s.n.cfg.Logger.Warn("no verify snapshots", "err", err)
 		<-ctx.Done()
 		return nil

@@ -21,7 +21,8 @@ type Stream struct {
 }
 
 // OpenStream starts the embedded server of cfg.DataDir, or connects to cfg.NATSURL, and
-// opens the KEYREG stream (creating it if needed).
+// opens the KEYREG stream (creating it if needed). An embedded server that is a node of a
+// cluster (cfg.ClusterName) first waits for the cluster: see openClusterLog.
 func OpenStream(ctx context.Context, cfg Config) (_ *Stream, err error) {
 	s := &Stream{}
 	defer func() {
@@ -29,12 +30,20 @@ func OpenStream(ctx context.Context, cfg Config) (_ *Stream, err error) {
 			s.Close()
 		}
 	}()
+	if err := CheckCluster(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.NATSURL == "" {
 		if cfg.DataDir == "" {
 			return nil, fmt.Errorf("--data is required")
 		}
 		if s.unlock, err = lockDataDir(cfg.DataDir); err != nil {
 			return nil, err
+		}
+		if !cfg.clustered() {
+			if err := refuseClusterDataDir(cfg.DataDir); err != nil {
+				return nil, err
+			}
 		}
 		s.nats, s.opts, err = startEmbedded(cfg)
 		if err != nil {
@@ -48,11 +57,11 @@ func OpenStream(ctx context.Context, cfg Config) (_ *Stream, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
-	replicas := cfg.Replicas
-	if cfg.NATSURL == "" {
-		replicas = 1 // one embedded server
+	if cfg.clustered() {
+		s.Log, err = openClusterLog(ctx, s.nats, s.conn, cfg)
+		return s, err
 	}
-	s.Log, err = natslog.Open(ctx, s.conn, natslog.Options{Replicas: replicas})
+	s.Log, err = natslog.Open(ctx, s.conn, natslog.Options{Replicas: cfg.replicas()})
 	return s, err
 }
 
