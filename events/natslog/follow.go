@@ -18,6 +18,13 @@ import (
 // its consumer at once.
 const FollowInactiveThreshold = 5 * time.Second
 
+// FollowPullExpiry and FollowHeartbeat are the pull requests' expiry and idle heartbeat
+// of the followers' ordered consumers (a heartbeat must be under half the expiry).
+const (
+	FollowPullExpiry = 5 * time.Second
+	FollowHeartbeat  = time.Second
+)
+
 // FollowSubject implements events.SubjectFollower with an ordered consumer filtered on the
 // server, which recovers from gaps and reconnects by itself. The consumer is deleted when
 // it returns, and expires on the server FollowInactiveThreshold after its client is gone.
@@ -34,7 +41,11 @@ func (l *Log) FollowSubject(ctx context.Context, filter string, from uint64, fn 
 	if err != nil {
 		return fmt.Errorf("natslog: follow from %d: %w", from, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(fc.MaxMsgs))
+	// Heartbeats every second: an ordered consumer lives on one server, and when that
+	// server goes (a cluster node lost) the follower notices two missed heartbeats and
+	// makes the consumer again on a live one. With nats.go's defaults (a heartbeat every
+	// 15 seconds) the views stood still that long.
+	it, err := cons.Messages(jetstream.PullMaxMessages(fc.MaxMsgs), jetstream.PullExpiry(FollowPullExpiry), jetstream.PullHeartbeat(FollowHeartbeat))
 	if err != nil {
 		return fmt.Errorf("natslog: follow from %d: %w", from, err)
 	}

@@ -56,7 +56,8 @@ type Log struct {
 	js            jetstream.JetStream
 	stream        jetstream.Stream
 	directSubject string
-	minBatch      int // see Options.MinBatchMessages
+	minBatch      int           // see Options.MinBatchMessages
+	attempt       time.Duration // see Options.AttemptTimeout
 }
 
 // Options configure Open.
@@ -65,7 +66,19 @@ type Options struct {
 	// MinBatchMessages is the fewest messages AppendGroup puts in one atomic batch; 0
 	// means DefaultMinBatchMessages, 2 batches every group of more than one command.
 	MinBatchMessages int
+	// AttemptTimeout bounds the wait for one publish's acknowledgement; 0 means
+	// DefaultAttemptTimeout. An append whose acknowledgement did not come within it asks
+	// again, with the same message ids, until its context ends (see Append).
+	AttemptTimeout time.Duration
 }
+
+// DefaultAttemptTimeout is Options.AttemptTimeout's default: far above a healthy
+// acknowledgement (milliseconds), and short beside the leader election that follows the
+// loss of a stream leader (seconds).
+const DefaultAttemptTimeout = 2 * time.Second
+
+// MaxAppendWait bounds the attempts of an Append whose context has no deadline.
+const MaxAppendWait = 30 * time.Second
 
 // Open creates the KEYREG stream, or checks an existing one and updates the
 // settings that may change. It does not own nc: Close leaves it open.
@@ -102,7 +115,11 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	if minBatch <= 0 {
 		minBatch = DefaultMinBatchMessages
 	}
-	return &Log{nc: nc, js: js, stream: stream, directSubject: "$JS.API.DIRECT.GET." + events.StreamName, minBatch: minBatch}, nil
+	attempt := opts.AttemptTimeout
+	if attempt <= 0 {
+		attempt = DefaultAttemptTimeout
+	}
+	return &Log{nc: nc, js: js, stream: stream, directSubject: "$JS.API.DIRECT.GET." + events.StreamName, minBatch: minBatch, attempt: attempt}, nil
 }
 
 func sameMutable(have, want jetstream.StreamConfig) bool {
@@ -131,23 +148,26 @@ func (l *Log) Append(ctx context.Context, msgs []events.Message) ([]uint64, erro
 	if err != nil {
 		return nil, err
 	}
-	var last uint64
-	if len(nmsgs) == 1 {
-		var ack *jetstream.PubAck
-		ack, err = l.js.PublishMsg(ctx, nmsgs[0])
-		if err == nil {
-			// A duplicate's ack carries the sequence stored the first time.
-			return []uint64{ack.Sequence}, nil
-		}
-	} else {
-		var ack *jetstreamext.BatchAck
-		ack, err = jetstreamext.PublishMsgBatch(ctx, l.js, nmsgs)
-		if err == nil {
-			last = ack.Sequence
-		}
+	// Each attempt waits for its acknowledgement at most l.attempt. No answer in time
+	// means the stream's leader may be gone (a leader that dies takes the publishes it
+	// was given with it), so ask again until ctx ends: the new leader answers once
+	// elected. Asking again is safe: the stream drops a message id it already holds
+	// (answering with the first one's sequence), and a batch whose expectations fail
+	// because it is stored already is found by findStored below.
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, MaxAppendWait)
+		defer cancel()
 	}
-	if err == nil {
-		return consecutive(last-uint64(len(msgs))+1, len(msgs)), nil
+	for {
+		var seqs []uint64
+		seqs, err = l.publish(ctx, nmsgs)
+		if err == nil {
+			return seqs, nil
+		}
+		if ctx.Err() != nil || !noAnswer(err) {
+			break
+		}
 	}
 	// A conflict or a duplicate after a lost ack: the messages may already be stored.
 	if seqs, ok := l.findStored(ctx, msgs); ok {
@@ -157,6 +177,32 @@ func (l *Log) Append(ctx context.Context, msgs []events.Message) ([]uint64, erro
 		return nil, fmt.Errorf("%w: append %s: %v", events.ErrConflict, msgs[0].Subject, err)
 	}
 	return nil, fmt.Errorf("natslog: append %s: %w", msgs[0].Subject, unavailable(err))
+}
+
+// publish makes one attempt at storing nmsgs, waiting at most l.attempt for the answer.
+// One message is published with a plain JetStream publish; several go in one atomic
+// batch.
+func (l *Log) publish(ctx context.Context, nmsgs []*nats.Msg) ([]uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.attempt)
+	defer cancel()
+	if len(nmsgs) == 1 {
+		ack, err := l.js.PublishMsg(ctx, nmsgs[0])
+		if err != nil {
+			return nil, err
+		}
+		// A duplicate's ack carries the sequence stored the first time.
+		return []uint64{ack.Sequence}, nil
+	}
+	ack, err := jetstreamext.PublishMsgBatch(ctx, l.js, nmsgs)
+	if err != nil {
+		return nil, err
+	}
+	return consecutive(ack.Sequence-uint64(len(nmsgs))+1, len(nmsgs)), nil
+}
+
+// noAnswer reports whether err says an acknowledgement did not come in time.
+func noAnswer(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }
 
 // natsMsgs makes the NATS messages of msgs: the event id as Nats-Msg-Id, the expectation
