@@ -352,9 +352,18 @@ func leaderPause(ctx context.Context, exe string, opts ClusterOptions, nodes []*
 // stream: it adds a NATS subscriber through h, asks the stream's info, and matches the
 // leader's server name with the server each node's NATS listener names.
 func streamLeader(ctx context.Context, h *httpRunner, nodes []*node) (int, error) {
+	// A node answers 503 when its NATS users did not take the new subscriber within its
+	// bound (seen once on a busy cluster): the subscriber is then added without its
+	// password reaching us, so try again under another name.
 	var sub wire.NewSubscriber
-	if err := h.call("POST", "/v1/subscribers", map[string]any{"name": "bench-" + strings.ToLower(events.NewID()[20:])}, &sub); err != nil {
-		return 0, err
+	for try := 0; ; try++ {
+		err := h.call("POST", "/v1/subscribers", map[string]any{"name": "bench-" + strings.ToLower(events.NewID()[20:])}, &sub)
+		var se *statusError
+		if err == nil {
+			break
+		} else if !errors.As(err, &se) || se.status != http.StatusServiceUnavailable || try == 2 {
+			return 0, err
+		}
 	}
 	connect := func(url string) (*nats.Conn, error) {
 		var nc *nats.Conn
