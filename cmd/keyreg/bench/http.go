@@ -222,7 +222,7 @@ func (h *httpRunner) call(method, path string, body, out any) error {
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
+		return &statusError{method: method, path: path, status: resp.StatusCode, text: resp.Status, body: bytes.TrimSpace(data)}
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -230,6 +230,17 @@ func (h *httpRunner) call(method, path string, body, out any) error {
 		}
 	}
 	return nil
+}
+
+// statusError is a call's answer other than 2xx.
+type statusError struct {
+	method, path, text string
+	status             int
+	body               []byte
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("%s %s: %s: %s", e.method, e.path, e.text, e.body)
 }
 
 // setup makes a workspace of its own and the keys the updates change.

@@ -12,6 +12,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	opts := bench.Options{}
 	var httpOpts benchHTTPFlags
 	var million bench.MillionOptions
+	var cluster bool
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure this machine: appends (fsync on), commands, replay and verify",
@@ -27,9 +28,13 @@ process. The figures are this machine's, at this moment.`,
   keyreg bench --events 10000 --publishers 64
   keyreg bench --http
   keyreg bench --http --addr 127.0.0.1:8080 --token "$(cat root.key)"
-  keyreg bench --keys 1000000`,
+  keyreg bench --keys 1000000
+  keyreg bench --cluster`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cluster {
+				return runBenchCluster(cmd, g, httpOpts.opts, opts.Dir)
+			}
 			if httpOpts.on {
 				return runBenchHTTP(cmd, g, httpOpts, opts.Dir)
 			}
@@ -53,6 +58,7 @@ process. The figures are this machine's, at this moment.`,
 	cmd.Flags().StringVar(&opts.Dir, "dir", "", "directory for the throwaway stream and views (default: a temporary one)")
 	httpOpts.add(cmd)
 	cmd.Flags().IntVar(&million.Keys, "keys", 0, "instead: build this many keys through the log (1000000 for the million-key run) and measure a keyreg serve child on them: memory, verify latency, start-ups, replay, embedded verifier start-up")
+	cmd.Flags().BoolVar(&cluster, "cluster", false, "instead: start a cluster of three keyreg serve children (embedded NATS, R3 stream) and a single node, and print durable HTTP writes on each (--http-clients, --http-keys, --http-writes), the pause in writes when the stream leader is killed, and its restart")
 	cmd.Flags().IntVar(&million.Verifies, "verifies", 20000, "with --keys: HTTP verifies measured per start")
 	return cmd
 }
@@ -129,4 +135,41 @@ func runMillion(cmd *cobra.Command, g *globals, opts bench.MillionOptions, dir s
 	opts.Dir, opts.Progress = dir, g.stderr
 	fmt.Fprintf(g.stdout, "keyreg bench: %d keys, in %s\n", opts.Keys, dir)
 	return bench.Million(cmd.Context(), opts, func(f bench.Figure) { bench.PrintFigure(g.stdout, f) })
+}
+
+// runBenchCluster is `keyreg bench --cluster`.
+func runBenchCluster(cmd *cobra.Command, g *globals, h bench.HTTPOptions, dir string) error {
+	if dir == "" {
+		d, cleanup, err := bench.TempDir()
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		dir = d
+	}
+	opts := bench.ClusterOptions{Dir: dir, Clients: h.Clients, Keys: h.Keys, Writes: h.Writes}
+	if !g.json {
+		fmt.Fprintf(g.stdout, "keyreg bench --cluster: a single node, then 3 nodes (R3), %d clients over %d keys, %d writes, in %s\n",
+			opts.Clients, opts.Keys, opts.Writes, dir)
+	}
+	var results []any
+	err := bench.RunCluster(cmd.Context(), opts, func(r bench.ClusterReport) {
+		switch {
+		case g.json && r.Result != nil:
+			results = append(results, r.Result)
+		case g.json:
+			results = append(results, map[string]any{"what": r.Figure.What, "value": r.Figure.Value, "unit": r.Figure.Unit})
+		case r.Result != nil:
+			bench.PrintHTTP(g.stdout, *r.Result)
+		default:
+			bench.PrintFigure(g.stdout, *r.Figure)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(results)
+	}
+	return nil
 }
