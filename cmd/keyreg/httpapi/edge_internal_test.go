@@ -2,11 +2,14 @@ package httpapi
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyreg/keyreg/events"
 )
 
 // TestIdempotencyCacheBounds drives the cache through answers that are kept and answers
@@ -152,4 +155,19 @@ func FuzzParsePathIDs(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestOutcomeNamesUnavailable: a command refused because the stream cannot take it now
+// (no leader, no quorum) is counted as "unavailable" in keyreg_commands_total, apart from
+// the errors an operator must look into.
+func TestOutcomeNamesUnavailable(t *testing.T) {
+	for err, want := range map[error]string{
+		nil: "ok",
+		fmt.Errorf("natslog: append x: %w", events.ErrUnavailable): "unavailable",
+		errors.New("disk on fire"):                                 "error",
+	} {
+		if got := outcome(err); got != want {
+			t.Errorf("outcome(%v) = %q, want %q", err, got, want)
+		}
+	}
 }

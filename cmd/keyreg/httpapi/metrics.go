@@ -85,6 +85,8 @@ func outcome(err error) string {
 		return "invalid"
 	case errors.Is(err, events.ErrNotFound):
 		return "not_found"
+	case errors.Is(err, events.ErrUnavailable):
+		return "unavailable"
 	case errors.Is(err, commands.ErrPrecondition):
 		return "precondition_failed"
 	case errors.Is(err, commands.ErrNameTaken), errors.Is(err, commands.ErrAlreadyExists),
