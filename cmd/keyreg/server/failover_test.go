@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -693,5 +695,79 @@ func TestNATSClusterWithoutQuorum(t *testing.T) {
 	}
 	if _, err := cl.CreateKey(ctx, crashWorkspace, client.CreateKeyRequest{Name: "after"}, client.WriteOptions{}); err != nil {
 		t.Fatalf("create a key once the servers are back: %v", err)
+	}
+}
+
+// TestNATSClusterNameClaimRace: two keyreg nodes on three nats-server processes race to
+// register identifiers of one name: for each of 10 names, 8 writers (4 on each node) send
+// the same registration at once, with the name spelt in other cases. Exactly one of the 8
+// is 201 and the others 409 name_taken, and both nodes list exactly one identifier of
+// each name, the one that won.
+func TestNATSClusterNameClaimRace(t *testing.T) {
+	_, procs, _, root := startClusterPair(t)
+	hc := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	clients := [2]*client.Client{client.New(procs[0].url, root, hc), client.New(procs[1].url, root, hc)}
+	if _, err := clients[0].CreateWorkspace(ctx, crashWorkspace, "Names", client.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	clients[1].ObserveSequence(clients[0].Sequence()) // node 2's writes find the workspace
+	winners := map[string]string{}                    // name -> id of the identifier made
+	for n := range 10 {
+		name := fmt.Sprintf("Été 2026 – campagne %d", n)
+		var mu sync.Mutex
+		var made []wire.Identifier
+		var taken int
+		var other []string
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for w := range 8 {
+			wg.Go(func() {
+				spelt := name
+				if w%2 == 1 {
+					spelt = strings.ToUpper(name)
+				}
+				c := clients[w%2]
+				<-start
+				id, err := c.RegisterIdentifier(ctx, crashWorkspace, client.RegisterIdentifierRequest{Kind: "segment", Name: spelt}, client.WriteOptions{})
+				mu.Lock()
+				defer mu.Unlock()
+				var ce *client.Error
+				switch {
+				case err == nil:
+					made = append(made, id)
+				case errors.As(err, &ce) && ce.Status == http.StatusConflict && ce.Problem.Code == "name_taken":
+					taken++
+				default:
+					other = append(other, err.Error())
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if len(made) != 1 || taken != 7 || len(other) > 0 {
+			t.Fatalf("name %q: %d made (%v), %d name_taken, other answers %q; want 1 made and 7 name_taken", name, len(made), made, taken, other)
+		}
+		winners[strings.ToLower(name)] = made[0].ID
+		for _, c := range clients {
+			c.ObserveSequence(max(clients[0].Sequence(), clients[1].Sequence()))
+		}
+	}
+	for i, c := range clients {
+		ids, err := c.ListIdentifiers(ctx, crashWorkspace, "segment", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, id := range ids {
+			if prev, dup := got[strings.ToLower(id.Name)]; dup {
+				t.Errorf("node %d lists two identifiers named %q: %s and %s", i+1, id.Name, prev, id.ID)
+			}
+			got[strings.ToLower(id.Name)] = id.ID
+		}
+		if !maps.Equal(got, winners) {
+			t.Errorf("node %d lists %v, want the winners %v", i+1, got, winners)
+		}
 	}
 }
