@@ -318,7 +318,7 @@ func toProblem(err error) *Problem {
 		// The request was stopped under way: the server shutting down once its drain time
 		// has passed (or the client gone). A change may have been stored: not a 500.
 		p = streamUnavailable(true)
-		p.Detail = "the request was stopped before its outcome was known (the server is shutting down): a change may have been stored. " +
+		p.Detail = "the request was stopped under way (the server is shutting down): the outcome of a change is unknown, it may have been stored. " +
 			"A retry with the same Idempotency-Key, on this node or another, applies it at most once; without one, read the resource first"
 		return p
 	}
