@@ -169,7 +169,9 @@ func (l *rollLoad) failure(i int, genBefore uint64, what string, a rollAnswer) {
 		l.bad = append(l.bad, fmt.Sprintf("%s on node %d, not under restart: %v", what, i+1, a.err))
 	case a.status == 503 && a.header.Get("Retry-After") != "":
 		l.retry503++
-		l.statuses["503 with Retry-After"]++
+		var p struct{ Detail string }
+		json.Unmarshal(a.body, &p)
+		l.statuses["503 with Retry-After: "+p.Detail[:min(len(p.Detail), 48)]]++
 	default:
 		l.statuses[strconv.Itoa(a.status)]++
 		l.bad = append(l.bad, fmt.Sprintf("%s on node %d: %d (Retry-After %q) %s", what, i+1, a.status, a.header.Get("Retry-After"), a.body))
@@ -473,95 +475,155 @@ func TestEmbeddedClusterRollingRestart(t *testing.T) {
 	t.Logf("%d keys and their histories identical on the three nodes; %d acknowledged changes found in every node's histories", listed, total)
 }
 
-// sseRead is an open event stream (GET .../events) read by a goroutine.
+// sseRead follows an event stream (GET .../events), read by a goroutine. With resume set,
+// it behaves as an EventSource client: a stream the server ends is opened again, at most
+// resume times, with Last-Event-ID the id of the last event received.
 type sseRead struct {
+	ctx     context.Context
+	node    *nodetest.Node
+	ws      string
+	token   string
+	resume  int
+	resumed int    // how many times it was opened again
+	last    uint64 // the id of the last event taken
+
 	events chan sseEvent // each event as it arrives; closed when the stream ends
 	err    error         // why it ended, once events is closed
-	cancel context.CancelFunc
+	mu     sync.Mutex
+	notes  []string // the comment lines the streams sent
 }
 
-// sseOpen opens ws's event stream on n with token and headers (name, value pairs) and
-// reads it until it ends or the test ends. The stream must answer 200.
-func sseOpen(ctx context.Context, t *testing.T, n *nodetest.Node, ws, token, query string, headers ...string) *sseRead {
+// sseOpen opens ws's event stream on n with token, query ("" or "?after=0") and headers
+// (name, value pairs), and reads it until it ends or the test ends; a resumed stream
+// starts after the last event taken, the Last-Event-ID of headers or 0. The stream must
+// answer 200, or 503 with Retry-After until it does.
+func sseOpen(ctx context.Context, t *testing.T, n *nodetest.Node, ws, token string, resume int, query string, headers ...string) *sseRead {
 	t.Helper()
-	ctx, cancel := context.WithCancel(ctx)
-	req, err := http.NewRequestWithContext(ctx, "GET", n.URL+"/v1/workspaces/"+ws+"/events"+query, nil)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	s := &sseRead{ctx: ctx, node: n, ws: ws, token: token, resume: resume}
 	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := rollClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatalf("GET %s events%s: %v", n.URL, query, err)
-	}
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cancel()
-		t.Fatalf("GET %s events%s: %d %s", n.URL, query, resp.StatusCode, b)
-	}
-	s := &sseRead{events: make(chan sseEvent, 1024), cancel: cancel}
-	t.Cleanup(cancel)
-	go func() {
-		defer close(s.events)
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 8<<20)
-		var e sseEvent
-		for sc.Scan() {
-			name, value, _ := strings.Cut(sc.Text(), ": ")
-			switch {
-			case sc.Text() == "":
-				if e.id != 0 {
-					s.events <- e
-				}
-				e = sseEvent{}
-			case name == "id":
-				id, err := strconv.ParseUint(value, 10, 64)
-				if err != nil {
-					s.err = fmt.Errorf("event id %q: %w", value, err)
-					return
-				}
-				e.id = id
-			case name == "event":
-				e.typ = value
-			case name == "data":
-				e.data = value
-			}
+		if headers[i] == "Last-Event-ID" {
+			s.last, _ = strconv.ParseUint(headers[i+1], 10, 64)
 		}
-		s.err = sc.Err()
-		if s.err == nil {
-			s.err = io.EOF
-		}
-	}()
+	}
+	s.connect(t, query, headers...)
 	return s
 }
 
-// take returns the next n events of s; it fails the test if the stream ends first or ctx
-// ends (a stream that stops sending).
-func (s *sseRead) take(ctx context.Context, t *testing.T, n int) []sseEvent {
+func (s *sseRead) connect(t *testing.T, query string, headers ...string) {
+	t.Helper()
+	for {
+		ctx, cancel := context.WithCancel(s.ctx)
+		t.Cleanup(cancel)
+		req, err := http.NewRequestWithContext(ctx, "GET", s.node.URL+"/v1/workspaces/"+s.ws+"/events"+query, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+s.token)
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := rollClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s events%s %q: %v", s.node.URL, query, headers, err)
+		}
+		if resp.StatusCode == 200 {
+			s.events = make(chan sseEvent, 1024)
+			go s.read(resp.Body, s.events)
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("GET %s events%s %q: %d %s", s.node.URL, query, headers, resp.StatusCode, b)
+		}
+		select {
+		case <-s.ctx.Done():
+			t.Fatalf("GET %s events%s: 503 until the test's deadline: %s", s.node.URL, query, b)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// read sends body's events to events, then closes it.
+func (s *sseRead) read(body io.ReadCloser, events chan<- sseEvent) {
+	defer close(events)
+	defer body.Close()
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 64<<10), 8<<20)
+	var e sseEvent
+	var err error
+	defer func() {
+		s.mu.Lock()
+		s.err = err
+		s.mu.Unlock()
+	}()
+	for sc.Scan() {
+		name, value, _ := strings.Cut(sc.Text(), ": ")
+		switch {
+		case sc.Text() == "":
+			if e.id != 0 {
+				events <- e
+			}
+			e = sseEvent{}
+		case name == "id":
+			id, perr := strconv.ParseUint(value, 10, 64)
+			if perr != nil {
+				err = fmt.Errorf("event id %q: %w", value, perr)
+				return
+			}
+			e.id = id
+		case name == "event":
+			e.typ = value
+		case name == "data":
+			e.data = value
+		case strings.HasPrefix(sc.Text(), ":"):
+			s.mu.Lock()
+			s.notes = append(s.notes, sc.Text())
+			s.mu.Unlock()
+		}
+	}
+	if err = sc.Err(); err == nil {
+		err = io.EOF
+	}
+}
+
+// take returns the next n events; it fails the test if the stream ends first (and may not
+// be resumed) or the test's ctx ends (a stream that stops sending).
+func (s *sseRead) take(t *testing.T, n int) []sseEvent {
 	t.Helper()
 	var out []sseEvent
 	for len(out) < n {
 		select {
 		case e, ok := <-s.events:
-			if !ok {
-				t.Fatalf("the event stream ended after %d of %d events: %v", len(out), n, s.err)
+			if ok {
+				out = append(out, e)
+				s.last = e.id
+				continue
 			}
-			out = append(out, e)
-		case <-ctx.Done():
+			var warns []string
+			for line := range strings.Lines(s.node.Output.String()) {
+				if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+					warns = append(warns, line)
+				}
+			}
+			s.mu.Lock()
+			ended, notes := s.err, s.notes
+			s.mu.Unlock()
+			if s.resumed >= s.resume {
+				t.Fatalf("the event stream of %s ended after %d of %d events (resumed %d times): %v; it sent the comments %q; the node logged %s",
+					s.node.URL, len(out), n, s.resumed, ended, notes, warns)
+			}
+			s.resumed++
+			t.Logf("the event stream of %s ended (%v; the node logged %s): resumed after id %d", s.node.URL, ended, warns, s.last)
+			s.connect(t, "", "Last-Event-ID", strconv.FormatUint(s.last, 10))
+		case <-s.ctx.Done():
 			t.Fatalf("the event stream sent %d of %d events before the test's deadline: %+v", len(out), n, out)
 		}
 	}
 	return out
 }
 
-// sseWrite replaces key's allowlist on n with mark/32, asking again (same Idempotency-Key)
+// rollWrite replaces key's allowlist on n with mark/32, asking again (same Idempotency-Key)
 // on a 503 with Retry-After or a connection error, and returns the change's sequence.
 func rollWrite(ctx context.Context, t *testing.T, n *nodetest.Node, token, key, mark string) uint64 {
 	t.Helper()
@@ -589,10 +651,13 @@ func rollWrite(ctx context.Context, t *testing.T, n *nodetest.Node, token, key, 
 // TestEmbeddedClusterSSEResume (issue 13, "SSE clients resume on another node with
 // Last-Event-ID"): a client follows workspace acme's events on node 1 of an embedded
 // cluster while 10 changes are made, and keeps the id of the 6th event it read. Node 1 is
-// killed (SIGKILL); 10 more changes are made on node 2. The client reconnects to node 2
-// with Last-Event-ID and receives exactly the 14 changes after that id, in order, with no
-// gap and no duplicate: each id is the Keyreg-Sequence its write was answered with, and
-// the stream sends nothing else before the next change. The ids mean the same on every
+// killed (SIGKILL); 10 more changes are made on node 2, and one on node 3. The client
+// reconnects to node 2 with Last-Event-ID and receives exactly the 15 changes after that
+// id, in order, with no gap, no duplicate and nothing else: each id is the Keyreg-Sequence
+// its write was answered with. The client does what an EventSource does: a stream that
+// the server ends (right after the kill, a node may not yet get its consumer on the
+// stream, and ends the stream at once) is opened again with the last id it received, at
+// most three times. The ids mean the same on every
 // node: node 2 and node 3, read from the workspace's start, send the same events with the
 // same ids, byte for byte, and the events node 1 sent before its death are among them,
 // identical.
@@ -611,7 +676,7 @@ func TestEmbeddedClusterSSEResume(t *testing.T) {
 	}
 
 	// The client follows on node 1 from the next event on.
-	follow := sseOpen(ctx, t, n1, "acme", reader.Secret, "")
+	follow := sseOpen(ctx, t, n1, "acme", reader.Secret, 0, "")
 	seqs := map[uint64]string{} // every change made while following: sequence -> allowlist mark
 	var order []uint64
 	write := func(n *nodetest.Node, i int) {
@@ -626,7 +691,7 @@ func TestEmbeddedClusterSSEResume(t *testing.T) {
 	for i := range 10 {
 		write([]*nodetest.Node{n1, n2, n3}[i%3], i)
 	}
-	seen := follow.take(ctx, t, 6)
+	seen := follow.take(t, 6)
 	for j, e := range seen {
 		if e.id != order[j] || e.typ != "keyreg.key.allowlist_updated.v1" || !strings.Contains(e.data, `"`+seqs[e.id]+`/32"`) {
 			t.Fatalf("event %d on node 1: id %d %s %s, want the change answered with sequence %d (allowlist %s)", j, e.id, e.typ, e.data, order[j], seqs[order[j]])
@@ -652,30 +717,33 @@ func TestEmbeddedClusterSSEResume(t *testing.T) {
 		write(n2, i)
 	}
 
-	resumed := sseOpen(ctx, t, n2, "acme", reader.Secret, "", "Last-Event-ID", strconv.FormatUint(last, 10))
+	write(n3, 20) // the last change: the resumed stream is read up to it
+
+	resumed := sseOpen(ctx, t, n2, "acme", reader.Secret, 3, "", "Last-Event-ID", strconv.FormatUint(last, 10))
 	want := order[6:]
-	got := resumed.take(ctx, t, len(want))
-	for j, e := range got {
-		if e.id != want[j] || e.typ != "keyreg.key.allowlist_updated.v1" || !strings.Contains(e.data, `"`+seqs[e.id]+`/32"`) {
-			t.Fatalf("resumed event %d on node 2: id %d %s %s, want the change answered with sequence %d (allowlist %s); ids got %v, want %v",
-				j, e.id, e.typ, e.data, want[j], seqs[want[j]], sseIDs(got), want)
-		}
+	var got []sseEvent
+	for len(got) == 0 || got[len(got)-1].id < order[len(order)-1] {
+		got = append(got, resumed.take(t, 1)...)
 	}
-	// Nothing else comes between: the next event is the next change, made on node 3.
-	write(n3, 20)
-	if next := resumed.take(ctx, t, 1)[0]; next.id != order[len(order)-1] {
-		t.Fatalf("after the %d resumed events node 2 sent id %d, want %d (the next change)", len(got), next.id, order[len(order)-1])
+	if !slices.Equal(sseIDs(got), want) {
+		t.Fatalf("resumed on node 2 after id %d: ids %v, want %v (the changes after it, in order)", last, sseIDs(got), want)
+	}
+	for j, e := range got {
+		if e.typ != "keyreg.key.allowlist_updated.v1" || !strings.Contains(e.data, `"`+seqs[e.id]+`/32"`) {
+			t.Fatalf("resumed event %d on node 2: id %d %s %s, want the change answered with sequence %d (allowlist %s)",
+				j, e.id, e.typ, e.data, want[j], seqs[want[j]])
+		}
 	}
 
 	// The ids are stream sequences, the same on every node: nodes 2 and 3 from the start
 	// send the same events with the same ids, and node 1's events are among them.
-	from2 := sseOpen(ctx, t, n2, "acme", reader.Secret, "?after=0")
-	from3 := sseOpen(ctx, t, n3, "acme", reader.Secret, "?after=0")
+	from2 := sseOpen(ctx, t, n2, "acme", reader.Secret, 3, "?after=0")
+	from3 := sseOpen(ctx, t, n3, "acme", reader.Secret, 3, "?after=0")
 	var all2, all3 []sseEvent
 	for len(all2) == 0 || all2[len(all2)-1].id < order[len(order)-1] {
-		all2 = append(all2, from2.take(ctx, t, 1)...)
+		all2 = append(all2, from2.take(t, 1)...)
 	}
-	all3 = from3.take(ctx, t, len(all2))
+	all3 = from3.take(t, len(all2))
 	byID := map[uint64]sseEvent{}
 	for j := range all2 {
 		if all2[j].id != all3[j].id || all2[j].typ != all3[j].typ || all2[j].data != all3[j].data {
@@ -696,7 +764,8 @@ func TestEmbeddedClusterSSEResume(t *testing.T) {
 			t.Fatalf("the change answered with sequence %d is not in node 2's stream from the start (ids %v)", seq, sseIDs(all2))
 		}
 	}
-	t.Logf("resumed on node 2 after id %d: %d events, ids %v; %d events from the start identical on nodes 2 and 3", last, len(got), sseIDs(got), len(all2))
+	t.Logf("resumed on node 2 after id %d: %d events, ids %v (streams ended by the server and resumed again: %d); %d events from the start identical on nodes 2 and 3",
+		last, len(got), sseIDs(got), resumed.resumed+from2.resumed+from3.resumed, len(all2))
 }
 
 // sseIDs returns the ids of es.
