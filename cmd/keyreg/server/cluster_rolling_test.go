@@ -119,8 +119,6 @@ type rollLoad struct {
 	mu       sync.Mutex
 	acks     []rollAck
 	maxSeq   uint64         // the highest acknowledged sequence
-	conn     int            // connection errors to a node under restart
-	retry503 int            // 503 answers with Retry-After
 	bad      []string       // any other failure: what the test reports
 	byNode   map[int]int    // acknowledged changes per node
 	statuses map[string]int // every failure, by kind, for the log
@@ -162,13 +160,11 @@ func (l *rollLoad) failure(i int, genBefore uint64, what string, a rollAnswer) {
 	defer l.mu.Unlock()
 	switch {
 	case a.err != nil && (genBefore%2 == 1 || genAfter != genBefore):
-		l.conn++
 		l.statuses["connection error (node restarting)"]++
 	case a.err != nil:
 		l.statuses["connection error (node serving)"]++
 		l.bad = append(l.bad, fmt.Sprintf("%s on node %d, not under restart: %v", what, i+1, a.err))
 	case a.status == 503 && a.header.Get("Retry-After") != "":
-		l.retry503++
 		var p struct{ Detail string }
 		json.Unmarshal(a.body, &p)
 		l.statuses["503 with Retry-After: "+p.Detail[:min(len(p.Detail), 48)]]++
