@@ -314,6 +314,13 @@ func toProblem(err error) *Problem {
 		return streamUnavailable(errors.Is(err, context.DeadlineExceeded))
 	case errors.Is(err, events.ErrConflict):
 		return problem(http.StatusConflict, CodeConflict, "too many concurrent changes to this resource; retry")
+	case errors.Is(err, context.Canceled):
+		// The request was stopped under way: the server shutting down once its drain time
+		// has passed (or the client gone). A change may have been stored: not a 500.
+		p = streamUnavailable(true)
+		p.Detail = "the request was stopped under way (the server is shutting down): the outcome of a change is unknown, it may have been stored. " +
+			"A retry with the same Idempotency-Key, on this node or another, applies it at most once; without one, read the resource first"
+		return p
 	}
 	p = problem(http.StatusInternalServerError, CodeInternal, "internal error")
 	p.internal = err

@@ -22,6 +22,7 @@ func TestToProblemUnavailable(t *testing.T) {
 		{"NotStored", fmt.Errorf("natslog: append: %w: nats: no responders", events.ErrUnavailable), false},
 		{"NoAnswer", fmt.Errorf("natslog: append: %w: no answer in time: %w", events.ErrUnavailable, context.DeadlineExceeded), true},
 		{"CommandTimedOut", fmt.Errorf("wait: %w", context.DeadlineExceeded), true},
+		{"StoppedAtShutdown", fmt.Errorf("update allowlist: %w", context.Canceled), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := toProblem(tc.err)
