@@ -20,7 +20,7 @@ import (
 func TestProblemMatchesServer(t *testing.T) {
 	server := &httpapi.Problem{Type: "about:blank", Title: "Bad Request", Status: 400, Detail: "d", Code: "invalid_input",
 		Field: "allowlist", Value: "10.0.0.0/33", Errors: []*huma.ErrorDetail{{Message: "m", Location: "body.allowlist[0]", Value: "x"}},
-		RetryIn: 3, Holder: "I1", CurrentVersion: 7, Limit: 10}
+		RetryIn: 3, Holder: "I1", CurrentVersion: 7, Limit: 10, AppliedSeq: 12}
 	// Every exported field is set, so a field added to one side and not the other shows.
 	v := reflect.ValueOf(server).Elem()
 	for i := range v.NumField() {
