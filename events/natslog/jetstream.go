@@ -200,9 +200,11 @@ func (l *Log) publish(ctx context.Context, nmsgs []*nats.Msg) ([]uint64, error) 
 	return consecutive(ack.Sequence-uint64(len(nmsgs))+1, len(nmsgs)), nil
 }
 
-// noAnswer reports whether err says an acknowledgement did not come in time.
+// noAnswer reports whether err says an acknowledgement did not come in time, or that an
+// earlier attempt with the same message id is still being stored.
 func noAnswer(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		apiErrorCode(err) == errCodeDuplicateInProcess
 }
 
 // natsMsgs makes the NATS messages of msgs: the event id as Nats-Msg-Id, the expectation

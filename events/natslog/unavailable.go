@@ -18,7 +18,11 @@ const (
 	errCodeStreamOfflineReason   jetstream.ErrorCode = 10194
 	errCodeAtomicTooManyInflight jetstream.ErrorCode = 10210
 	errCodeBatchTooManyInflight  jetstream.ErrorCode = 10211
-	apiCodeServiceUnavailable                        = 503 // e.g. "JetStream system temporarily unavailable"
+	// errCodeDuplicateInProcess: a message id asked again while its first publish is
+	// still being stored (proposed, not yet committed: the stream lacks a quorum). The
+	// outcome is not known yet.
+	errCodeDuplicateInProcess jetstream.ErrorCode = 10158
+	apiCodeServiceUnavailable                     = 503 // e.g. "JetStream system temporarily unavailable"
 )
 
 // unavailable wraps err with events.ErrUnavailable when it says the stream cannot serve
@@ -34,7 +38,7 @@ func unavailable(err error) error {
 		return err
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%w: no answer in time: %w", events.ErrUnavailable, err)
-	case errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrConnectionClosed),
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrConnectionClosed), apiErrorCode(err) == errCodeDuplicateInProcess,
 		errors.Is(err, nats.ErrStaleConnection), errors.Is(err, nats.ErrDisconnected):
 		return fmt.Errorf("%w: no answer (%w): %w", events.ErrUnavailable, context.DeadlineExceeded, err)
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders),
@@ -43,6 +47,19 @@ func unavailable(err error) error {
 		return fmt.Errorf("%w: %w", events.ErrUnavailable, err)
 	}
 	return err
+}
+
+// apiErrorCode returns the JetStream API error code of err, or 0.
+func apiErrorCode(err error) jetstream.ErrorCode {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode
+	}
+	var jsErr jetstream.JetStreamError
+	if errors.As(err, &jsErr) && jsErr.APIError() != nil {
+		return jsErr.APIError().ErrorCode
+	}
+	return 0
 }
 
 // isUnavailableAPIError reports whether err is a JetStream API error that says the stream

@@ -1,0 +1,35 @@
+package natslog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyreg/keyreg/events"
+)
+
+// TestDuplicateInProcess: a publish asked again while the first, with the same message
+// id, is still being stored (a stream without quorum answers 409 "duplicate message id is
+// in process") is neither a refusal nor a conflict: Append asks again, and if its time
+// runs out the answer is "unavailable, outcome unknown". (Counted as an internal error, it
+// made writes without quorum answer 500.)
+func TestDuplicateInProcess(t *testing.T) {
+	err := fmt.Errorf("nats: %w", &jetstream.APIError{Code: 409, ErrorCode: errCodeDuplicateInProcess, Description: "duplicate message id is in process"})
+	if !noAnswer(err) {
+		t.Error("noAnswer: false, want true (ask again)")
+	}
+	if isConflict(err) {
+		t.Error("isConflict: true, want false")
+	}
+	u := unavailable(err)
+	if !errors.Is(u, events.ErrUnavailable) || !errors.Is(u, context.DeadlineExceeded) {
+		t.Errorf("unavailable(%v) = %v, want events.ErrUnavailable and context.DeadlineExceeded (outcome unknown)", err, u)
+	}
+	other := &jetstream.APIError{Code: 400, ErrorCode: 10999, Description: "something else"}
+	if noAnswer(other) || errors.Is(unavailable(other), events.ErrUnavailable) {
+		t.Error("another API error is taken for no answer")
+	}
+}
