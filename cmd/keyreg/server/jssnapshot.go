@@ -133,9 +133,7 @@ func restoreStream(ctx context.Context, nc *nats.Conn, stream string, meta strea
 	for {
 		n, rerr := io.ReadFull(br, chunk)
 		if n > 0 {
-			rctx, cancel := context.WithTimeout(ctx, snapshotChunkTimeout)
-			ack, err := nc.RequestWithContext(rctx, resp.DeliverSubject, chunk[:n])
-			cancel()
+			ack, err := sendChunk(ctx, nc, resp.DeliverSubject, chunk[:n])
 			if err != nil {
 				return st, fmt.Errorf("restore stream %s: send a chunk: %w", stream, err)
 			}
@@ -173,4 +171,25 @@ func restoreStream(ctx context.Context, nc *nats.Conn, stream string, meta strea
 		return st, fmt.Errorf("restore stream %s: %w", stream, done.Error)
 	}
 	return done.State, nil
+}
+
+// sendChunk sends one chunk of a restore and returns the answer. The server that takes
+// the snapshot (on a cluster, the restored stream's first leader) may have just
+// subscribed to subject: until its interest reaches the server nc is connected to, a
+// request finds no responders and reaches nobody, so it is sent again, for a few seconds.
+func sendChunk(ctx context.Context, nc *nats.Conn, subject string, chunk []byte) (*nats.Msg, error) {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, snapshotChunkTimeout)
+		ack, err := nc.RequestWithContext(rctx, subject, chunk)
+		cancel()
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+			return ack, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
