@@ -203,7 +203,44 @@ func restoreStaged(ctx context.Context, nc *nats.Conn, p *pendingRestore, replic
 	}
 	defer snap.Close()
 	_, err = restoreStream(ctx, nc, events.StreamName, meta, snap)
+	if errors.Is(err, errRestoreBroke) {
+		// JetStream keeps the stream of a failed restore on a cluster (it is this
+		// restore's: JetStream took no other): delete it, so that the next try starts
+		// afresh.
+		if derr := deleteStream(ctx, nc); derr != nil {
+			err = fmt.Errorf("%w; deleting the stream it left: %w", err, derr)
+		}
+	}
 	return err
+}
+
+// deleteStream deletes the KEYREG stream, trying for a while: right after a failed
+// restore, JetStream may not know the stream it keeps yet.
+func deleteStream(ctx context.Context, nc *nats.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		var resp struct {
+			Error   *jsAPIError `json:"error"`
+			Success bool        `json:"success"`
+		}
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		msg, err := nc.RequestWithContext(rctx, "$JS.API.STREAM.DELETE."+events.StreamName, nil)
+		rcancel()
+		if err == nil {
+			if err = json.Unmarshal(msg.Data, &resp); err == nil && resp.Error != nil {
+				err = resp.Error
+			}
+		}
+		if err == nil && resp.Success {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // withMetadata returns a stream config (JSON) with metadata key set to value.
