@@ -214,8 +214,8 @@ func restoreStaged(ctx context.Context, nc *nats.Conn, p *pendingRestore, replic
 	return err
 }
 
-// deleteStream deletes the KEYREG stream, trying for a while: right after a failed
-// restore, JetStream may not know the stream it keeps yet.
+// deleteStream deletes the KEYREG stream (if it exists), trying for a while while
+// JetStream does not answer.
 func deleteStream(ctx context.Context, nc *nats.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -232,7 +232,7 @@ func deleteStream(ctx context.Context, nc *nats.Conn) error {
 				err = resp.Error
 			}
 		}
-		if err == nil && resp.Success {
+		if (err == nil && resp.Success) || (resp.Error != nil && resp.Error.ErrCode == jsStreamNotFound) {
 			return nil
 		}
 		select {

@@ -382,6 +382,13 @@ func restoreStreamFrom(from, dataDir string, m Manifest, meta streamMeta, o Rest
 	}
 	defer snap.Close()
 	st, err := restoreStream(context.Background(), nc, events.StreamName, meta, snap)
+	if errors.Is(err, errRestoreBroke) && o.NATSURL != "" {
+		// A NATS cluster keeps the stream of a failed restore: delete it (it is this
+		// restore's), so that the restore can be run again.
+		if derr := deleteStream(context.Background(), nc); derr != nil {
+			err = fmt.Errorf("%w; deleting the stream it left: %w", err, derr)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}

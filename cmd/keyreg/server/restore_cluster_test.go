@@ -207,3 +207,33 @@ func retry(ctx context.Context, f func() error) error {
 		}
 	}
 }
+
+// TestStagedRestoreGuards: a data dir with a restore staged for the cluster kr refuses a
+// server on its own, --nats-url, and a node of another cluster, naming the cluster.
+func TestStagedRestoreGuards(t *testing.T) {
+	data := t.TempDir()
+	os.MkdirAll(filepath.Join(data, restoreDir), 0o700)
+	b, _ := json.Marshal(pendingRestore{ClusterName: "kr", Backup: "b1", StreamSeq: 1})
+	if err := os.WriteFile(filepath.Join(data, restoreDir, pendingFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{DataDir: data}, "restore staged for the embedded cluster kr"},
+		{Config{DataDir: data, NATSURL: "nats://127.0.0.1:1"}, "restore staged for the embedded cluster kr"},
+		{Config{DataDir: data, ClusterName: "other", ClusterListen: "127.0.0.1:4248", ClusterPeers: []string{"nats-route://127.0.0.1:4248"}},
+			"--cluster-name other: " + data + " holds a restore staged for the cluster kr"},
+	} {
+		s, err := OpenStream(ctx, c.cfg)
+		if err == nil {
+			s.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("OpenStream(%+v): %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
