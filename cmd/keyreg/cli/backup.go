@@ -118,15 +118,29 @@ confirms the views match the stream.
 With --nats-url, an online backup's stream goes into that existing NATS cluster instead
 (--replicas replicas; the KEYREG stream must not exist there yet), and --data gets only the
 views: start keyreg serve --nats-url URL --data DIR on it. Other nodes of the cluster start on
-empty data dirs and build their views from the restored stream.`,
+empty data dirs and build their views from the restored stream.
+
+With --cluster-name, an online backup is staged for a node of an embedded cluster: run it on
+each node's new data dir, then start every node with keyreg serve and the same cluster flags
+as usual. The first node to find the cluster without a stream restores the staged stream
+with the cluster's replicas (--replicas of serve; 3 by default) before anything else is
+written; every node then removes its staged copy and catches its views up from the stream.
+A restored registry keeps its root key: no node makes a new one.`,
 		Example: `  keyreg restore --from /backups/keyreg-2026-11-27 --data ./keyreg-data
   keyreg replay --data ./keyreg-data --verify
   keyreg serve --data ./keyreg-data
-  keyreg restore --from /backups/keyreg-2026-12-02 --data ./views --nats-url nats://n1:4222 --replicas 3`,
+  keyreg restore --from /backups/keyreg-2026-12-02 --data ./views --nats-url nats://n1:4222 --replicas 3
+  keyreg restore --from /backups/keyreg-2026-12-02 --data ./keyreg-data --cluster-name prod   # on each node`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if from == "" {
 				return usagef("--from DIR is required")
+			}
+			if o.ClusterName != "" && o.NATSURL != "" {
+				return usagef("give --cluster-name (an embedded cluster) or --nats-url (an existing NATS), not both")
+			}
+			if o.ClusterName != "" && cmd.Flags().Changed("replicas") {
+				return usagef("--replicas is not for --cluster-name: the cluster's nodes restore the stream with keyreg serve --replicas")
 			}
 			if cmd.Flags().Changed("replicas") && o.NATSURL == "" {
 				return usagef("--replicas needs --nats-url (the embedded server keeps one replica)")
@@ -139,6 +153,12 @@ empty data dirs and build their views from the restored stream.`,
 				return err
 			}
 			fmt.Fprintf(g.stdout, "Restored %d files from %s (made %s) into %s.\n", len(m.Files), from, m.CreatedAt.Format("2006-01-02T15:04:05Z"), data)
+			if o.ClusterName != "" {
+				fmt.Fprintf(g.stdout, "The stream (up to sequence %d at least) is staged in %s: keyreg serve --cluster-name %s, with\n"+
+					"--cluster-listen and --cluster-peers, restores it into the cluster at its first start.\n",
+					m.StreamSeq, filepath.Join(data, "restore"), o.ClusterName)
+				return nil
+			}
 			if m.Format == server.OnlineFormat {
 				fmt.Fprintf(g.stdout, "The stream holds the events up to sequence %d at least; keyreg serve catches the views up from %d.\n"+
 					"The audit signing key was not in the backup: keyreg serve makes a new one and records it in the log, beside the source's\n"+
@@ -151,6 +171,7 @@ empty data dirs and build their views from the restored stream.`,
 	cmd.Flags().StringVar(&data, "data", "keyreg-data", "new or empty data directory to restore into")
 	cmd.Flags().StringVar(&from, "from", "", "backup directory (made by keyreg backup)")
 	cmd.Flags().StringVar(&o.NATSURL, "nats-url", "", "restore an online backup's stream into this NATS cluster instead of the embedded server")
+	cmd.Flags().StringVar(&o.ClusterName, "cluster-name", "", "stage an online backup for this node of the embedded cluster NAME (keyreg serve --cluster-name NAME restores it)")
 	cmd.Flags().IntVar(&o.Replicas, "replicas", 3, "stream replicas when restoring into a cluster (--nats-url)")
 	return cmd
 }

@@ -123,6 +123,11 @@ type RestoreOptions struct {
 	// there yet. An offline backup (format 1) cannot be restored so.
 	NATSURL  string
 	Replicas int
+	// ClusterName, when set, stages an online backup for a node of the embedded cluster
+	// ClusterName (keyreg serve --cluster-name): the views become the serving generation
+	// and the stream's snapshot waits in the data dir until keyreg serve, on the cluster's
+	// first start, restores it with the cluster's replicas (see restorePending).
+	ClusterName string
 }
 
 // RestoreWith is Restore with options.
@@ -136,6 +141,17 @@ func RestoreWith(from, dataDir string, o RestoreOptions) (m Manifest, err error)
 	}
 	if o.NATSURL != "" && m.Format != OnlineFormat {
 		return m, fmt.Errorf("restore: %s is an offline backup (its stream is the embedded server's files): restore it without --nats-url", from)
+	}
+	if o.ClusterName != "" {
+		if o.NATSURL != "" {
+			return m, fmt.Errorf("restore: --cluster-name %s restores into an embedded cluster: not with --nats-url %s", o.ClusterName, o.NATSURL)
+		}
+		if err := checkName(o.ClusterName); err != nil {
+			return m, fmt.Errorf("restore: --cluster-name %q: %w", o.ClusterName, err)
+		}
+		if m.Format != OnlineFormat {
+			return m, fmt.Errorf("restore: %s is an offline backup: only an online backup (keyreg backup --addr) restores into a cluster (--cluster-name)", from)
+		}
 	}
 	if err := emptyDir(dataDir); err != nil {
 		return m, err

@@ -214,7 +214,8 @@ const clusterLogEvery = 5 * time.Second
 
 // openClusterLog waits, at most cfg.ClusterStartTimeout, until the embedded cluster has a
 // JetStream meta leader and the KEYREG stream can be opened (made with cfg.replicas() on
-// the cluster's first start, which needs that many nodes up), and opens it. It logs what
+// the cluster's first start, which needs that many nodes up, or restored from a backup
+// staged in the data dir: see restorePending), and opens it. It logs what
 // it waits for every few seconds.
 func openClusterLog(ctx context.Context, s *natsserver.Server, nc *nats.Conn, cfg Config) (*natslog.Log, error) {
 	timeout := cfg.ClusterStartTimeout
@@ -260,6 +261,30 @@ func openClusterLog(ctx context.Context, s *natsserver.Server, nc *nats.Conn, cf
 		}
 		say("cluster: waiting for a JetStream meta leader (a majority of the nodes)", "routes", routes, "peers", len(cfg.ClusterPeers))
 		if err := wait("no JetStream meta leader", nil); err != nil {
+			return nil, err
+		}
+	}
+	// A restore staged by keyreg restore --cluster-name goes in before the stream would be
+	// made empty.
+	pending, err := readPendingRestore(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	lastLog = time.Time{}
+	for pending != nil {
+		leader, routes := natsserver.MetaLeader(s)
+		done, fatal, err := restorePending(ctx, nc, pending, cfg.replicas(), leader == s.Name())
+		if fatal != nil {
+			return nil, fmt.Errorf("cluster %s: restore: %w", cfg.ClusterName, fatal)
+		}
+		if done {
+			if logger != nil {
+				logger.Info("cluster: the stream holds the restored backup", "backup", pending.Backup, "stream_seq", pending.StreamSeq)
+			}
+			break
+		}
+		say("cluster: restoring the stream from the staged backup (on the first start, until --replicas nodes are up)", "err", err, "leader", leader, "routes", routes, "replicas", cfg.replicas())
+		if err := wait("the staged backup is not restored", err); err != nil {
 			return nil, err
 		}
 	}

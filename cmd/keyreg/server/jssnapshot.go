@@ -107,8 +107,13 @@ func snapshotStream(ctx context.Context, nc *nats.Conn, stream string, w io.Writ
 	}
 }
 
+// errRestoreBroke marks the failure of a restore that JetStream had begun: on a cluster the
+// stream it assigned stays (failed) until it is deleted.
+var errRestoreBroke = errors.New("the restore broke off")
+
 // restoreStream creates stream from a snapshot (meta and the chunks read from r), which
-// must not exist yet, and returns its state.
+// must not exist yet, and returns its state. A failure once JetStream has taken the
+// request wraps errRestoreBroke.
 func restoreStream(ctx context.Context, nc *nats.Conn, stream string, meta streamMeta, r io.Reader) (streamState, error) {
 	var st streamState
 	req, _ := json.Marshal(meta)
@@ -133,18 +138,16 @@ func restoreStream(ctx context.Context, nc *nats.Conn, stream string, meta strea
 	for {
 		n, rerr := io.ReadFull(br, chunk)
 		if n > 0 {
-			rctx, cancel := context.WithTimeout(ctx, snapshotChunkTimeout)
-			ack, err := nc.RequestWithContext(rctx, resp.DeliverSubject, chunk[:n])
-			cancel()
+			ack, err := sendChunk(ctx, nc, resp.DeliverSubject, chunk[:n])
 			if err != nil {
-				return st, fmt.Errorf("restore stream %s: send a chunk: %w", stream, err)
+				return st, fmt.Errorf("restore stream %s: %w: send a chunk: %w", stream, errRestoreBroke, err)
 			}
 			if len(ack.Data) > 0 {
 				var a struct {
 					Error *jsAPIError `json:"error"`
 				}
 				if json.Unmarshal(ack.Data, &a) == nil && a.Error != nil {
-					return st, fmt.Errorf("restore stream %s: %w", stream, a.Error)
+					return st, fmt.Errorf("restore stream %s: %w: %w", stream, errRestoreBroke, a.Error)
 				}
 			}
 		}
@@ -152,7 +155,7 @@ func restoreStream(ctx context.Context, nc *nats.Conn, stream string, meta strea
 			break
 		}
 		if rerr != nil {
-			return st, fmt.Errorf("restore stream %s: read the snapshot: %w", stream, rerr)
+			return st, fmt.Errorf("restore stream %s: %w: read the snapshot: %w", stream, errRestoreBroke, rerr)
 		}
 	}
 	// The end: the server unpacks the snapshot and answers with the stream.
@@ -160,17 +163,38 @@ func restoreStream(ctx context.Context, nc *nats.Conn, stream string, meta strea
 	msg, err = nc.RequestWithContext(rctx, resp.DeliverSubject, nil)
 	cancel()
 	if err != nil {
-		return st, fmt.Errorf("restore stream %s: finish: %w", stream, err)
+		return st, fmt.Errorf("restore stream %s: %w: finish: %w", stream, errRestoreBroke, err)
 	}
 	var done struct {
 		Error *jsAPIError `json:"error"`
 		State streamState `json:"state"`
 	}
 	if err := json.Unmarshal(msg.Data, &done); err != nil {
-		return st, fmt.Errorf("restore stream %s: bad answer: %w", stream, err)
+		return st, fmt.Errorf("restore stream %s: %w: bad answer: %w", stream, errRestoreBroke, err)
 	}
 	if done.Error != nil {
-		return st, fmt.Errorf("restore stream %s: %w", stream, done.Error)
+		return st, fmt.Errorf("restore stream %s: %w: %w", stream, errRestoreBroke, done.Error)
 	}
 	return done.State, nil
+}
+
+// sendChunk sends one chunk of a restore and returns the answer. The server that takes
+// the snapshot (on a cluster, the restored stream's first leader) may have just
+// subscribed to subject: until its interest reaches the server nc is connected to, a
+// request finds no responders and reaches nobody, so it is sent again, for a few seconds.
+func sendChunk(ctx context.Context, nc *nats.Conn, subject string, chunk []byte) (*nats.Msg, error) {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, snapshotChunkTimeout)
+		ack, err := nc.RequestWithContext(rctx, subject, chunk)
+		cancel()
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+			return ack, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

@@ -282,8 +282,9 @@ func clearDir(dir string) {
 
 // restoreOnline restores an online backup (from, with manifest m) into dataDir, empty
 // and locked: it checks every file, restores the stream into the data dir's embedded NATS
-// server (with one replica) or into o.NATSURL, and makes the views' checkpoint the serving
-// generation. keyreg serve then catches the views up with the rest of the stream.
+// server (with one replica) or into o.NATSURL, or stages it for an embedded cluster
+// (o.ClusterName), and makes the views' checkpoint the serving generation. keyreg serve
+// then catches the views up with the rest of the stream.
 func restoreOnline(from, dataDir string, m Manifest, o RestoreOptions) error {
 	got := map[string]BackupFile{}
 	for _, f := range m.Files {
@@ -312,6 +313,41 @@ func restoreOnline(from, dataDir string, m Manifest, o RestoreOptions) error {
 	if err != nil {
 		return fmt.Errorf("restore: %s: %w", backupMeta, err)
 	}
+	if o.ClusterName != "" {
+		if err := stageClusterRestore(from, dataDir, m, o.ClusterName); err != nil {
+			return err
+		}
+	} else if err := restoreStreamFrom(from, dataDir, m, meta, o); err != nil {
+		return err
+	}
+
+	gens := generations(Config{DataDir: dataDir})
+	gen := m.Generation
+	if gen == "" {
+		gen = "g000001"
+	}
+	for _, f := range m.Files {
+		rel, ok := strings.CutPrefix(f.Path, backupViews+"/")
+		if !ok {
+			continue
+		}
+		if _, err := copyFile(filepath.Join(from, filepath.FromSlash(f.Path)), filepath.Join(gens.Dir(gen), filepath.FromSlash(rel))); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
+	if err := os.MkdirAll(gens.Dir(gen), 0o700); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := gens.Swap(gen); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return nil
+}
+
+// restoreStreamFrom restores the stream of the online backup in from (manifest m, stream
+// config and state meta) into dataDir's embedded server, with one replica, or into
+// o.NATSURL with o.Replicas.
+func restoreStreamFrom(from, dataDir string, m Manifest, meta streamMeta, o RestoreOptions) (err error) {
 	replicas := 1 // the embedded server
 	if o.NATSURL != "" {
 		replicas = max(o.Replicas, 1)
@@ -346,32 +382,18 @@ func restoreOnline(from, dataDir string, m Manifest, o RestoreOptions) error {
 	}
 	defer snap.Close()
 	st, err := restoreStream(context.Background(), nc, events.StreamName, meta, snap)
+	if errors.Is(err, errRestoreBroke) && o.NATSURL != "" {
+		// A NATS cluster keeps the stream of a failed restore: delete it (it is this
+		// restore's), so that the restore can be run again.
+		if derr := deleteStream(context.Background(), nc); derr != nil {
+			err = fmt.Errorf("%w; deleting the stream it left: %w", err, derr)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	if st.LastSeq < m.StreamSeq || st.LastSeq < m.ViewsSeq {
 		return fmt.Errorf("restore: the restored stream ends at sequence %d, before the backup's %d (damaged backup)", st.LastSeq, max(m.StreamSeq, m.ViewsSeq))
-	}
-
-	gens := generations(Config{DataDir: dataDir})
-	gen := m.Generation
-	if gen == "" {
-		gen = "g000001"
-	}
-	for _, f := range m.Files {
-		rel, ok := strings.CutPrefix(f.Path, backupViews+"/")
-		if !ok {
-			continue
-		}
-		if _, err := copyFile(filepath.Join(from, filepath.FromSlash(f.Path)), filepath.Join(gens.Dir(gen), filepath.FromSlash(rel))); err != nil {
-			return fmt.Errorf("restore: %w", err)
-		}
-	}
-	if err := os.MkdirAll(gens.Dir(gen), 0o700); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	if err := gens.Swap(gen); err != nil {
-		return fmt.Errorf("restore: %w", err)
 	}
 	return nil
 }

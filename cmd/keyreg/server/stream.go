@@ -33,6 +33,9 @@ func OpenStream(ctx context.Context, cfg Config) (_ *Stream, err error) {
 	if err := CheckCluster(cfg); err != nil {
 		return nil, err
 	}
+	if err := checkPendingRestore(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.NATSURL == "" {
 		if cfg.DataDir == "" {
 			return nil, fmt.Errorf("--data is required")

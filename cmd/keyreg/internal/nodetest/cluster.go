@@ -25,6 +25,12 @@ type ClusterOptions struct {
 	// With any held, StartCluster returns once the other processes run, without waiting for
 	// them to serve (on a first start they wait for the held ones), and Root is empty.
 	Hold []int
+	// Prepare, when set, runs on each node's new, empty data dir before any node starts
+	// (to restore a backup into it, say).
+	Prepare func(i int, dataDir string)
+	// Root, when set, is the root secret of the registry the nodes' data dirs already hold
+	// (restored by Prepare): StartCluster then fails the test if a node makes a root key.
+	Root string
 }
 
 // Cluster is a set of `keyreg serve` processes (the real binary) whose embedded NATS
@@ -72,6 +78,11 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 		c.keys = append(c.keys, "")
 		c.Nodes = append(c.Nodes, nil)
 	}
+	if o.Prepare != nil {
+		for i, dir := range c.data {
+			o.Prepare(i, dir)
+		}
+	}
 	t.Cleanup(c.stopAll)
 	exits := make([]<-chan struct{}, o.Nodes)
 	for i := range c.Nodes {
@@ -88,6 +99,18 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 	}
 	for _, n := range c.Nodes {
 		n.WaitReady()
+	}
+	if o.Root != "" {
+		for i, f := range c.keys {
+			if _, err := os.Stat(f); err == nil {
+				t.Fatalf("node %d made a root key on a registry that has one", i+1)
+			}
+		}
+		c.Root = o.Root
+		for _, n := range c.Nodes {
+			n.Root = c.Root
+		}
+		return c
 	}
 	c.SetRoot()
 	return c
