@@ -318,7 +318,7 @@ func leaderPause(ctx context.Context, exe string, opts ClusterOptions, nodes []*
 		return fmt.Errorf("bench --cluster: no write went through after the stream leader (node %d) was killed", leader+1)
 	}
 	report(ClusterReport{Figure: &Figure{What: fmt.Sprintf("leader-election pause (leader node %d killed, %d writers)", leader+1, opts.PauseClients),
-		Value: float64(pause.Milliseconds()), Unit: "ms"}})
+		Value: float64(pause.Microseconds()) / 1000, Unit: "ms"}})
 	codes := slices.Sorted(func(yield func(int) bool) {
 		for s := range failed {
 			if !yield(s) {

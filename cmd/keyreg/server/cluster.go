@@ -386,12 +386,12 @@ func (l *waitingListener) Close() error {
 // startTry bounds one try of a JetStream request at start on a cluster.
 const startTry = 10 * time.Second
 
-// retryStart runs fn, on a cluster again and again (each try bounded by startTry) until it
+// retryStart runs fn, on a cluster (embedded, or a NATS cluster of --nats-url) again and again (each try bounded by startTry) until it
 // succeeds or cfg.ClusterStartTimeout has passed, saying every few seconds what it waits
 // for: right after the cluster elects its leaders, making a replicated bucket or stream
 // may time out once or twice. On a server of its own it runs fn once.
 func retryStart(ctx context.Context, cfg Config, what string, fn func(context.Context) error) error {
-	if !cfg.clustered() {
+	if !cfg.clustered() && cfg.NATSURL == "" {
 		return fn(ctx)
 	}
 	timeout := cfg.ClusterStartTimeout

@@ -44,7 +44,10 @@ func rollDo(ctx context.Context, method, url, token string, body any, headers ..
 		}
 		r = bytes.NewReader(b)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// A bound past the server's own (its write timeout, 60s): the server must answer
+	// every request itself, even when a write waits out its 20s command bound and the
+	// views' 10s on a loaded machine.
+	ctx, cancel := context.WithTimeout(ctx, 70*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, r)
 	if err != nil {
