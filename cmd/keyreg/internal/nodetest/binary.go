@@ -16,32 +16,43 @@ import (
 	"time"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
+// built is a program go build made once per test binary: its path, or the build's error.
+type built struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// get builds pkg (a package path, or a directory) with go build, run in the module's
+// root, into a new temporary directory as name, the first time; then returns that path.
+func (b *built) get(t testing.TB, pkg, name string) string {
+	t.Helper()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "keyreg-"+name+"-")
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path = filepath.Join(dir, name)
+		_, here, _, _ := runtime.Caller(0) // cmd/keyreg/internal/nodetest/binary.go
+		cmd := exec.Command("go", "build", "-o", b.path, pkg)
+		cmd.Dir = filepath.Join(filepath.Dir(here), "..", "..", "..", "..") // the module's root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+var keyregBinary built
 
 // Binary builds the real keyreg binary once per test run and returns its path.
 func Binary(t testing.TB) string {
 	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "keyreg-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "keyreg")
-		_, here, _, _ := runtime.Caller(0) // cmd/keyreg/internal/nodetest/binary.go
-		main := filepath.Join(filepath.Dir(here), "..", "..")
-		if out, err := exec.Command("go", "build", "-o", binPath, main).CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+	return keyregBinary.get(t, "./cmd/keyreg", "keyreg")
 }
 
 // BinaryOptions changes how StartBinaryWith runs `keyreg serve`.

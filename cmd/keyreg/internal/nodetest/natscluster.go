@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,34 +19,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-var (
-	natsBinOnce sync.Once
-	natsBinPath string
-	natsBinErr  error
-)
+var natsServerBinary built
 
 // NATSServerBinary builds the nats-server binary once per test binary, from the version
 // of github.com/nats-io/nats-server/v2 that keyreg's go.mod requires, and returns its path.
 func NATSServerBinary(t testing.TB) string {
 	t.Helper()
-	natsBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "keyreg-nats-server-")
-		if err != nil {
-			natsBinErr = err
-			return
-		}
-		natsBinPath = filepath.Join(dir, "nats-server")
-		_, here, _, _ := runtime.Caller(0) // cmd/keyreg/internal/nodetest/natscluster.go
-		cmd := exec.Command("go", "build", "-o", natsBinPath, "github.com/nats-io/nats-server/v2")
-		cmd.Dir = filepath.Join(filepath.Dir(here), "..", "..", "..", "..") // the module's root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			natsBinErr = fmt.Errorf("go build nats-server: %v\n%s", err, out)
-		}
-	})
-	if natsBinErr != nil {
-		t.Fatal(natsBinErr)
-	}
-	return natsBinPath
+	return natsServerBinary.get(t, "github.com/nats-io/nats-server/v2", "nats-server")
 }
 
 // NATSCluster is a JetStream cluster of nats-server processes (NATSServerBinary) on
