@@ -1,10 +1,12 @@
 package natslog
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"strconv"
 	"time"
@@ -58,6 +60,8 @@ type Log struct {
 	directSubject string
 	minBatch      int           // see Options.MinBatchMessages
 	attempt       time.Duration // see Options.AttemptTimeout
+	stall         time.Duration // see Options.FollowStallTimeout
+	logger        *slog.Logger  // see Options.Logger
 }
 
 // Options configure Open.
@@ -70,6 +74,13 @@ type Options struct {
 	// DefaultAttemptTimeout. An append whose acknowledgement did not come within it asks
 	// again, with the same message ids, until its context ends (see Append).
 	AttemptTimeout time.Duration
+	// FollowStallTimeout is how long a follower waits for a record its consumer holds
+	// before it makes the consumer again (see FollowSubject); 0 means
+	// DefaultFollowStallTimeout.
+	FollowStallTimeout time.Duration
+	// Logger takes what the log reports on its own (a follower that stood still); nil
+	// means slog.Default().
+	Logger *slog.Logger
 }
 
 // DefaultAttemptTimeout is Options.AttemptTimeout's default: far above a healthy
@@ -119,7 +130,11 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	if attempt <= 0 {
 		attempt = DefaultAttemptTimeout
 	}
-	return &Log{nc: nc, js: js, stream: stream, directSubject: "$JS.API.DIRECT.GET." + events.StreamName, minBatch: minBatch, attempt: attempt}, nil
+	stall := opts.FollowStallTimeout
+	if stall <= 0 {
+		stall = DefaultFollowStallTimeout
+	}
+	return &Log{nc: nc, js: js, stream: stream, directSubject: "$JS.API.DIRECT.GET." + events.StreamName, minBatch: minBatch, attempt: attempt, stall: stall, logger: cmp.Or(opts.Logger, slog.Default())}, nil
 }
 
 func sameMutable(have, want jetstream.StreamConfig) bool {

@@ -291,7 +291,7 @@ func openClusterLog(ctx context.Context, s *natsserver.Server, nc *nats.Conn, cf
 	lastLog = time.Time{}
 	for {
 		tctx, tcancel := context.WithTimeout(ctx, 5*time.Second)
-		log, err := natslog.Open(tctx, nc, natslog.Options{Replicas: cfg.replicas()})
+		log, err := natslog.Open(tctx, nc, natslog.Options{Replicas: cfg.replicas(), Logger: cfg.Logger})
 		if err == nil {
 			// A stream just made or elected may not answer reads yet (direct gets: 503).
 			err = log.Read(tctx, events.SubjectPrefix+".>", 1, func(events.Record) error { return errStop })

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,6 +122,26 @@ func unavailableAnswer(a httpAnswer) (time.Duration, error) {
 	return time.Duration(secs) * time.Second, nil
 }
 
+// dumpGoroutines asks every keyreg node still running for its goroutines (SIGQUIT: the
+// Go runtime prints them and exits) and logs each node's output, for a test that found a
+// node stuck.
+func dumpGoroutines(t *testing.T, procs []*serveProc) {
+	t.Helper()
+	for i, p := range procs {
+		select {
+		case <-p.exited:
+			continue
+		default:
+		}
+		p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+		}
+		t.Logf("keyreg node %d (%s) output:\n%s", i, p.url, p.out.String())
+	}
+}
+
 // sleepCtx sleeps d or until ctx is done.
 func sleepCtx(ctx context.Context, d time.Duration) {
 	select {
@@ -177,6 +198,7 @@ func TestNATSClusterLosesNoAcknowledgedChange(t *testing.T) {
 		mu          sync.Mutex
 		unavailable int      // 503 answers, each with Retry-After
 		unknown     int      // of which said the outcome is unknown
+		last503     string   // the latest 503's body, for a failure message
 		connErrs    int      // transport errors from a killed keyreg node
 		bad         []string // any other failure
 	)
@@ -235,6 +257,7 @@ func TestNATSClusterLosesNoAcknowledgedChange(t *testing.T) {
 						bad = append(bad, fmt.Sprintf("writer %d: %v", w, err))
 					} else {
 						unavailable++
+						last503 = string(a.body)
 						if strings.Contains(string(a.body), "is unknown") {
 							unknown++
 						}
@@ -268,6 +291,10 @@ func TestNATSClusterLosesNoAcknowledgedChange(t *testing.T) {
 				return
 			}
 			if time.Now().After(deadline) {
+				mu.Lock()
+				t.Logf("the latest 503: %s", last503)
+				mu.Unlock()
+				dumpGoroutines(t, procs[:])
 				t.Fatalf("%s: not within 3 minutes (%d acknowledged changes)", what, n)
 			}
 			time.Sleep(20 * time.Millisecond)

@@ -64,7 +64,7 @@ func OpenStream(ctx context.Context, cfg Config) (_ *Stream, err error) {
 		s.Log, err = openClusterLog(ctx, s.nats, s.conn, cfg)
 		return s, err
 	}
-	s.Log, err = natslog.Open(ctx, s.conn, natslog.Options{Replicas: cfg.replicas()})
+	s.Log, err = natslog.Open(ctx, s.conn, natslog.Options{Replicas: cfg.replicas(), Logger: cfg.Logger})
 	return s, err
 }
 
