@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/usage"
 	"github.com/keyreg/keyreg/events"
@@ -18,6 +21,9 @@ import (
 // own entries across restarts.
 const UsageNodeFile = "usage-node"
 
+// usagePublishTimeout bounds how long a write of the usage bucket waits for its answer.
+const usagePublishTimeout = 30 * time.Second
+
 // openUsage makes (or opens) the usage bucket, with the stream's replicas, and the node's
 // tracker, which verify then records into.
 func (n *Node) openUsage(ctx context.Context) error {
@@ -25,8 +31,14 @@ func (n *Node) openUsage(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	// Its own JetStream context: a flush's writes that get no answer are dropped after a
+	// while rather than kept pending.
+	js, err := jetstream.New(n.stream.conn, jetstream.WithPublishAsyncTimeout(usagePublishTimeout))
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
 	err = retryStart(ctx, n.cfg, "the usage bucket", func(ctx context.Context) (err error) {
-		n.usage, err = usage.Open(ctx, n.stream.Log.JetStream(), usage.Options{
+		n.usage, err = usage.Open(ctx, js, usage.Options{
 			Node: node, Interval: n.cfg.UsageFlushInterval, Replicas: n.cfg.replicas(), Logger: n.cfg.Logger})
 		return err
 	})
