@@ -164,3 +164,40 @@ func cli(t *testing.T, n *nodetest.Node, args ...string) string {
 	}
 	return string(out)
 }
+
+// TestKeyUsageCluster: on an embedded cluster of three real nodes, verifies of one key on
+// every node add up: each node shows the sum of all three nodes' counts, and the latest
+// use's address.
+func TestKeyUsageCluster(t *testing.T) {
+	c := nodetest.StartCluster(t, nodetest.ClusterOptions{Args: []string{"--usage-flush-interval", usageInterval.String()}})
+	root := c.Root
+	c.Nodes[0].JSON("POST", "/v1/workspaces", root, map[string]string{"id": "acme", "name": "Acme"}, 201, nil)
+	var created wire.KeyWithSecret
+	h := c.Nodes[0].JSON("POST", "/v1/workspaces/acme/keys", root, map[string]any{"name": "k", "allowlist": []string{"10.0.0.0/8"}}, 201, &created)
+	seq := h.Get(wire.SequenceHeader)
+	verify := func(n *nodetest.Node, ip, want string) {
+		t.Helper()
+		var r wire.VerifyResponse
+		n.JSON("POST", "/v1/verify", root, map[string]string{"key": created.Secret, "ip": ip}, 200, &r, wire.MinSequenceHeader, seq)
+		if r.Code != want {
+			t.Fatalf("verify from %s: %+v, want %s", ip, r, want)
+		}
+	}
+	verify(c.Nodes[0], "10.0.0.1", "VALID")
+	verify(c.Nodes[0], "10.0.0.1", "VALID")
+	verify(c.Nodes[1], "10.0.0.2", "VALID")
+	verify(c.Nodes[2], "10.0.0.3", "VALID")
+	verify(c.Nodes[2], "192.0.2.1", "IP_NOT_ALLOWED")
+	for i, n := range c.Nodes {
+		var u wire.KeyUsage
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			n.JSON("GET", "/v1/workspaces/acme/keys/"+created.Key.ID+"/usage?days=1", root, nil, 200, &u)
+			if c := u.Days[0].Counts; c["VALID"] == 4 && c["IP_NOT_ALLOWED"] == 1 && u.LastUsedIP == "192.0.2.1" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d: usage %+v, want VALID 4 and IP_NOT_ALLOWED 1 from the three nodes, last from 192.0.2.1", i+1, u)
+			}
+		}
+	}
+}

@@ -46,13 +46,16 @@ type Entry struct {
 	LastUsedAt time.Time `json:"last_used_at"`
 	// LastUsedIP is the end-user address of that use.
 	LastUsedIP string `json:"last_used_ip"`
+	// LastUsedNanos is the exact time of that use (Unix nanoseconds): it orders the uses
+	// of one interval on several nodes, and is never shown.
+	LastUsedNanos int64 `json:"last_used_ns"`
 	// Days holds the count of verifies per outcome (Outcomes) per UTC day (2006-01-02),
 	// for at most the MaxDays latest days.
 	Days map[string]map[string]uint64 `json:"days"`
 }
 
 func (e *Entry) clone() *Entry {
-	c := &Entry{LastUsedAt: e.LastUsedAt, LastUsedIP: e.LastUsedIP, Days: make(map[string]map[string]uint64, len(e.Days))}
+	c := &Entry{LastUsedAt: e.LastUsedAt, LastUsedIP: e.LastUsedIP, LastUsedNanos: e.LastUsedNanos, Days: make(map[string]map[string]uint64, len(e.Days))}
 	for d, m := range e.Days {
 		c.Days[d] = maps.Clone(m)
 	}
@@ -65,9 +68,8 @@ func (e *Entry) merge(p *pending, interval time.Duration, now time.Time) {
 	if e.Days == nil {
 		e.Days = map[string]map[string]uint64{}
 	}
-	at := time.Unix(0, p.at).UTC().Truncate(interval)
-	if !at.Before(e.LastUsedAt) {
-		e.LastUsedAt, e.LastUsedIP = at, ipString(p.ip)
+	if p.at >= e.LastUsedNanos {
+		e.LastUsedAt, e.LastUsedIP, e.LastUsedNanos = time.Unix(0, p.at).UTC().Truncate(interval), ipString(p.ip), p.at
 	}
 	for _, d := range p.days {
 		if d.day == 0 {
@@ -215,9 +217,10 @@ func (t *Tracker) apply(kve jetstream.KeyValueEntry) {
 func (t *Tracker) LastUsed(ws events.Workspace, id string) (at time.Time, ip string, ok bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
+	var latest int64
 	for _, e := range t.seen[Ref{ws, id}] {
-		if !ok || e.LastUsedAt.After(at) {
-			at, ip, ok = e.LastUsedAt, e.LastUsedIP, true
+		if !ok || e.LastUsedNanos > latest {
+			at, ip, latest, ok = e.LastUsedAt, e.LastUsedIP, e.LastUsedNanos, true
 		}
 	}
 	return at, ip, ok

@@ -50,7 +50,7 @@ func waitCount(t *testing.T, tr *Tracker, code string, want uint64, now time.Tim
 }
 
 // TestNodesAddUp: two nodes record uses of one key and flush to one bucket: each sees the
-// sum, the latest use wins last_used, and a node that restarts (a new Tracker, same node
+// sum, the latest use wins last_used (here both in one flush interval: by its exact time), and a node that restarts (a new Tracker, same node
 // name) adds to what it had flushed instead of overwriting it.
 func TestNodesAddUp(t *testing.T) {
 	e := eventstest.StartEmbedded(t, t.TempDir())
@@ -59,12 +59,12 @@ func TestNodesAddUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := openTracker(t, js, "node-a"), openTracker(t, js, "node-b")
-	now := time.Now().UTC().Truncate(24 * time.Hour).Add(12 * time.Hour) // midday today: no day boundary in the test
+	now := time.Now().UTC().Truncate(24 * time.Hour).Add(12*time.Hour + 30*time.Second) // midday today: no day boundary in the test
 	ip1, ip2 := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("2001:db8::2")
 	for range 3 {
-		a.Record("acme", "K", keyindex.CodeValid, ip1, now.Add(-2*time.Minute))
+		a.Record("acme", "K", keyindex.CodeValid, ip1, now.Add(-time.Second))
 	}
-	a.Record("acme", "K", keyindex.CodeIPNotAllowed, ip1, now.Add(-2*time.Minute))
+	a.Record("acme", "K", keyindex.CodeIPNotAllowed, ip1, now.Add(-time.Second))
 	a.Record("acme", "K", keyindex.CodeNotFound, ip1, now) // names no key: not counted
 	for range 2 {
 		b.Record("acme", "K", keyindex.CodeValid, ip2, now)
