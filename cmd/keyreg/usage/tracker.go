@@ -118,6 +118,7 @@ type Tracker struct {
 	opts   Options
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
+	watch  jetstream.KeyWatcher
 	cancel context.CancelFunc // stops the watch
 	done   chan struct{}      // closed once the watch has stopped
 
@@ -157,12 +158,13 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Tracker, 
 		cancel()
 		return nil, fmt.Errorf("usage bucket %s: watch: %w", Bucket, err)
 	}
-	t := &Tracker{opts: opts, js: js, kv: kv, cancel: cancel, done: make(chan struct{}),
+	t := &Tracker{opts: opts, js: js, kv: kv, watch: w, cancel: cancel, done: make(chan struct{}),
 		seen: map[Ref]map[string]*Entry{}, own: map[Ref]*Entry{}, dirty: map[Ref]struct{}{}}
 	for initial := true; initial; {
 		select {
 		case <-ctx.Done():
 			cancel()
+			w.Stop()
 			return nil, fmt.Errorf("usage bucket %s: read: %w", Bucket, ctx.Err())
 		case e, ok := <-w.Updates():
 			if !ok {
@@ -358,6 +360,7 @@ func (t *Tracker) key(k Ref) string {
 // Close stops watching the bucket; it does not flush (Run does on its way out).
 func (t *Tracker) Close() {
 	t.cancel()
+	t.watch.Stop() // closes the watch's channel: its goroutine ends
 	<-t.done
 }
 
