@@ -92,6 +92,12 @@ func TestKeyUsageBinary(t *testing.T) {
 		return u
 	}
 	u := wantCounts(n, 3, 1)
+	// The verifies appended nothing: the next write takes the sequence after the key's.
+	h = n.JSON("POST", "/v1/workspaces", root, map[string]string{"id": "after", "name": "After"}, 201, nil)
+	if seq := h.Get(wire.SequenceHeader); seq != strconv.FormatUint(keySeq+1, 10) {
+		t.Fatalf("the write after the verifies got sequence %s, want %d: the verifies appended to the stream", seq, keySeq+1)
+	}
+	lastSeq, _ := strconv.ParseUint(h.Get(wire.SequenceHeader), 10, 64)
 	if u.KeyID != id || u.Workspace != "acme" || u.LastUsedAt == nil || u.LastUsedIP == "" {
 		t.Fatalf("usage: %+v", u)
 	}
@@ -117,6 +123,19 @@ func TestKeyUsageBinary(t *testing.T) {
 		}
 	}
 
+	// Reading the use needs keyreg.keys.read, as reading the key does.
+	reader := func(perm string) string {
+		var ks wire.KeyWithSecret
+		h := n.JSON("POST", "/v1/workspaces/acme/keys", root, map[string]any{"name": perm, "permissions": []string{perm}}, 201, &ks)
+		lastSeq, _ = strconv.ParseUint(h.Get(wire.SequenceHeader), 10, 64)
+		return ks.Secret
+	}
+	n.JSON("GET", "/v1/workspaces/acme/keys/"+id+"/usage", reader("keyreg.verify"), nil, 403, nil)
+	n.JSON("GET", "/v1/workspaces/acme/keys/"+id+"/usage", reader("keyreg.keys.read"), nil, 200, &u)
+	if len(u.Days) != 7 {
+		t.Fatalf("usage without days: %d days, want the default 7", len(u.Days))
+	}
+
 	// The CLI shows the use.
 	show := cli(t, n, "key", "show", "-w", "acme", id, "--days", "1")
 	for _, want := range []string{"Last used:", "from 192.0.2.7", "VALID", "IP_NOT_ALLOWED"} {
@@ -128,11 +147,7 @@ func TestKeyUsageBinary(t *testing.T) {
 		t.Fatalf("keyreg key list shows no last use:\n%s", listed)
 	}
 
-	// The verifies appended nothing: the next write takes the sequence after the key's.
-	h = n.JSON("POST", "/v1/workspaces", root, map[string]string{"id": "after", "name": "After"}, 201, nil)
-	if seq := h.Get(wire.SequenceHeader); seq != strconv.FormatUint(keySeq+1, 10) {
-		t.Fatalf("the write after the verifies got sequence %s, want %d: the verifies appended to the stream", seq, keySeq+1)
-	}
+
 
 	// A restart keeps the use, and the node adds to it.
 	if err := n.Stop(); err != nil {
@@ -144,8 +159,8 @@ func TestKeyUsageBinary(t *testing.T) {
 	}
 	var r wire.VerifyResponse
 	n2.JSON("POST", "/v1/verify", root, map[string]string{"key": created.Secret, "ip": "10.1.2.3"}, 200, &r)
-	if r.Code != "VALID" || r.AppliedSeq != keySeq+1 {
-		t.Fatalf("verify after the restart: %+v, want VALID at applied_seq %d", r, keySeq+1)
+	if r.Code != "VALID" || r.AppliedSeq != lastSeq {
+		t.Fatalf("verify after the restart: %+v, want VALID at applied_seq %d (the last write's sequence)", r, lastSeq)
 	}
 	wantCounts(n2, 4, 1)
 }
