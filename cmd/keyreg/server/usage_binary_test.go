@@ -147,8 +147,6 @@ func TestKeyUsageBinary(t *testing.T) {
 		t.Fatalf("keyreg key list shows no last use:\n%s", listed)
 	}
 
-
-
 	// A restart keeps the use, and the node adds to it.
 	if err := n.Stop(); err != nil {
 		t.Fatal(err)
