@@ -43,6 +43,10 @@ type VerifyResult struct {
 	Workspace events.Workspace
 	// Permissions is shared with the index and must not be modified.
 	Permissions []events.Permission
+	// AppliedSeq is the stream sequence the answering view had applied: every change up
+	// to it is in the answer. projections/verifier's Verify sets it; Index.Verify, which
+	// does not know the stream, leaves it 0.
+	AppliedSeq uint64
 }
 
 // Index holds every key, revoked ones included, by the digest of its current secret and

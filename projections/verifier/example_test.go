@@ -63,13 +63,15 @@ func ExampleStart() {
 	if err := v.WaitFor(ctx, version); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("after the revocation:", v.Verify(secret, netip.MustParseAddr("203.0.113.7"), "users.track", time.Now()).Code)
+	r := v.Verify(secret, netip.MustParseAddr("203.0.113.7"), "users.track", time.Now())
+	// r.AppliedSeq is the stream sequence the verifier had applied: at least the version.
+	fmt.Println("after the revocation:", r.Code, r.AppliedSeq >= version)
 	// Health: Err is not nil once it stopped following (it then answers UNAVAILABLE).
 	fmt.Println("health:", v.Err())
 	// Output:
 	// 203.0.113.7 true VALID
 	// 198.51.100.1 false IP_NOT_ALLOWED
-	// after the revocation: REVOKED
+	// after the revocation: REVOKED true
 	// health: <nil>
 }
 

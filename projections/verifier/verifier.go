@@ -344,13 +344,19 @@ func (v *Verifier) stop(err error) {
 // checks none), at time now, against the events applied so far: the same checks, order
 // and codes as keyreg's POST /v1/verify (see keyindex.Index.Verify). It answers
 // keyindex.CodeUnavailable (Valid false) instead once the verifier has stopped
-// following the stream, or when now is more than Options.MaxLag after CaughtUpAt. It
-// makes no network call and does not allocate.
+// following the stream, or when now is more than Options.MaxLag after CaughtUpAt. Every
+// answer carries AppliedSeq, the stream sequence the verifier had applied when it
+// answered (the answer holds every change up to it; a change applied during the call
+// may be in it too), so a service can tell how fresh it was. It makes no network call
+// and does not allocate.
 func (v *Verifier) Verify(secret string, ip netip.Addr, permission events.Permission, now time.Time) keyindex.VerifyResult {
+	applied := v.applied.Load() // read first: the index holds at least this much
 	if v.stopped.Load() || (v.maxLag > 0 && now.UnixNano()-v.caught.Load() > int64(v.maxLag)) {
-		return keyindex.VerifyResult{Code: keyindex.CodeUnavailable}
+		return keyindex.VerifyResult{Code: keyindex.CodeUnavailable, AppliedSeq: applied}
 	}
-	return v.index.Verify(secret, ip, permission, now)
+	r := v.index.Verify(secret, ip, permission, now)
+	r.AppliedSeq = applied
+	return r
 }
 
 // CaughtUpAt returns the last moment at which the verifier is known to have held every

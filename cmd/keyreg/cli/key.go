@@ -124,11 +124,13 @@ func newKeyListCmd(g *globals, ws *string) *cobra.Command {
 
 func newKeyShowCmd(g *globals, ws *string) *cobra.Command {
 	var asOf string
+	var days int
 	cmd := &cobra.Command{
 		Use:   "show ID",
-		Short: "Show a key (never its secret)",
+		Short: "Show a key (never its secret), its last use and, with --days, its verifies per day",
 		Example: `  keyreg key show -w acme 01JDX3...
   keyreg key show -w acme 01JDX3... --json | jq .version
+  keyreg key show -w acme 01JDX3... --days 7
   keyreg key show -w acme 01JDX3... --as-of 2026-01-01T00:00:00Z`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -136,14 +138,37 @@ func newKeyShowCmd(g *globals, ws *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if days != 0 && (days < 1 || days > 90) {
+				return usagef("--days %d: use a number of days from 1 to 90", days)
+			}
+			if days != 0 && asOf != "" {
+				return usagef("--days and --as-of do not go together: use is not kept in the log")
+			}
 			k, err := g.client().GetKey(cmd.Context(), wsID, args[0], client.AsOf(asOf))
 			if err != nil {
 				return err
 			}
-			return g.printKeyResult(k, "")
+			if days == 0 {
+				return g.printKeyResult(k, "")
+			}
+			u, err := g.client().KeyUsage(cmd.Context(), wsID, args[0], days)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(struct {
+					wire.Key
+					Usage wire.KeyUsage `json:"usage"`
+				}{k, u})
+			}
+			if err := g.printKeyResult(k, ""); err != nil {
+				return err
+			}
+			return printUsage(g.stdout, u)
 		},
 	}
 	cmd.Flags().StringVar(&asOf, "as-of", "", "the key as it was at this `TIME` (RFC 3339) or stream sequence")
+	cmd.Flags().IntVar(&days, "days", 0, "also show the key's verifies per outcome on each of the last `N` days (UTC, 1 to 90)")
 	return cmd
 }
 

@@ -82,10 +82,10 @@ func byWho(at time.Time, by string) string {
 
 // printKeys prints keys as a table, one row per key.
 func printKeys(w io.Writer, keys []wire.Key) error {
-	t := newTable(w, "ID", "NAME", "STATUS", "PERMISSIONS", "ALLOWLIST", "EXPIRES", "VERSION")
+	t := newTable(w, "ID", "NAME", "STATUS", "PERMISSIONS", "ALLOWLIST", "EXPIRES", "LAST USED", "VERSION")
 	for _, k := range keys {
 		t.row(k.ID, k.Name, k.Status, fmtList(k.Permissions, ",", "-"), fmtList(k.Allowlist, ",", "any"),
-			fmtTimePtr(k.ExpiresAt, "never"), fmtVersion(k.Version))
+			fmtTimePtr(k.ExpiresAt, "never"), fmtTimePtr(k.LastUsedAt, "-"), fmtVersion(k.Version))
 	}
 	return t.flush()
 }
@@ -106,6 +106,30 @@ func printKey(w io.Writer, k wire.Key) error {
 	t.row("Created:", byWho(k.CreatedAt, k.CreatedBy))
 	t.row("Updated:", fmtTime(k.UpdatedAt))
 	t.row("Version:", fmtVersion(k.Version))
+	t.row("Last used:", lastUsed(k.LastUsedAt, k.LastUsedIP))
+	return t.flush()
+}
+
+// lastUsed renders a key's last use.
+func lastUsed(at *time.Time, ip string) string {
+	if at == nil {
+		return "never seen by verify"
+	}
+	if ip == "" {
+		return fmtTime(*at)
+	}
+	return fmtTime(*at) + " from " + ip
+}
+
+// printUsage prints a key's verifies per day and outcome as a table.
+func printUsage(w io.Writer, u wire.KeyUsage) error {
+	fmt.Fprintf(w, "\nVerifies per day (UTC):\n")
+	t := newTable(w, "DATE", "VALID", "REVOKED", "EXPIRED", "IP_NOT_ALLOWED", "PERMISSION_DENIED", "TOTAL")
+	for _, d := range u.Days {
+		c := d.Counts
+		t.row(d.Date, strconv.FormatUint(c["VALID"], 10), strconv.FormatUint(c["REVOKED"], 10), strconv.FormatUint(c["EXPIRED"], 10),
+			strconv.FormatUint(c["IP_NOT_ALLOWED"], 10), strconv.FormatUint(c["PERMISSION_DENIED"], 10), strconv.FormatUint(d.Total, 10))
+	}
 	return t.flush()
 }
 

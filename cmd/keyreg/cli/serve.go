@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
+	"github.com/keyreg/keyreg/cmd/keyreg/usage"
 	"github.com/keyreg/keyreg/commands"
 )
 
@@ -98,6 +99,9 @@ last batch, NATS shut down.`,
 				}
 				cfg.TrustedProxies = append(cfg.TrustedProxies, p)
 			}
+			if cfg.UsageFlushInterval <= 0 || cfg.UsageFlushInterval > usage.MaxInterval {
+				return usagef("--usage-flush-interval %s: use a positive duration of at most %s, e.g. 1m", cfg.UsageFlushInterval, usage.MaxInterval)
+			}
 			if cfg.MinSeqWait <= 0 {
 				return usagef("--min-seq-wait %s: use a positive duration, e.g. 5s", cfg.MinSeqWait)
 			}
@@ -155,6 +159,7 @@ last batch, NATS shut down.`,
 	f.DurationVar(&cfg.WriteTimeout, "http-write-timeout", server.DefaultWriteTimeout, "how long answering a request may take (event streams and exports excepted)")
 	f.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", server.DefaultIdleTimeout, "how long a kept-alive connection may wait for its next request")
 	f.DurationVar(&cfg.MinSeqWait, "min-seq-wait", httpapi.DefaultMinSeqWait, "how long a read with min_seq (Keyreg-Min-Sequence) waits for this node's views to apply it before it answers 503")
+	f.DurationVar(&cfg.UsageFlushInterval, "usage-flush-interval", usage.DefaultInterval, "how often verify's record of the keys' use (last_used_at, daily counts) is written to the usage bucket, at most once per key; also the precision of last_used_at")
 	// A hidden flag for profiling the server (issue 12): a CPU profile of the whole run,
 	// written when serve stops.
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file when serve stops")

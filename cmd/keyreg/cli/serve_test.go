@@ -27,6 +27,8 @@ func TestServeAndAdminUsageErrors(t *testing.T) {
 		{"NATSKeyWithoutCert", 2, []string{"--nats-tls-cert and --nats-tls-key go together"}, append(serve, "--nats-tls-key", "key.pem")},
 		{"MissingCertFile", 1, []string{"--tls-cert", "nope.pem", "no such file"}, append(serve, "--tls-cert", "nope.pem", "--tls-key", "nope.key")},
 		{"MinSeqWaitZero", 2, []string{"--min-seq-wait", "0s"}, append(serve, "--min-seq-wait", "0s")},
+		{"UsageFlushIntervalZero", 2, []string{"--usage-flush-interval", "0s"}, append(serve, "--usage-flush-interval", "0s")},
+		{"UsageFlushIntervalTooLong", 2, []string{"--usage-flush-interval", "25h0m0s", "at most 24h"}, append(serve, "--usage-flush-interval", "25h")},
 		{"CPUProfileMissingDir", 1, []string{"--cpuprofile", "no such file"}, append(serve, "--cpuprofile", filepath.Join(data, "nope", "cpu.pprof"))},
 		{"ClusterPeersWithoutName", 2, []string{"--cluster-peers", "need --cluster-name"}, append(serve, "--cluster-listen", "127.0.0.1:6222", "--cluster-peers", "nats-route://127.0.0.1:6222")},
 		{"ClusterWithoutListen", 2, []string{"--cluster-name kr needs --cluster-listen"}, append(serve, "--cluster-name", "kr", "--cluster-peers", "nats-route://127.0.0.1:6222")},

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/usage"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
@@ -59,6 +60,23 @@ type Deps struct {
 	// command that runs out of time answers 503 unavailable with Retry-After, saying that
 	// the outcome is unknown.
 	CommandTimeout time.Duration
+	// Usage, when set, records every verify that finds a key and shows the keys' use
+	// (last_used_at, last_used_ip, GET .../keys/{id}/usage); without it keys show no use
+	// and the usage endpoint answers 409 not_supported.
+	Usage Usage
+}
+
+// Usage records and reads the keys' use, kept outside the stream (usage.Tracker).
+type Usage interface {
+	// Record notes a verify of key id of ws that answered code for a request from ip. It
+	// is on verify's hot path: it must not block on I/O, and should not allocate.
+	Record(ws events.Workspace, id, code string, ip netip.Addr, now time.Time)
+	// LastUsed returns when the key was last used (to the flush interval) and from which
+	// address; ok false if never.
+	LastUsed(ws events.Workspace, id string) (at time.Time, ip string, ok bool)
+	// Daily returns the key's verifies per outcome on each of the days UTC days up to
+	// now's, oldest first.
+	Daily(ws events.Workspace, id string, days int, now time.Time) []usage.Day
 }
 
 // Commands are the write commands the API runs (commands.Handler). Each returns the

@@ -67,6 +67,7 @@ func (a *API) registerKeys() {
 	a.registerRotateKey()
 	a.registerRevokeKey()
 	a.registerKeyHistory()
+	a.registerKeyUsage()
 }
 
 func (a *API) registerCreateKey() {
@@ -126,7 +127,7 @@ func (a *API) registerListKeys() {
 		if err != nil {
 			return nil, a.fail(ctx, err)
 		}
-		return keysPage(keys, v.at, in.limit()), nil
+		return a.keysPage(keys, v, in.limit()), nil
 	})
 }
 
@@ -273,8 +274,9 @@ func (a *API) registerKeyHistory() {
 	})
 }
 
-// keysPage is a page of at most limit keys; keys holds limit+1 when there are more.
-func keysPage(keys []events.KeyState, now time.Time, limit int) *keysOutput {
+// keysPage is a page of at most limit keys as view v has them; keys holds limit+1 when
+// there are more.
+func (a *API) keysPage(keys []events.KeyState, v readView, limit int) *keysOutput {
 	out := &keysOutput{}
 	if len(keys) > limit {
 		keys = keys[:limit]
@@ -282,7 +284,7 @@ func keysPage(keys []events.KeyState, now time.Time, limit int) *keysOutput {
 	}
 	out.Body.Keys = make([]wire.Key, 0, len(keys))
 	for _, k := range keys {
-		out.Body.Keys = append(out.Body.Keys, keyOut(k, now))
+		out.Body.Keys = append(out.Body.Keys, a.withUsage(keyOut(k, v.at), v))
 	}
 	return out
 }
@@ -365,7 +367,7 @@ func (a *API) keyResponse(ctx context.Context, v readView, ws, id string) (*keyO
 	if err != nil {
 		return nil, a.fail(ctx, err)
 	}
-	out := &keyOutput{Location: keyLocation(ws, id), Body: keyOut(k, v.at)}
+	out := &keyOutput{Location: keyLocation(ws, id), Body: a.withUsage(keyOut(k, v.at), v)}
 	if v.current {
 		out.ETag = etag(k.Version)
 	}

@@ -104,6 +104,9 @@ func (a *API) verify(ctx context.Context, in wire.VerifyRequest) (keyindex.Verif
 		}
 	}
 	a.d.Metrics.verify(r.Code)
+	if a.d.Usage != nil {
+		a.d.Usage.Record(r.Workspace, r.KeyID, r.Code, ip, now)
+	}
 	return r, applied, nil
 }
 

@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/usage"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events/eventstest"
 	"github.com/keyreg/keyreg/projections"
@@ -38,10 +40,20 @@ func newHandlerEnv(tb testing.TB) handlerEnv {
 	go func() { proj.Run(ctx); close(done) }()
 	tb.Cleanup(func() { cancel(); <-done; store.Close() })
 	cmds := &commands.Handler{Log: e.Log}
-	api := httpapi.New(httpapi.Deps{Commands: cmds, Views: store, Waiter: proj, Log: e.Log,
-		Metrics: httpapi.NewMetrics(func() float64 { return 0 }), Logger: slog.New(slog.DiscardHandler)})
 	wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer wcancel()
+	// Verify records each use, as on a node (the flush, once a minute, is left out).
+	js, err := jetstream.New(e.Conn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tracker, err := usage.Open(wctx, js, usage.Options{Node: "bench"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(tracker.Close)
+	api := httpapi.New(httpapi.Deps{Commands: cmds, Views: store, Waiter: proj, Log: e.Log, Usage: tracker,
+		Metrics: httpapi.NewMetrics(func() float64 { return 0 }), Logger: slog.New(slog.DiscardHandler)})
 	if _, err := cmds.CreateWorkspace(wctx, commands.CreateWorkspace{Workspace: "acme", Name: "acme"}); err != nil {
 		tb.Fatal(err)
 	}

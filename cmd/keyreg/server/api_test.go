@@ -120,6 +120,7 @@ func TestOpenAPI(t *testing.T) {
 	check("PATCH", "/v1/workspaces/acme/keys/"+k.Key.ID, f.writer, map[string]any{"name": "renamed"})
 	check("POST", "/v1/workspaces/acme/keys/"+k.Key.ID+"/rotate", f.writer, map[string]any{"grace_seconds": 60})
 	check("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"/history", f.writer, nil)
+	check("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"/usage?days=3", f.writer, nil)
 	check("DELETE", "/v1/workspaces/acme/keys/"+other.Key.ID, f.writer, nil)
 	check("POST", "/v1/workspaces/acme/identifiers", f.writer, map[string]any{"kind": "segment", "name": "s"})
 	check("GET", "/v1/workspaces/acme/identifiers", f.writer, nil)

@@ -23,6 +23,7 @@ import (
 	"github.com/oklog/run"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
+	"github.com/keyreg/keyreg/cmd/keyreg/usage"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
@@ -105,6 +106,10 @@ type Config struct {
 	// MinSeqWait bounds how long a read with min_seq waits for the views to apply it
 	// (0: httpapi.DefaultMinSeqWait).
 	MinSeqWait time.Duration
+	// UsageFlushInterval is how often the node flushes the keys' use that verify records
+	// in memory (last used, daily counts) to the usage bucket, at most once per key
+	// (0: usage.DefaultInterval; at most usage.MaxInterval).
+	UsageFlushInterval time.Duration
 }
 
 // Default HTTP timeouts.
@@ -159,9 +164,10 @@ type Node struct {
 	rebuild rebuilder
 	audit   *auditNode // the sealer; nil when read-only
 
-	ln     net.Listener // the HTTP listener, bound by Open before the root key is made
-	tlsCfg *tls.Config  // the HTTP API's TLS; nil: plain HTTP
-	users  *natsUsers   // the NATS users of subscribers; nil without an embedded listener
+	ln     net.Listener   // the HTTP listener, bound by Open before the root key is made
+	tlsCfg *tls.Config    // the HTTP API's TLS; nil: plain HTTP
+	users  *natsUsers     // the NATS users of subscribers; nil without an embedded listener
+	usage  *usage.Tracker // the keys' use; nil when read-only
 
 	backupMu sync.Mutex // held by the online backup under way (Backup)
 }
@@ -253,6 +259,9 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.users = newNATSUsers(n.stream.nats, n.stream.opts, n.stream.Log, cfg.Logger)
 	}
 	if err := n.openAudit(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.openUsage(ctx); err != nil {
 		return nil, err
 	}
 	// One fsync per change, the stream's: the views re-apply from it what a crash takes.
@@ -348,6 +357,9 @@ func (n *Node) Close() {
 	}
 	if v := n.current.Load(); v != nil {
 		v.stop()
+	}
+	if n.usage != nil {
+		n.usage.Close()
 	}
 	if n.stream != nil {
 		n.stream.Close()
@@ -445,6 +457,10 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 	if n.users != nil {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return n.users.run(ctx) }, func(error) { cancel() })
+	}
+	if n.usage != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return n.usage.Run(ctx) }, func(error) { cancel() })
 	}
 	if snap, err := n.newSnapshotter(cfg); err != nil {
 		return err

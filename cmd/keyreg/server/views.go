@@ -48,6 +48,9 @@ func (n *Node) newViews(gen string, store *projections.Store) *views {
 	if n.users != nil {
 		deps.Subscribers = nodeSubscribers{n}
 	}
+	if n.usage != nil {
+		deps.Usage = n.usage
+	}
 	if !n.cfg.ReadOnly {
 		v.projector = projections.NewProjector(store, n.js)
 		deps.Commands, deps.Waiter = n.Commands, v.projector

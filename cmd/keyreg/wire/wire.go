@@ -55,6 +55,25 @@ type Key struct {
 	CreatedBy                string     `json:"created_by,omitempty" doc:"Key id of the creator"`
 	UpdatedAt                time.Time  `json:"updated_at"`
 	Version                  uint64     `json:"version" doc:"Stream sequence of the key's last event; its ETag"`
+	LastUsedAt               *time.Time `json:"last_used_at,omitempty" doc:"When a verify last found the key (any outcome), to the server's usage flush interval (--usage-flush-interval): the start of that interval. Kept outside the event stream; absent if never seen, and in as_of reads"`
+	LastUsedIP               string     `json:"last_used_ip,omitempty" doc:"The end-user address (verify's ip) of that use"`
+}
+
+// KeyUsage is a key's use as verify saw it (GET .../keys/{id}/usage), kept outside the
+// event stream and flushed once per interval by every node.
+type KeyUsage struct {
+	KeyID      string     `json:"key_id"`
+	Workspace  string     `json:"workspace"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty" doc:"As in the key: when a verify last found it, to the flush interval"`
+	LastUsedIP string     `json:"last_used_ip,omitempty" doc:"The end-user address of that use"`
+	Days       []UsageDay `json:"days" doc:"One entry per UTC day, oldest first, today last"`
+}
+
+// UsageDay is one UTC day of a key's verifies.
+type UsageDay struct {
+	Date   string            `json:"date" doc:"The UTC day, YYYY-MM-DD"`
+	Counts map[string]uint64 `json:"counts" doc:"Verifies of the key that day by outcome (VALID, REVOKED, EXPIRED, IP_NOT_ALLOWED, PERMISSION_DENIED), every outcome listed"`
+	Total  uint64            `json:"total" doc:"The sum of counts"`
 }
 
 // KeyWithSecret is a key with its new secret, shown once: at creation and rotation.
