@@ -14,6 +14,7 @@ import (
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
 	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/commands/expiry"
 )
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -98,6 +99,9 @@ last batch, NATS shut down.`,
 				}
 				cfg.TrustedProxies = append(cfg.TrustedProxies, p)
 			}
+			if _, err := server.ParseExpiryWarnings(cfg.Expiry.Warnings); err != nil {
+				return usagef("%v", err)
+			}
 			if cfg.MinSeqWait <= 0 {
 				return usagef("--min-seq-wait %s: use a positive duration, e.g. 5s", cfg.MinSeqWait)
 			}
@@ -155,6 +159,9 @@ last batch, NATS shut down.`,
 	f.DurationVar(&cfg.WriteTimeout, "http-write-timeout", server.DefaultWriteTimeout, "how long answering a request may take (event streams and exports excepted)")
 	f.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", server.DefaultIdleTimeout, "how long a kept-alive connection may wait for its next request")
 	f.DurationVar(&cfg.MinSeqWait, "min-seq-wait", httpapi.DefaultMinSeqWait, "how long a read with min_seq (Keyreg-Min-Sequence) waits for this node's views to apply it before it answers 503")
+	f.StringVar(&cfg.Expiry.Warnings, "expiry-warnings", expiry.DefaultWarnings, `append keyreg.key.expiring.v1 when a key comes within each of these of its expiry (days such as 7d, or durations such as 36h; "off": none)`)
+	f.DurationVar(&cfg.Expiry.ScanInterval, "expiry-scan-interval", expiry.DefaultInterval, "how often the node holding the expiry lease looks for keys to warn of or mark expired (-1s: never)")
+	f.StringVar(&cfg.LeakReportKeysFile, "leak-report-keys", "", `serve POST /v1/leaked-keys (secret scanning reports) signed by the ECDSA P-256 keys of this JSON file ({"public_keys": [{"key_identifier", "key", "is_current"}]})`)
 	// A hidden flag for profiling the server (issue 12): a CPU profile of the whole run,
 	// written when serve stops.
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file when serve stops")

@@ -59,6 +59,11 @@ type Deps struct {
 	// command that runs out of time answers 503 unavailable with Retry-After, saying that
 	// the outcome is unknown.
 	CommandTimeout time.Duration
+	// LeakReportKeys, when set, serves POST /v1/leaked-keys, checking reports against
+	// these keys with Leaks; nil: that endpoint answers 404.
+	LeakReportKeys LeakReportKeys
+	// Leaks runs leak reports and the workspaces' leak responses (commands.Handler).
+	Leaks LeakCommands
 }
 
 // Commands are the write commands the API runs (commands.Handler). Each returns the

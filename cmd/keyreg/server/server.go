@@ -24,6 +24,7 @@ import (
 
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/commands/expiry"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
 	"github.com/keyreg/keyreg/replay"
@@ -105,6 +106,11 @@ type Config struct {
 	// MinSeqWait bounds how long a read with min_seq waits for the views to apply it
 	// (0: httpapi.DefaultMinSeqWait).
 	MinSeqWait time.Duration
+	// Expiry says when expiry notices are appended (expiryleaks.go).
+	Expiry ExpiryConfig
+	// LeakReportKeysFile, when set, serves POST /v1/leaked-keys with the secret scanners'
+	// public keys of this file (httpapi.LoadLeakReportKeys).
+	LeakReportKeysFile string
 }
 
 // Default HTTP timeouts.
@@ -164,6 +170,9 @@ type Node struct {
 	users  *natsUsers   // the NATS users of subscribers; nil without an embedded listener
 
 	backupMu sync.Mutex // held by the online backup under way (Backup)
+
+	expiry   *expiry.Scanner        // appends expiry notices; nil when read-only or off
+	leakKeys httpapi.LeakReportKeys // of --leak-report-keys; nil: no leak reports
 }
 
 // Store returns the serving generation's views.
@@ -253,6 +262,12 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.users = newNATSUsers(n.stream.nats, n.stream.opts, n.stream.Log, cfg.Logger)
 	}
 	if err := n.openAudit(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.openExpiry(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.openLeakReports(); err != nil {
 		return nil, err
 	}
 	// One fsync per change, the stream's: the views re-apply from it what a crash takes.
@@ -445,6 +460,10 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 	if n.users != nil {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return n.users.run(ctx) }, func(error) { cancel() })
+	}
+	if n.expiry != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return n.expiry.Run(ctx) }, func(error) { cancel() })
 	}
 	if snap, err := n.newSnapshotter(cfg); err != nil {
 		return err
