@@ -129,19 +129,19 @@ func (a *API) registerLeaks() {
 	}, func(ctx context.Context, in *struct {
 		KeyID     string `header:"Github-Public-Key-Identifier"`
 		Signature string `header:"Github-Public-Key-Signature"`
-		RawBody   []byte `contentType:"application/json"`
 	}) (*struct{ Body []LeakLabel }, error) {
+		body := requestBody(ctx) // the raw body, as signed (read by API.readBody, at most MaxBody bytes)
 		if a.d.LeakReportKeys == nil || a.d.Leaks == nil {
 			return nil, problem(http.StatusNotFound, CodeNotFound, "leaked-key reports are off on this server: start keyreg serve with --leak-report-keys FILE")
 		}
 		if err := a.writable(); err != nil {
 			return nil, err
 		}
-		if p := a.d.LeakReportKeys.verify(in.KeyID, in.Signature, in.RawBody); p != nil {
+		if p := a.d.LeakReportKeys.verify(in.KeyID, in.Signature, body); p != nil {
 			return nil, p
 		}
 		var items []leakReportItem
-		if err := json.Unmarshal(in.RawBody, &items); err != nil || items == nil {
+		if err := json.Unmarshal(body, &items); err != nil || items == nil {
 			// Never echo the body: it holds secrets.
 			return nil, problem(http.StatusBadRequest, CodeMalformedJSON, "the body must be a JSON array of {token, type, url, source}")
 		}
