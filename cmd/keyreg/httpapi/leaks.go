@@ -92,6 +92,9 @@ func (k LeakReportKeys) verify(id, sig string, body []byte) *Problem {
 	return nil
 }
 
+// maxLeakURL bounds the URL of a leak kept in its event (longer ones are cut).
+const maxLeakURL = 2048
+
 // MaxLeakReportTokens bounds the tokens of one report (400 beyond).
 const MaxLeakReportTokens = 1000
 
@@ -178,11 +181,12 @@ func (a *API) reportLeaks(ctx context.Context, reporter string, items []leakRepo
 		if r.Code == keyindex.CodeRevoked {
 			continue
 		}
+		url := shorten(it.URL, maxLeakURL)
 		cctx, cancel := context.WithTimeout(ctx, a.d.CommandTimeout)
 		res, err := a.d.Leaks.ReportLeak(cctx, commands.ReportLeak{Workspace: string(r.Workspace), KeyID: r.KeyID, SecretHash: hash,
-			TokenType: it.Type, URL: it.URL, Source: it.Source, Reporter: reporter,
+			TokenType: shorten(it.Type, maxEchoedValue), URL: url, Source: shorten(it.Source, maxEchoedValue), Reporter: reporter,
 			Meta: events.Meta{ActorIP: c.ip.String(), RequestID: c.requestID,
-				Reason: "leaked: secret scanner " + reporter + " found the secret at " + it.URL}})
+				Reason: shorten("leaked: secret scanner "+reporter+" found the secret at "+url, 1024)}})
 		cancel()
 		a.d.Metrics.command("report_leak", err)
 		switch {
