@@ -127,8 +127,9 @@ func New(thresholds []Threshold, interval time.Duration, keys Keys, notes Notifi
 
 // notice is one notice due.
 type notice struct {
-	cmd commands.NoteKeyExpiry
-	id  string
+	cmd     commands.NoteKeyExpiry
+	id      string
+	version uint64 // the key's version in the views when found due
 }
 
 // due returns the notices due at now for k, in the order they are to be appended.
@@ -139,7 +140,7 @@ func (s *Scanner) due(k *events.KeyState, now time.Time) []notice {
 	exp := k.ExpiresAt.UTC()
 	mk := func(t Threshold) notice {
 		return notice{cmd: commands.NoteKeyExpiry{Workspace: string(k.Workspace), KeyID: k.ID, ExpiresAt: exp, Threshold: t.D, ThresholdText: t.Text,
-			Meta: events.Meta{Reason: "expiry notice"}}, id: commands.ExpiryNoticeID(k.Workspace, k.ID, exp, t.D)}
+			Meta: events.Meta{Reason: "expiry notice"}}, id: commands.ExpiryNoticeID(k.Workspace, k.ID, exp, t.D), version: k.Version}
 	}
 	if !now.Before(exp) {
 		return []notice{mk(Threshold{})}
@@ -154,7 +155,7 @@ func (s *Scanner) due(k *events.KeyState, now time.Time) []notice {
 }
 
 // Scan appends the notices due now that were not appended yet, and returns how many it
-// asked the log for (each appended, or found appended before). A notice that fails is
+// found done (appended now, or found appended before). A notice that fails is
 // logged and asked for again at the next scan.
 func (s *Scanner) Scan(ctx context.Context) (int, error) {
 	now := s.now()
@@ -182,13 +183,15 @@ func (s *Scanner) Scan(ctx context.Context) (int, error) {
 		if err := ctx.Err(); err != nil {
 			return asked, err
 		}
-		_, err := s.notes.NoteKeyExpiry(ctx, n.cmd)
+		res, err := s.notes.NoteKeyExpiry(ctx, n.cmd)
 		switch {
 		case errors.Is(err, commands.ErrRevoked), errors.Is(err, events.ErrNotFound):
 			s.done[n.id] = true
 		case err != nil:
 			s.logger.Warn("expiry: append a notice", "workspace", n.cmd.Workspace, "key", n.cmd.KeyID, "threshold", n.cmd.ThresholdText, "err", err)
-		default:
+		case res.Duplicate || res.Version > n.version:
+			// Appended now or before. A notice the command found not due (the key's
+			// expiry changed, or the clock disagrees) is asked for again while due.
 			s.done[n.id] = true
 			asked++
 		}

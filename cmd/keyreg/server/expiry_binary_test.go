@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +78,24 @@ func TestExpiryNoticesBinary(t *testing.T) {
 		t.Fatalf("verify of the expired key: %+v", v)
 	}
 
+	// On the workspace's event stream, like any event: the stream from the start holds
+	// the five warnings and the expired notice, in the log's order.
+	sse := openEvents(t, wrap(n), "acme", n.Root, "?after=0")
+	var got []string
+	for len(got) < 6 {
+		e, ok := sse.next()
+		if !ok {
+			t.Fatalf("the event stream ended after %v", got)
+		}
+		if strings.HasPrefix(e.typ, "keyreg.key.expir") {
+			got = append(got, e.typ)
+		}
+	}
+	sse.close()
+	if strings.Count(strings.Join(got, " "), "keyreg.key.expiring.v1") != 5 || !slices.Contains(got, "keyreg.key.expired.v1") {
+		t.Fatalf("notices on the event stream: %v", got)
+	}
+
 	// In the audit, filtered by type, like any event.
 	var a auditPage
 	n.JSON("GET", "/v1/workspaces/acme/audit?type=keyreg.key.expiring.v1&limit=100", n.Root, nil, 200, &a)
@@ -83,9 +103,15 @@ func TestExpiryNoticesBinary(t *testing.T) {
 		t.Fatalf("audit holds %d keyreg.key.expiring.v1, want 5", got)
 	}
 
-	// The version after the notices takes an If-Match.
+	// The notices advanced the key's version: an If-Match taken before them is stale (412),
+	// the version after them takes one.
+	n.JSON("PATCH", "/v1/workspaces/acme/keys/"+long.Key.ID, n.Root, map[string]any{"name": "stale"}, 412, nil,
+		"If-Match", fmt.Sprintf("%q", strconv.FormatUint(long.Key.Version, 10)))
 	var k wire.Key
 	h := n.JSON("GET", "/v1/workspaces/acme/keys/"+long.Key.ID, n.Root, nil, 200, &k)
+	if k.Version <= long.Key.Version {
+		t.Fatalf("version after the notices: %d (created at %d)", k.Version, long.Key.Version)
+	}
 	n.JSON("PATCH", "/v1/workspaces/acme/keys/"+long.Key.ID, n.Root, map[string]any{"name": "long-renamed"}, 200, nil, "If-Match", h.Get("ETag"))
 
 	// A restart: the scans after it append nothing again.
