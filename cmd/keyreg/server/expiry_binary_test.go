@@ -3,14 +3,20 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
+	"github.com/keyreg/keyreg/cmd/keyreg/server"
 	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 )
@@ -158,4 +164,50 @@ func runServe(t *testing.T, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, nodetest.Binary(t), append([]string{"serve", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", ""}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// TestExpiryNoticesOnNATS holds that expiry notices reach subscribing services on the
+// key's NATS subjects, as CloudEvents of their type, like every other event.
+func TestExpiryNoticesOnNATS(t *testing.T) {
+	n := startNode(t, "", listenNATS, sharedSubscriber, func(c *server.Config) { c.Expiry.ScanInterval = 50 * time.Millisecond })
+	pw, err := os.ReadFile(filepath.Join(n.dataDir, server.NATSSubscriberPasswordFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(n.NATSURL(), nats.UserInfo(server.DefaultNATSSubscriberUser, strings.TrimSpace(string(pw))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js, _ := jetstream.New(nc)
+	oc, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"keyreg.acme.key.*.expiring"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, n, "acme")
+	k := f.createKey(map[string]any{"name": "soon", "expires_at": time.Now().Add(36 * time.Hour).UTC().Format(time.RFC3339)})
+	var got []string
+	for len(got) < 2 {
+		m, err := oc.Next(jetstream.FetchContext(ctx))
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		e, err := events.Decode(m.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := e.Payload()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject() != "keyreg.acme.key."+k.Key.ID+".expiring" || e.Type != events.TypeKeyExpiring {
+			t.Fatalf("message on %s of type %s", m.Subject(), e.Type)
+		}
+		got = append(got, p.(*events.KeyExpiring).Threshold)
+	}
+	if strings.Join(got, " ") != "30d 7d" {
+		t.Fatalf("warnings on NATS: %v", got)
+	}
 }
