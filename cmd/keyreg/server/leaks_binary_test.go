@@ -129,6 +129,10 @@ func TestLeakedKeyReportBinary(t *testing.T) {
 			t.Errorf("%s: %d %s %s", name, st, h.Get("Content-Type"), b)
 		}
 	}
+	huge := append([]byte("["), bytes.Repeat([]byte(" "), 1<<20)...) // over the body limit
+	if st, _, b := n.Do("POST", "/v1/leaked-keys", "", append(huge, ']'), gh.sign(t, append(huge, ']'))...); st != 413 {
+		t.Errorf("a report over the body limit: %d %s", st, b)
+	}
 	if after := seqOf(); after != before+1 {
 		t.Fatalf("refused reports appended: the stream went from %d to %d", before, after-1)
 	}
