@@ -49,6 +49,11 @@ func samplePayloads() map[Type]Payload {
 		TypeSubscriberRemoved: &SubscriberRemoved{Name: "billing"},
 		TypeSignerAdded:       &SignerAdded{VerifierKey: "keyreg+4c8a5e1f+AcRGMdNw0nDSzM8AgpSCasPMt2oWHuAsEsKaYBbqAn1B", Node: "node-a"},
 		TypeSignerRetired:     &SignerRetired{VerifierKey: "keyreg+4c8a5e1f+AcRGMdNw0nDSzM8AgpSCasPMt2oWHuAsEsKaYBbqAn1B"},
+		TypeKeyExpiring:       &KeyExpiring{ExpiresAt: t1, Threshold: "7d", ThresholdSeconds: 7 * 24 * 3600},
+		TypeKeyExpired:        &KeyExpired{ExpiresAt: t1},
+		TypeKeyLeaked: &KeyLeaked{SecretHash: h2, TokenType: "keyreg_api_key", URL: "https://github.com/acme/app/blob/abc/config.yml",
+			Source: "content", Reporter: "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a", Revoked: true},
+		TypeLeakResponseSet: &LeakResponseSet{Mode: LeakReportOnly, Previous: LeakRevoke},
 	}
 }
 

@@ -66,6 +66,7 @@ var forbiddenDeps = map[string][]string{
 	"projections/keyindex": {"github.com/nats-io/", "github.com/cockroachdb/pebble"},
 	"projections/verifier": {"github.com/nats-io/nats-server", "github.com/cockroachdb/pebble"},
 	"commands/sealer":      {"github.com/nats-io/", "github.com/cockroachdb/pebble", "github.com/keyreg/keyreg/projections", "github.com/keyreg/keyreg/events/natslog"},
+	"commands/expiry":      {"github.com/nats-io/", "github.com/cockroachdb/pebble", "github.com/keyreg/keyreg/projections", "github.com/keyreg/keyreg/events/natslog"},
 	"cmd/keyreg/client":    {"github.com/nats-io/nats-server", "github.com/cockroachdb/pebble", "github.com/danielgtaylor/huma", "github.com/prometheus/"},
 }
 

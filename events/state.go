@@ -81,6 +81,8 @@ func (k *KeyState) Apply(seq uint64, data []byte, e Event, p Payload) error {
 		k.ExpiresAt = p.ExpiresAt
 	case *KeyRevoked:
 		k.Status = StatusRevoked
+	case *KeyExpiring, *KeyExpired, *KeyLeaked:
+		// Notices (keynotices.go): the key's state is unchanged, its version advances.
 	default:
 		return fmt.Errorf("events: key %s: cannot apply %s", k.ID, e.Type)
 	}
@@ -151,6 +153,8 @@ func (s *WorkspaceState) Apply(seq uint64, data []byte, e Event, p Payload) erro
 			return fmt.Errorf("events: workspace %s: %s before workspace.created", e.Workspace(), e.Type)
 		}
 		s.Permissions = append(slices.Clip(s.Permissions), PermissionInfo{Name: p.Name, Description: p.Description, Group: GroupWorkspace, Workspace: s.ID})
+	case *LeakResponseSet:
+		// Read from the log where needed (the leak report), not kept in the state.
 	default:
 		return fmt.Errorf("events: workspace %s: cannot apply %s", s.ID, e.Type)
 	}

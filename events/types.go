@@ -77,6 +77,10 @@ var Types = []TypeInfo{
 	eventType(AggSubscriber, func() Payload { return &SubscriberRemoved{} }),
 	eventType(AggSigner, func() Payload { return &SignerAdded{} }),
 	eventType(AggSigner, func() Payload { return &SignerRetired{} }),
+	eventType(AggKey, func() Payload { return &KeyExpiring{} }),
+	eventType(AggKey, func() Payload { return &KeyExpired{} }),
+	eventType(AggKey, func() Payload { return &KeyLeaked{} }),
+	eventType(AggWorkspace, func() Payload { return &LeakResponseSet{} }),
 }
 
 // eventType is the row of Types of the payload newPayload makes, of aggregate agg.

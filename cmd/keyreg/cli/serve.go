@@ -15,6 +15,7 @@ import (
 	"github.com/keyreg/keyreg/cmd/keyreg/server"
 	"github.com/keyreg/keyreg/cmd/keyreg/usage"
 	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/commands/expiry"
 )
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -102,6 +103,9 @@ last batch, NATS shut down.`,
 			if cfg.UsageFlushInterval <= 0 || cfg.UsageFlushInterval > usage.MaxInterval {
 				return usagef("--usage-flush-interval %s: use a positive duration of at most %s, e.g. 1m", cfg.UsageFlushInterval, usage.MaxInterval)
 			}
+			if _, err := server.ParseExpiryWarnings(cfg.Expiry.Warnings); err != nil {
+				return usagef("%v", err)
+			}
 			if cfg.MinSeqWait <= 0 {
 				return usagef("--min-seq-wait %s: use a positive duration, e.g. 5s", cfg.MinSeqWait)
 			}
@@ -160,6 +164,9 @@ last batch, NATS shut down.`,
 	f.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", server.DefaultIdleTimeout, "how long a kept-alive connection may wait for its next request")
 	f.DurationVar(&cfg.MinSeqWait, "min-seq-wait", httpapi.DefaultMinSeqWait, "how long a read with min_seq (Keyreg-Min-Sequence) waits for this node's views to apply it before it answers 503")
 	f.DurationVar(&cfg.UsageFlushInterval, "usage-flush-interval", usage.DefaultInterval, "how often verify's record of the keys' use (last_used_at, daily counts) is written to the usage bucket, at most once per key; also the precision of last_used_at")
+	f.StringVar(&cfg.Expiry.Warnings, "expiry-warnings", expiry.DefaultWarnings, `append keyreg.key.expiring.v1 when a key comes within each of these of its expiry (days such as 7d, or durations such as 36h; "off": none)`)
+	f.DurationVar(&cfg.Expiry.ScanInterval, "expiry-scan-interval", expiry.DefaultInterval, "how often the node holding the expiry lease looks for keys to warn of or mark expired (-1s: never)")
+	f.StringVar(&cfg.LeakReportKeysFile, "leak-report-keys", "", `serve POST /v1/leaked-keys (secret scanning reports) signed by the ECDSA P-256 keys of this JSON file ({"public_keys": [{"key_identifier", "key", "is_current"}]})`)
 	// A hidden flag for profiling the server (issue 12): a CPU profile of the whole run,
 	// written when serve stops.
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file when serve stops")

@@ -92,6 +92,7 @@ func New(d Deps) *API {
 	a.registerAdmin()
 	a.registerAudit()
 	a.registerSubscribers()
+	a.registerLeaks()
 	return a
 }
 

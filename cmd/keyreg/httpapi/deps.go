@@ -64,6 +64,11 @@ type Deps struct {
 	// (last_used_at, last_used_ip, GET .../keys/{id}/usage); without it keys show no use
 	// and the usage endpoint answers 409 not_supported.
 	Usage Usage
+	// LeakReportKeys, when set, serves POST /v1/leaked-keys, checking reports against
+	// these keys with Leaks; nil: that endpoint answers 404.
+	LeakReportKeys LeakReportKeys
+	// Leaks runs leak reports and the workspaces' leak responses (commands.Handler).
+	Leaks LeakCommands
 }
 
 // Usage records and reads the keys' use, kept outside the stream (usage.Tracker).

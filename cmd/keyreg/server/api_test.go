@@ -17,6 +17,7 @@ import (
 	validator "github.com/pb33f/libopenapi-validator"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
+	"github.com/keyreg/keyreg/cmd/keyreg/server"
 	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 )
 
@@ -26,7 +27,8 @@ import (
 // refuses a caller without a token (401) unless it is one of the few public routes, which
 // answer 200; and at least one real answer of it validates against the document.
 func TestOpenAPI(t *testing.T) {
-	n := startNode(t, "")
+	leakKeys := keysFile(t, newScanner(t, "gh-1"))
+	n := startNode(t, "", func(c *server.Config) { c.LeakReportKeysFile = leakKeys })
 	st, _, doc := n.do("GET", "/openapi.json", "", nil)
 	if st != 200 {
 		t.Fatalf("GET /openapi.json: %d", st)
@@ -145,6 +147,9 @@ func TestOpenAPI(t *testing.T) {
 	check("POST", "/v1/subscribers", n.root, map[string]any{"name": "billing"})
 	check("GET", "/v1/subscribers", n.root, nil)
 	check("DELETE", "/v1/subscribers/billing", n.root, nil)
+	check("PUT", "/v1/workspaces/acme/leak-response", f.writer, map[string]any{"mode": "report_only"})
+	check("GET", "/v1/workspaces/acme/leak-response", f.writer, nil)
+	check("POST", "/v1/leaked-keys", "", []any{}) // 401: not signed
 	// Each route, sent its sample without a token: served, and 401 unless public.
 	for _, r := range routes {
 		smp, ok := samples[r]

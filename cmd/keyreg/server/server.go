@@ -25,6 +25,7 @@ import (
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/usage"
 	"github.com/keyreg/keyreg/commands"
+	"github.com/keyreg/keyreg/commands/expiry"
 	"github.com/keyreg/keyreg/events"
 	"github.com/keyreg/keyreg/projections"
 	"github.com/keyreg/keyreg/replay"
@@ -110,6 +111,11 @@ type Config struct {
 	// in memory (last used, daily counts) to the usage bucket, at most once per key
 	// (0: usage.DefaultInterval; at most usage.MaxInterval).
 	UsageFlushInterval time.Duration
+	// Expiry says when expiry notices are appended (expiryleaks.go).
+	Expiry ExpiryConfig
+	// LeakReportKeysFile, when set, serves POST /v1/leaked-keys with the secret scanners'
+	// public keys of this file (httpapi.LoadLeakReportKeys).
+	LeakReportKeysFile string
 }
 
 // Default HTTP timeouts.
@@ -170,6 +176,9 @@ type Node struct {
 	usage  *usage.Tracker // the keys' use; nil when read-only
 
 	backupMu sync.Mutex // held by the online backup under way (Backup)
+
+	expiry   *expiry.Scanner        // appends expiry notices; nil when read-only or off
+	leakKeys httpapi.LeakReportKeys // of --leak-report-keys; nil: no leak reports
 }
 
 // Store returns the serving generation's views.
@@ -262,6 +271,12 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if err := n.openUsage(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.openExpiry(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.openLeakReports(); err != nil {
 		return nil, err
 	}
 	// One fsync per change, the stream's: the views re-apply from it what a crash takes.
@@ -461,6 +476,10 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 	if n.usage != nil {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return n.usage.Run(ctx) }, func(error) { cancel() })
+	}
+	if n.expiry != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return n.expiry.Run(ctx) }, func(error) { cancel() })
 	}
 	if snap, err := n.newSnapshotter(cfg); err != nil {
 		return err

@@ -55,6 +55,7 @@ func (n *Node) newViews(gen string, store *projections.Store) *views {
 		v.projector = projections.NewProjector(store, n.js)
 		deps.Commands, deps.Waiter = n.Commands, v.projector
 		deps.Backup = nodeBackup{n}
+		deps.LeakReportKeys, deps.Leaks = n.leakKeys, n.Commands
 	}
 	v.api = httpapi.New(deps)
 	return v
