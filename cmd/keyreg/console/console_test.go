@@ -369,6 +369,30 @@ func TestConsole(t *testing.T) {
 			chromedp.SendKeys(css("#app-name"), "Shop Android"), chromedp.SetValue(css("#app-platform"), "android"),
 			chromedp.Click(css(`#app-form button[type=submit]`)), until(`document.querySelector("#apps-list").textContent.includes("Shop Android")`))
 		b.shot("09-identification")
+		b.do("rename it", chromedp.Click(css(`#apps-list li[data-name="Shop Android"] [data-action=rename]`)), chromedp.WaitVisible(css("#rename-name")),
+			chromedp.SetValue(css("#rename-name"), "Shop for Android"), chromedp.Click(css(`#rename-form button[type=submit]`)),
+			until(`document.querySelector('#apps-list li[data-name="Shop for Android"]') !== null`))
+		b.do("retire it", chromedp.Click(css(`#apps-list li[data-name="Shop for Android"] [data-action=retire]`)), chromedp.WaitVisible(css("#confirm-yes")),
+			chromedp.Click(css("#confirm-yes")), until(`document.querySelector("#apps-list li") === null`))
+		var apps struct {
+			Identifiers []wire.Identifier `json:"identifiers"`
+		}
+		n.JSON("GET", "/v1/workspaces/acme/identifiers?kind=app", n.Root, nil, 200, &apps)
+		if len(apps.Identifiers) != 0 {
+			t.Errorf("active apps after retiring the only one: %+v", apps.Identifiers)
+		}
+	})
+
+	step(t, "workspace switcher", func(t *testing.T) {
+		b.t = t
+		pick := func(ws string) string {
+			return `(() => { const s = document.querySelector("#workspace"); s.value = ` + jsString(ws) + `; s.dispatchEvent(new Event("change")); return true; })()`
+		}
+		eval[bool](b, pick("system"))
+		b.do("keys of system", chromedp.Click(css(`#nav a[href="#keys"]`)), until(`document.querySelector('tr[data-name="root"]') !== null`))
+		eval[bool](b, pick("acme"))
+		b.do("keys of acme", until(`document.querySelector('tr[data-name="billing-export"]') !== null && document.querySelector('tr[data-name="root"]') === null`),
+			until(`document.querySelector("#live").textContent === "live"`))
 	})
 
 	step(t, "live", func(t *testing.T) {
@@ -414,6 +438,28 @@ func TestConsole(t *testing.T) {
 		// A read with the cookie works (the session is good).
 		if st, _, b := n.Do("GET", "/v1/workspaces/acme/keys", "", nil, "Cookie", "keyreg_session="+cookie); st != http.StatusOK {
 			t.Errorf("a read with the session cookie: %d %s", st, b)
+		}
+	})
+
+	step(t, "rotate", func(t *testing.T) {
+		b.t = t
+		b.do("rotate", chromedp.Click(css(`#nav a[href="#keys"]`)), chromedp.WaitVisible(css(`tr[data-name="made-elsewhere"] [data-action=rotate]`)),
+			chromedp.Click(css(`tr[data-name="made-elsewhere"] [data-action=rotate]`)), chromedp.WaitVisible(css("#rotate-grace")),
+			chromedp.SetValue(css("#rotate-grace"), "600"), chromedp.SendKeys(css("#rotate-reason"), "yearly rotation"),
+			chromedp.Click(css(`#rotate-form button[type=submit]`)), chromedp.WaitVisible(css("#secret-dialog[open] #secret-value")),
+			until(`document.querySelector("#secret-value").value.startsWith("kr_")`))
+		rotated := run(b, "the new secret", chromedp.Value(css("#secret-value")))
+		b.do("close it", chromedp.Click(css(`#secret-dialog [data-close]`)), chromedp.WaitNotVisible(css("#secret-dialog")))
+		if got := verify(n, rotated, "192.0.2.1", "users.track"); got != "VALID" {
+			t.Errorf("verify the rotated secret: %s, want VALID", got)
+		}
+		b.do("the timeline shows it", chromedp.Click(css(`tr[data-name="made-elsewhere"] a[href^="#key/"]`)),
+			chromedp.WaitVisible(css(`#timeline li[data-type="keyreg.key.secret_rotated.v1"]`)))
+		if details := text(b, "#key-details"); !strings.Contains(details, "Old secret valid until") {
+			t.Errorf("key details after a rotation with grace: %q", details)
+		}
+		if why := text(b, `#timeline li[data-type="keyreg.key.secret_rotated.v1"]`); !strings.Contains(why, "yearly rotation") || !strings.Contains(why, "old secret valid until") {
+			t.Errorf("rotation in the timeline: %q", why)
 		}
 	})
 

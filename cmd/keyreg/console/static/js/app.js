@@ -20,7 +20,9 @@ export const state = { ws: "", workspaces: [], permissions: [] };
 
 const views = { keys, key: keys, apps: idents, identifiers: idents, audit };
 
-function route() {
+// route shows the view the URL names; a move to another view (not a live redraw) puts
+// the keyboard focus on its heading.
+function route(e) {
   const [name, arg] = location.hash.replace(/^#/, "").split("/");
   const view = views[name] ? name : "keys";
   document.querySelectorAll(".view").forEach((v) => (v.hidden = v.id !== view + "-view"));
@@ -28,6 +30,7 @@ function route() {
     if (a.dataset.view === view || (view === "key" && a.dataset.view === "keys")) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   });
+  if (e && e.type === "hashchange") document.querySelector("#" + view + "-view h2")?.focus({ preventScroll: true });
   state.view = view;
   state.arg = arg ? decodeURIComponent(arg) : "";
   return refresh();

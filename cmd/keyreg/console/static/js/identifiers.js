@@ -2,7 +2,7 @@
 // rename, retire) and the Additional API Identifiers view (pick a kind, search by name as
 // you type, the chosen identifier shown under the dropdown).
 import { call, ws, listAll } from "./api.js";
-import { $, el, fmtTime, copy, toast, clearErrors, showProblem } from "./ui.js";
+import { $, el, fmtTime, copy, toast, clearErrors, showProblem, confirmAction } from "./ui.js";
 import { state, refresh } from "./app.js";
 
 let renaming = null;
@@ -22,11 +22,11 @@ async function showApps() {
   }
   const sections = [...byPlatform.keys()].sort().map((p) => el("div", { class: "card platform" },
     el("h3", {}, p),
-    el("ul", {}, ...byPlatform.get(p).map((a) => el("li", { "data-id": a.id },
+    el("ul", {}, ...byPlatform.get(p).map((a) => el("li", { "data-id": a.id, "data-name": a.name },
       el("strong", {}, a.name), " ", el("code", {}, a.id), " ",
       el("button", { type: "button", class: "small secondary", onclick: () => copy(a.id), "aria-label": "Copy the identifier of " + a.name }, "Copy"),
-      el("button", { type: "button", class: "small secondary", onclick: () => openRename(a) }, "Rename"),
-      el("button", { type: "button", class: "small danger", onclick: () => retire(a) }, "Retire"),
+      el("button", { type: "button", class: "small secondary", "data-action": "rename", onclick: () => openRename(a) }, "Rename"),
+      el("button", { type: "button", class: "small danger", "data-action": "retire", onclick: () => retire(a) }, "Retire"),
       el("span", { class: "help" }, " registered " + fmtTime(a.created_at)))))));
   $("#apps-list").replaceChildren(...(sections.length ? sections : [el("p", { class: "help" }, "No app identifiers yet.")]));
 }
@@ -63,7 +63,7 @@ async function rename(e) {
 }
 
 async function retire(a) {
-  if (!confirm("Retire " + a.name + "? Its name becomes free again; its history is kept.")) return;
+  if (!(await confirmAction("Retire " + a.name + "?", "Its name becomes free again; its history is kept.", "Retire"))) return;
   try {
     await call("DELETE", ws(state.ws, "/identifiers/" + a.id), { ifMatch: a.version });
     toast("Retired " + a.name);

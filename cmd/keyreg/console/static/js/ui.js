@@ -10,7 +10,7 @@ export function el(tag, attrs = {}, ...children) {
     else if (k === "class") e.className = v;
     else e.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c);
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) e.append(c);
   return e;
 }
 
@@ -78,4 +78,15 @@ export function wireDialogs() {
 
 export function datetimeToRFC3339(v) {
   return v ? new Date(v + (v.length === 16 ? ":00" : "") + "Z").toISOString() : "";
+}
+
+// confirmAction asks a yes/no question in a dialog and resolves true on yes.
+export function confirmAction(title, text, yes) {
+  const d = $("#confirm-dialog");
+  $("#confirm-title").textContent = title;
+  $("#confirm-text").textContent = text;
+  $("#confirm-yes").textContent = yes;
+  d.returnValue = "";
+  d.showModal();
+  return new Promise((resolve) => d.addEventListener("close", () => resolve(d.returnValue === "yes"), { once: true }));
 }
