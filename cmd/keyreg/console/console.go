@@ -89,6 +89,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		securityHeaders(w.Header())
 		h.serveSession(w, r)
 	case strings.HasPrefix(p, "/console/"):
+		if strings.HasSuffix(p, "/") { // no directory listings
+			writeProblem(w, http.StatusNotFound, "not_found", "no such file: "+p)
+			return
+		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			writeProblem(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+p)
@@ -131,8 +135,8 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s, ok := h.sessions.get(c.Value)
-	if !ok {
-		writeProblem(w, http.StatusUnauthorized, "unauthorized", "the console session has ended: sign in again")
+	if !ok { // ended, or opened on another node or before a restart: the API answers as to anyone
+		h.api.ServeHTTP(w, r)
 		return
 	}
 	if isWrite(r.Method) {

@@ -589,4 +589,37 @@ func TestSessionEndsWithKey(t *testing.T) {
 	if st, _, _ := n.Do("GET", "/v1/workspaces/acme/keys", "", nil, "Cookie", "keyreg_session="+id); st != http.StatusUnauthorized {
 		t.Errorf("read after sign-out: %d, want 401", st)
 	}
+	// A stale cookie does not get in the way of public endpoints or of a bearer token.
+	if st, _, b := n.Do("GET", "/healthz", "", nil, "Cookie", "keyreg_session="+id); st != http.StatusOK {
+		t.Errorf("GET /healthz with a stale session cookie: %d %s", st, b)
+	}
+	if st, _, b := n.Do("GET", "/v1/workspaces/acme/keys", n.Root, nil, "Cookie", "keyreg_session="+id); st != http.StatusOK {
+		t.Errorf("a bearer request with a stale session cookie: %d %s", st, b)
+	}
+}
+
+// TestStaticFiles: the console's files carry the security headers, and no directory is
+// listed.
+func TestStaticFiles(t *testing.T) {
+	n := nodetest.StartBinary(t)
+	for _, path := range []string{"/", "/console/console.css", "/console/js/app.js"} {
+		st, h, b := n.Do("GET", path, "", nil)
+		if st != http.StatusOK || len(b) == 0 {
+			t.Errorf("GET %s: %d", path, st)
+		}
+		if !strings.Contains(h.Get("Content-Security-Policy"), "script-src 'self'") || h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s: headers %v", path, h)
+		}
+	}
+	if st, h, _ := n.Do("GET", "/console/js/app.js", "", nil); !strings.HasPrefix(h.Get("Content-Type"), "text/javascript") {
+		t.Errorf("app.js: %d, Content-Type %q", st, h.Get("Content-Type"))
+	}
+	for _, path := range []string{"/console/", "/console/js/"} {
+		if st, _, b := n.Do("GET", path, "", nil); st != http.StatusNotFound {
+			t.Errorf("GET %s: %d %.100s, want 404", path, st, b)
+		}
+	}
+	if st, _, _ := n.Do("POST", "/", "", "{}"); st != http.StatusMethodNotAllowed {
+		t.Errorf("POST /: %d, want 405", st)
+	}
 }
