@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/internal/nodetest"
 	"github.com/keyreg/keyreg/cmd/keyreg/wire"
@@ -225,6 +226,25 @@ func TestConsole(t *testing.T) {
 		if strings.Contains(stored, "kr_") || strings.Contains(stored, session.Value) {
 			t.Errorf("the browser keeps the key or the session id where script reads it: %s", stored)
 		}
+	})
+
+	step(t, "labels and keyboard", func(t *testing.T) {
+		b.t = t
+		// Every field of every view and dialog has a label.
+		unlabelled := eval[[]string](b, `[...document.querySelectorAll("input, select, textarea")]
+			.filter(e => e.type !== "hidden" && e.labels.length === 0 && !e.getAttribute("aria-label")).map(e => e.id || e.outerHTML)`)
+		if len(unlabelled) > 0 {
+			t.Errorf("fields without a label: %v", unlabelled)
+		}
+		// The sections and the create dialog work from the keyboard alone.
+		b.do("open Identification with Enter", chromedp.Focus(css(`#nav a[href="#apps"]`)), chromedp.KeyEvent(kb.Enter),
+			chromedp.WaitVisible(css("#apps-view")), until(`document.activeElement === document.querySelector("#apps-title")`))
+		b.do("back to the keys with Enter", chromedp.Focus(css(`#nav a[href="#keys"]`)), chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible(css("#keys-view")))
+		b.do("open the create dialog with Enter", chromedp.Focus(css("#key-new")), chromedp.KeyEvent(kb.Enter),
+			chromedp.WaitVisible(css("#create-name")), until(`document.activeElement === document.querySelector("#create-name")`))
+		b.do("Tab to the first permission, Space ticks it", chromedp.KeyEvent(kb.Tab),
+			until(`document.activeElement.type === "checkbox"`), chromedp.KeyEvent(" "), until(`document.activeElement.checked === true`))
+		b.do("Escape closes it", chromedp.KeyEvent(kb.Escape), chromedp.WaitNotVisible(css("#create-dialog")))
 	})
 
 	var secret string
