@@ -1,7 +1,7 @@
 // app.js: the console's entry point: sign-in, the workspace switcher, routing between
 // the views (the URL's #fragment) and the live event stream of the workspace.
 import { call, session, signIn, signOut, ws, listAll, seen, Problem } from "./api.js";
-import { $, toast, wireDialogs, showProblem, clearErrors } from "./ui.js";
+import { $, el, toast, wireDialogs, showProblem, clearErrors } from "./ui.js";
 import * as keys from "./keys.js";
 import * as idents from "./identifiers.js";
 import * as audit from "./audit.js";
@@ -16,7 +16,13 @@ export const EVENT_TYPES = [
 ];
 
 // state is what every view shares.
-export const state = { ws: "", workspaces: [], permissions: [] };
+export const state = { ws: "", workspaces: [], permissions: [], keyNames: new Map() };
+
+// who shows a key id (an actor, a creator) with its name when it is a key of this workspace.
+export function who(id, cls = "actor") {
+  const name = state.keyNames.get(id);
+  return [el("code", { class: cls }, id || "?"), name ? el("span", { class: "help" }, " (" + name + ")") : null];
+}
 
 const views = { keys, key: keys, apps: idents, identifiers: idents, audit };
 
@@ -76,6 +82,7 @@ function follow() {
 
 async function loadWorkspace(id) {
   state.ws = id;
+  state.keyNames = new Map();
   localStorage.setItem("keyreg.console.workspace", id); // only the workspace id, never a key
   const cat = await call("GET", "/v1/permissions", { query: { workspace: id } });
   state.permissions = cat.permissions;

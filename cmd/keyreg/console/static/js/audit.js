@@ -3,7 +3,7 @@
 // timeline.
 import { call, ws, withQuery } from "./api.js";
 import { $, el, chips, fmtTime, showProblem, clearErrors, datetimeToRFC3339 } from "./ui.js";
-import { state, EVENT_TYPES } from "./app.js";
+import { state, EVENT_TYPES, who } from "./app.js";
 
 const LABELS = {
   created: "Created", renamed: "Renamed", permissions_updated: "Permissions changed",
@@ -53,7 +53,7 @@ export function timelineEntry(h, opts = {}) {
   const ev = h.event;
   return el("li", { "data-seq": String(h.sequence), "data-type": ev.type },
     el("div", { class: "what" }, label(ev.type)),
-    el("div", { class: "meta" }, fmtTime(ev.time), " · by ", el("code", { class: "actor" }, ev.actor || "?"),
+    el("div", { class: "meta" }, fmtTime(ev.time), " · by ", who(ev.actor),
       " · from ", el("code", { class: "actorip" }, ev.actorip || "?"), " · seq " + h.sequence),
     el("div", { class: "why" }, ev.reason ? "Reason: " + ev.reason : el("span", { class: "help" }, "no reason given")),
     change(ev),
@@ -76,7 +76,7 @@ function row(h) {
   const td = (l, ...c) => el("td", { "data-label": l }, ...c);
   return el("tr", { "data-seq": String(h.sequence) },
     td("Seq", String(h.sequence)), td("When", fmtTime(ev.time)), td("What", label(ev.type)), td("Subject", subject),
-    td("Who", el("code", {}, ev.actor || "")), td("From", el("code", {}, ev.actorip || "")), td("Why", ev.reason || ""), td("Change", change(ev)));
+    td("Who", who(ev.actor)), td("From", el("code", {}, ev.actorip || "")), td("Why", ev.reason || ""), td("Change", change(ev)));
 }
 
 async function load(more) {
@@ -126,6 +126,7 @@ export async function show() {
   const keySel = $("#audit-key");
   const chosen = keySel.value;
   const keys = await call("GET", ws(state.ws, "/keys"), { query: { limit: 1000 } });
+  keys.keys.forEach((k) => state.keyNames.set(k.id, k.name));
   keySel.replaceChildren(new Option("any key", ""), ...keys.keys.map((k) => new Option(k.name + " (" + k.id + ")", k.id)));
   keySel.value = chosen;
   await Promise.all([load(false), checkpoint()]);

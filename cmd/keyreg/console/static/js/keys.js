@@ -2,7 +2,7 @@
 // page (details, "as of" a moment, timeline).
 import { call, ws, listAll } from "./api.js";
 import { $, el, chips, fmtTime, splitList, copy, toast, clearErrors, showProblem, datetimeToRFC3339 } from "./ui.js";
-import { state, refresh } from "./app.js";
+import { state, refresh, who } from "./app.js";
 import { timelineEntry } from "./audit.js";
 
 let current = []; // the keys shown
@@ -11,6 +11,7 @@ let editing = null; // the key a dialog acts on
 export async function show(view, arg) {
   if (view === "key") return showKey(arg);
   current = await listAll(ws(state.ws, "/keys"), "keys", { status: $("#keys-status").value });
+  current.forEach((k) => state.keyNames.set(k.id, k.name));
   $("#keys-table tbody").replaceChildren(...current.map(keyRow));
 }
 
@@ -23,7 +24,7 @@ function keyRow(k) {
   return el("tr", { "data-key": k.id, "data-name": k.name },
     cell("Name", el("a", { href: "#key/" + k.id }, k.name)),
     cell("Identifier", el("code", {}, k.id)),
-    cell("Created by", el("code", {}, k.created_by || "")),
+    cell("Created by", who(k.created_by, "creator")),
     cell("Created", fmtTime(k.created_at)),
     cell("Last change", fmtTime(k.updated_at)),
     cell("Status", el("span", { class: "status " + k.status }, k.status)),
