@@ -325,7 +325,8 @@ func TestConsole(t *testing.T) {
 		b.do("edit", chromedp.Click(css(`tr[data-name="billing-export"] [data-action=edit]`)), chromedp.WaitVisible(css("#edit-allowlist")),
 			chromedp.SetValue(css("#edit-allowlist"), "10.20.0.0/16\n2001:db8:42::/48\n172.16.0.0/12"),
 			chromedp.SendKeys(css("#edit-reason"), "partner office moved – Zürich"),
-			chromedp.Click(css(`#edit-form button[type=submit]`)), chromedp.WaitNotVisible(css("#edit-dialog")))
+			chromedp.Click(css(`#edit-form button[type=submit]`)), chromedp.WaitNotVisible(css("#edit-dialog")),
+			until(`document.querySelector('tr[data-name="billing-export"]')?.textContent.includes("172.16.0.0/12")`))
 		b.do("open the timeline", chromedp.Click(css(`tr[data-name="billing-export"] a[href^="#key/"]`)),
 			chromedp.WaitVisible(css(`#timeline li[data-type="keyreg.key.allowlist_updated.v1"]`)))
 		entry := `#timeline li[data-type="keyreg.key.allowlist_updated.v1"]`
@@ -420,10 +421,16 @@ func TestConsole(t *testing.T) {
 		b.do("open the keys", chromedp.Click(css(`#nav a[href="#keys"]`)), chromedp.WaitVisible(css("#keys-view")),
 			until(`document.querySelector("#live").textContent === "live"`))
 		eval[bool](b, `window.notReloaded = true`)
+		edit := `tr[data-name="billing-export"] [data-action=edit]`
+		b.do("focus a key's Edit button", chromedp.Focus(css(edit)))
 		n.JSON("POST", "/v1/workspaces/acme/keys", n.Root, map[string]any{"name": "made-elsewhere", "permissions": []string{"users.track"}}, 201, nil)
 		b.do("the new key shows", until(`document.querySelector('tr[data-name="made-elsewhere"]') !== null`))
 		if !eval[bool](b, `window.notReloaded === true`) {
 			t.Error("the page reloaded")
+		}
+		// A keyboard user keeps their place: the focus stays on the same button.
+		if !eval[bool](b, `document.activeElement === document.querySelector(`+jsString(edit)+`)`) {
+			t.Errorf("the live update moved the focus to %s", eval[string](b, `document.activeElement.outerHTML.slice(0, 120)`))
 		}
 	})
 

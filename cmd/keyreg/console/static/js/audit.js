@@ -2,7 +2,7 @@
 // status) and the rendering of one event as reviewers read it, shared with a key's
 // timeline.
 import { call, ws, withQuery } from "./api.js";
-import { $, el, chips, fmtTime, showProblem, clearErrors, datetimeToRFC3339 } from "./ui.js";
+import { $, el, chips, fmtTime, showProblem, clearErrors, datetimeToRFC3339, render } from "./ui.js";
 import { state, EVENT_TYPES, who } from "./app.js";
 
 const LABELS = {
@@ -51,7 +51,7 @@ export function change(ev) {
 // why, and the change. opts.asOf(seq), if given, adds a button to see the state after it.
 export function timelineEntry(h, opts = {}) {
   const ev = h.event;
-  return el("li", { "data-seq": String(h.sequence), "data-type": ev.type },
+  return el("li", { "data-key": String(h.sequence), "data-type": ev.type },
     el("div", { class: "what" }, label(ev.type)),
     el("div", { class: "meta" }, fmtTime(ev.time), " · by ", who(ev.actor),
       " · from ", el("code", { class: "actorip" }, ev.actorip || "?"), " · seq " + h.sequence),
@@ -74,7 +74,7 @@ function row(h) {
   const [agg, id] = (ev.subject || "").split("/");
   const subject = agg === "key" ? el("a", { href: "#key/" + id }, ev.subject) : el("code", {}, ev.subject || "");
   const td = (l, ...c) => el("td", { "data-label": l }, ...c);
-  return el("tr", { "data-seq": String(h.sequence) },
+  return el("tr", { "data-key": String(h.sequence) },
     td("Seq", String(h.sequence)), td("When", fmtTime(ev.time)), td("What", label(ev.type)), td("Subject", subject),
     td("Who", who(ev.actor)), td("From", el("code", {}, ev.actorip || "")), td("Why", ev.reason || ""), td("Change", change(ev)));
 }
@@ -85,9 +85,9 @@ async function load(more) {
   for (const fmt of ["jsonl", "csv"]) $("#export-" + fmt).href = withQuery(ws(state.ws, "/audit/export"), { ...f, format: fmt });
   try {
     const page = await call("GET", ws(state.ws, "/audit"), { query: { ...f, after: more ? next : "", limit: 200 } });
-    const rows = page.events.map(row);
-    if (more) $("#audit-table tbody").append(...rows);
-    else $("#audit-table tbody").replaceChildren(...rows);
+    const body = $("#audit-table tbody");
+    if (more) body.append(...page.events.map(row));
+    else render(body, page.events, () => page.events.map(row));
     next = page.next || 0;
     $("#audit-more").hidden = !page.next;
   } catch (err) {

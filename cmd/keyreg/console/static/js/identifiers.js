@@ -2,7 +2,7 @@
 // rename, retire) and the Additional API Identifiers view (pick a kind, search by name as
 // you type, the chosen identifier shown under the dropdown).
 import { call, ws, listAll } from "./api.js";
-import { $, el, fmtTime, copy, toast, clearErrors, showProblem, confirmAction } from "./ui.js";
+import { $, el, fmtTime, copy, toast, clearErrors, showProblem, confirmAction, render } from "./ui.js";
 import { state, refresh } from "./app.js";
 
 let renaming = null;
@@ -22,13 +22,13 @@ async function showApps() {
   }
   const sections = [...byPlatform.keys()].sort().map((p) => el("div", { class: "card platform" },
     el("h3", {}, p),
-    el("ul", {}, ...byPlatform.get(p).map((a) => el("li", { "data-id": a.id, "data-name": a.name },
+    el("ul", {}, ...byPlatform.get(p).map((a) => el("li", { "data-key": a.id, "data-name": a.name },
       el("strong", {}, a.name), " ", el("code", {}, a.id), " ",
       el("button", { type: "button", class: "small secondary", onclick: () => copy(a.id), "aria-label": "Copy the identifier of " + a.name }, "Copy"),
       el("button", { type: "button", class: "small secondary", "data-action": "rename", onclick: () => openRename(a) }, "Rename"),
       el("button", { type: "button", class: "small danger", "data-action": "retire", onclick: () => retire(a) }, "Retire"),
       el("span", { class: "help" }, " registered " + fmtTime(a.created_at)))))));
-  $("#apps-list").replaceChildren(...(sections.length ? sections : [el("p", { class: "help" }, "No app identifiers yet.")]));
+  render($("#apps-list"), apps, () => (sections.length ? sections : [el("p", { class: "help" }, "No app identifiers yet.")]));
 }
 
 async function registerApp(e) {
@@ -83,8 +83,8 @@ async function search() {
   if (seq !== searchSeq) return; // a later keystroke's answer wins
   const list = page.identifiers;
   $("#id-search-status").textContent = list.length ? list.length + (page.next ? "+" : "") + " found" : "Nothing found";
-  $("#id-results").replaceChildren(...list.map((i) => el("li", {},
-    el("button", { type: "button", "data-id": i.id, onclick: () => choose(i) }, i.name))));
+  render($("#id-results"), list, () => list.map((i) => el("li", { "data-key": i.id },
+    el("button", { type: "button", onclick: () => choose(i) }, i.name))));
 }
 
 function choose(i) {

@@ -1,7 +1,7 @@
 // keys.js: the REST API Keys view (list, create, edit, rotate, revoke) and one key's
 // page (details, "as of" a moment, timeline).
 import { call, ws, listAll } from "./api.js";
-import { $, el, chips, fmtTime, splitList, copy, toast, clearErrors, showProblem, datetimeToRFC3339 } from "./ui.js";
+import { $, el, chips, fmtTime, splitList, copy, toast, clearErrors, showProblem, datetimeToRFC3339, render } from "./ui.js";
 import { state, refresh, who } from "./app.js";
 import { timelineEntry } from "./audit.js";
 
@@ -12,7 +12,7 @@ export async function show(view, arg) {
   if (view === "key") return showKey(arg);
   current = await listAll(ws(state.ws, "/keys"), "keys", { status: $("#keys-status").value });
   current.forEach((k) => state.keyNames.set(k.id, k.name));
-  $("#keys-table tbody").replaceChildren(...current.map(keyRow));
+  render($("#keys-table tbody"), current, () => current.map(keyRow));
 }
 
 function cell(label, ...content) {
@@ -195,16 +195,15 @@ async function showKey(id) {
   }
   const k = await call("GET", ws(state.ws, "/keys/" + id));
   $("#key-title").textContent = k.name;
-  const dl = $("#key-details");
   const row = (t, ...d) => [el("dt", {}, t), el("dd", {}, ...d)];
-  dl.replaceChildren(
+  render($("#key-details"), k, () => [
     ...row("Identifier", el("code", {}, k.id)), ...row("Status", el("span", { class: "status " + k.status, id: "key-status" }, k.status)),
     ...row("Created", fmtTime(k.created_at), " by ", el("code", {}, k.created_by || "")), ...row("Last change", fmtTime(k.updated_at)),
     ...row("Permissions", chips(k.permissions)), ...row("Allowlist", k.allowlist.length ? chips(k.allowlist) : "any address"),
     ...(k.expires_at ? row("Expires", fmtTime(k.expires_at)) : []),
-    ...(k.previous_secret_valid_until ? row("Old secret valid until", fmtTime(k.previous_secret_valid_until)) : []));
-  const history = await listAll(ws(state.ws, "/keys/" + id + "/history"), "events");
-  $("#timeline").replaceChildren(...history.reverse().map((h) => timelineEntry(h, { asOf: (seq) => showAsOf(id, seq) })));
+    ...(k.previous_secret_valid_until ? row("Old secret valid until", fmtTime(k.previous_secret_valid_until)) : [])]);
+  const history = (await listAll(ws(state.ws, "/keys/" + id + "/history"), "events")).reverse();
+  render($("#timeline"), history, () => history.map((h) => timelineEntry(h, { asOf: (seq) => showAsOf(id, seq) })));
 }
 
 // showAsOf shows the key as it was at a moment (an RFC 3339 time or a stream sequence).

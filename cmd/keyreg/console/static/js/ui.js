@@ -90,3 +90,22 @@ export function confirmAction(title, text, yes) {
   d.showModal();
   return new Promise((resolve) => d.addEventListener("close", () => resolve(d.returnValue === "yes"), { once: true }));
 }
+
+const rendered = new WeakMap();
+
+// render fills container with make() unless it already shows data (a live update that
+// changed nothing leaves the page alone). When it redraws, the keyboard focus stays on the
+// same control: the one with the same data-action in the element with the same data-key.
+export function render(container, data, make) {
+  const sig = JSON.stringify(data);
+  if (rendered.get(container) === sig) return;
+  rendered.set(container, sig);
+  const a = document.activeElement;
+  const row = a && container.contains(a) ? a.closest("[data-key]") : null;
+  const action = a?.dataset?.action;
+  container.replaceChildren(...make());
+  if (row) {
+    const again = container.querySelector('[data-key="' + CSS.escape(row.dataset.key) + '"]');
+    (action ? again?.querySelector('[data-action="' + CSS.escape(action) + '"]') : again?.querySelector("a, button"))?.focus();
+  }
+}
