@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -150,9 +151,12 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) {
 	// A browser sends only Latin-1 header values: the page sends the reason for a change
 	// percent-encoded, and the API gets it as UTF-8.
 	if enc := r.Header.Get(reasonHeader); enc != "" {
-		if reason, err := url.PathUnescape(enc); err == nil && utf8.ValidString(reason) {
-			r.Header.Set("Keyreg-Reason", reason)
+		reason, err := url.PathUnescape(enc)
+		if err != nil || !utf8.ValidString(reason) || strings.ContainsFunc(reason, unicode.IsControl) {
+			writeFieldProblem(w, "reason", enc, "the reason must be one line of percent-encoded UTF-8 text")
+			return
 		}
+		r.Header.Set("Keyreg-Reason", reason)
 		r.Header.Del(reasonHeader)
 	}
 	r.Header.Del("Cookie")

@@ -607,6 +607,15 @@ func TestSessionEndsWithKey(t *testing.T) {
 			id = c.Value
 		}
 	}
+	// The reason for a change comes percent-encoded (a browser sends only Latin-1 headers):
+	// one line of UTF-8, else 400 naming the field.
+	st, _, body = n.Do("POST", "/v1/workspaces/acme/identifiers", "", map[string]any{"kind": "segment", "name": "x"},
+		"Cookie", "keyreg_session="+id, "X-Keyreg-Csrf", info.CSRF, "X-Keyreg-Reason-Encoded", "two%0Alines")
+	var p wire.Problem
+	json.Unmarshal(body, &p)
+	if st != http.StatusBadRequest || p.Field != "reason" || p.Value != "two%0Alines" {
+		t.Errorf("a reason of two lines: %d %s, want 400 naming the field reason", st, body)
+	}
 	if st, _, b := n.Do("DELETE", "/console/session", "", nil, "Cookie", "keyreg_session="+id); st != http.StatusForbidden {
 		t.Errorf("sign-out without the CSRF token: %d %s, want 403", st, b)
 	}

@@ -155,7 +155,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 4096))
 	if err != nil || json.Unmarshal(body, &in) != nil || in.Secret == "" {
-		writeFieldProblem(w, "secret", "paste the secret of a registry key (kr_...)")
+		writeFieldProblem(w, "secret", "", "paste the secret of a registry key (kr_...)")
 		return
 	}
 	check := httptest.NewRequestWithContext(r.Context(), http.MethodGet, "/v1/workspaces", nil)
@@ -195,8 +195,9 @@ func writeProblem(w http.ResponseWriter, status int, code, detail string) {
 	json.NewEncoder(w).Encode(wire.Problem{Title: http.StatusText(status), Status: status, Code: code, Detail: detail})
 }
 
-func writeFieldProblem(w http.ResponseWriter, field, detail string) {
+// writeFieldProblem answers 400 invalid_input naming the field and its bad value.
+func writeFieldProblem(w http.ResponseWriter, field, value, detail string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(http.StatusBadRequest)
-	json.NewEncoder(w).Encode(wire.Problem{Title: "Bad Request", Status: http.StatusBadRequest, Code: "invalid_input", Field: field, Detail: detail})
+	json.NewEncoder(w).Encode(wire.Problem{Title: "Bad Request", Status: http.StatusBadRequest, Code: "invalid_input", Field: field, Value: value, Detail: detail})
 }
