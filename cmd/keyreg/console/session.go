@@ -44,11 +44,27 @@ func newSessions(ttl time.Duration, max int, now func() time.Time) *sessions {
 	return &sessions{m: map[string]*session{}, ttl: ttl, max: max, now: now, cross: http.NewCrossOriginProtection()}
 }
 
+// maxPerKey bounds the sessions of one key: signing in again ends its oldest, so one key
+// cannot fill the table and keep others out.
+const maxPerKey = 10
+
 // open starts a session for secret; ok is false when too many are open.
 func (s *sessions) open(secret string) (id string, sess *session, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
+	oldest, count := "", 0
+	for id, v := range s.m {
+		if v.secret == secret {
+			count++
+			if oldest == "" || v.expires.Before(s.m[oldest].expires) {
+				oldest = id
+			}
+		}
+	}
+	if count >= maxPerKey {
+		delete(s.m, oldest)
+	}
 	if len(s.m) >= s.max {
 		for id, v := range s.m {
 			if !now.Before(v.expires) {
