@@ -8,7 +8,7 @@ import * as audit from "./audit.js";
 
 // EVENT_TYPES are the event types the live stream names (SSE "event:" field).
 export const EVENT_TYPES = [
-  "keyreg.workspace.created.v1", "keyreg.workspace.permission_defined.v1",
+  "keyreg.workspace.created.v1", "keyreg.workspace.permission_defined.v1", "keyreg.workspace.leak_response_set.v1",
   "keyreg.key.created.v1", "keyreg.key.renamed.v1", "keyreg.key.permissions_updated.v1",
   "keyreg.key.allowlist_updated.v1", "keyreg.key.secret_rotated.v1", "keyreg.key.expiry_changed.v1",
   "keyreg.key.revoked.v1", "keyreg.key.expiring.v1", "keyreg.key.expired.v1", "keyreg.key.leaked.v1",

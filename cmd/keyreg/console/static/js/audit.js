@@ -9,7 +9,7 @@ const LABELS = {
   created: "Created", renamed: "Renamed", permissions_updated: "Permissions changed",
   allowlist_updated: "Allowlist changed", secret_rotated: "Secret rotated", expiry_changed: "Expiry changed",
   revoked: "Revoked", registered: "Registered", retired: "Retired", permission_defined: "Permission defined",
-  expiring: "Expiring soon", expired: "Expired", leaked: "Reported leaked",
+  expiring: "Expiring soon", expired: "Expired", leaked: "Reported leaked", leak_response_set: "Leak response set",
 };
 
 // label names an event type for people: keyreg.key.revoked.v1 -> "Key revoked".

@@ -19,6 +19,8 @@ function cell(label, ...content) {
   return el("td", { "data-label": label }, ...content);
 }
 
+const lastUsed = (k) => k.last_used_at ? fmtTime(k.last_used_at) + (k.last_used_ip ? " from " + k.last_used_ip : "") : "never";
+
 function keyRow(k) {
   const active = k.status === "active";
   return el("tr", { "data-key": k.id, "data-name": k.name },
@@ -27,6 +29,7 @@ function keyRow(k) {
     cell("Created by", who(k.created_by, "creator")),
     cell("Created", fmtTime(k.created_at)),
     cell("Last change", fmtTime(k.updated_at)),
+    cell("Last used", lastUsed(k)),
     cell("Status", el("span", { class: "status " + k.status }, k.status)),
     cell("Permissions", chips(k.permissions)),
     cell("Allowlist", k.allowlist.length ? chips(k.allowlist) : el("span", { class: "help" }, "any address")),
@@ -198,7 +201,7 @@ async function showKey(id) {
   const row = (t, ...d) => [el("dt", {}, t), el("dd", {}, ...d)];
   render($("#key-details"), k, () => [
     ...row("Identifier", el("code", {}, k.id)), ...row("Status", el("span", { class: "status " + k.status, id: "key-status" }, k.status)),
-    ...row("Created", fmtTime(k.created_at), " by ", el("code", {}, k.created_by || "")), ...row("Last change", fmtTime(k.updated_at)),
+    ...row("Created", fmtTime(k.created_at), " by ", el("code", {}, k.created_by || "")), ...row("Last change", fmtTime(k.updated_at)), ...row("Last used", lastUsed(k)),
     ...row("Permissions", chips(k.permissions)), ...row("Allowlist", k.allowlist.length ? chips(k.allowlist) : "any address"),
     ...(k.expires_at ? row("Expires", fmtTime(k.expires_at)) : []),
     ...(k.previous_secret_valid_until ? row("Old secret valid until", fmtTime(k.previous_secret_valid_until)) : [])]);
