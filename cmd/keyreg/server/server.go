@@ -22,6 +22,7 @@ import (
 
 	"github.com/oklog/run"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/console"
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/usage"
 	"github.com/keyreg/keyreg/commands"
@@ -435,7 +436,9 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 		}, func(error) { cancel() })
 	}
 	{
-		srv := &http.Server{Handler: http.HandlerFunc(n.serveHTTP), TLSConfig: n.tlsCfg,
+		// The web console at "/", in front of the API (package console).
+		handler := console.New(http.HandlerFunc(n.serveHTTP), console.Options{Secure: n.tlsCfg != nil})
+		srv := &http.Server{Handler: handler, TLSConfig: n.tlsCfg,
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout, ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
 			ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn), BaseContext: func(net.Listener) context.Context { return drain }}
 		srv.RegisterOnShutdown(func() { n.API().Close() }) // end event streams: Shutdown waits for handlers
