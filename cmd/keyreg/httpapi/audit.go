@@ -123,6 +123,7 @@ func (a *API) registerAudit() {
 	a.registerAuditLog()
 	a.registerAuditExport()
 	a.registerAuditPubkey()
+	a.registerAuditCheckpoint()
 	a.registerRetireSigner()
 }
 
@@ -178,6 +179,44 @@ func (a *API) registerAuditExport() {
 		}
 		q := replay.ExportQuery{Workspace: events.Workspace(in.WS), Filter: f, After: in.After, Format: in.Format}
 		return &huma.StreamResponse{Body: func(hctx huma.Context) { a.streamExport(hctx, q) }}, nil
+	})
+}
+
+type checkpointOutput struct {
+	Body struct {
+		TreeSize uint64    `json:"tree_size" doc:"How many events of the stream (sequences 1 to tree_size) the checkpoint covers"`
+		RootHash string    `json:"root_hash" doc:"The root of the audit tree over them, base64"`
+		SealedAt time.Time `json:"sealed_at" doc:"When it was sealed"`
+		Sequence uint64    `json:"sequence" doc:"The stream sequence of its keyreg.checkpoint.sealed.v1 event"`
+		Note     string    `json:"note" doc:"The signed note (golang.org/x/mod/sumdb/note): check it with a key of GET /v1/audit/pubkey"`
+	}
+}
+
+// registerAuditCheckpoint serves the latest checkpoint to any valid key: reviewers see how
+// far the sealed audit tree reaches without reading workspace system.
+func (a *API) registerAuditCheckpoint() {
+	huma.Register(a.huma, huma.Operation{
+		OperationID: "audit-checkpoint", Method: http.MethodGet, Path: "/v1/audit/checkpoint", Tags: auditTags, Security: bearer,
+		Summary: "The latest signed checkpoint of the audit tree",
+		Description: "The last checkpoint this node's views hold: tree size, root, when it was sealed and its signed note. " +
+			"Any valid key may read it; 404 when none is sealed yet.",
+	}, func(ctx context.Context, in *struct{}) (*checkpointOutput, error) {
+		if _, err := a.authenticate(ctx); err != nil {
+			return nil, err
+		}
+		if a.d.Audit.Checkpoints == nil {
+			return nil, problem(http.StatusNotFound, CodeNotFound, "this server does not keep audit checkpoints")
+		}
+		cp, err := a.d.Audit.Checkpoints.SealedCheckpoint(ctx)
+		if err != nil {
+			return nil, a.fail(ctx, err)
+		}
+		if !cp.Exists() {
+			return nil, problem(http.StatusNotFound, CodeNotFound, "no checkpoint is sealed yet")
+		}
+		out := &checkpointOutput{}
+		out.Body.TreeSize, out.Body.RootHash, out.Body.SealedAt, out.Body.Sequence, out.Body.Note = cp.TreeSize, cp.RootHash, cp.SealedAt, cp.Version, cp.Note
+		return out, nil
 	})
 }
 

@@ -177,6 +177,15 @@ type AuditDeps struct {
 	// its active keys, and DELETE /v1/audit/signers/{signer} retires one. Without it the
 	// published set is VerifierKey alone and retiring answers 409 not_supported.
 	Signers AuditSigners
+	// Checkpoints, when set, serves GET /v1/audit/checkpoint: the latest checkpoint the
+	// views hold (projections.Store); nil: 404.
+	Checkpoints CheckpointReader
+}
+
+// CheckpointReader reads the latest signed checkpoint of the audit tree
+// (projections.Store.SealedCheckpoint); one that does not exist has Version 0.
+type CheckpointReader interface {
+	SealedCheckpoint(ctx context.Context) (events.CheckpointState, error)
 }
 
 // AuditSigners reads and retires the audit signers recorded in the log.

@@ -137,6 +137,7 @@ func TestOpenAPI(t *testing.T) {
 	check("GET", "/v1/workspaces/acme/keys/"+k.Key.ID+"?as_of="+fmt.Sprint(k.Key.Version), f.writer, nil)
 	check("GET", "/v1/workspaces/acme/keys?as_of=1", f.writer, nil)
 	check("GET", "/v1/audit/pubkey", "", nil)
+	check("GET", "/v1/audit/checkpoint", f.writer, nil)
 	check("DELETE", "/v1/audit/signers/"+strings.Repeat("0", 32), n.root, nil) // 404: no such signer
 	check("POST", "/v1/workspaces/acme/permissions", f.writer, map[string]any{"name": "reports.weekly", "description": "Weekly reports"})
 	check("GET", "/v1/permissions?workspace=acme", f.writer, nil)

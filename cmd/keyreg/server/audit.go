@@ -124,10 +124,10 @@ func (n *Node) auditDeps(store *projections.Store) httpapi.AuditDeps {
 		if n.cfg.DataDir != "" {
 			vkey, _ = sealer.ReadVerifierKey(n.cfg.DataDir)
 		}
-		return httpapi.AuditDeps{Exporter: x, VerifierKey: vkey}
+		return httpapi.AuditDeps{Exporter: x, VerifierKey: vkey, Checkpoints: store}
 	}
 	x.Seal, x.Attest = n.audit.sealer.Seal, n.audit.sealer.Attest
-	return httpapi.AuditDeps{Exporter: x, VerifierKey: n.audit.vkey, Signers: auditSigners{log: n.js, cmds: n.Commands}}
+	return httpapi.AuditDeps{Exporter: x, VerifierKey: n.audit.vkey, Signers: auditSigners{log: n.js, cmds: n.Commands}, Checkpoints: store}
 }
 
 // Sealer returns the node's sealer (nil when read-only).

@@ -309,6 +309,18 @@ func TestAuditExportOverHTTP(t *testing.T) {
 	if cp.TreeSize != sum.TreeSize || cp.TreeSize < all.Events[len(all.Events)-1].Sequence {
 		t.Fatalf("checkpoint %d, export's %d", cp.TreeSize, sum.TreeSize)
 	}
+	// Any valid key reads it (a workspace's reviewer, not only an admin); no key: 401.
+	var served struct {
+		TreeSize uint64 `json:"tree_size"`
+		RootHash string `json:"root_hash"`
+		Sequence uint64 `json:"sequence"`
+		Note     string `json:"note"`
+	}
+	f.json("GET", "/v1/audit/checkpoint", f.writer, nil, 200, &served)
+	if served.TreeSize != cp.TreeSize || served.RootHash != cp.RootHash || served.Sequence != cp.Version || served.Note != cp.Note {
+		t.Fatalf("GET /v1/audit/checkpoint: %+v, the views hold %+v", served, cp)
+	}
+	f.json("GET", "/v1/audit/checkpoint", "", nil, 401, nil)
 
 	st, h, body = f.do("GET", "/v1/workspaces/acme/audit/export?format=csv&key="+f.k1.Key.ID, f.writer, nil)
 	rows, err := csv.NewReader(bytes.NewReader(body)).ReadAll()
