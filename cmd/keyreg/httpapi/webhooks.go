@@ -97,9 +97,8 @@ func (a *API) registerAddWebhook() {
 		}
 		hook, res, err := a.d.Webhooks.RegisterWebhook(ctx, commands.RegisterWebhook{
 			Workspace: in.WS, URL: in.Body.URL, Types: in.Body.Types, EventID: id, Meta: c.meta(p)})
-		a.d.Metrics.command("register_webhook", err)
-		if err != nil {
-			return nil, a.fail(ctx, err)
+		if err := a.afterWrite(ctx, "register_webhook", res, err); err != nil {
+			return nil, err
 		}
 		return &struct {
 			Location string `header:"Location"`
@@ -183,9 +182,8 @@ func (a *API) registerRemoveWebhook() {
 		}
 		c := callerOf(ctx)
 		res, err := a.d.Webhooks.RemoveWebhook(ctx, commands.RemoveWebhook{Workspace: in.WS, ID: in.ID, EventID: c.eventID, Meta: c.meta(p)})
-		a.d.Metrics.command("remove_webhook", err)
-		if err != nil {
-			return nil, a.fail(ctx, err)
+		if err := a.afterWrite(ctx, "remove_webhook", res, err); err != nil {
+			return nil, err
 		}
 		return &struct{ WriteHeaders }{written(res)}, nil
 	})

@@ -45,13 +45,18 @@ type nodeWebhooks struct{ n *Node }
 // RegisterWebhook implements httpapi.Webhooks: it checks the URL's addresses, stores the
 // secret under the webhook's id, then appends the registration.
 func (w nodeWebhooks) RegisterWebhook(ctx context.Context, c commands.RegisterWebhook) (wire.NewWebhook, commands.Result, error) {
-	if err := w.n.hooks.Guard().CheckURL(ctx, c.URL); err != nil {
+	// Everything the command checks is checked before a secret is made; the host's
+	// addresses (a DNS lookup) last.
+	if _, err := events.ParseWorkspace(c.Workspace); err != nil {
+		return wire.NewWebhook{}, commands.Result{}, err
+	}
+	if _, err := events.ParseWebhookURL(c.URL); err != nil {
 		return wire.NewWebhook{}, commands.Result{}, err
 	}
 	if _, err := events.ParseWebhookTypes(c.Types); err != nil {
-		return wire.NewWebhook{}, commands.Result{}, err // before a secret is made
+		return wire.NewWebhook{}, commands.Result{}, err
 	}
-	if _, err := events.ParseWorkspace(c.Workspace); err != nil {
+	if err := w.n.hooks.Guard().CheckURL(ctx, c.URL); err != nil {
 		return wire.NewWebhook{}, commands.Result{}, err
 	}
 	secret, err := w.n.hooks.Secret(ctx, c.EventID)
