@@ -78,13 +78,21 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, js: cfg.JS, log: cfg.Log, logger: cfg.Logger, secrets: secrets, deliveries: deliveries,
 		hooks: map[string]*events.WebhookState{}, workers: map[string]*worker{}}
-	m.client = &http.Client{
-		Timeout: cfg.Timeout,
+	m.client = newClient(cfg.Guard, cfg.Timeout)
+	return m, nil
+}
+
+// newClient returns the HTTP client of deliveries: each attempt bounded by timeout,
+// connections only to addresses g allows (checked after DNS resolution), no proxy, and
+// no redirect followed.
+func newClient(g Guard, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
 		Transport: &http.Transport{
 			Proxy:                 nil, // the guard checks the address connected to: no proxy in between
-			DialContext:           cfg.Guard.Dialer(cfg.Timeout).DialContext,
-			TLSHandshakeTimeout:   cfg.Timeout,
-			ResponseHeaderTimeout: cfg.Timeout,
+			DialContext:           g.Dialer(timeout).DialContext,
+			TLSHandshakeTimeout:   timeout,
+			ResponseHeaderTimeout: timeout,
 			MaxIdleConnsPerHost:   2,
 			IdleConnTimeout:       90 * time.Second,
 			ForceAttemptHTTP2:     true,
@@ -92,7 +100,6 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		// A redirect is an answer like any other: not 2xx, so a failed attempt.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return m, nil
 }
 
 // Guard returns where deliveries may go, for checking URLs at registration.
