@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -65,6 +66,7 @@ func (w nodeWebhooks) RegisterWebhook(ctx context.Context, c commands.RegisterWe
 	}
 	res, err := w.n.Commands.RegisterWebhook(ctx, c)
 	if err != nil {
+		w.dropSecret(ctx, c, err)
 		return wire.NewWebhook{}, res, err
 	}
 	st, err := commands.LogState{Log: w.n.Log}.Webhook(ctx, events.Workspace(c.Workspace), res.ID)
@@ -72,6 +74,21 @@ func (w nodeWebhooks) RegisterWebhook(ctx context.Context, c commands.RegisterWe
 		return wire.NewWebhook{}, res, err
 	}
 	return wire.NewWebhook{Webhook: webhookOut(st), Secret: secret}, res, nil
+}
+
+// dropSecret deletes the secret made for a registration that was refused for good (a
+// limit, a workspace that does not exist, an event id used by another command) and left
+// no webhook. After any other failure (the outcome unknown) the secret stays: the
+// registration may yet be stored, or be retried with the same Idempotency-Key.
+func (w nodeWebhooks) dropSecret(ctx context.Context, c commands.RegisterWebhook, err error) {
+	if !errors.Is(err, commands.ErrQuotaExceeded) && !errors.Is(err, events.ErrNotFound) &&
+		!errors.Is(err, events.ErrInvalid) && !errors.Is(err, commands.ErrAlreadyExists) {
+		return
+	}
+	st, rerr := commands.LogState{Log: w.n.Log}.Webhook(ctx, events.Workspace(c.Workspace), c.EventID)
+	if rerr == nil && !st.Exists() {
+		w.n.hooks.DropSecret(ctx, c.EventID)
+	}
 }
 
 // RemoveWebhook implements httpapi.Webhooks. Every node's manager stops its deliveries and

@@ -62,6 +62,14 @@ func (m *Manager) deliverAll(ctx context.Context, st events.WebhookState) error 
 	if err != nil {
 		return err
 	}
+	// Another node that saw the webhook's removal first may have deleted the consumer:
+	// making it again would start over from the registration.
+	if removed, err := m.removed(ctx, st); err != nil || removed {
+		if removed {
+			<-ctx.Done() // this node's manager stops the worker when it sees the removal
+		}
+		return err
+	}
 	cons, err := m.js.CreateOrUpdateConsumer(ctx, events.StreamName, m.consumerConfig(st))
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", ConsumerName(st.ID), err)
@@ -87,6 +95,18 @@ func (m *Manager) deliverAll(ctx context.Context, st events.WebhookState) error 
 			return ctx.Err()
 		}
 	}
+}
+
+// removed reports whether the log holds the removal of webhook st.
+func (m *Manager) removed(ctx context.Context, st events.WebhookState) (bool, error) {
+	removed := false
+	err := m.log.Read(ctx, events.AggregateFilter(st.Workspace, events.AggWebhook, st.ID), st.Version, func(r events.Record) error {
+		if e, err := events.Decode(r.Data); err == nil && e.Type == events.TypeWebhookRemoved {
+			removed = true
+		}
+		return nil
+	})
+	return removed, err
 }
 
 // deliver makes one attempt to deliver msg and acknowledges it: done when delivered (or

@@ -68,6 +68,13 @@ func (m *Manager) Secret(ctx context.Context, id string) (string, error) {
 	return s, nil
 }
 
+// DropSecret deletes the secret of webhook id (made for a registration that was refused).
+func (m *Manager) DropSecret(ctx context.Context, id string) {
+	if err := m.secrets.Purge(ctx, id); err != nil {
+		m.logger.Warn("webhook: delete secret", "webhook", id, "err", err)
+	}
+}
+
 // key reads the HMAC key of webhook id.
 func (m *Manager) key(ctx context.Context, id string) ([]byte, error) {
 	e, err := m.secrets.Get(ctx, id)
