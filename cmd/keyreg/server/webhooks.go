@@ -28,7 +28,8 @@ func (n *Node) openWebhooks(ctx context.Context) error {
 	wc := n.cfg.Webhooks
 	cfg := webhook.Config{JS: n.stream.Log.JetStream(), Log: n.stream.Log, Replicas: n.cfg.replicas(),
 		Guard:    webhook.Guard{AllowPrivate: wc.AllowPrivate},
-		RetryMin: wc.RetryMin, RetryMax: wc.RetryMax, RetryFor: wc.RetryFor, Timeout: wc.Timeout, Logger: n.cfg.Logger}
+		RetryMin: wc.RetryMin, RetryMax: wc.RetryMax, RetryFor: wc.RetryFor, Timeout: wc.Timeout, Logger: n.cfg.Logger,
+		Metrics: n.metrics.Registry()}
 	err := retryStart(ctx, n.cfg, "the webhook buckets", func(ctx context.Context) (err error) {
 		n.hooks, err = webhook.Open(ctx, cfg)
 		return err

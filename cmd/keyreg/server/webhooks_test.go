@@ -286,6 +286,11 @@ func TestWebhookDeliveries(t *testing.T) {
 		}
 	}
 
+	// Since the restart, 4 attempts delivered key c's 4 events.
+	if st, _, m := n.Do("GET", "/metrics", "", nil); st != 200 || !strings.Contains(string(m), `keyreg_webhook_attempts_total{outcome="delivered"} 4`+"\n") {
+		t.Fatalf("metrics: %d\n%s", st, m)
+	}
+
 	// The secret is in no event; removal is an event; the removed webhook is gone.
 	var page struct {
 		Events []wire.HistoryEntry `json:"events"`

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keyreg/keyreg/events"
 )
@@ -32,6 +33,9 @@ type Config struct {
 	// Retry schedule and attempt timeout; 0: the defaults above.
 	RetryMin, RetryMax, RetryFor, Timeout time.Duration
 	Logger                                *slog.Logger // nil: slog.Default()
+	// Metrics, when set, gets keyreg_webhook_attempts_total{outcome}: delivery attempts
+	// by outcome (delivered, retrying, failed).
+	Metrics prometheus.Registerer
 }
 
 // Manager runs the deliveries of every webhook of the log on this node, keeps the
@@ -46,6 +50,7 @@ type Manager struct {
 	secrets    jetstream.KeyValue
 	deliveries jetstream.KeyValue
 	client     *http.Client
+	attempts   *prometheus.CounterVec
 
 	mu      sync.Mutex
 	hooks   map[string]*events.WebhookState // by id
@@ -79,6 +84,13 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	m := &Manager{cfg: cfg, js: cfg.JS, log: cfg.Log, logger: cfg.Logger, secrets: secrets, deliveries: deliveries,
 		hooks: map[string]*events.WebhookState{}, workers: map[string]*worker{}}
 	m.client = newClient(cfg.Guard, cfg.Timeout)
+	m.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyreg_webhook_attempts_total",
+		Help: "Webhook delivery attempts made by this node, by outcome: delivered, retrying (failed, to be retried), failed (given up)."}, []string{"outcome"})
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics.Register(m.attempts); err != nil {
+			return nil, fmt.Errorf("webhook metrics: %w", err)
+		}
+	}
 	return m, nil
 }
 

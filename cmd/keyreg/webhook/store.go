@@ -86,6 +86,7 @@ func (m *Manager) key(ctx context.Context, id string) ([]byte, error) {
 
 // record stores one attempt; a failure is logged, never a reason to deliver again.
 func (m *Manager) record(ctx context.Context, id string, d Delivery) {
+	m.attempts.WithLabelValues(d.Outcome).Inc()
 	b, _ := json.Marshal(d)
 	if _, err := m.deliveries.Put(ctx, id, b); err != nil {
 		m.logger.Warn("webhook: record delivery attempt", "webhook", id, "event", d.EventID, "err", err)
