@@ -79,8 +79,11 @@ func (m *Manager) deliverAll(ctx context.Context, st events.WebhookState) error 
 		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
 		if err != nil {
 			cancel()
-			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				continue
 			}
 			return err
 		}
