@@ -27,6 +27,8 @@ const (
 	PermAuditRead        Permission = "keyreg.audit.read"
 	PermEventsRead       Permission = "keyreg.events.read"
 	PermVerify           Permission = "keyreg.verify"
+	PermWebhooksRead     Permission = "keyreg.webhooks.read"
+	PermWebhooksWrite    Permission = "keyreg.webhooks.write"
 )
 
 // RegistryPrefix starts every registry permission. A workspace cannot define a
@@ -170,6 +172,8 @@ var catalogue = []PermissionInfo{
 	{PermAuditRead, "Read and export the workspace's audit log and key histories.", GroupRegistry, ""},
 	{PermEventsRead, "Follow the workspace's events (Server-Sent Events).", GroupRegistry, ""},
 	{PermVerify, "Verify the workspace's keys (POST /v1/verify).", GroupRegistry, ""},
+	{PermWebhooksRead, "List and show the workspace's webhooks and their deliveries.", GroupRegistry, ""},
+	{PermWebhooksWrite, "Register and remove the workspace's webhooks.", GroupRegistry, ""},
 }
 
 var catalogueIndex = func() map[Permission]int {

@@ -53,7 +53,9 @@ func samplePayloads() map[Type]Payload {
 		TypeKeyExpired:        &KeyExpired{ExpiresAt: t1},
 		TypeKeyLeaked: &KeyLeaked{SecretHash: h2, TokenType: "keyreg_api_key", URL: "https://github.com/acme/app/blob/abc/config.yml",
 			Source: "content", Reporter: "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a", Revoked: true},
-		TypeLeakResponseSet: &LeakResponseSet{Mode: LeakReportOnly, Previous: LeakRevoke},
+		TypeLeakResponseSet:   &LeakResponseSet{Mode: LeakReportOnly, Previous: LeakRevoke},
+		TypeWebhookRegistered: &WebhookRegistered{URL: "https://hooks.example.com/keyreg", Types: []string{"keyreg.key.*"}},
+		TypeWebhookRemoved:    &WebhookRemoved{URL: "https://hooks.example.com/keyreg"},
 	}
 }
 

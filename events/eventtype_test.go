@@ -28,6 +28,7 @@ var aggregateStates = map[Aggregate]struct {
 	AggCheckpoint: {func() folder { return &CheckpointState{} }, TypeCheckpointSealed},
 	AggSubscriber: {func() folder { return &SubscriberState{} }, TypeSubscriberAdded},
 	AggSigner:     {func() folder { return &SignerState{} }, TypeSignerAdded},
+	AggWebhook:    {func() folder { return &WebhookState{} }, TypeWebhookRegistered},
 }
 
 // TestEventTypeUnits checks that every type in Types is whole: a row consistent with its

@@ -81,6 +81,8 @@ var Types = []TypeInfo{
 	eventType(AggKey, func() Payload { return &KeyExpired{} }),
 	eventType(AggKey, func() Payload { return &KeyLeaked{} }),
 	eventType(AggWorkspace, func() Payload { return &LeakResponseSet{} }),
+	eventType(AggWebhook, func() Payload { return &WebhookRegistered{} }),
+	eventType(AggWebhook, func() Payload { return &WebhookRemoved{} }),
 }
 
 // eventType is the row of Types of the payload newPayload makes, of aggregate agg.

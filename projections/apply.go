@@ -307,6 +307,8 @@ func (t *txn) apply(d events.Decoded, p *Prepared) error {
 		// NATS credentials: kept by keyreg serve's NATS users, not in the views (history only).
 	case events.AggSigner:
 		// Audit signers: read from the log by the sealer and the server (history only).
+	case events.AggWebhook:
+		// Webhooks: read from the log by the server and its deliverers (history only).
 	default:
 		return fmt.Errorf("unknown aggregate %q", agg)
 	}

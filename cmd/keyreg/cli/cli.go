@@ -117,6 +117,7 @@ reads wait until the node that answers has applied it. --min-seq N waits for N i
 	root.AddCommand(newPermissionsCmd(g), newPermissionCmd(g))
 	root.AddCommand(newAdminCmd(g))
 	root.AddCommand(newSubscriberCmd(g))
+	root.AddCommand(newWebhookCmd(g))
 	return root
 }
 

@@ -109,6 +109,9 @@ last batch, NATS shut down.`,
 			if cfg.MinSeqWait <= 0 {
 				return usagef("--min-seq-wait %s: use a positive duration, e.g. 5s", cfg.MinSeqWait)
 			}
+			if err := checkWebhookFlags(cfg.Webhooks); err != nil {
+				return err
+			}
 			if !cmd.Flags().Changed("replicas") && len(cfg.ClusterPeers) > 0 && len(cfg.ClusterPeers) < cfg.Replicas {
 				cfg.Replicas = len(cfg.ClusterPeers) // a cluster of 1 or 2 nodes: each holds every replica
 			}
@@ -167,6 +170,7 @@ last batch, NATS shut down.`,
 	f.StringVar(&cfg.Expiry.Warnings, "expiry-warnings", expiry.DefaultWarnings, `append keyreg.key.expiring.v1 when a key comes within each of these of its expiry (days such as 7d, or durations such as 36h; "off": none)`)
 	f.DurationVar(&cfg.Expiry.ScanInterval, "expiry-scan-interval", expiry.DefaultInterval, "how often the node holding the expiry lease looks for keys to warn of or mark expired (-1s: never)")
 	f.StringVar(&cfg.LeakReportKeysFile, "leak-report-keys", "", `serve POST /v1/leaked-keys (secret scanning reports) signed by the ECDSA P-256 keys of this JSON file ({"public_keys": [{"key_identifier", "key", "is_current"}]})`)
+	addWebhookFlags(f, &cfg.Webhooks)
 	// A hidden flag for profiling the server (issue 12): a CPU profile of the whole run,
 	// written when serve stops.
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file when serve stops")

@@ -93,6 +93,7 @@ func New(d Deps) *API {
 	a.registerAudit()
 	a.registerSubscribers()
 	a.registerLeaks()
+	a.registerWebhooks()
 	return a
 }
 

@@ -48,6 +48,9 @@ type Deps struct {
 	// Subscribers, when set, serves /v1/subscribers (NATS credentials of services);
 	// without it those answer 409 not_supported.
 	Subscribers Subscribers
+	// Webhooks, when set, serves /v1/workspaces/{ws}/webhooks; without it those answer
+	// 409 not_supported.
+	Webhooks Webhooks
 	// SSEMaxPerKey and SSEMaxTotal bound the open event streams per registry key (429
 	// beyond) and in all (503 beyond); 0 means DefaultSSEMaxPerKey, DefaultSSEMaxTotal.
 	SSEMaxPerKey int

@@ -296,6 +296,8 @@ func toProblem(err error) *Problem {
 		p = problem(http.StatusConflict, CodeQuotaExceeded, quota.Error()+"; the server's --max-"+quota.What+"-per-workspace sets the limit")
 		p.Limit = quota.Limit
 		return p
+	case errors.Is(err, commands.ErrQuotaExceeded):
+		return problem(http.StatusConflict, CodeQuotaExceeded, err.Error())
 	case errors.As(err, &nf):
 		return problem(http.StatusNotFound, CodeNotFound, nf.Error())
 	case errors.As(err, &exists):

@@ -151,6 +151,13 @@ func TestOpenAPI(t *testing.T) {
 	check("PUT", "/v1/workspaces/acme/leak-response", f.writer, map[string]any{"mode": "report_only"})
 	check("GET", "/v1/workspaces/acme/leak-response", f.writer, nil)
 	check("POST", "/v1/leaked-keys", "", []any{}) // 401: not signed
+	var hook wire.NewWebhook
+	f.json("POST", "/v1/workspaces/acme/webhooks", n.root, map[string]any{"url": "https://203.0.113.7/a", "types": []string{"keyreg.identifier.*"}}, 201, &hook)
+	check("POST", "/v1/workspaces/acme/webhooks", n.root, map[string]any{"url": "https://203.0.113.7/b", "types": []string{"keyreg.identifier.*"}})
+	check("GET", "/v1/workspaces/acme/webhooks", n.root, nil)
+	check("GET", "/v1/workspaces/acme/webhooks/"+hook.Webhook.ID, n.root, nil)
+	check("GET", "/v1/workspaces/acme/webhooks/"+hook.Webhook.ID+"/deliveries", n.root, nil)
+	check("DELETE", "/v1/workspaces/acme/webhooks/"+hook.Webhook.ID, n.root, nil)
 	// Each route, sent its sample without a token: served, and 401 unless public.
 	for _, r := range routes {
 		smp, ok := samples[r]

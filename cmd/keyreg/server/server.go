@@ -25,6 +25,7 @@ import (
 	"github.com/keyreg/keyreg/cmd/keyreg/console"
 	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 	"github.com/keyreg/keyreg/cmd/keyreg/usage"
+	"github.com/keyreg/keyreg/cmd/keyreg/webhook"
 	"github.com/keyreg/keyreg/commands"
 	"github.com/keyreg/keyreg/commands/expiry"
 	"github.com/keyreg/keyreg/events"
@@ -117,6 +118,8 @@ type Config struct {
 	// LeakReportKeysFile, when set, serves POST /v1/leaked-keys with the secret scanners'
 	// public keys of this file (httpapi.LoadLeakReportKeys).
 	LeakReportKeysFile string
+	// Webhooks configures webhook deliveries (see WebhookConfig).
+	Webhooks WebhookConfig
 }
 
 // Default HTTP timeouts.
@@ -180,6 +183,7 @@ type Node struct {
 
 	expiry   *expiry.Scanner        // appends expiry notices; nil when read-only or off
 	leakKeys httpapi.LeakReportKeys // of --leak-report-keys; nil: no leak reports
+	hooks    *webhook.Manager       // webhook deliveries; nil when read-only
 }
 
 // Store returns the serving generation's views.
@@ -278,6 +282,9 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if err := n.openLeakReports(); err != nil {
+		return nil, err
+	}
+	if err := n.openWebhooks(ctx); err != nil {
 		return nil, err
 	}
 	// One fsync per change, the stream's: the views re-apply from it what a crash takes.
@@ -483,6 +490,10 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 	if n.expiry != nil {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return n.expiry.Run(ctx) }, func(error) { cancel() })
+	}
+	if n.hooks != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return n.hooks.Run(ctx) }, func(error) { cancel() })
 	}
 	if snap, err := n.newSnapshotter(cfg); err != nil {
 		return err

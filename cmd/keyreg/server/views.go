@@ -51,6 +51,9 @@ func (n *Node) newViews(gen string, store *projections.Store) *views {
 	if n.usage != nil {
 		deps.Usage = n.usage
 	}
+	if n.hooks != nil {
+		deps.Webhooks = nodeWebhooks{n}
+	}
 	if !n.cfg.ReadOnly {
 		v.projector = projections.NewProjector(store, n.js)
 		deps.Commands, deps.Waiter = n.Commands, v.projector
