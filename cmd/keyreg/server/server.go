@@ -411,6 +411,7 @@ func (n *Node) Serve(ctx context.Context, cfg Config) error {
 			ln.Close()
 			return err
 		}
+		cfg.Logger.Info("views opened", "generation", v.gen, "checkpoint", v.store.Checkpoint(), "stream", startLast)
 		v.start(drain, n.projErr)
 		if v.store.Recovered() {
 			// A crash may have taken the views' latest batches, changes already answered:
