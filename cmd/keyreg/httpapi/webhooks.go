@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"slices"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -89,6 +90,12 @@ func (a *API) registerAddWebhook() {
 		p, err := a.authorize(ctx, in.WS, events.PermWebhooksWrite)
 		if err != nil {
 			return nil, err
+		}
+		// A webhook receives the workspace's events: registering one reads them, so it
+		// needs what reading them needs (else keyreg.webhooks.write alone would read all).
+		if !p.admin() && !slices.Contains(p.Permissions, events.PermEventsRead) {
+			return nil, problem(http.StatusForbidden, CodeForbidden, "registering a webhook needs "+string(events.PermEventsRead)+
+				" as well as "+string(events.PermWebhooksWrite)+": a webhook receives the workspace's events")
 		}
 		c := callerOf(ctx)
 		id := c.eventID

@@ -179,7 +179,7 @@ func keyEvents(t *testing.T, n *nodetest.Node, ws string) (ids, types []string) 
 // secret is never in the log.
 func TestWebhookDeliveries(t *testing.T) {
 	dir := t.TempDir()
-	args := []string{"--webhook-allow-private", "--webhook-retry-min", "100ms", "--webhook-retry-max", "400ms"}
+	args := []string{"--webhook-allow-private", "--webhook-retry-min", "100ms", "--webhook-retry-max", "400ms", "--webhook-timeout", "2s"}
 	n := nodetest.StartBinaryWith(t, nodetest.BinaryOptions{DataDir: dir, Args: args})
 	root := n.Root
 	rcv := newReceiver(t)
@@ -286,9 +286,17 @@ func TestWebhookDeliveries(t *testing.T) {
 		}
 	}
 
-	// Since the restart, 4 attempts delivered key c's 4 events.
-	if st, _, m := n.Do("GET", "/metrics", "", nil); st != 200 || !strings.Contains(string(m), `keyreg_webhook_attempts_total{outcome="delivered"} 4`+"\n") {
-		t.Fatalf("metrics: %d\n%s", st, m)
+	// Since the restart, 4 attempts delivered key c's 4 events. (The receiver may count the
+	// last before the server does: it counts an attempt once the answer is back.)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		st, _, m := n.Do("GET", "/metrics", "", nil)
+		if st == 200 && strings.Contains(string(m), `keyreg_webhook_attempts_total{outcome="delivered"} 4`+"\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics: %d\n%s", st, m)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	// The secret is in no event; removal is an event; the removed webhook is gone.
@@ -358,6 +366,20 @@ func TestWebhookRefusals(t *testing.T) {
 	if after := auditCount(t, n, "acme"); after != before {
 		t.Fatalf("the refusals appended %d events", after-before)
 	}
+	// keyreg.webhooks.write alone may not register: a webhook receives the workspace's
+	// events, so registering one needs keyreg.events.read too.
+	var writer, both wire.KeyWithSecret
+	n.JSON("POST", "/v1/workspaces/acme/keys", root, map[string]any{"name": "hooks", "permissions": []string{"keyreg.webhooks.write"}}, 201, &writer)
+	n.JSON("POST", "/v1/workspaces/acme/keys", root, map[string]any{"name": "hooks+events", "permissions": []string{"keyreg.webhooks.write", "keyreg.events.read"}}, 201, &both)
+	before = auditCount(t, n, "acme")
+	hook := map[string]any{"url": "https://hooks.example.com/x"}
+	if st, _, body := n.Do("POST", "/v1/workspaces/acme/webhooks", writer.Secret, hook); st != 403 || !strings.Contains(string(body), "keyreg.events.read") {
+		t.Fatalf("keyreg.webhooks.write alone: %d %s", st, body)
+	}
+	if after := auditCount(t, n, "acme"); after != before {
+		t.Fatalf("the refusals appended %d events", after-before)
+	}
+	n.JSON("POST", "/v1/workspaces/acme/webhooks", both.Secret, hook, 201, nil)
 }
 
 func auditCount(t *testing.T, n *nodetest.Node, ws string) int {

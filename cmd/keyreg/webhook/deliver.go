@@ -15,8 +15,10 @@ import (
 	"github.com/keyreg/keyreg/events"
 )
 
-// fetchWait is how long a worker's pull waits for a message before asking again.
-const fetchWait = 20 * time.Second
+// fetchWait is how long a worker's pull waits for a message before asking again. It is
+// short because a pull outlives a node that stops: a message the server hands to it then
+// waits out the consumer's AckWait before another node (or this one, restarted) gets it.
+const fetchWait = 5 * time.Second
 
 // work delivers webhook st's events until ctx ends, starting again after a failure of
 // the stream (the consumer, the secret) with a growing pause.
@@ -39,7 +41,8 @@ func (m *Manager) work(ctx context.Context, st events.WebhookState) {
 
 // consumerConfig is webhook st's durable consumer: the workspace's events from the one
 // after the registration, one outstanding at a time (stream order; a failing event holds
-// the next ones back), redelivered when no answer came within the attempt's time.
+// the next ones back), redelivered when no answer came within the attempt's time. The
+// AckWait is also how long an event handed to a node that stopped (a restart) waits.
 func (m *Manager) consumerConfig(st events.WebhookState) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       ConsumerName(st.ID),
@@ -48,7 +51,7 @@ func (m *Manager) consumerConfig(st events.WebhookState) jetstream.ConsumerConfi
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:   st.Registered + 1,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       2*m.cfg.Timeout + 30*time.Second,
+		AckWait:       m.cfg.Timeout + 10*time.Second, // one attempt, its record and its ack
 		MaxDeliver:    -1,
 		MaxAckPending: 1,
 		Replicas:      0, // the stream's
