@@ -22,6 +22,12 @@ func (s *Store) Verify(secret string, ip netip.Addr, permission events.Permissio
 	return s.verify.Verify(secret, ip, permission, now)
 }
 
+// VerifyDigest is Verify for a secret known by its digest (events.SecretDigest) alone
+// (keyindex.Index.VerifyDigest).
+func (s *Store) VerifyDigest(d *[32]byte, ip netip.Addr, permission events.Permission, now time.Time) keyindex.VerifyResult {
+	return s.verify.VerifyDigest(d, ip, permission, now)
+}
+
 // EachKey calls fn with the state of every key of the views, revoked ones included, in
 // key order, until fn returns false, and returns the checkpoint of the views it read:
 // it reads a Pebble snapshot, so the keys fn sees hold exactly the records up to that

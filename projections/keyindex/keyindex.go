@@ -144,8 +144,15 @@ func (x *Index) Verify(secret string, ip netip.Addr, permission events.Permissio
 		return VerifyResult{Code: CodeMalformed}
 	}
 	d := events.SecretDigest(secret)
+	return x.VerifyDigest(&d, ip, permission, now)
+}
+
+// VerifyDigest is Verify for a secret known by its digest (events.SecretDigest) alone:
+// the same checks from NOT_FOUND on. A caller that must act as a key without keeping its
+// secret (the web console's sessions) keeps the digest. It does not allocate.
+func (x *Index) VerifyDigest(d *[32]byte, ip netip.Addr, permission events.Permission, now time.Time) VerifyResult {
 	x.mu.RLock()
-	_, ref := x.findDigest(&d)
+	_, ref := x.findDigest(d)
 	if ref == 0 {
 		x.mu.RUnlock()
 		return VerifyResult{Code: CodeNotFound}

@@ -18,6 +18,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/keyreg/keyreg/cmd/keyreg/httpapi"
 )
 
 //go:embed static
@@ -146,8 +148,7 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+s.secret)
+	r = r.Clone(httpapi.WithKeyDigest(r.Context(), s.digest))
 	// A browser sends only Latin-1 header values: the page sends the reason for a change
 	// percent-encoded, and the API gets it as UTF-8.
 	if enc := r.Header.Get(reasonHeader); enc != "" {

@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/keyreg/keyreg/cmd/keyreg/wire"
+	"github.com/keyreg/keyreg/events"
 )
 
 // Sessions. A session is a random id (the cookie's value, 256 bits) that maps, in this
-// process's memory only, to the registry key it was opened with and a CSRF token. The
-// browser holds the id, never the key. A restarted server, or another node of a cluster,
+// process's memory only, to the registry key it was opened with, known by its secret's
+// digest (SHA-256, as the log and the views keep it: the secret itself is dropped once
+// signed in), and a CSRF token. The browser holds the id, never the key. A restarted server, or another node of a cluster,
 // does not know the id: the page then asks to sign in again (behind a load balancer, route
 // a browser to one node: sticky sessions).
 const (
@@ -26,7 +28,7 @@ const (
 )
 
 type session struct {
-	secret  string
+	digest  [32]byte // events.SecretDigest of the key's secret
 	csrf    string
 	expires time.Time
 }
@@ -48,14 +50,14 @@ func newSessions(ttl time.Duration, max int, now func() time.Time) *sessions {
 // cannot fill the table and keep others out.
 const maxPerKey = 10
 
-// open starts a session for secret; ok is false when too many are open.
-func (s *sessions) open(secret string) (id string, sess *session, ok bool) {
+// open starts a session for the key of secret digest d; ok is false when too many are open.
+func (s *sessions) open(d [32]byte) (id string, sess *session, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
 	oldest, count := "", 0
 	for id, v := range s.m {
-		if v.secret == secret {
+		if v.digest == d {
 			count++
 			if oldest == "" || v.expires.Before(s.m[oldest].expires) {
 				oldest = id
@@ -76,7 +78,7 @@ func (s *sessions) open(secret string) (id string, sess *session, ok bool) {
 		}
 	}
 	id = randomToken()
-	sess = &session{secret: secret, csrf: randomToken(), expires: now.Add(s.ttl)}
+	sess = &session{digest: d, csrf: randomToken(), expires: now.Add(s.ttl)}
 	s.m[id] = sess
 	return id, sess, true
 }
@@ -189,7 +191,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		w.Write(rec.Body.Bytes())
 		return
 	}
-	id, s, ok := h.sessions.open(in.Secret)
+	id, s, ok := h.sessions.open(events.SecretDigest(in.Secret))
 	if !ok {
 		writeProblem(w, http.StatusServiceUnavailable, "unavailable", "too many console sessions are open; retry later")
 		return

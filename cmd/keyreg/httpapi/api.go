@@ -237,10 +237,24 @@ const callerKey ctxKey = iota
 // and the stated reason (header Keyreg-Reason).
 type caller struct {
 	token     string
+	digest    *[32]byte // a key known by its secret's digest (WithKeyDigest), when token is ""
 	ip        netip.Addr
 	requestID string
 	reason    string
 	eventID   string // from Idempotency-Key (idempotencyMiddleware)
+}
+
+type keyDigestKeyType struct{}
+
+var keyDigestKey keyDigestKeyType
+
+// WithKeyDigest returns ctx carrying the digest (events.SecretDigest) of a registry key's
+// secret: a request with that context and no Authorization header acts as that key, as if
+// it had presented the secret. It is for a handler in front of the API in the same process
+// that has authenticated the caller itself (the web console's sessions keep the digest,
+// never the secret); no HTTP client can set it.
+func WithKeyDigest(ctx context.Context, d [32]byte) context.Context {
+	return context.WithValue(ctx, keyDigestKey, &d)
 }
 
 func (a *API) callerMiddleware(ctx huma.Context, next func(huma.Context)) {
@@ -256,6 +270,8 @@ func (a *API) callerMiddleware(ctx huma.Context, next func(huma.Context)) {
 	}
 	if h := ctx.Header("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
 		c.token = strings.TrimSpace(h[7:])
+	} else if d, ok := ctx.Context().Value(keyDigestKey).(*[32]byte); ok {
+		c.digest = d
 	}
 	var xff []string
 	if len(a.d.TrustedProxies) > 0 {

@@ -37,10 +37,15 @@ func (p principal) admin() bool {
 // authenticate checks the bearer secret against the views, from the caller's address.
 func (a *API) authenticate(ctx context.Context) (principal, error) {
 	c := callerOf(ctx)
-	if c.token == "" {
+	var r keyindex.VerifyResult
+	switch {
+	case c.token != "":
+		r = a.d.Views.Verify(c.token, c.ip, "", a.d.Now())
+	case c.digest != nil:
+		r = a.d.Views.VerifyDigest(c.digest, c.ip, "", a.d.Now())
+	default:
 		return principal{}, unauthorized("missing bearer token: send Authorization: Bearer <secret>")
 	}
-	r := a.d.Views.Verify(c.token, c.ip, "", a.d.Now())
 	switch r.Code {
 	case keyindex.CodeValid:
 		return principal{KeyID: r.KeyID, Workspace: r.Workspace, Permissions: r.Permissions}, nil

@@ -113,6 +113,8 @@ type Waiter interface {
 // how every request authenticates, and what POST /v1/verify answers.
 type KeyLookup interface {
 	Verify(secret string, ip netip.Addr, permission events.Permission, now time.Time) keyindex.VerifyResult
+	// VerifyDigest judges a secret known by its digest alone (see WithKeyDigest).
+	VerifyDigest(d *[32]byte, ip netip.Addr, permission events.Permission, now time.Time) keyindex.VerifyResult
 }
 
 // Views are the current views the API reads (projections.Store). Lookups of what does
