@@ -88,13 +88,8 @@ type Notifier interface {
 	NoteKeyExpiry(ctx context.Context, c commands.NoteKeyExpiry) (commands.Result, error)
 }
 
-// Lease is an exclusive lease, as the sealer's (the NATS KV lease of events/natslog).
-type Lease interface {
-	TTL() time.Duration
-	TryAcquire(ctx context.Context) (bool, error)
-	Renew(ctx context.Context) error
-	Release(ctx context.Context) error
-}
+// Lease is the lease one scanner at a time holds (commands.Lease).
+type Lease = commands.Lease
 
 // Scanner appends expiry notices. Create it with New.
 type Scanner struct {
@@ -206,34 +201,15 @@ func (s *Scanner) Run(ctx context.Context) error {
 		s.lead(ctx)
 		return nil
 	}
-	retry := s.lease.TTL() / 3
-	for {
-		ok, err := s.lease.TryAcquire(ctx)
-		if err != nil && ctx.Err() == nil {
-			s.logger.Warn("expiry: lease", "err", err)
-		}
-		if ok {
-			s.logger.Info("expiry: this node appends the expiry notices")
-			err := s.lead(ctx)
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			s.lease.Release(rctx)
-			cancel()
-			if ctx.Err() != nil {
-				return nil
-			}
-			s.logger.Warn("expiry: lost the lease; another node appends the notices", "err", err)
-			clear(s.done) // another node may have moved on: ask the log again
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(retry):
-		}
-	}
+	commands.RunLeased(ctx, s.lease, s.logger, commands.LeaseJob{Name: "expiry",
+		Holding: "this node appends the expiry notices", Lost: "another node appends the notices"}, nil, s.lead)
+	return nil
 }
 
-// lead scans at once, then every interval, until ctx is done or the lease is lost.
+// lead scans at once, then every interval, until ctx is done or the lease is lost. What
+// it remembers of notices already appended starts empty each time.
 func (s *Scanner) lead(ctx context.Context) error {
+	clear(s.done) // another node may have moved on while this one did not hold the lease: ask the log again
 	tick := time.NewTicker(s.interval)
 	defer tick.Stop()
 	var renew <-chan time.Time

@@ -49,18 +49,8 @@ type Waiter interface {
 // are not being applied (the sealer then does not wait).
 type Views func() (Tree, Waiter)
 
-// Lease is an exclusive lease that expires TTL after its last renewal unless released.
-// The NATS KV lease of events/natslog satisfies it.
-type Lease interface {
-	// TTL is how long the lease lasts without renewal.
-	TTL() time.Duration
-	// TryAcquire takes the lease if nobody holds it, and reports whether it did.
-	TryAcquire(ctx context.Context) (bool, error)
-	// Renew extends the lease held; it fails once the lease was lost.
-	Renew(ctx context.Context) error
-	// Release gives the lease up at once, if still held.
-	Release(ctx context.Context) error
-}
+// Lease is the lease one sealer at a time holds (commands.Lease).
+type Lease = commands.Lease
 
 // Config tunes a Sealer.
 type Config struct {
@@ -375,38 +365,10 @@ func (s *Sealer) Run(ctx context.Context) error {
 		s.lead(ctx)
 		return nil
 	}
-	retry := s.lease.TTL() / 3
-	for {
-		if s.retired(ctx) {
-			// A retired key must not hold the lease: another node seals.
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(retry):
-			}
-			continue
-		}
-		ok, err := s.lease.TryAcquire(ctx)
-		if err != nil && ctx.Err() == nil {
-			s.logger.Warn("sealer: lease", "err", err)
-		}
-		if ok {
-			s.logger.Info("sealer: this node seals the audit checkpoints")
-			err := s.lead(ctx)
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			s.lease.Release(rctx)
-			cancel()
-			if ctx.Err() != nil {
-				return nil
-			}
-			s.logger.Warn("sealer: lost the lease; another node seals", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(retry):
-		}
-	}
+	// A retired key must not hold the lease: another node seals.
+	commands.RunLeased(ctx, s.lease, s.logger, commands.LeaseJob{Name: "sealer",
+		Holding: "this node seals the audit checkpoints", Lost: "another node seals"}, s.retired, s.lead)
+	return nil
 }
 
 // retired reports whether the log says the sealer's key is retired (false when it cannot
