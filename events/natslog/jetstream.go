@@ -58,10 +58,14 @@ type Log struct {
 	js            jetstream.JetStream
 	stream        jetstream.Stream
 	directSubject string
-	minBatch      int           // see Options.MinBatchMessages
-	attempt       time.Duration // see Options.AttemptTimeout
-	stall         time.Duration // see Options.FollowStallTimeout
-	logger        *slog.Logger  // see Options.Logger
+	getSubject    string // the stream leader's message get: $JS.API.STREAM.MSG.GET.<stream>
+	// replicated: the stream keeps more than one replica, so that a direct get may be
+	// answered by a replica that lags behind the leader (see leaderGet).
+	replicated bool
+	minBatch   int           // see Options.MinBatchMessages
+	attempt    time.Duration // see Options.AttemptTimeout
+	stall      time.Duration // see Options.FollowStallTimeout
+	logger     *slog.Logger  // see Options.Logger
 }
 
 // Options configure Open.
@@ -134,7 +138,11 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	if stall <= 0 {
 		stall = DefaultFollowStallTimeout
 	}
-	return &Log{nc: nc, js: js, stream: stream, directSubject: "$JS.API.DIRECT.GET." + events.StreamName, minBatch: minBatch, attempt: attempt, stall: stall, logger: cmp.Or(opts.Logger, slog.Default())}, nil
+	return &Log{nc: nc, js: js, stream: stream,
+		directSubject: "$JS.API.DIRECT.GET." + events.StreamName,
+		getSubject:    "$JS.API.STREAM.MSG.GET." + events.StreamName,
+		replicated:    stream.CachedInfo().Config.Replicas > 1,
+		minBatch:      minBatch, attempt: attempt, stall: stall, logger: cmp.Or(opts.Logger, slog.Default())}, nil
 }
 
 func sameMutable(have, want jetstream.StreamConfig) bool {
@@ -265,9 +273,9 @@ func (l *Log) findStored(ctx context.Context, msgs []events.Message) ([]uint64, 
 			return nil
 		})
 	} else {
-		raw, err := l.stream.GetLastMsgForSubject(ctx, first.Subject)
-		if err == nil && raw.Header.Get(jetstream.MsgIDHeader) == first.ID {
-			found = raw.Sequence
+		r, ok, err := l.leaderGet(ctx, msgGetRequest{LastFor: first.Subject})
+		if err == nil && ok && r.MsgID == first.ID {
+			found = r.Seq
 		}
 	}
 	if found == 0 {
@@ -307,29 +315,21 @@ func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
-// getLagWait bounds how long Get waits for a replica that lags behind the stream leader.
-const getLagWait = 5 * time.Second
-
 // Get implements events.Reader. On a replicated stream a direct get may be answered by a
 // replica that has not stored seq yet, even though the stream has it (an append
-// acknowledged by a majority that did not include this replica): Get then asks again,
-// for at most getLagWait, as long as the stream's last sequence (the leader's) says seq
-// exists.
+// acknowledged by a majority that did not include this replica): a direct get that finds
+// nothing there is asked of the stream leader (leaderGet), whose answer is exact.
 func (l *Log) Get(ctx context.Context, seq uint64) (events.Record, error) {
 	raw, err := l.stream.GetMsg(ctx, seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) && seq > 0 {
-		deadline := time.Now().Add(getLagWait)
-		for errors.Is(err, jetstream.ErrMsgNotFound) && time.Now().Before(deadline) {
-			if last, lerr := l.LastSeq(ctx); lerr != nil || last < seq {
-				break // not stored: the answer stands
-			}
-			select {
-			case <-ctx.Done():
-				return events.Record{}, ctx.Err()
-			case <-time.After(20 * time.Millisecond):
-			}
-			raw, err = l.stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) && l.replicated && seq > 0 {
+		r, found, err := l.leaderGet(ctx, msgGetRequest{Seq: seq})
+		if err != nil {
+			return events.Record{}, err
 		}
+		if !found {
+			return events.Record{}, fmt.Errorf("%w: sequence %d", events.ErrNotFound, seq)
+		}
+		return r, nil
 	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return events.Record{}, fmt.Errorf("%w: sequence %d", events.ErrNotFound, seq)
@@ -338,6 +338,67 @@ func (l *Log) Get(ctx context.Context, seq uint64) (events.Record, error) {
 		return events.Record{}, fmt.Errorf("natslog: get %d: %w", seq, unavailable(err))
 	}
 	return events.Record{Seq: raw.Sequence, Subject: raw.Subject, MsgID: raw.Header.Get(jetstream.MsgIDHeader), Time: raw.Time.UTC(), Data: raw.Data}, nil
+}
+
+// msgGetRequest asks the stream leader for one message (nats-server's JSApiMsgGetRequest):
+// the one at Seq; the first on NextFor from Seq on; or the last on LastFor.
+type msgGetRequest struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+}
+
+// leaderGetTimeout bounds the wait for the stream leader's answer to one leaderGet.
+const leaderGetTimeout = 10 * time.Second
+
+// leaderGet asks the stream leader for one message ($JS.API.STREAM.MSG.GET, which only
+// the leader answers). Direct gets are answered by any replica, and a replica may lag
+// behind the leader by the appends a majority acknowledged without it; the leader holds
+// every acknowledged append, so its answer is exact. found is false when the stream holds
+// no such message. An error that says the stream cannot answer now (no leader, no answer
+// in time) wraps events.ErrUnavailable.
+func (l *Log) leaderGet(ctx context.Context, req msgGetRequest) (r events.Record, found bool, err error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return events.Record{}, false, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, leaderGetTimeout)
+	defer cancel()
+	m, err := l.nc.RequestWithContext(rctx, l.getSubject, body)
+	if err != nil {
+		return events.Record{}, false, fmt.Errorf("natslog: get %+v from the stream leader: %w", req, unavailable(err))
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Subject string    `json:"subject"`
+			Seq     uint64    `json:"seq"`
+			Header  []byte    `json:"hdrs"`
+			Data    []byte    `json:"data"`
+			Time    time.Time `json:"time"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return events.Record{}, false, fmt.Errorf("natslog: get %+v from the stream leader: %w", req, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return events.Record{}, false, nil
+	case resp.Error != nil:
+		return events.Record{}, false, fmt.Errorf("natslog: get %+v from the stream leader: %w", req, unavailable(resp.Error))
+	case resp.Message == nil:
+		return events.Record{}, false, fmt.Errorf("natslog: get %+v from the stream leader: an answer without a message", req)
+	}
+	msg := resp.Message
+	r = events.Record{Seq: msg.Seq, Subject: msg.Subject, Time: msg.Time.UTC(), Data: msg.Data}
+	if len(msg.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(msg.Header)
+		if err != nil {
+			return events.Record{}, false, fmt.Errorf("natslog: get %+v from the stream leader: headers: %w", req, err)
+		}
+		r.MsgID = h.Get(jetstream.MsgIDHeader)
+	}
+	return r, true, nil
 }
 
 // readBatch is how many messages one direct batch get asks for.
@@ -353,26 +414,57 @@ const (
 
 // Read implements events.Reader with direct batch gets, so reading one aggregate costs no
 // consumer and no stream info request. Messages stored while Read runs may be included.
+//
+// On a replicated stream the replica that answers direct gets may lag behind the leader
+// (see leaderGet) and hold only the first of filter's records. Read then asks the leader
+// for the next record on filter after the last it read: none, and the read is complete
+// (exact as of that moment, as a read of the leader's store is); one, and Read takes it
+// and reads on from there. It costs one request to the leader per Read.
 func (l *Log) Read(ctx context.Context, filter string, from uint64, fn func(events.Record) error) error {
 	if from == 0 {
 		from = 1
 	}
+	for {
+		next, err := l.readDirect(ctx, filter, from, fn)
+		if errors.Is(err, errStop) {
+			return nil
+		}
+		if err != nil || !l.replicated {
+			return err
+		}
+		r, found, err := l.leaderGet(ctx, msgGetRequest{Seq: next, NextFor: filter})
+		if err != nil || !found {
+			return err
+		}
+		if err := fn(r); err != nil {
+			if errors.Is(err, errStop) {
+				return nil
+			}
+			return err
+		}
+		from = r.Seq + 1
+	}
+}
+
+// readDirect reads filter from sequence from on with direct batch gets, as far as the
+// replica that answers holds it, and returns the sequence after the last record read.
+func (l *Log) readDirect(ctx context.Context, filter string, from uint64, fn func(events.Record) error) (uint64, error) {
 	for tries := 0; ; {
 		n, next, err := l.directBatch(ctx, filter, from, readBatch, fn)
 		if errors.Is(err, errStop) {
-			return nil
+			return next, err
 		}
 		if n == 0 && errors.Is(err, nats.ErrNoResponders) && tries < directRetries {
 			tries++
 			select {
 			case <-ctx.Done():
-				return unavailable(ctx.Err())
+				return from, unavailable(ctx.Err())
 			case <-time.After(directRetryWait):
 			}
 			continue
 		}
 		if err != nil || n < readBatch {
-			return unavailable(err)
+			return next, unavailable(err)
 		}
 		from = next
 	}

@@ -1,0 +1,261 @@
+package natslog_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyreg/keyreg/events"
+	"github.com/keyreg/keyreg/events/natslog"
+	"github.com/keyreg/keyreg/events/natslog/natsserver"
+	"github.com/keyreg/keyreg/events/storetest"
+)
+
+// TestLogOnLaggingReplica runs the suite every events.Log passes on an R3 stream read
+// through a replica that lags behind the leader as far as a replica can: it holds none of
+// the stream. Every direct get of the log goes to a stand-in replica that answers as a
+// replica that has not stored the messages yet does: 404. Appends go to the stream leader
+// as always. Reads must still see every acknowledged append: a command decided on a stale
+// read would refuse what it should do (workspace not found) or miss a stored retry.
+func TestLogOnLaggingReplica(t *testing.T) {
+	c := startCluster(t, 3)
+	var asked atomic.Int64
+	storetest.Run(t, func(t *testing.T) events.Log {
+		l, stale := c.logOnLaggingReplica(t)
+		t.Cleanup(func() { asked.Add(stale.Load()) })
+		return l
+	})
+	if asked.Load() == 0 {
+		t.Fatal("the stand-in replica answered no direct get: the test proved nothing")
+	}
+}
+
+// TestReadOnLaggingReplica: on a replicated stream, Read, Get and an append's look for a
+// retry already stored answer from the leader what a lagging replica lacks.
+func TestReadOnLaggingReplica(t *testing.T) {
+	c := startCluster(t, 3)
+	l, stale := c.logOnLaggingReplica(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	filter := events.AggregateFilter("acme", events.AggKey, "k1")
+	var seqs []uint64
+	for i := range 600 { // more than one direct batch (256)
+		m := events.Message{Subject: fmt.Sprintf("keyreg.acme.key.k1.e%d", i), ID: events.NewID(), Data: []byte(`{}`)}
+		if i%3 == 0 {
+			m.Subject = "keyreg.acme.key.other.e"
+		}
+		s, err := l.Append(ctx, []events.Message{m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%3 != 0 {
+			seqs = append(seqs, s[0])
+		}
+	}
+	var got []uint64
+	if err := l.Read(ctx, filter, 1, func(r events.Record) error {
+		got = append(got, r.Seq)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, seqs) {
+		t.Fatalf("Read through a lagging replica gave %d records, want the %d stored", len(got), len(seqs))
+	}
+	got = got[:0]
+	if err := l.Read(ctx, filter, seqs[100], func(r events.Record) error {
+		got = append(got, r.Seq)
+		if len(got) == 3 {
+			return errEnough
+		}
+		return nil
+	}); !errors.Is(err, errEnough) {
+		t.Fatalf("Read whose callback failed returned %v, want that failure", err)
+	}
+	if !slices.Equal(got, seqs[100:103]) {
+		t.Fatalf("Read from %d gave %v, want %v", seqs[100], got, seqs[100:103])
+	}
+	r, err := l.Get(ctx, seqs[5])
+	if err != nil || r.Seq != seqs[5] || r.Subject != "keyreg.acme.key.k1.e8" {
+		t.Fatalf("Get(%d) through a lagging replica = %+v, %v", seqs[5], r, err)
+	}
+	if _, err := l.Get(ctx, 100000); err == nil {
+		t.Fatal("Get of a sequence beyond the stream found something")
+	}
+	if stale.Load() == 0 {
+		t.Fatal("the stand-in replica answered no direct get: the test proved nothing")
+	}
+
+	// A retry of an append stored already, without an expectation: the log looks for it
+	// by the subject's last message, and must find it though the replica lacks it.
+	m := events.Message{Subject: "keyreg.acme.identifier.i1.registered", ID: events.NewID(), Data: []byte(`{}`)}
+	first, err := l.Append(ctx, []events.Message{m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := l.Append(ctx, []events.Message{m})
+	if err != nil || !slices.Equal(again, first) {
+		t.Fatalf("a retried append answered %v, %v; want the first one's sequence %v", again, err, first)
+	}
+}
+
+var errEnough = errors.New("enough")
+
+// testCluster is a NATS cluster of embedded servers, each with an in-process connection.
+type testCluster struct {
+	servers []*natsserver.Server
+	conns   []*nats.Conn
+}
+
+// startCluster starts n clustered embedded servers on 127.0.0.1 (ports chosen now) and
+// waits until their JetStream has a meta leader.
+func startCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	ports := make([]int, n)
+	var lns []net.Listener
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+	}
+	var peers []string
+	for i, p := range ports {
+		lns[i].Close()
+		peers = append(peers, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	c := &testCluster{servers: make([]*natsserver.Server, n), conns: make([]*nats.Conn, n)}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			c.servers[i], errs[i] = natsserver.Start(natsserver.Options{StoreDir: t.TempDir(), Cluster: &natsserver.Cluster{
+				Name: "lag", ServerName: fmt.Sprintf("n%d", i), Listen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Peers: peers,
+			}})
+		})
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for i, s := range c.servers {
+			if c.conns[i] != nil {
+				c.conns[i].Close()
+			}
+			if s != nil {
+				s.Shutdown()
+				s.WaitForShutdown()
+			}
+		}
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("server %d: %v", i, err)
+		}
+	}
+	for i, s := range c.servers {
+		nc, err := natsserver.ConnectInProcess(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.conns[i] = nc
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		leader, routes := natsserver.MetaLeader(c.servers[0])
+		if leader != "" && routes >= n-1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no JetStream meta leader after 30s (routes %d)", routes)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Direct gets published on server 0 go to the stand-in replica (logOnLaggingReplica).
+	acc := c.servers[0].GlobalAccount()
+	for src, dest := range map[string]string{
+		"$JS.API.DIRECT.GET." + events.StreamName:        "stale.get",
+		"$JS.API.DIRECT.GET." + events.StreamName + ".>": "stale.last.>",
+	} {
+		if err := acc.AddMapping(src, dest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// logOnLaggingReplica creates the stream afresh with three replicas and returns a Log on
+// server 0, whose direct gets all go to a stand-in replica (a subject mapping of server
+// 0's account sends them there) that answers "not found", as a replica that has not
+// stored the messages yet does; stale counts the direct gets it answered.
+func (c *testCluster) logOnLaggingReplica(t *testing.T) (l *natslog.Log, stale *atomic.Int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js, err := jetstream.New(c.conns[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for { // JetStream of a cluster just formed may not answer at once
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := js.DeleteStream(dctx, events.StreamName)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrStreamNotFound) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("delete stream: %v", err)
+		}
+		t.Logf("delete stream: %v (asking again)", err)
+		time.Sleep(100 * time.Millisecond)
+	}
+	var info *jetstream.StreamInfo
+	for {
+		if _, err = natslog.Open(ctx, c.conns[0], natslog.Options{Replicas: 3}); err == nil {
+			s, err := js.Stream(ctx, events.StreamName)
+			if err == nil {
+				info, err = s.Info(ctx)
+			}
+			if err == nil && info.Cluster != nil && info.Cluster.Leader != "" && len(info.Cluster.Replicas) == 2 {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no R3 stream with a leader: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stale = new(atomic.Int64)
+	notFound := func(m *nats.Msg) {
+		stale.Add(1)
+		reply := nats.NewMsg(m.Reply)
+		reply.Header.Set("Status", "404")
+		reply.Header.Set("Description", "Message Not Found")
+		m.RespondMsg(reply)
+	}
+	for _, subj := range []string{"stale.get", "stale.last.>"} {
+		sub, err := c.conns[0].Subscribe(subj, notFound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sub.Unsubscribe() })
+	}
+	if err := c.conns[0].Flush(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = natslog.Open(ctx, c.conns[0], natslog.Options{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, stale
+}
