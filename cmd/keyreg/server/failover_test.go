@@ -626,7 +626,8 @@ func TestNATSClusterIfMatchRace(t *testing.T) {
 // TestNATSClusterWithoutQuorum: while the KEYREG stream has lost its quorum (two of three
 // nats-server processes killed), and then while the node has no NATS server to reach at
 // all, writes answer 503 unavailable with Retry-After, and no 500, before the HTTP write
-// timeout; reads from the node's views keep answering. Once the servers are back, the
+// timeout; reads from the node's views keep answering, reads of the log (as_of, the audit
+// export) answer 503 too. Once the servers are back, the
 // write retried with the same Idempotency-Key succeeds and is in the key's history once,
 // whether or not a failed attempt had stored it.
 func TestNATSClusterWithoutQuorum(t *testing.T) {
@@ -677,6 +678,17 @@ func TestNATSClusterWithoutQuorum(t *testing.T) {
 	c.Kill(1)
 	c.Kill(2)
 	writesFail("without quorum")
+	// Reads of the log itself need the stream's leader: a replica alone may lack
+	// acknowledged changes (natslog's leader get). They answer 503 with Retry-After too.
+	for _, path := range []string{keyPath + "?as_of=" + strconv.FormatUint(k.Key.Version, 10), "/v1/workspaces/" + crashWorkspace + "/audit/export"} {
+		a := sendReq(ctx, hc, "GET", p.url+path, root, nil)
+		if a.err != nil {
+			t.Fatalf("without quorum: GET %s: %v", path, a.err)
+		}
+		if _, err := unavailableAnswer(a); err != nil {
+			t.Fatalf("without quorum: GET %s: %v", path, err)
+		}
+	}
 	c.Kill(0)
 	writesFail("without any NATS server")
 
