@@ -348,8 +348,12 @@ type msgGetRequest struct {
 	NextFor string `json:"next_by_subj,omitempty"`
 }
 
-// leaderGetTimeout bounds the wait for the stream leader's answer to one leaderGet.
-const leaderGetTimeout = 10 * time.Second
+// leaderGetTimeout bounds the wait for the stream leader's answer to one leaderGet, and
+// leaderGetAttempt the wait for one request's: a leader answers a get in milliseconds.
+const (
+	leaderGetTimeout = 10 * time.Second
+	leaderGetAttempt = 500 * time.Millisecond
+)
 
 // leaderGet asks the stream leader for one message ($JS.API.STREAM.MSG.GET, which only
 // the leader answers). Direct gets are answered by any replica, and a replica may lag
@@ -362,9 +366,20 @@ func (l *Log) leaderGet(ctx context.Context, req msgGetRequest) (r events.Record
 	if err != nil {
 		return events.Record{}, false, err
 	}
-	rctx, cancel := context.WithTimeout(ctx, leaderGetTimeout)
+	// Only the leader answers, so a request sent while there is none (a leader lost, one
+	// being elected) goes unanswered: ask again every leaderGetAttempt, so that the new
+	// leader answers soon after it is elected.
+	ctx, cancel := context.WithTimeout(ctx, leaderGetTimeout)
 	defer cancel()
-	m, err := l.nc.RequestWithContext(rctx, l.getSubject, body)
+	var m *nats.Msg
+	for {
+		actx, cancel := context.WithTimeout(ctx, leaderGetAttempt)
+		m, err = l.nc.RequestWithContext(actx, l.getSubject, body)
+		cancel()
+		if err == nil || ctx.Err() != nil || !noAnswer(err) {
+			break
+		}
+	}
 	if err != nil {
 		return events.Record{}, false, fmt.Errorf("natslog: get %+v from the stream leader: %w", req, unavailable(err))
 	}

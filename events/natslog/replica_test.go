@@ -111,6 +111,49 @@ func TestReadOnLaggingReplica(t *testing.T) {
 
 var errEnough = errors.New("enough")
 
+// TestLeaderGetAsksAgain: a request to the stream leader sent while there is none (a
+// leader lost, one being elected) is never answered; the log asks again rather than wait
+// out its bound. Here the first leader get a Get sends is dropped, as a request that
+// reached no leader is; the next ones reach the leader.
+func TestLeaderGetAsksAgain(t *testing.T) {
+	c := startCluster(t, 3)
+	l, _ := c.logOnLaggingReplica(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	seqs, err := l.Append(ctx, []events.Message{{Subject: "keyreg.acme.key.k1.created", ID: events.NewID(), Data: []byte(`{}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaderGet := "$JS.API.STREAM.MSG.GET." + events.StreamName
+	if err := c.servers[0].GlobalAccount().AddMapping(leaderGet, "lost.get"); err != nil {
+		t.Fatal(err)
+	}
+	var asked atomic.Int64
+	sub, err := c.conns[0].Subscribe("lost.get", func(m *nats.Msg) {
+		if asked.Add(1) == 1 {
+			return // no leader heard it
+		}
+		// Server 1 has no mapping: the request reaches the stream's leader from there.
+		if a, err := c.conns[1].Request(leaderGet, m.Data, 10*time.Second); err == nil {
+			m.Respond(a.Data)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := c.conns[0].Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := l.Get(ctx, seqs[0])
+	if err != nil || r.Seq != seqs[0] {
+		t.Fatalf("Get(%d) with its first leader get lost = %+v, %v", seqs[0], r, err)
+	}
+	if asked.Load() < 2 {
+		t.Fatalf("the leader was asked %d times, want the lost request asked again", asked.Load())
+	}
+}
+
 // testCluster is a NATS cluster of embedded servers, each with an in-process connection.
 type testCluster struct {
 	servers []*natsserver.Server
