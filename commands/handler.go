@@ -42,8 +42,9 @@ type Handler struct {
 	Log events.Log
 	// State reads aggregates; nil means LogState{Log}. A State that may lag behind the log
 	// (the views) must implement FreshReader, as ViewState does: a decision on its reads
-	// stands only when the append's expectations check it (see decideChecked); others,
-	// and every retry after a conflict, are decided on its Fresh reads.
+	// stands only when the append's expectations check it (see decideChecked); others are
+	// decided on its Fresh reads. The first retry after a conflict reads its Near side
+	// when it is a NearReader (ViewState on a replicated log), later ones its Fresh reads.
 	State StateReader
 	// Now is the clock; nil means time.Now. Event times are UTC, truncated to microseconds.
 	Now func() time.Time
@@ -199,8 +200,9 @@ func (h *Handler) execute(ctx context.Context, home target, eventID string, meta
 			}
 		}
 		now := h.now()
-		// A retry follows a conflict: the state read last time was stale, so read exactly.
-		changes, res, err := h.decideChecked(ctx, decide, now, try > 0)
+		// A retry follows a conflict: the state read last time was stale, so read fresher:
+		// the log's nearest copy after the first conflict, exactly after more.
+		changes, res, err := h.decideChecked(ctx, decide, now, tier(min(try, int(tierExact))))
 		if err != nil {
 			return Result{}, err
 		}
@@ -250,20 +252,21 @@ func (h *Handler) execute(ctx context.Context, home target, eventID string, meta
 	}
 }
 
-// decideChecked runs decide on the Handler's State, which may lag behind the log (the
-// views), unless fresh asks for exact reads at once. A decision on lagging reads stands
-// only when JetStream will check it: it appends, with an expectation on every aggregate it
-// read (workspaces aside: see reads.Workspace), at the version read. Any other decision (a
-// refusal, a no-op, a decision that rests on an aggregate it does not append to) is made
-// again on exact reads, before anything is appended. So a lagging view never makes a wrong
-// decision: it costs an exact read or, when the append finds it stale, one retry.
-func (h *Handler) decideChecked(ctx context.Context, decide attempt, now time.Time, fresh bool) ([]change, Result, error) {
-	r := h.reads(fresh)
+// decideChecked runs decide on reads of tier t: the Handler's State, which may lag behind
+// the log (the views), the log's nearest copy, which may lag too, or exact reads. A
+// decision on reads that may lag stands only when JetStream will check it: it appends,
+// with an expectation on every aggregate it read (workspaces aside: see reads.Workspace),
+// at the version read. Any other decision (a refusal, a no-op, a decision that rests on an
+// aggregate it does not append to) is made again on exact reads, before anything is
+// appended. So a lagging read never makes a wrong decision: it costs an exact read or,
+// when the append finds it stale, one retry.
+func (h *Handler) decideChecked(ctx context.Context, decide attempt, now time.Time, t tier) ([]change, Result, error) {
+	r := h.reads(t)
 	changes, res, err := decide(context.WithValue(ctx, readsKey{}, r), now)
 	if !r.lagged || (err == nil && len(changes) > 0 && r.covered(changes)) {
 		return changes, res, err
 	}
-	return decide(context.WithValue(ctx, readsKey{}, h.reads(true)), now)
+	return decide(context.WithValue(ctx, readsKey{}, h.reads(tierExact)), now)
 }
 
 // messages encodes changes as one batch. Each aggregate's first message carries the

@@ -19,15 +19,34 @@ type reads struct {
 	versions map[string]uint64 // aggregate filter -> version read; workspaces aside
 }
 
+// tier is how fresh the reads of an attempt are.
+type tier int
+
+const (
+	// tierViews reads the Handler's State as it is: the views, which may lag.
+	tierViews tier = iota
+	// tierNear reads the views and then the nearest copy of the log (NearReader), which
+	// may lag on a replicated log, where it saves a question to the stream's leader. On
+	// other logs it is tierExact.
+	tierNear
+	// tierExact reads exactly: every event the log held when the read began.
+	tierExact
+)
+
 // reads returns the reader of an attempt: the Handler's State and Checkpoints, which may
-// lag, or when fresh their exact counterparts.
-func (h *Handler) reads(fresh bool) *reads {
+// lag, or their nearer or exact counterparts. Checkpoints are read exactly from tierNear
+// on.
+func (h *Handler) reads(t tier) *reads {
 	st := h.state()
 	r := &reads{st: st, versions: map[string]uint64{}}
 	fr, lags := st.(FreshReader)
-	if lags && fresh {
+	nr, hasNear := st.(NearReader)
+	switch {
+	case lags && t == tierNear && hasNear:
+		r.st, r.stLags = nr.Near()
+	case lags && t >= tierNear:
 		r.st = fr.Fresh()
-	} else {
+	default:
 		r.stLags = lags
 	}
 	c, isCps := st.(CheckpointReader)
@@ -39,8 +58,12 @@ func (h *Handler) reads(fresh bool) *reads {
 	default:
 		r.cps = LogState{Log: h.Log}
 	}
-	if fresh && r.cpsLag {
-		if c, ok := r.st.(CheckpointReader); ok && h.Checkpoints == nil {
+	if t >= tierNear && r.cpsLag {
+		exact := r.st
+		if lags && t == tierNear {
+			exact = fr.Fresh()
+		}
+		if c, ok := exact.(CheckpointReader); ok && h.Checkpoints == nil {
 			r.cps = c
 		} else {
 			r.cps = freshCheckpoints{lagging: r.cps, log: h.Log}
@@ -130,5 +153,5 @@ func (h *Handler) stateOf(ctx context.Context) *reads {
 	if r, ok := ctx.Value(readsKey{}).(*reads); ok {
 		return r
 	}
-	return h.reads(true)
+	return h.reads(tierExact)
 }

@@ -31,6 +31,16 @@ type FreshReader interface {
 	Fresh() StateReader
 }
 
+// NearReader is a FreshReader with a middle tier: reads fresher than the lagging side and
+// cheaper than Fresh, that may still lag.
+type NearReader interface {
+	FreshReader
+	// Near returns a reader of the same states that reads the views and then the nearest
+	// copy of the log (events.NearReader), and whether it may lag: when the log has no
+	// nearer copy than its exact reads, Near is Fresh and lags is false.
+	Near() (st StateReader, lags bool)
+}
+
 // LogState is a StateReader that folds an aggregate's events read from the log. It is
 // never stale, and costs one read of the aggregate's events per call: it grows with the
 // aggregate's history and, on JetStream, with the part of the stream after the aggregate's
@@ -115,6 +125,7 @@ type ViewState struct {
 }
 
 var (
+	_ NearReader       = ViewState{}
 	_ FreshReader      = ViewState{}
 	_ CheckpointReader = ViewState{}
 )
@@ -161,6 +172,26 @@ func logWorkspace(l LogState, ctx context.Context, ws events.Workspace, _ string
 
 // Fresh implements FreshReader.
 func (s ViewState) Fresh() StateReader { return freshViews{s} }
+
+// Near implements NearReader: a fresh read of the views whose fold after the views'
+// checkpoint reads the log's nearest copy (events.NearReader), when the log has one.
+func (s ViewState) Near() (StateReader, bool) {
+	nr, ok := s.Log.(events.NearReader)
+	if !ok {
+		return freshViews{s}, false
+	}
+	return freshViews{ViewState{Log: nearLog{Reader: s.Log, near: nr}, Views: s.Views}}, true
+}
+
+// nearLog is a Reader whose Read is its log's ReadNear.
+type nearLog struct {
+	events.Reader
+	near events.NearReader
+}
+
+func (l nearLog) Read(ctx context.Context, filter string, from uint64, fn func(events.Record) error) error {
+	return l.near.ReadNear(ctx, filter, from, fn)
+}
 
 // freshViews is the exact reader of a ViewState.
 type freshViews struct{ s ViewState }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -269,6 +270,111 @@ func TestViewStateLagging(t *testing.T) {
 			if c != wantC || c.Holder != ident.ID {
 				t.Errorf("views at %d: fresh claim %+v, log %+v", upto, c, wantC)
 			}
+		}
+	})
+}
+
+// lagCopyLog is a log whose nearest copy (ReadNear) holds only the records up to upto, as
+// a replica of a replicated stream that lags behind its leader; Read is exact. It counts
+// the reads of key and name filters on each side.
+type lagCopyLog struct {
+	*countingLog
+	upto        atomic.Uint64
+	near, exact atomic.Int32
+}
+
+var errPastCopy = errors.New("past the copy")
+
+func (l *lagCopyLog) ReadNear(ctx context.Context, filter string, from uint64, fn func(events.Record) error) error {
+	if aggregateRead(filter) {
+		l.near.Add(1)
+	}
+	err := l.Log.Read(ctx, filter, from, func(r events.Record) error {
+		if r.Seq > l.upto.Load() {
+			return errPastCopy
+		}
+		return fn(r)
+	})
+	if errors.Is(err, errPastCopy) {
+		return nil
+	}
+	return err
+}
+
+func (l *lagCopyLog) Read(ctx context.Context, filter string, from uint64, fn func(events.Record) error) error {
+	if aggregateRead(filter) {
+		l.exact.Add(1)
+	}
+	return l.Log.Read(ctx, filter, from, fn)
+}
+
+func aggregateRead(filter string) bool {
+	return strings.HasPrefix(filter, "keyreg.acme.key.") || strings.HasPrefix(filter, "keyreg.acme.name.")
+}
+
+// TestViewStateNearReads: on a log with a nearer copy than its exact reads (natslog on a
+// replicated stream, whose exact reads ask the stream's leader), the first retry after a
+// conflict reads the near copy, and only a decision the append cannot check, or a second
+// conflict, reads exactly. Every decision is still the one the log's state calls for.
+func TestViewStateNearReads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: no JetStream")
+	}
+	setup := func(t *testing.T) (*Handler, *lagCopyLog, *projections.Store, string) {
+		log := &lagCopyLog{countingLog: &countingLog{Log: events.NewGroupLog(eventstest.StartEmbedded(t, t.TempDir()).Log)}}
+		store, st := pausedViews(t, log)
+		h := &Handler{Log: log, State: st}
+		mustWorkspace(t, h, "acme")
+		id := mustKey(t, h, "acme").ID
+		catchUp(t, store, log, lastSeq(t, log))
+		if _, err := h.UpdateAllowlist(testCtx(t), UpdateAllowlist{Workspace: "acme", KeyID: id, Allowlist: []string{"1.1.1.1"}}); err != nil {
+			t.Fatal(err)
+		}
+		return h, log, store, id // the views lack the last update
+	}
+	update := func(t *testing.T, h *Handler, log *lagCopyLog, id string) (appends, near, exact int32) {
+		t.Helper()
+		a, n, e := log.appends.Load(), log.near.Load(), log.exact.Load()
+		res, err := h.UpdateAllowlist(testCtx(t), UpdateAllowlist{Workspace: "acme", KeyID: id, Allowlist: []string{"2.2.2.2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		appends, near, exact = log.appends.Load()-a, log.near.Load()-n, log.exact.Load()-e
+		last := lastEvent(t, log, "acme", events.AggKey, id)
+		if last.Seq != res.Seq || !slices.Equal(last.Payload.(*events.AllowlistUpdated).Previous, prefixes("1.1.1.1/32")) {
+			t.Fatalf("last event %d %+v, want at %d with previous 1.1.1.1", last.Seq, last.Payload, res.Seq)
+		}
+		return appends, near, exact
+	}
+
+	t.Run("the first retry reads the near copy", func(t *testing.T) {
+		h, log, _, id := setup(t)
+		log.upto.Store(lastSeq(t, log))
+		appends, near, exact := update(t, h, log, id)
+		if appends != 2 || near != 1 || exact != 0 {
+			t.Errorf("%d appends, %d near and %d exact reads; want 2 appends (stale views, then the near copy) and no exact read", appends, near, exact)
+		}
+	})
+
+	t.Run("a near copy that lags too costs one more retry", func(t *testing.T) {
+		h, log, store, id := setup(t)
+		log.upto.Store(store.Checkpoint())
+		appends, near, exact := update(t, h, log, id)
+		if appends != 3 || near != 1 || exact != 1 {
+			t.Errorf("%d appends, %d near and %d exact reads; want 3 appends (stale views, stale copy, exact) and one read of each", appends, near, exact)
+		}
+	})
+
+	t.Run("refusals are decided on exact reads", func(t *testing.T) {
+		h, log, store, _ := setup(t)
+		ctx := testCtx(t)
+		mustIdentifier(t, h, "acme", "segment", "VIPs")
+		log.upto.Store(store.Checkpoint()) // neither the views nor the copy hold the name
+		_, err := h.RegisterIdentifier(ctx, RegisterIdentifier{Workspace: "acme", Kind: "segment", Name: "vips"})
+		wantErr(t, err, ErrNameTaken)
+		mustWorkspace(t, h, "beta") // a workspace only the log holds
+		if _, err := h.CreateKey(ctx, CreateKey{Workspace: "beta", Name: "k"}); err != nil {
+			t.Fatalf("create a key in a workspace neither the views nor the copy hold: %v", err)
 		}
 	})
 }

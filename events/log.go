@@ -73,6 +73,15 @@ type Reader interface {
 	Follow(ctx context.Context, from uint64, fn func(Record) error) error
 }
 
+// NearReader is implemented by a log whose Read, to be exact, asks beyond the nearest copy
+// of the log (natslog on a replicated stream ends each Read with a question to the stream
+// leader). ReadNear reads the nearest copy only, as Read does otherwise: it is cheaper, and
+// may lack the latest acknowledged appends. It suits reads whose use is checked anyway,
+// such as a decision whose append expects the versions it read.
+type NearReader interface {
+	ReadNear(ctx context.Context, filter string, from uint64, fn func(Record) error) error
+}
+
 // Log is an event log: the only source of truth.
 type Log interface {
 	Appender

@@ -461,6 +461,16 @@ func (l *Log) Read(ctx context.Context, filter string, from uint64, fn func(even
 	}
 }
 
+// ReadNear implements events.NearReader: Read without the question to the stream leader,
+// so that on a replicated stream it may lack the latest acknowledged appends (see Read).
+func (l *Log) ReadNear(ctx context.Context, filter string, from uint64, fn func(events.Record) error) error {
+	_, err := l.readDirect(ctx, filter, max(from, 1), fn)
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
+}
+
 // readDirect reads filter from sequence from on with direct batch gets, as far as the
 // replica that answers holds it, and returns the sequence after the last record read.
 func (l *Log) readDirect(ctx context.Context, filter string, from uint64, fn func(events.Record) error) (uint64, error) {

@@ -278,6 +278,14 @@ func (c *testCluster) logOnLaggingReplica(t *testing.T) (l *natslog.Log, stale *
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Publishes from server 0 reach the stream once the leader's interest in its subjects
+	// has come over the routes.
+	for !c.servers[0].GlobalAccount().SubscriptionInterest("keyreg.acme.key.k1.created") {
+		if ctx.Err() != nil {
+			t.Fatal("server 0 never learnt of the stream's subjects")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	stale = new(atomic.Int64)
 	notFound := func(m *nats.Msg) {
 		stale.Add(1)
