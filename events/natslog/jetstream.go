@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -193,7 +194,7 @@ func (l *Log) Append(ctx context.Context, msgs []events.Message) ([]uint64, erro
 		}
 	}
 	// A conflict or a duplicate after a lost ack: the messages may already be stored.
-	if seqs, ok := l.findStored(ctx, msgs); ok {
+	if seqs, ok := l.findStored(ctx, msgs, conflictLastSeq(err)); ok {
 		return seqs, nil
 	}
 	if isConflict(err) {
@@ -259,19 +260,28 @@ func consecutive(first uint64, n int) []uint64 {
 }
 
 // findStored looks for msgs already in the stream, as after a retry of an append whose
-// acknowledgement was lost. Atomic batches are stored at consecutive sequences.
-func (l *Log) findStored(ctx context.Context, msgs []events.Message) ([]uint64, bool) {
+// acknowledgement was lost. Atomic batches are stored at consecutive sequences. last, when
+// not 0, is the last sequence on the first message's expectation filter, as the leader
+// reported it in a conflict: if they are stored, they are at or before it.
+func (l *Log) findStored(ctx context.Context, msgs []events.Message, last uint64) ([]uint64, bool) {
 	first := msgs[0]
 	var found uint64
 	if first.ExpectFilter != "" {
-		// It is on the filter after the expected sequence, if anywhere.
-		_ = l.Read(ctx, first.ExpectFilter, first.ExpectSeq+1, func(r events.Record) error {
+		// It is on the filter after the expected sequence, if anywhere. The nearest copy
+		// answers when it holds the filter up to last; else ask exactly (Read).
+		reached := false
+		look := func(r events.Record) error {
 			if r.MsgID == first.ID {
 				found = r.Seq
 				return errStop
 			}
+			reached = reached || (last > 0 && r.Seq >= last)
 			return nil
-		})
+		}
+		if last == 0 || l.ReadNear(ctx, first.ExpectFilter, first.ExpectSeq+1, look) != nil || (found == 0 && !reached) {
+			found = 0
+			_ = l.Read(ctx, first.ExpectFilter, first.ExpectSeq+1, look)
+		}
 	} else {
 		r, ok, err := l.leaderGet(ctx, msgGetRequest{LastFor: first.Subject})
 		if err == nil && ok && r.MsgID == first.ID {
@@ -292,6 +302,28 @@ func (l *Log) findStored(ctx context.Context, msgs []events.Message) ([]uint64, 
 }
 
 var errStop = errors.New("stop")
+
+// conflictLastSeq returns the last sequence on the expectation's filter that a conflict
+// (err) reports, "wrong last sequence: N"; 0 when err says none.
+func conflictLastSeq(err error) uint64 {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		var jsErr jetstream.JetStreamError
+		if !errors.As(err, &jsErr) || jsErr.APIError() == nil {
+			return 0
+		}
+		apiErr = jsErr.APIError()
+	}
+	n, ok := strings.CutPrefix(apiErr.Description, "wrong last sequence: ")
+	if apiErr.ErrorCode != errCodeWrongLastSeq || !ok {
+		return 0
+	}
+	seq, err := strconv.ParseUint(n, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return seq
+}
 
 func isConflict(err error) bool {
 	var apiErr *jetstream.APIError

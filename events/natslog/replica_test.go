@@ -154,6 +154,80 @@ func TestLeaderGetAsksAgain(t *testing.T) {
 	}
 }
 
+// TestConflictReadsTheNearCopy: an append whose expectation fails looks for its messages
+// among those stored since (they may be, after a lost acknowledgement). The conflict tells
+// the filter's last sequence; a copy of the stream that holds the filter up to it answers,
+// without a question to the stream leader (which, after a node's loss, answers its API
+// only seconds after appends go through). A copy that lags is not trusted: the leader is
+// asked.
+func TestConflictReadsTheNearCopy(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, stale := c.logOnLaggingReplica(t)
+	// Leader gets from server 0 go through a stand-in that counts them.
+	leaderGet := "$JS.API.STREAM.MSG.GET." + events.StreamName
+	if err := c.servers[0].GlobalAccount().AddMapping(leaderGet, "counted.get"); err != nil {
+		t.Fatal(err)
+	}
+	var asked atomic.Int64
+	sub, err := c.conns[0].Subscribe("counted.get", func(m *nats.Msg) {
+		asked.Add(1)
+		if a, err := c.conns[1].Request(leaderGet, m.Data, 10*time.Second); err == nil {
+			m.Respond(a.Data)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	filter := events.AggregateFilter("acme", events.AggKey, "k1")
+	first, err := l.Append(ctx, []events.Message{{Subject: "keyreg.acme.key.k1.created", ID: events.NewID(), Data: []byte(`{}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.Store(0)
+	stale2 := events.Message{Subject: "keyreg.acme.key.k1.renamed", ID: events.NewID(), Data: []byte(`{}`), ExpectFilter: filter, ExpectSeq: 0}
+
+	// The stand-in copy lacks the filter's record: the leader is asked.
+	if _, err := l.Append(ctx, []events.Message{stale2}); !errors.Is(err, events.ErrConflict) {
+		t.Fatalf("append at a stale expectation: %v, want a conflict", err)
+	}
+	if stale.Load() == 0 || asked.Load() == 0 {
+		t.Fatalf("with a copy that lags: %d direct gets, %d leader gets; want both", stale.Load(), asked.Load())
+	}
+
+	// A copy that holds it: no leader get. (The stand-in goes; server 0's own replica
+	// answers, once it has the record.)
+	for _, subj := range []string{"$JS.API.DIRECT.GET." + events.StreamName, "$JS.API.DIRECT.GET." + events.StreamName + ".>"} {
+		c.servers[0].GlobalAccount().RemoveMapping(subj)
+	}
+	js, _ := jetstream.New(c.conns[0])
+	s, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for { // server 0's replica may lag a moment
+		if _, err := s.GetMsg(ctx, first[0]); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("server 0's replica never held the record")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	asked.Store(0)
+	stale3 := stale2
+	stale3.ID = events.NewID()
+	if _, err := l.Append(ctx, []events.Message{stale3}); !errors.Is(err, events.ErrConflict) {
+		t.Fatalf("append at a stale expectation: %v, want a conflict", err)
+	}
+	if asked.Load() != 0 {
+		t.Fatalf("a conflict whose copy holds the filter asked the leader %d times", asked.Load())
+	}
+
+}
+
 // testCluster is a NATS cluster of embedded servers, each with an in-process connection.
 type testCluster struct {
 	servers []*natsserver.Server

@@ -33,3 +33,23 @@ func TestDuplicateInProcess(t *testing.T) {
 		t.Error("another API error is taken for no answer")
 	}
 }
+
+// TestConflictLastSeq: the last sequence a conflict reports is read from nats-server's
+// "wrong last sequence: N", and only from it.
+func TestConflictLastSeq(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want uint64
+	}{
+		{fmt.Errorf("nats: %w", &jetstream.APIError{Code: 400, ErrorCode: 10071, Description: "wrong last sequence: 4711"}), 4711},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10164, Description: "wrong last sequence"}, 0},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10071, Description: "wrong last sequence: x"}, 0},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "wrong last sequence: 5"}, 0},
+		{errors.New("wrong last sequence: 5"), 0},
+		{nil, 0},
+	} {
+		if got := conflictLastSeq(tc.err); got != tc.want {
+			t.Errorf("conflictLastSeq(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}
