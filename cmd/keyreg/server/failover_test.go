@@ -752,8 +752,9 @@ func TestNATSClusterNameClaimRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Node 2's writes find the workspace even before its views have it, or its NATS
-	// server's replica of the stream: a command that finds no workspace reads again from
-	// the stream leader (natslog's leader get).
+	// server's replica of the stream: the admin's workspace check and a command that find
+	// no workspace in the views read the log, and the log asks the stream leader for what
+	// the replica lacks.
 	winners := map[string]string{} // name -> id of the identifier made
 	for n := range 10 {
 		name := fmt.Sprintf("Été 2026 – campagne %d", n)
