@@ -47,6 +47,11 @@ func NewGroupLog(l GroupedLog) *GroupLog {
 	return &GroupLog{GroupedLog: l}
 }
 
+// ReadNear implements NearReader, passing it on to the wrapped log (see ReadNear).
+func (g *GroupLog) ReadNear(ctx context.Context, filter string, from uint64, fn func(Record) error) error {
+	return ReadNear(ctx, g.GroupedLog, filter, from, fn)
+}
+
 // Queued returns how many appends wait for the write under way to end.
 func (g *GroupLog) Queued() int {
 	g.mu.Lock()

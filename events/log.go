@@ -82,6 +82,15 @@ type NearReader interface {
 	ReadNear(ctx context.Context, filter string, from uint64, fn func(Record) error) error
 }
 
+// ReadNear reads r's nearest copy when r is a NearReader, else reads it (Read). Wrappers of
+// a log (GroupLog, metrics) pass ReadNear on with it.
+func ReadNear(ctx context.Context, r Reader, filter string, from uint64, fn func(Record) error) error {
+	if nr, ok := r.(NearReader); ok {
+		return nr.ReadNear(ctx, filter, from, fn)
+	}
+	return r.Read(ctx, filter, from, fn)
+}
+
 // Log is an event log: the only source of truth.
 type Log interface {
 	Appender

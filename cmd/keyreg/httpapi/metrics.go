@@ -147,6 +147,11 @@ type timedLog struct {
 	h prometheus.Histogram
 }
 
+// ReadNear implements events.NearReader, passing it on to the wrapped log.
+func (t timedLog) ReadNear(ctx context.Context, filter string, from uint64, fn func(events.Record) error) error {
+	return events.ReadNear(ctx, t.Log, filter, from, fn)
+}
+
 func (t timedLog) Append(ctx context.Context, msgs []events.Message) ([]uint64, error) {
 	start := time.Now()
 	seqs, err := t.Log.Append(ctx, msgs)

@@ -156,3 +156,34 @@ func TestAdminWriteInWorkspaceViewsLack(t *testing.T) {
 		t.Fatalf("an admin's write in a workspace nobody made: %d, want 404", code)
 	}
 }
+
+// nearOnly is a log whose nearest copy holds nothing: ReadNear reads no record.
+type nearOnly struct{ *events.MemLog }
+
+func (nearOnly) ReadNear(context.Context, string, uint64, func(events.Record) error) error {
+	return nil
+}
+
+// TestInstrumentedLogPassesReadNear: the log serve gives the commands (timed appends over
+// group commit over the stream) still reads the stream's nearest copy, so that a retry
+// after a conflict spares the question to the stream's leader (commands.ViewState.Near).
+func TestInstrumentedLogPassesReadNear(t *testing.T) {
+	inner := nearOnly{events.NewMemLog()}
+	if _, err := inner.Append(context.Background(), []events.Message{{Subject: "keyreg.acme.key.k.created", ID: events.NewID(), Data: []byte(`{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	log := httpapi.NewMetrics(func() float64 { return 0 }).InstrumentLog(events.NewGroupLog(inner))
+	if _, ok := log.(events.NearReader); !ok {
+		t.Fatal("the instrumented log is no events.NearReader")
+	}
+	count := func(read func(context.Context, string, uint64, func(events.Record) error) error) int {
+		n := 0
+		if err := read(context.Background(), ">", 1, func(events.Record) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if near, exact := count(log.(events.NearReader).ReadNear), count(log.Read); near != 0 || exact != 1 {
+		t.Fatalf("ReadNear read %d records and Read %d; want the inner log's ReadNear (0) and Read (1)", near, exact)
+	}
+}
