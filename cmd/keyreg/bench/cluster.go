@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyreg/keyreg/cmd/keyreg/server"
 	"github.com/keyreg/keyreg/cmd/keyreg/wire"
 	"github.com/keyreg/keyreg/events"
 )
@@ -350,7 +351,7 @@ func leaderPause(ctx context.Context, exe string, opts ClusterOptions, nodes []*
 
 // streamLeader returns the index of the node whose embedded NATS server leads the KEYREG
 // stream: it adds a NATS subscriber through h, asks the stream's info, and matches the
-// leader's server name with the server each node's NATS listener names.
+// leader's server name with the name each node keeps in its data dir.
 func streamLeader(ctx context.Context, h *httpRunner, nodes []*node) (int, error) {
 	// A node answers 503 when its NATS users did not take the new subscriber within its
 	// bound (seen once on a busy cluster): the subscriber is then added without its
@@ -365,15 +366,11 @@ func streamLeader(ctx context.Context, h *httpRunner, nodes []*node) (int, error
 			return 0, err
 		}
 	}
-	connect := func(url string) (*nats.Conn, error) {
-		var nc *nats.Conn
-		err := eventually(ctx, func() (err error) {
-			nc, err = nats.Connect(url, nats.UserInfo(sub.NATSUser, sub.Password), nats.CustomInboxPrefix(sub.InboxPrefix))
-			return err
-		})
-		return nc, err
-	}
-	nc, err := connect(nodes[0].natsURL)
+	var nc *nats.Conn
+	err := eventually(ctx, func() (err error) {
+		nc, err = nats.Connect(nodes[0].natsURL, nats.UserInfo(sub.NATSUser, sub.Password), nats.CustomInboxPrefix(sub.InboxPrefix))
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("bench --cluster: nats %s: %w", nodes[0].natsURL, err)
 	}
@@ -396,18 +393,23 @@ func streamLeader(ctx context.Context, h *httpRunner, nodes []*node) (int, error
 	}); err != nil {
 		return 0, fmt.Errorf("bench --cluster: the KEYREG stream's leader: %w", err)
 	}
+	// A node's server is named in its data dir (server.NodeNameFile). Asking each node's
+	// NATS listener for its name is not as sure: a subscriber's connection that a node
+	// drops reconnects at once to another node of the cluster, which then answers
+	// (seen once in CI: two nodes seemed to have one name).
+	var names []string
 	for i, n := range nodes {
-		c, err := connect(n.natsURL)
+		b, err := os.ReadFile(filepath.Join(n.dir, server.NodeNameFile))
 		if err != nil {
-			return 0, fmt.Errorf("bench --cluster: nats %s: %w", n.natsURL, err)
+			return 0, fmt.Errorf("bench --cluster: node %d's name: %w", i+1, err)
 		}
-		name := c.ConnectedServerName()
-		c.Close()
+		name := strings.TrimSpace(string(b))
 		if name == leader {
 			return i, nil
 		}
+		names = append(names, name)
 	}
-	return 0, fmt.Errorf("bench --cluster: the stream's leader %q is none of the nodes", leader)
+	return 0, fmt.Errorf("bench --cluster: the stream's leader %q is none of the nodes %q", leader, names)
 }
 
 // node is a `keyreg serve` child of RunCluster.
