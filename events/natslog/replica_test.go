@@ -317,7 +317,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 // stored the messages yet does; stale counts the direct gets it answered.
 func (c *testCluster) logOnLaggingReplica(t *testing.T) (l *natslog.Log, stale *atomic.Int64) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	js, err := jetstream.New(c.conns[0])
 	if err != nil {
@@ -336,17 +336,24 @@ func (c *testCluster) logOnLaggingReplica(t *testing.T) (l *natslog.Log, stale *
 		t.Logf("delete stream: %v (asking again)", err)
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Each attempt has a bound of its own, as serve's openClusterLog gives it: a request
+	// that reached no meta leader (one being elected on a busy machine) is never answered
+	// (seen in CI: one create took the whole minute).
 	var info *jetstream.StreamInfo
 	for {
-		if _, err = natslog.Open(ctx, c.conns[0], natslog.Options{Replicas: 3}); err == nil {
-			s, err := js.Stream(ctx, events.StreamName)
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		if _, err = natslog.Open(actx, c.conns[0], natslog.Options{Replicas: 3}); err == nil {
+			var s jetstream.Stream
+			s, err = js.Stream(actx, events.StreamName)
 			if err == nil {
-				info, err = s.Info(ctx)
+				info, err = s.Info(actx)
 			}
 			if err == nil && info.Cluster != nil && info.Cluster.Leader != "" && len(info.Cluster.Replicas) == 2 {
+				acancel()
 				break
 			}
 		}
+		acancel()
 		if ctx.Err() != nil {
 			t.Fatalf("no R3 stream with a leader: %v", err)
 		}
