@@ -394,8 +394,9 @@ func streamLeader(ctx context.Context, h *httpRunner, nodes []*node) (int, error
 		return 0, fmt.Errorf("bench --cluster: the KEYREG stream's leader: %w", err)
 	}
 	// A node's server is named in its data dir (server.NodeNameFile). Asking each node's
-	// NATS listener for its name is not as sure: a subscriber's connection that a node
-	// drops reconnects at once to another node of the cluster, which then answers
+	// NATS listener for its name is not as sure: a NATS client whose first server refuses
+	// it tries, within the same Connect, the other servers that server's INFO named, so a
+	// node that has not applied the new subscriber yet passes the client to one that has
 	// (seen once in CI: two nodes seemed to have one name).
 	var names []string
 	for i, n := range nodes {
