@@ -147,7 +147,7 @@ last batch, NATS shut down.`,
 	f.StringVar(&cfg.NodeName, "node-name", "", "with --cluster-name: this node's name in the cluster at its first start, kept in DATA/node-name (default: a random name)")
 	f.DurationVar(&cfg.ClusterStartTimeout, "cluster-start-timeout", server.DefaultClusterStartTimeout, "with --cluster-name: how long to wait at start for a majority of the nodes and the stream")
 	f.StringVar(&cfg.BootstrapKeyFile, "bootstrap-key-file", "", "on first start, also write the root secret to this file (mode 0600)")
-	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain HTTP requests on shutdown")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain HTTP requests, and to write the last verify snapshot, on shutdown")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.IntVar(&cfg.SealEveryEvents, "seal-every-events", 1000, "append a signed audit checkpoint once this many events are not covered (-1: never)")
 	f.DurationVar(&cfg.SealInterval, "seal-interval", time.Minute, "append a signed audit checkpoint this often while events are not covered (-1s: never)")

@@ -13,9 +13,6 @@ import (
 // for embedded verifiers when its views moved (Config.VerifySnapshotInterval 0).
 const DefaultVerifySnapshotInterval = 5 * time.Minute
 
-// snapshotFinalTimeout bounds the snapshot written on shutdown.
-const snapshotFinalTimeout = 2 * time.Minute
-
 // snapshotter keeps the snapshot of the verify index that embedded verifiers start from
 // (verifier.WriteSnapshot) current: once the views have caught up with the stream at
 // start, then every interval, and on shutdown, each time only if the views moved since
@@ -25,8 +22,11 @@ type snapshotter struct {
 	js       jetstream.JetStream
 	every    time.Duration
 	replicas int
-	last     uint64 // the sequence of the latest snapshot
-	have     bool   // whether there is one
+	// final bounds the snapshot written on shutdown (Config.ShutdownTimeout, as for the
+	// HTTP drain): a cluster without quorum never answers it, and a shutdown must end.
+	final time.Duration
+	last  uint64 // the sequence of the latest snapshot
+	have  bool   // whether there is one
 }
 
 // newSnapshotter returns the node's snapshotter, or nil when it writes none (read-only,
@@ -39,7 +39,7 @@ func (n *Node) newSnapshotter(cfg Config) (*snapshotter, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &snapshotter{n: n, js: js, every: cfg.VerifySnapshotInterval, replicas: cfg.replicas()}
+	s := &snapshotter{n: n, js: js, every: cfg.VerifySnapshotInterval, replicas: cfg.replicas(), final: cfg.ShutdownTimeout}
 	if s.every == 0 {
 		s.every = DefaultVerifySnapshotInterval
 	}
@@ -74,7 +74,7 @@ func (s *snapshotter) run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotFinalTimeout)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.final)
 			defer cancel()
 			s.write(fctx)
 			return nil

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyreg/keyreg/commands"
@@ -89,4 +90,83 @@ func TestVerifySnapshots(t *testing.T) {
 	if r := v.Verify(key.Secret, netip.MustParseAddr("10.1.2.3"), "", time.Now()); r.Code != keyindex.CodeValid || r.KeyID != key.ID {
 		t.Fatalf("the new key: %+v", r)
 	}
+}
+
+// TestShutdownSnapshotBounded: the verify snapshot written on shutdown gives up after the
+// shutdown timeout when JetStream does not answer (a cluster that lost its quorum; here
+// the purge of older snapshots is sent to a subscriber that never answers), so the node
+// stops. It waited 2 minutes, past systemd's default of 90s.
+func TestShutdownSnapshotBounded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", BootstrapKeyFile: filepath.Join(t.TempDir(), "root.key"),
+		Stderr: io.Discard, Logger: slog.New(slog.DiscardHandler), SealEveryEvents: -1, SealInterval: -1,
+		VerifySnapshotInterval: time.Hour, ShutdownTimeout: 500 * time.Millisecond}
+	n, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- n.Serve(sctx, cfg) }()
+	js, err := jetstream.New(n.stream.conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for { // the first snapshot, once caught up
+		if _, ok := verifier.LatestSnapshot(ctx, js); ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("no snapshot once caught up")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if _, err := n.Commands.CreateWorkspace(ctx, commands.CreateWorkspace{Workspace: "acme", Name: "Acme"}); err != nil {
+		t.Fatal(err)
+	}
+	key, err := n.Commands.CreateKey(ctx, commands.CreateKey{Workspace: "acme", Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Projector().WaitFor(ctx, key.Seq); err != nil {
+		t.Fatal(err)
+	}
+	purge := "$JS.API.STREAM.PURGE." + verifier.SnapshotStream
+	if err := n.stream.nats.GlobalAccount().AddMapping(purge, "unanswered.purge"); err != nil {
+		t.Fatal(err)
+	}
+	asked := make(chan struct{}, 1)
+	sub, err := n.stream.conn.Subscribe("unanswered.purge", func(*nats.Msg) {
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := n.stream.conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	stop()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the node did not stop within 30s: the shutdown's snapshot waited on JetStream past the shutdown timeout")
+	}
+	select {
+	case <-asked:
+	default:
+		t.Fatal("the shutdown's snapshot never asked for the purge: the test proved nothing")
+	}
+	t.Logf("stopped %s after the signal, with the purge unanswered", time.Since(start).Round(time.Millisecond))
 }
